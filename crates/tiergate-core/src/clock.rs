@@ -1,0 +1,116 @@
+//! Time sources.
+//!
+//! Every rule of the policy is a function of time (24 h windows, 7-day counts, the RED grace,
+//! pauses, GCRA), so time is injected instead of read from the OS: tests and `simulate` drive a
+//! [`ManualClock`], production uses [`SystemClock`]. Times are Unix milliseconds, the unit that
+//! WhatsApp's APIs and tiergate's gRPC contract use.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time in Unix milliseconds.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time, in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that only moves when told to. Tests, the simulator and `serve --manual-clock` use it
+/// so that 7-day rules can be exercised in milliseconds.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock stopped at `start_ms`.
+    pub fn new(start_ms: u64) -> Self {
+        Self {
+            now: AtomicU64::new(start_ms),
+        }
+    }
+
+    /// Moves time forward by `ms` and returns the new time. Time never moves backwards.
+    pub fn advance(&self, ms: u64) -> u64 {
+        self.now.fetch_add(ms, Ordering::SeqCst).saturating_add(ms)
+    }
+
+    /// Moves time forward to `ms`; an earlier `ms` leaves the clock where it is, because the
+    /// engine's windows assume time never goes backwards. Returns the resulting time.
+    pub fn advance_to(&self, ms: u64) -> u64 {
+        self.now.fetch_max(ms, Ordering::SeqCst).max(ms)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}
+
+/// The clock the per-org GCRA limiters read: it holds the time of the decision being made.
+///
+/// `governor` asks its clock for "now" inside every check. Pointing it at the decision's own
+/// timestamp (set under the org's lock just before the check) means throughput and pair rate
+/// see exactly the same instant as the tier window, and the OS clock is read once per decision.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecisionClock(Arc<AtomicU64>);
+
+impl DecisionClock {
+    pub(crate) fn new(now_ms: u64) -> Self {
+        let c = Self::default();
+        c.set(now_ms);
+        c
+    }
+
+    pub(crate) fn set(&self, now_ms: u64) {
+        self.0
+            .store(now_ms.saturating_mul(1_000_000), Ordering::Relaxed);
+    }
+}
+
+impl governor::clock::Clock for DecisionClock {
+    type Instant = governor::nanos::Nanos;
+
+    fn now(&self) -> Self::Instant {
+        governor::nanos::Nanos::from(self.0.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_only_moves_forward() {
+        let c = ManualClock::new(1_000);
+        assert_eq!(c.advance(500), 1_500);
+        assert_eq!(c.advance_to(1_200), 1_500);
+        assert_eq!(c.advance_to(2_000), 2_000);
+        assert_eq!(c.now_ms(), 2_000);
+    }
+
+    #[test]
+    fn system_clock_is_after_2020() {
+        assert!(SystemClock.now_ms() > 1_577_836_800_000);
+    }
+}

@@ -1,0 +1,193 @@
+//! The decision order of SPEC §2, applied to one org under its lock, and the undo of a send
+//! that never reached WhatsApp.
+//!
+//! The first rule that denies wins. Rules 1–2 (malformed input, unknown org or number) are
+//! errors raised by the engine before it gets here; rules 3–10 are below, in order; rule 11
+//! records the send, in the same critical section as the decision.
+
+use crate::decision::{Decision, DenyReason, Permit, SendOutcome, Usage, Verdict};
+use crate::error::EngineError;
+use crate::org_state::OrgState;
+use crate::permit_ledger::PermitRecord;
+use crate::policy::Policy;
+use crate::validate::RecipientKey;
+use crate::window::Touch;
+
+/// A send whose fields were validated and whose phone number was found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckedSend<'a> {
+    pub(crate) slot: u16,
+    pub(crate) recipient: RecipientKey,
+    pub(crate) template_name: &'a str,
+    pub(crate) idempotency_key: Option<&'a str>,
+}
+
+impl OrgState {
+    /// Decides one send at `now` and records it when allowed.
+    pub(crate) fn decide(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> Decision {
+        let now = self.advance(now);
+        let w = self.window_of(policy, send.slot);
+        let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
+        self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
+        self.log.expire(cutoff7);
+        self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
+
+        if let Some(key) = send.idempotency_key {
+            self.idem
+                .expire(now.saturating_sub(policy.idempotency_ttl_ms));
+            if let Some(first) = self.idem.get(key) {
+                return first.clone();
+            }
+        }
+        self.maybe_auto_upgrade(policy, now);
+
+        let (usage, restricted) = self.standing(policy, w, now);
+        let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
+            verdict: Verdict::Deny,
+            reason: Some(reason),
+            retry_after_ms,
+            permit: None,
+            usage,
+        };
+
+        // 3. account or number blocked
+        if self.account_restricted {
+            return deny(DenyReason::AccountRestricted, 0);
+        }
+        // 4. template paused or disabled
+        if !self.paused.is_empty()
+            && let Some(&until) = self.paused.get(send.template_name)
+        {
+            match until {
+                None => return deny(DenyReason::TemplatePaused, 0),
+                Some(u) if u > now => return deny(DenyReason::TemplatePaused, u - now),
+                Some(_) => {
+                    self.paused.remove(send.template_name);
+                }
+            }
+        }
+        let no_path = self.config.escalation_path.is_none();
+        // 5. no escalation path and no template ever sent
+        if no_path && !self.has_history() {
+            return deny(DenyReason::EscalationPathRequired, 0);
+        }
+        // 6. no escalation path and this send would pass the weekly cap
+        let cap = policy.weekly_cap_without_escalation;
+        if no_path && self.log.at_least(cap, cutoff7) {
+            let retry = self.log.until_fewer_than(cap, now, policy.weekly_window_ms);
+            return deny(DenyReason::WeeklyCapWithoutEscalation, retry);
+        }
+        // 7 and 8. a new recipient against the effective (maybe restricted) tier
+        let window = &self.windows[w];
+        if let Some(limit) = usage.tier_limit
+            && window.len() >= limit
+            && window.last_seen(send.recipient).is_none()
+        {
+            let retry = window
+                .oldest()
+                .map_or(0, |t| (t + policy.tier_window_ms).saturating_sub(now));
+            let reason = if restricted {
+                DenyReason::QualityRestricted
+            } else {
+                DenyReason::TierLimit
+            };
+            return deny(reason, retry);
+        }
+        // 9. throughput of the number
+        if let Err(ms) = self.phones[send.slot as usize].throughput.check() {
+            return deny(DenyReason::Throughput, ms);
+        }
+        // 10. pair rate
+        if let Err(ms) = self.pair.check(send.slot, send.recipient.0) {
+            return deny(DenyReason::PairRate, ms);
+        }
+        // 11. allow, and record
+        self.record(policy, send, w, usage, now)
+    }
+
+    fn record(
+        &mut self,
+        policy: &Policy,
+        send: CheckedSend<'_>,
+        w: usize,
+        mut usage: Usage,
+        now: u64,
+    ) -> Decision {
+        let prev_ts = match self.windows[w].touch(send.recipient, now) {
+            Touch::New => None,
+            Touch::Refreshed { prev_ts } => Some(prev_ts),
+        };
+        self.log.push(now);
+        self.sends_total += 1;
+        let seq = self.ledger.push(
+            PermitRecord {
+                at: now,
+                recipient: send.recipient,
+                prev_ts,
+                window: w as u16,
+                reported: false,
+                idempotency_key: send.idempotency_key.map(Box::from),
+            },
+            policy.permit_capacity,
+        );
+        // Tier and pass-through stay as judged for this send; the counts now include it.
+        usage.unique_recipients_24h = self.windows[w].len();
+        usage.templates_7d += 1;
+        let decision = Decision {
+            verdict: Verdict::Allow,
+            reason: None,
+            retry_after_ms: 0,
+            permit: Some(Permit {
+                org_id: self.id.clone(),
+                seq,
+            }),
+            usage,
+        };
+        if let Some(key) = send.idempotency_key {
+            self.idem
+                .insert(key, now, decision.clone(), policy.idempotency_capacity);
+        }
+        decision
+    }
+
+    /// Records the outcome of permit `seq`. NOT_SENT gives back the window slot and the counts.
+    pub(crate) fn report(
+        &mut self,
+        policy: &Policy,
+        permit: &Permit,
+        outcome: SendOutcome,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let now = self.advance(now);
+        let seq = permit.seq;
+        let rec = match self.ledger.get_mut(seq) {
+            None => return Err(EngineError::UnknownPermit(permit.to_string())),
+            Some(r) if r.reported => {
+                return Err(EngineError::PermitAlreadyReported(permit.to_string()));
+            }
+            Some(r) => {
+                r.reported = true;
+                r.clone()
+            }
+        };
+        if outcome != SendOutcome::NotSent {
+            return Ok(());
+        }
+        let cutoff = now.saturating_sub(policy.tier_window_ms);
+        let undone = self.windows[rec.window as usize].undo(rec.recipient, rec.at, rec.prev_ts, cutoff);
+        if !undone
+            && let Some(later) = self.ledger.next_to_same(seq)
+            && later.prev_ts == Some(rec.at)
+        {
+            // A later send to the same recipient is its latest; it now follows this send's
+            // predecessor, so undoing it later restores the right time.
+            later.prev_ts = rec.prev_ts;
+        }
+        self.log.remove(rec.at);
+        self.sends_total = self.sends_total.saturating_sub(1);
+        if let Some(key) = rec.idempotency_key.as_deref() {
+            self.idem.forget(key, seq);
+        }
+        Ok(())
+    }
+}

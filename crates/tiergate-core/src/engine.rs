@@ -1,0 +1,278 @@
+//! The engine: the registry of orgs and the public API of the library.
+//!
+//! Orgs live in a sharded map (`dashmap`), each behind its own mutex, so decisions for different
+//! orgs run in parallel and decisions for one org are serialised (exact last-slot races). The
+//! engine reads its injected clock once per call and does no I/O; durable stores and servers
+//! wrap it.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::appeal::{Appeal, AppealId, validate_evidence};
+use crate::clock::Clock;
+use crate::decide::CheckedSend;
+use crate::decision::{Decision, Permit, SendOutcome, SendRequest};
+use crate::error::{EngineError, PolicyError};
+use crate::escalation::EscalationPath;
+use crate::org::{OrgConfig, OrgStatus};
+use crate::org_state::OrgState;
+use crate::policy::Policy;
+use crate::quality::QualityRating;
+use crate::tier::Tier;
+use crate::tier_change::TierChange;
+use crate::validate::{self, RecipientKey};
+
+type OrgMap = DashMap<Box<str>, Mutex<OrgState>, foldhash::fast::RandomState>;
+
+/// The policy engine. Share it with `Arc<Engine>`; every method takes `&self`.
+pub struct Engine {
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    orgs: OrgMap,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy", &self.policy)
+            .field("orgs", &self.orgs.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with no orgs. The policy is validated first.
+    pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, PolicyError> {
+        policy.validate()?;
+        Ok(Self {
+            policy,
+            clock,
+            orgs: OrgMap::default(),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Number of registered orgs.
+    pub fn org_count(&self) -> usize {
+        self.orgs.len()
+    }
+
+    /// Decides one send and, when it is allowed, records it (SPEC §2 rules 1–11).
+    ///
+    /// Malformed fields give [`EngineError::Invalid`]; an unknown org or number gives
+    /// `UnknownOrg` / `UnknownPhoneNumber` and creates no state. A denial is `Ok`.
+    pub fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, EngineError> {
+        validate::org_id(req.org_id)?;
+        validate::numeric_id("phone_number_id", req.phone_number_id)?;
+        let recipient = RecipientKey::parse(req.recipient)?;
+        validate::template_name(req.template_name)?;
+        if let Some(k) = req.idempotency_key {
+            validate::idempotency_key(k)?;
+        }
+        let now = self.clock.now_ms();
+        let org = self
+            .orgs
+            .get(req.org_id)
+            .ok_or_else(|| EngineError::UnknownOrg(req.org_id.to_owned()))?;
+        let mut st = org.lock();
+        let slot = *st.phone_index.get(req.phone_number_id).ok_or_else(|| {
+            EngineError::UnknownPhoneNumber {
+                org_id: req.org_id.to_owned(),
+                phone_number_id: req.phone_number_id.to_owned(),
+            }
+        })?;
+        let send = CheckedSend {
+            slot,
+            recipient,
+            template_name: req.template_name,
+            idempotency_key: req.idempotency_key,
+        };
+        Ok(st.decide(&self.policy, send, now))
+    }
+
+    /// Records what happened to an allowed send. `NotSent` gives back its window slot and counts;
+    /// reporting twice is refused so nothing is refunded twice.
+    pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<(), EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(&permit.org_id, |st, policy| {
+            st.report(policy, permit, outcome, now)
+        })?
+    }
+
+    /// Registers an org, or updates it. An update keeps the org's windows and counts; a tier
+    /// increase in it passes the escalation gate like any other.
+    pub fn put_org(&self, config: OrgConfig) -> Result<OrgStatus, EngineError> {
+        config.validate(self.policy.max_throughput_mps)?;
+        let now = self.clock.now_ms();
+        let entry = self.orgs.entry(config.org_id.as_str().into());
+        match entry {
+            dashmap::Entry::Occupied(o) => {
+                let mut st = o.get().lock();
+                st.check_phones(&config.phone_numbers)?;
+                let now = st.advance(now);
+                st.update(config, &self.policy, now);
+                Ok(st.status(&self.policy, now))
+            }
+            dashmap::Entry::Vacant(v) => {
+                let mut st = OrgState::new(config, &self.policy, now);
+                let status = st.status(&self.policy, now);
+                v.insert(Mutex::new(st));
+                Ok(status)
+            }
+        }
+    }
+
+    /// An org's live status.
+    pub fn get_org(&self, org_id: &str) -> Result<OrgStatus, EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| st.status(policy, now))
+    }
+
+    /// Every org's status, ordered by id.
+    pub fn list_orgs(&self) -> Vec<OrgStatus> {
+        let now = self.clock.now_ms();
+        let mut out: Vec<OrgStatus> = self
+            .orgs
+            .iter()
+            .map(|e| e.value().lock().status(&self.policy, now))
+            .collect();
+        out.sort_by(|a, b| a.config.org_id.cmp(&b.config.org_id));
+        out
+    }
+
+    /// Sets the org's escalation path; a held tier increase is applied at once.
+    pub fn set_escalation_path(
+        &self,
+        org_id: &str,
+        path: EscalationPath,
+    ) -> Result<OrgStatus, EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            st.set_escalation_path(path, policy);
+            st.status(policy, now)
+        })
+    }
+
+    /// Removes the org's escalation path.
+    pub fn clear_escalation_path(&self, org_id: &str) -> Result<OrgStatus, EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            st.config.escalation_path = None;
+            st.status(policy, now)
+        })
+    }
+
+    /// Changes the quality rating (admin, or a webhook). RED starts the grace period.
+    pub fn set_quality_rating(
+        &self,
+        org_id: &str,
+        rating: QualityRating,
+    ) -> Result<OrgStatus, EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            let now = st.advance(now);
+            st.set_quality_rating(rating, now);
+            st.status(policy, now)
+        })
+    }
+
+    /// Asks for a tier: decreases apply, increases are held while there is no escalation path.
+    pub fn request_tier_change(&self, org_id: &str, target: Tier) -> Result<TierChange, EngineError> {
+        self.with_org(org_id, |st, policy| st.change_tier(target, policy))
+    }
+
+    /// Blocks or unblocks the account (rule 3): error codes 368 and 131031, or an admin.
+    pub fn set_account_restricted(
+        &self,
+        org_id: &str,
+        restricted: bool,
+    ) -> Result<OrgStatus, EngineError> {
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            st.account_restricted = restricted;
+            st.status(policy, now)
+        })
+    }
+
+    /// Pauses a template until `until_ms`, or disables it (`None`) until reinstated (rule 4).
+    pub fn pause_template(
+        &self,
+        org_id: &str,
+        template_name: &str,
+        until_ms: Option<u64>,
+    ) -> Result<OrgStatus, EngineError> {
+        validate::template_name(template_name)?;
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            let now = st.advance(now);
+            st.pause_template(template_name, until_ms, now)?;
+            Ok(st.status(policy, now))
+        })?
+    }
+
+    /// Lifts a pause or a disable.
+    pub fn reinstate_template(
+        &self,
+        org_id: &str,
+        template_name: &str,
+    ) -> Result<OrgStatus, EngineError> {
+        validate::template_name(template_name)?;
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            st.paused.remove(template_name);
+            st.status(policy, now)
+        })
+    }
+
+    /// Files an appeal against a low rating; it is pending until resolved.
+    pub fn file_appeal(&self, org_id: &str, evidence: &str) -> Result<Appeal, EngineError> {
+        validate_evidence(evidence)?;
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, _| {
+            let now = st.advance(now);
+            st.file_appeal(evidence, now)
+        })?
+    }
+
+    /// Resolves an appeal. Approval clears RED and the restriction; rejection changes nothing.
+    pub fn resolve_appeal(&self, id: &AppealId, approved: bool) -> Result<Appeal, EngineError> {
+        self.with_org(&id.org_id, |st, _| st.resolve_appeal(id, approved))
+            .map_err(|e| match e {
+                EngineError::UnknownOrg(_) => EngineError::UnknownAppeal(id.to_string()),
+                e => e,
+            })?
+    }
+
+    /// An appeal by id.
+    pub fn get_appeal(&self, id: &AppealId) -> Result<Appeal, EngineError> {
+        self.with_org(&id.org_id, |st, _| st.appeal(id.n).cloned())
+            .ok()
+            .flatten()
+            .ok_or_else(|| EngineError::UnknownAppeal(id.to_string()))
+    }
+
+    fn with_org<R>(
+        &self,
+        org_id: &str,
+        f: impl FnOnce(&mut OrgState, &Policy) -> R,
+    ) -> Result<R, EngineError> {
+        validate::org_id(org_id)?;
+        let org = self
+            .orgs
+            .get(org_id)
+            .ok_or_else(|| EngineError::UnknownOrg(org_id.to_owned()))?;
+        let mut st = org.lock();
+        Ok(f(&mut st, &self.policy))
+    }
+}

@@ -1,0 +1,74 @@
+//! # tiergate-core: the policy engine
+//!
+//! Decides whether one WhatsApp template send may go out now, records it when it may, and
+//! explains every refusal with a reason and, where waiting helps, an exact retry-after. It keeps
+//! a business inside WhatsApp's messaging tier (unique recipients in a moving 24 h), throughput
+//! and pair rate, and applies the quality-rating and human-escalation-path policy.
+//!
+//! The crate has no I/O and no async runtime; time comes from an injected [`Clock`]. Servers,
+//! stores and webhooks are shells around [`Engine`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tiergate_core::*;
+//!
+//! let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+//! let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
+//! let path = EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap();
+//! engine
+//!     .put_org(OrgConfig::new("acme", Tier::Tier250).with_phone("1065", 80).with_escalation(path))
+//!     .unwrap();
+//! let send = SendRequest {
+//!     org_id: "acme",
+//!     phone_number_id: "1065",
+//!     recipient: "4915112345678",
+//!     template_name: "order_update",
+//!     category: Category::Utility,
+//!     idempotency_key: None,
+//! };
+//! let d = engine.decide(&send).unwrap();
+//! assert!(d.is_allowed());
+//! // The same recipient again within 6 s: pair rate.
+//! let d = engine.decide(&send).unwrap();
+//! assert_eq!(d.reason, Some(DenyReason::PairRate));
+//! assert_eq!(d.retry_after_ms, 6_000);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod appeal;
+mod clock;
+mod decide;
+mod decision;
+mod engine;
+mod error;
+mod escalation;
+mod idempotency;
+mod org;
+mod org_state;
+mod permit_ledger;
+mod policy;
+mod quality;
+mod rate;
+mod send_log;
+mod tier;
+mod tier_change;
+mod validate;
+mod window;
+
+pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{
+    Category, Decision, DenyReason, Permit, SendOutcome, SendRequest, Usage, Verdict,
+};
+pub use engine::Engine;
+pub use error::{EngineError, PolicyError, ValidationError};
+pub use escalation::{EscalationKind, EscalationPath, MAX_CONTACT_LEN};
+pub use org::{OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause};
+pub use policy::{Policy, TierScope};
+pub use quality::QualityRating;
+pub use send_log::SendLog;
+pub use tier::{Ladder, Tier};
+pub use tier_change::TierChange;
+pub use validate::RecipientKey;
+pub use window::{RecipientWindow, Touch};

@@ -1,0 +1,163 @@
+//! An org (WhatsApp business portfolio) as an operator registers it, and as the engine reports it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::appeal::Appeal;
+use crate::decision::Usage;
+use crate::error::ValidationError;
+use crate::escalation::EscalationPath;
+use crate::quality::QualityRating;
+use crate::tier::Tier;
+use crate::validate;
+
+/// Most phone numbers one org may register.
+pub const MAX_PHONE_NUMBERS: usize = 256;
+/// Most WABA ids one org may register.
+pub const MAX_WABA_IDS: usize = 64;
+
+/// One of an org's phone numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneNumberConfig {
+    /// Meta's phone number id (digits).
+    pub phone_number_id: String,
+    /// The number as people see it (`+1 555 0100`); informational.
+    #[serde(default)]
+    pub display_phone_number: String,
+    /// Messages per second; 0 = the policy's default.
+    #[serde(default)]
+    pub throughput_mps: u32,
+}
+
+/// What an operator registers for an org (`PutOrg`, or `[[orgs]]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// The org's id.
+    pub org_id: String,
+    /// Its current messaging tier on WhatsApp.
+    pub tier: Tier,
+    /// Its current quality rating.
+    #[serde(default)]
+    pub quality_rating: QualityRating,
+    /// Its phone numbers.
+    #[serde(default)]
+    pub phone_numbers: Vec<PhoneNumberConfig>,
+    /// Its WhatsApp Business Account ids (webhooks name these).
+    #[serde(default)]
+    pub waba_ids: Vec<String>,
+    /// Its human escalation path, if it has one.
+    #[serde(default)]
+    pub escalation_path: Option<EscalationPath>,
+    /// Whether it sent templates before tiergate saw it (lifts the start gate).
+    #[serde(default)]
+    pub has_template_history: bool,
+}
+
+impl OrgConfig {
+    /// A minimal config: an org at `tier` with no numbers yet.
+    pub fn new(org_id: impl Into<String>, tier: Tier) -> Self {
+        Self {
+            org_id: org_id.into(),
+            tier,
+            quality_rating: QualityRating::Unknown,
+            phone_numbers: Vec::new(),
+            waba_ids: Vec::new(),
+            escalation_path: None,
+            has_template_history: false,
+        }
+    }
+
+    /// Adds a phone number (builder style, for tests and embedding).
+    pub fn with_phone(mut self, phone_number_id: &str, throughput_mps: u32) -> Self {
+        self.phone_numbers.push(PhoneNumberConfig {
+            phone_number_id: phone_number_id.to_owned(),
+            display_phone_number: String::new(),
+            throughput_mps,
+        });
+        self
+    }
+
+    /// Sets the escalation path (builder style).
+    pub fn with_escalation(mut self, path: EscalationPath) -> Self {
+        self.escalation_path = Some(path);
+        self
+    }
+
+    /// Checks ids, bounds and duplicates. `max_mps` is the policy's throughput ceiling.
+    pub fn validate(&self, max_mps: u32) -> Result<(), ValidationError> {
+        validate::org_id(&self.org_id)?;
+        if self.phone_numbers.len() > MAX_PHONE_NUMBERS {
+            return Err(ValidationError::new(
+                "org.phone_numbers",
+                format!("at most {MAX_PHONE_NUMBERS}"),
+            ));
+        }
+        if self.waba_ids.len() > MAX_WABA_IDS {
+            return Err(ValidationError::new(
+                "org.waba_ids",
+                format!("at most {MAX_WABA_IDS}"),
+            ));
+        }
+        for (i, p) in self.phone_numbers.iter().enumerate() {
+            validate::numeric_id("org.phone_numbers.phone_number_id", &p.phone_number_id)?;
+            if p.display_phone_number.len() > 32 {
+                return Err(ValidationError::new(
+                    "org.phone_numbers.display_phone_number",
+                    "at most 32 bytes",
+                ));
+            }
+            if p.throughput_mps > max_mps {
+                return Err(ValidationError::new(
+                    "org.phone_numbers.throughput_mps",
+                    format!("{} is above the maximum of {max_mps}", p.throughput_mps),
+                ));
+            }
+            if self.phone_numbers[..i]
+                .iter()
+                .any(|q| q.phone_number_id == p.phone_number_id)
+            {
+                return Err(ValidationError::new(
+                    "org.phone_numbers",
+                    format!("{} is listed twice", p.phone_number_id),
+                ));
+            }
+        }
+        for w in &self.waba_ids {
+            validate::numeric_id("org.waba_ids", w)?;
+        }
+        Ok(())
+    }
+}
+
+/// A template the org may not send right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplatePause {
+    /// The template's name.
+    pub template_name: String,
+    /// When the pause ends; `None` = disabled until reinstated.
+    pub until_ms: Option<u64>,
+}
+
+/// An org's live state: its config plus everything the engine derived (`GetOrg`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrgStatus {
+    /// The registered config, with the current tier, rating and path.
+    pub config: OrgConfig,
+    /// Whether a template was ever sent (config flag or a recorded send).
+    pub has_template_history: bool,
+    /// A tier increase held until an escalation path is set.
+    pub pending_tier: Option<Tier>,
+    /// Whether the quality restriction is in force (RED past its grace).
+    pub restricted: bool,
+    /// When the org was rated RED; `None` when not flagged.
+    pub flagged_since_ms: Option<u64>,
+    /// Whether the account is blocked (rule 3).
+    pub account_restricted: bool,
+    /// Usage now, as the next send to a new recipient would see it.
+    pub usage: Usage,
+    /// The latest appeal.
+    pub appeal: Option<Appeal>,
+    /// Templates paused or disabled.
+    pub paused_templates: Vec<TemplatePause>,
+}

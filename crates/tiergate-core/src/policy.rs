@@ -1,0 +1,185 @@
+//! Every threshold of the policy, as configuration.
+//!
+//! Meta changes its rules; the defaults here are SPEC §1–§2's values, and every one can be
+//! overridden from the `[policy]` table of the TOML config. Unknown keys are refused so that a
+//! typo never silently falls back to a default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PolicyError;
+use crate::tier::Ladder;
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// Which phone numbers share one messaging limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierScope {
+    /// Since October 2025: the business portfolio's numbers share one window.
+    #[default]
+    Org,
+    /// Before: each phone number has its own window at the org's tier.
+    PhoneNumber,
+}
+
+/// The policy's parameters. `Policy::default()` is SPEC's contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Length of the unique-recipient window (24 h).
+    pub tier_window_ms: u64,
+    /// Length of the template-count window (7 days).
+    pub weekly_window_ms: u64,
+    /// Orgs sending at most this many templates in the weekly window, counting the send being
+    /// decided, pass through quality restrictions (1,000).
+    pub small_sender_weekly_limit: u64,
+    /// Without an escalation path an org may not go past this many templates a week (1,000).
+    pub weekly_cap_without_escalation: u64,
+    /// How long a RED rating may stand before the restricted tier applies (7 days).
+    pub red_grace_ms: u64,
+    /// How many ladder rungs the restricted tier is below the org's tier (1).
+    pub restricted_tier_steps: u8,
+    /// Share of every tier kept in reserve for senders outside tiergate, in percent (0).
+    pub tier_headroom_percent: u8,
+    /// Whether the limit is per org or per phone number.
+    pub tier_scope: TierScope,
+    /// The rungs tiers move along.
+    pub ladder: Ladder,
+    /// Whether an org using enough of its tier becomes eligible for the next one by itself.
+    pub auto_upgrade: bool,
+    /// Percentage of the tier limit that must be used in the weekly window to be eligible (50).
+    pub upgrade_usage_percent: u8,
+    /// Messages per second per phone number when the number does not say (80).
+    pub default_throughput_mps: u32,
+    /// The most a phone number may be configured for (1,000).
+    pub max_throughput_mps: u32,
+    /// One message per this period from a number to one recipient (6 s).
+    pub pair_rate_period_ms: u64,
+    /// Messages to one recipient allowed back to back before the period applies (1).
+    pub pair_rate_burst: u32,
+    /// How long an idempotency key returns its first decision (24 h).
+    pub idempotency_ttl_ms: u64,
+    /// Idempotency keys remembered per org; the oldest go first (100,000).
+    pub idempotency_capacity: usize,
+    /// How long a permit can still be reported (1 h).
+    pub permit_ttl_ms: u64,
+    /// Unreported permits remembered per org; the oldest go first (65,536).
+    pub permit_capacity: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            tier_window_ms: DAY_MS,
+            weekly_window_ms: 7 * DAY_MS,
+            small_sender_weekly_limit: 1_000,
+            weekly_cap_without_escalation: 1_000,
+            red_grace_ms: 7 * DAY_MS,
+            restricted_tier_steps: 1,
+            tier_headroom_percent: 0,
+            tier_scope: TierScope::Org,
+            ladder: Ladder::default(),
+            auto_upgrade: true,
+            upgrade_usage_percent: 50,
+            default_throughput_mps: 80,
+            max_throughput_mps: 1_000,
+            pair_rate_period_ms: 6_000,
+            pair_rate_burst: 1,
+            idempotency_ttl_ms: DAY_MS,
+            idempotency_capacity: 100_000,
+            permit_ttl_ms: HOUR_MS,
+            permit_capacity: 65_536,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks the values make sense together; the first problem is returned with its key.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let err = |key: &'static str, reason: &str| {
+            Err(PolicyError {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.tier_window_ms == 0 {
+            return err("tier_window_ms", "must be > 0");
+        }
+        if self.weekly_window_ms == 0 {
+            return err("weekly_window_ms", "must be > 0");
+        }
+        if self.tier_headroom_percent >= 100 {
+            return err("tier_headroom_percent", "must be below 100");
+        }
+        if self.upgrade_usage_percent == 0 || self.upgrade_usage_percent > 100 {
+            return err("upgrade_usage_percent", "must be 1..=100");
+        }
+        if self.max_throughput_mps == 0 {
+            return err("max_throughput_mps", "must be > 0");
+        }
+        if self.default_throughput_mps == 0 || self.default_throughput_mps > self.max_throughput_mps
+        {
+            return err(
+                "default_throughput_mps",
+                "must be 1..=max_throughput_mps",
+            );
+        }
+        if self.pair_rate_period_ms == 0 {
+            return err("pair_rate_period_ms", "must be > 0");
+        }
+        if self.pair_rate_burst == 0 {
+            return err("pair_rate_burst", "must be > 0");
+        }
+        if self.small_sender_weekly_limit > 10_000_000 {
+            return err("small_sender_weekly_limit", "must be at most 10,000,000");
+        }
+        if self.weekly_cap_without_escalation > 10_000_000 {
+            return err("weekly_cap_without_escalation", "must be at most 10,000,000");
+        }
+        if self.permit_capacity == 0 {
+            return err("permit_capacity", "must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The limit after `tier_headroom_percent` is held back; `None` = unlimited.
+    pub fn with_headroom(&self, limit: Option<u64>) -> Option<u64> {
+        limit.map(|l| l * u64::from(100 - self.tier_headroom_percent) / 100)
+    }
+
+    /// Templates in the weekly window that make an org at `limit` eligible for the next tier.
+    pub fn upgrade_threshold(&self, limit: u64) -> u64 {
+        (limit * u64::from(self.upgrade_usage_percent)).div_ceil(100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_and_valid() {
+        let p = Policy::default();
+        p.validate().unwrap();
+        assert_eq!(p.tier_window_ms, 86_400_000);
+        assert_eq!(p.small_sender_weekly_limit, 1_000);
+        assert_eq!(p.with_headroom(Some(250)), Some(250));
+        let p = Policy {
+            tier_headroom_percent: 20,
+            ..Policy::default()
+        };
+        assert_eq!(p.with_headroom(Some(250)), Some(200));
+        assert_eq!(p.with_headroom(None), None);
+        assert_eq!(p.upgrade_threshold(250), 125);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let p = Policy {
+            pair_rate_burst: 0,
+            ..Policy::default()
+        };
+        assert_eq!(p.validate().unwrap_err().key, "pair_rate_burst");
+    }
+}

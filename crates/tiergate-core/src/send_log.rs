@@ -1,0 +1,159 @@
+//! The exact rolling 7-day template count.
+//!
+//! The policy compares the number of templates sent in a moving 7 days against a handful of
+//! thresholds (1,000 for pass-through and for the weekly cap without an escalation path, half the
+//! tier for automatic upgrades). "Are there at least k sends in the window?" only needs the k-th
+//! most recent send time, so the log keeps the most recent `capacity` send times exactly, with
+//! capacity = the largest threshold plus slack for refunds. Memory is therefore bounded by the
+//! tier, not by volume, and every threshold decision is exact.
+//!
+//! Beyond `capacity` the *reported* total (`templates_7d`) comes from hourly buckets and is
+//! exact except for the hour that straddles the window edge; no decision depends on it.
+
+use std::collections::VecDeque;
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Refunds (NOT_SENT reports) that can land inside a full log before thresholds lose exactness.
+pub const REFUND_SLACK: usize = 1_024;
+
+/// Recent send times of one org, oldest first.
+#[derive(Debug, Default)]
+pub struct SendLog {
+    recent: VecDeque<u64>,
+    capacity: usize,
+    /// (hour index, sends in that hour), oldest first.
+    hours: VecDeque<(u64, u32)>,
+}
+
+impl SendLog {
+    /// A log able to answer thresholds up to `max_threshold` exactly.
+    pub fn new(max_threshold: u64) -> Self {
+        let mut log = Self::default();
+        log.set_max_threshold(max_threshold);
+        log
+    }
+
+    /// Changes the largest threshold asked about (e.g. after a tier change).
+    pub fn set_max_threshold(&mut self, max_threshold: u64) {
+        self.capacity = (max_threshold as usize).saturating_add(REFUND_SLACK);
+        while self.recent.len() > self.capacity {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Forgets sends at or before `cutoff` (= now − 7 days).
+    pub fn expire(&mut self, cutoff: u64) {
+        while self.recent.front().is_some_and(|&t| t <= cutoff) {
+            self.recent.pop_front();
+        }
+        let cutoff_hour = cutoff / HOUR_MS;
+        while self.hours.front().is_some_and(|&(h, _)| h < cutoff_hour) {
+            self.hours.pop_front();
+        }
+    }
+
+    /// Records a send at `ts` (≥ every earlier one).
+    pub fn push(&mut self, ts: u64) {
+        if self.recent.len() == self.capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ts);
+        let hour = ts / HOUR_MS;
+        match self.hours.back_mut() {
+            Some((h, n)) if *h == hour => *n += 1,
+            _ => self.hours.push_back((hour, 1)),
+        }
+    }
+
+    /// Removes one send made at `ts` (a refund). Returns whether one was found.
+    pub fn remove(&mut self, ts: u64) -> bool {
+        let hour = ts / HOUR_MS;
+        let Some(b) = self.hours.iter_mut().rev().find(|(h, _)| *h == hour) else {
+            return false;
+        };
+        if b.1 == 0 {
+            return false;
+        }
+        b.1 -= 1;
+        let i = self.recent.partition_point(|&t| t < ts);
+        if self.recent.get(i) == Some(&ts) {
+            self.recent.remove(i);
+        }
+        true
+    }
+
+    /// Whether at least `k` sends happened after `cutoff`. Exact for `k` ≤ the max threshold.
+    #[inline]
+    pub fn at_least(&self, k: u64, cutoff: u64) -> bool {
+        if k == 0 {
+            return true;
+        }
+        let n = self.recent.len();
+        (k as usize) <= n && self.recent[n - k as usize] > cutoff
+    }
+
+    /// Milliseconds from `now` until fewer than `k` sends remain in the window of `window_ms`:
+    /// when the k-th most recent send leaves it. 0 when already fewer.
+    pub fn until_fewer_than(&self, k: u64, now: u64, window_ms: u64) -> u64 {
+        let n = self.recent.len();
+        if k == 0 || (k as usize) > n {
+            return 0;
+        }
+        (self.recent[n - k as usize] + window_ms).saturating_sub(now)
+    }
+
+    /// Sends after `cutoff`: exact while the log holds them all, hour-bucketed beyond.
+    pub fn count(&self, cutoff: u64) -> u64 {
+        let in_recent = match self.recent.front() {
+            Some(&t) if t > cutoff => self.recent.len(),
+            _ => self.recent.len() - self.recent.partition_point(|&t| t <= cutoff),
+        };
+        if in_recent < self.recent.len() || self.recent.len() < self.capacity {
+            return in_recent as u64;
+        }
+        let cutoff_hour = cutoff / HOUR_MS;
+        let bucketed: u64 = self
+            .hours
+            .iter()
+            .filter(|(h, _)| *h >= cutoff_hour)
+            .map(|&(_, n)| u64::from(n))
+            .sum();
+        bucketed.max(in_recent as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_exact() {
+        let mut log = SendLog::new(3);
+        for t in [10, 20, 30, 40] {
+            log.push(t);
+        }
+        assert!(log.at_least(4, 0));
+        assert!(log.at_least(3, 10));
+        assert!(!log.at_least(4, 10));
+        assert_eq!(log.count(10), 3);
+        assert_eq!(log.until_fewer_than(3, 45, 100), 20 + 100 - 45);
+        assert!(log.remove(20));
+        assert!(!log.at_least(4, 0));
+        assert_eq!(log.count(0), 3);
+        log.expire(30);
+        assert_eq!(log.count(30), 1);
+    }
+
+    #[test]
+    fn memory_is_capped_but_counts_continue() {
+        let mut log = SendLog::new(2);
+        for t in 0..5_000u64 {
+            log.push(1_000_000 + t);
+        }
+        assert!(log.recent.len() <= 2 + REFUND_SLACK);
+        assert_eq!(log.count(0), 5_000);
+        assert!(log.at_least(2, 1_004_997));
+        assert!(!log.at_least(2, 1_004_998));
+    }
+}

@@ -1,0 +1,311 @@
+//! The exact 24 h unique-recipient window: one algorithm, one file.
+//!
+//! WhatsApp's messaging limit counts the *unique* recipients of template messages in a moving
+//! 24 h. A recipient belongs to the window while its most recent counted send is younger than
+//! the window, so a repeat send refreshes it. The structure is an LRU list ordered by last send
+//! time, in a slab, with a hash index beside it:
+//!
+//! * membership test, insert and refresh are O(1) (refresh moves the node to the tail);
+//! * expiry pops from the head, so it is O(expired) and exact to the millisecond;
+//! * the oldest member (the head) gives the exact retry-after for a full tier;
+//! * memory is one 24-byte node plus a 4-byte index slot (and a control byte) per recipient, and
+//!   it is bounded by the tier because only allowed sends enter.
+//!
+//! Time must not go backwards between calls; the engine clamps it per org.
+
+use hashbrown::HashTable;
+
+use crate::validate::RecipientKey;
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    key: u64,
+    ts: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// What [`RecipientWindow::touch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// The recipient was not in the window: it now counts.
+    New,
+    /// The recipient was already counted; its last send time moved from `prev_ts`.
+    Refreshed {
+        /// The previous last-send time, needed to undo this send exactly.
+        prev_ts: u64,
+    },
+}
+
+/// Unique recipients keyed by [`RecipientKey`], ordered by last send time.
+#[derive(Debug)]
+pub struct RecipientWindow {
+    nodes: Vec<Node>,
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    head: u32,
+    tail: u32,
+    free: u32,
+    len: u32,
+}
+
+impl Default for RecipientWindow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecipientWindow {
+    /// An empty window.
+    pub fn new() -> Self {
+        Self {
+            nodes: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            head: NIL,
+            tail: NIL,
+            free: NIL,
+            len: 0,
+        }
+    }
+
+    /// Recipients currently counted.
+    pub fn len(&self) -> u64 {
+        u64::from(self.len)
+    }
+
+    /// Whether no recipient is counted.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn hash(&self, key: u64) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn find(&self, key: u64) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index
+            .find(self.hash(key), |&i| nodes[i as usize].key == key)
+            .copied()
+    }
+
+    /// Drops every recipient whose last send is at or before `cutoff` (= now − window).
+    pub fn expire(&mut self, cutoff: u64) {
+        while self.head != NIL && self.nodes[self.head as usize].ts <= cutoff {
+            let i = self.head;
+            self.remove_node(i);
+        }
+    }
+
+    /// The last send time of `key`, if it is in the window.
+    #[inline]
+    pub fn last_seen(&self, key: RecipientKey) -> Option<u64> {
+        self.find(key.0).map(|i| self.nodes[i as usize].ts)
+    }
+
+    /// The oldest last-send time in the window: the moment + window when a slot frees up.
+    pub fn oldest(&self) -> Option<u64> {
+        (self.head != NIL).then(|| self.nodes[self.head as usize].ts)
+    }
+
+    /// Counts a send to `key` at `ts` (≥ every time seen before).
+    pub fn touch(&mut self, key: RecipientKey, ts: u64) -> Touch {
+        if let Some(i) = self.find(key.0) {
+            let prev_ts = self.nodes[i as usize].ts;
+            self.unlink(i);
+            self.nodes[i as usize].ts = ts;
+            self.link_after(i, self.tail);
+            return Touch::Refreshed { prev_ts };
+        }
+        let i = self.alloc(Node {
+            key: key.0,
+            ts,
+            prev: NIL,
+            next: NIL,
+        });
+        self.link_after(i, self.tail);
+        let hash = self.hash(key.0);
+        let nodes = &self.nodes;
+        let hasher = &self.hasher;
+        self.index.insert_unique(hash, i, |&j| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(nodes[j as usize].key)
+        });
+        self.len += 1;
+        Touch::New
+    }
+
+    /// Undoes a send to `key` made at `ts` whose previous last-send time was `prev` (`None`:
+    /// the send had added the recipient). Only acts when that send is still the recipient's
+    /// latest; returns whether it did. `cutoff` is now − window: a restored time at or before it
+    /// means the recipient leaves the window.
+    pub fn undo(&mut self, key: RecipientKey, ts: u64, prev: Option<u64>, cutoff: u64) -> bool {
+        let Some(i) = self.find(key.0) else {
+            return false;
+        };
+        if self.nodes[i as usize].ts != ts {
+            return false;
+        }
+        match prev {
+            Some(p) if p > cutoff => {
+                self.unlink(i);
+                self.nodes[i as usize].ts = p;
+                // Walk back from the tail to the last node not newer than `p`.
+                let mut at = self.tail;
+                while at != NIL && self.nodes[at as usize].ts > p {
+                    at = self.nodes[at as usize].prev;
+                }
+                self.link_after(i, at);
+            }
+            _ => self.remove_node(i),
+        }
+        true
+    }
+
+    fn alloc(&mut self, node: Node) -> u32 {
+        if self.free != NIL {
+            let i = self.free;
+            self.free = self.nodes[i as usize].next;
+            self.nodes[i as usize] = node;
+            i
+        } else {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    fn remove_node(&mut self, i: u32) {
+        let key = self.nodes[i as usize].key;
+        let hash = self.hash(key);
+        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        self.unlink(i);
+        self.nodes[i as usize].next = self.free;
+        self.free = i;
+        self.len -= 1;
+        if self.len == 0 {
+            // Give memory back once an org goes quiet for a whole window.
+            self.nodes = Vec::new();
+            self.index = HashTable::new();
+            self.free = NIL;
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.nodes[i as usize];
+        if prev != NIL {
+            self.nodes[prev as usize].next = next;
+        } else {
+            self.head = next;
+        }
+        if next != NIL {
+            self.nodes[next as usize].prev = prev;
+        } else {
+            self.tail = prev;
+        }
+    }
+
+    /// Links `i` after `at` (`NIL`: at the head).
+    fn link_after(&mut self, i: u32, at: u32) {
+        let next = if at == NIL {
+            self.head
+        } else {
+            self.nodes[at as usize].next
+        };
+        self.nodes[i as usize].prev = at;
+        self.nodes[i as usize].next = next;
+        if at == NIL {
+            self.head = i;
+        } else {
+            self.nodes[at as usize].next = i;
+        }
+        if next == NIL {
+            self.tail = i;
+        } else {
+            self.nodes[next as usize].prev = i;
+        }
+    }
+
+    /// Last send times from oldest to newest (tests and snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = (RecipientKey, u64)> + '_ {
+        let mut at = self.head;
+        std::iter::from_fn(move || {
+            (at != NIL).then(|| {
+                let n = self.nodes[at as usize];
+                at = n.next;
+                (RecipientKey(n.key), n.ts)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(n: u64) -> RecipientKey {
+        RecipientKey(n)
+    }
+
+    #[test]
+    fn counts_unique_and_refreshes() {
+        let mut w = RecipientWindow::new();
+        assert_eq!(w.touch(k(1), 10), Touch::New);
+        assert_eq!(w.touch(k(2), 20), Touch::New);
+        assert_eq!(w.touch(k(1), 30), Touch::Refreshed { prev_ts: 10 });
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.oldest(), Some(20));
+        w.expire(20);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.last_seen(k(1)), Some(30));
+        assert_eq!(w.last_seen(k(2)), None);
+        w.expire(30);
+        assert!(w.is_empty());
+        assert_eq!(w.oldest(), None);
+        assert_eq!(w.touch(k(2), 40), Touch::New);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn undo_restores_order() {
+        let mut w = RecipientWindow::new();
+        w.touch(k(1), 10);
+        w.touch(k(2), 20);
+        w.touch(k(3), 30);
+        w.touch(k(1), 40);
+        // undo the refresh of 1: it goes back before 2
+        assert!(w.undo(k(1), 40, Some(10), 0));
+        let order: Vec<_> = w.iter().collect();
+        assert_eq!(order, vec![(k(1), 10), (k(2), 20), (k(3), 30)]);
+        // undo of a send that is not the latest does nothing
+        assert!(!w.undo(k(2), 5, None, 0));
+        // undo of a new recipient removes it
+        assert!(w.undo(k(3), 30, None, 0));
+        assert_eq!(w.len(), 2);
+        // restoring a time already out of the window removes it
+        w.touch(k(2), 50);
+        assert!(w.undo(k(2), 50, Some(20), 25));
+        assert_eq!(w.iter().collect::<Vec<_>>(), vec![(k(1), 10)]);
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let mut w = RecipientWindow::new();
+        for i in 0..100 {
+            w.touch(k(i), i);
+        }
+        w.expire(49);
+        for i in 100..150 {
+            w.touch(k(i), i);
+        }
+        assert_eq!(w.len(), 100);
+        assert_eq!(w.nodes.len(), 100);
+    }
+}

@@ -1,0 +1,6 @@
+//! tiergate: a template send-rate governor for the WhatsApp Business Platform.
+//!
+//! This facade re-exports the policy engine ([`tiergate_core`]) for senders that embed it.
+#![forbid(unsafe_code)]
+
+pub use tiergate_core::*;

@@ -159,6 +159,7 @@ impl OrgState {
         now: u64,
     ) -> Result<(), EngineError> {
         let now = self.advance(now);
+        self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
         let seq = permit.seq;
         let rec = match self.ledger.get_mut(seq) {
             None => return Err(EngineError::UnknownPermit(permit.to_string())),

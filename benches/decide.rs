@@ -1,1 +1,230 @@
-fn main() {}
+//! Criterion benches of the policy engine, with a bare `governor` keyed check as the baseline
+//! measured in the same run (SPEC §6 compares them as a ratio).
+//!
+//! `cargo bench --bench decide`
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tiergate::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn path() -> EscalationPath {
+    EscalationPath::new(EscalationKind::WebForm, "https://example.com/help").unwrap()
+}
+
+fn recipients(n: u64) -> Vec<String> {
+    (0..n)
+        .map(|i| (4_915_100_000_000 + i).to_string())
+        .collect()
+}
+
+fn send<'a>(org: &'a str, phone: &'a str, r: &'a str) -> SendRequest<'a> {
+    SendRequest {
+        org_id: org,
+        phone_number_id: phone,
+        recipient: r,
+        template_name: "order_update",
+        category: Category::Utility,
+        idempotency_key: None,
+    }
+}
+
+/// An org at TIER_100K whose window holds 100,000 recipients; each iteration sends to one of
+/// them (in rotation, so the pair rate never bites) 1 ms after the previous send.
+fn repeat_recipient_100k_window(c: &mut Criterion) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
+    engine
+        .put_org(
+            OrgConfig::new("big", Tier::Tier100K)
+                .with_phone("1", 1_000)
+                .with_escalation(path()),
+        )
+        .unwrap();
+    let rs = recipients(100_000);
+    for r in &rs {
+        clock.advance(1);
+        assert!(engine.decide(&send("big", "1", r)).unwrap().is_allowed());
+    }
+    assert_eq!(
+        engine.get_org("big").unwrap().usage.unique_recipients_24h,
+        100_000
+    );
+    let mut i = 0usize;
+    c.bench_function("decide/repeat_recipient_100k_window", |b| {
+        b.iter(|| {
+            clock.advance(1);
+            i = (i + 1) % rs.len();
+            black_box(engine.decide(black_box(&send("big", "1", &rs[i]))).unwrap())
+        })
+    });
+    let d = engine
+        .decide(&send("big", "1", &rs[(i + 1) % rs.len()]))
+        .unwrap();
+    assert!(
+        d.is_allowed(),
+        "the repeat bench must measure ALLOWs: {d:?}"
+    );
+}
+
+/// Every send is to a recipient never seen before. The window is 60 s instead of 24 h so that
+/// the bench runs in steady state (each decision also expires the oldest recipient) without
+/// gigabytes of windows.
+fn new_recipient(c: &mut Criterion) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let policy = Policy {
+        tier_window_ms: 60_000,
+        ..Policy::default()
+    };
+    let engine = Engine::new(policy, clock.clone()).unwrap();
+    engine
+        .put_org(
+            OrgConfig::new("grow", Tier::Tier100K)
+                .with_phone("1", 1_000)
+                .with_escalation(path()),
+        )
+        .unwrap();
+    let mut n = 4_915_100_000_000u64;
+    let mut buf = String::with_capacity(16);
+    c.bench_function("decide/new_recipient", |b| {
+        b.iter(|| {
+            clock.advance(1);
+            n += 1;
+            buf.clear();
+            use std::fmt::Write;
+            let _ = write!(buf, "{n}");
+            black_box(engine.decide(black_box(&send("grow", "1", &buf))).unwrap())
+        })
+    });
+    buf.clear();
+    buf.push_str(&(n + 1).to_string());
+    clock.advance(1);
+    assert!(
+        engine
+            .decide(&send("grow", "1", &buf))
+            .unwrap()
+            .is_allowed()
+    );
+}
+
+/// A RED org past its grace that sends fewer than 1,000 templates a week: pass-through.
+fn passthrough_small_sender(c: &mut Criterion) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
+    let mut cfg = OrgConfig::new("small", Tier::Tier250)
+        .with_phone("1", 80)
+        .with_escalation(path());
+    cfg.quality_rating = QualityRating::Red;
+    engine.put_org(cfg).unwrap();
+    clock.advance(8 * 86_400_000);
+    let rs = recipients(200);
+    let mut i = 0usize;
+    // 11 minutes apart: ~916 sends a week, so the org stays a small sender.
+    c.bench_function("decide/passthrough_small_sender", |b| {
+        b.iter(|| {
+            clock.advance(660_000);
+            i = (i + 1) % rs.len();
+            black_box(
+                engine
+                    .decide(black_box(&send("small", "1", &rs[i])))
+                    .unwrap(),
+            )
+        })
+    });
+    clock.advance(660_000);
+    let d = engine
+        .decide(&send("small", "1", &rs[(i + 1) % rs.len()]))
+        .unwrap();
+    assert!(d.is_allowed() && d.usage.passthrough, "{d:?}");
+}
+
+/// Two threads deciding for 10,000 orgs on the system clock.
+fn two_threads_10k_orgs(c: &mut Criterion) {
+    let policy = Policy {
+        // 64 recipients per org are revisited every few ms; a 10 ms pair period keeps this a
+        // throughput bench of ALLOWs rather than of pair-rate denials.
+        pair_rate_period_ms: 10,
+        ..Policy::default()
+    };
+    let engine = Arc::new(Engine::new(policy, Arc::new(SystemClock)).unwrap());
+    let orgs: Vec<String> = (0..10_000).map(|i| format!("org{i}")).collect();
+    for o in &orgs {
+        engine
+            .put_org(
+                OrgConfig::new(o.as_str(), Tier::Tier10K)
+                    .with_phone("1", 1_000)
+                    .with_escalation(path()),
+            )
+            .unwrap();
+    }
+    let orgs = Arc::new(orgs);
+    let rs = Arc::new(recipients(64));
+    let mut group = c.benchmark_group("decide");
+    group.throughput(Throughput::Elements(1));
+    let allowed = std::sync::atomic::AtomicU64::new(0);
+    let total = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("two_threads_10k_orgs", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2u64 {
+                    let (engine, orgs, rs) = (&engine, &orgs, &rs);
+                    let (allowed, total) = (&allowed, &total);
+                    s.spawn(move || {
+                        let mut ok = 0;
+                        let n = iters / 2 + (t & iters & 1);
+                        for k in 0..n {
+                            let i = (k * 2 + t) as usize;
+                            let o = &orgs[i % orgs.len()];
+                            let r = &rs[(i / orgs.len()) % rs.len()];
+                            let d = engine.decide(&send(o, "1", r)).unwrap();
+                            ok += u64::from(d.is_allowed());
+                        }
+                        allowed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                        total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+    let (a, t) = (
+        allowed.load(std::sync::atomic::Ordering::Relaxed),
+        total.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    println!(
+        "two_threads_10k_orgs: {a} of {t} decisions allowed ({:.1} %)",
+        100.0 * a as f64 / t.max(1) as f64
+    );
+}
+
+/// The floor: governor's stock keyed limiter (dashmap, quanta) checking one of 100,000 keys.
+fn governor_keyed_check(c: &mut Criterion) {
+    let limiter = governor::RateLimiter::dashmap(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000).unwrap(),
+    ));
+    for k in 0..100_000u64 {
+        let _ = limiter.check_key(&k);
+    }
+    let mut k = 0u64;
+    c.bench_function("baseline/governor_keyed_check", |b| {
+        b.iter(|| {
+            k = (k + 1) % 100_000;
+            black_box(limiter.check_key(black_box(&k)).is_ok())
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = governor_keyed_check, repeat_recipient_100k_window, new_recipient,
+        passthrough_small_sender, two_threads_10k_orgs
+}
+criterion_main!(benches);

@@ -82,7 +82,10 @@ pub fn validate_evidence(evidence: &str) -> Result<(), ValidationError> {
         ));
     }
     if e.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(ValidationError::new("evidence", "contains control characters"));
+        return Err(ValidationError::new(
+            "evidence",
+            "contains control characters",
+        ));
     }
     Ok(())
 }

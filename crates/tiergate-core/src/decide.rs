@@ -175,7 +175,8 @@ impl OrgState {
             return Ok(());
         }
         let cutoff = now.saturating_sub(policy.tier_window_ms);
-        let undone = self.windows[rec.window as usize].undo(rec.recipient, rec.at, rec.prev_ts, cutoff);
+        let undone =
+            self.windows[rec.window as usize].undo(rec.recipient, rec.at, rec.prev_ts, cutoff);
         if !undone
             && let Some(later) = self.ledger.next_to_same(seq)
             && later.prev_ts == Some(rec.at)

@@ -188,7 +188,11 @@ impl Engine {
     }
 
     /// Asks for a tier: decreases apply, increases are held while there is no escalation path.
-    pub fn request_tier_change(&self, org_id: &str, target: Tier) -> Result<TierChange, EngineError> {
+    pub fn request_tier_change(
+        &self,
+        org_id: &str,
+        target: Tier,
+    ) -> Result<TierChange, EngineError> {
         self.with_org(org_id, |st, policy| st.change_tier(target, policy))
     }
 

@@ -67,7 +67,11 @@ impl OrgState {
         let clock = DecisionClock::new(now);
         let mut st = OrgState {
             id: Arc::from(config.org_id.as_str()),
-            pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst, clock.clone()),
+            pair: PairRate::new(
+                policy.pair_rate_period_ms,
+                policy.pair_rate_burst,
+                clock.clone(),
+            ),
             clock,
             phones: Vec::new(),
             phone_index: HashMap::default(),
@@ -319,8 +323,7 @@ impl OrgState {
         for w in &mut self.windows {
             w.expire(tier_cutoff);
         }
-        self.log
-            .expire(now.saturating_sub(policy.weekly_window_ms));
+        self.log.expire(now.saturating_sub(policy.weekly_window_ms));
         self.idem
             .expire(now.saturating_sub(policy.idempotency_ttl_ms));
         self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));

@@ -120,10 +120,7 @@ impl Policy {
         }
         if self.default_throughput_mps == 0 || self.default_throughput_mps > self.max_throughput_mps
         {
-            return err(
-                "default_throughput_mps",
-                "must be 1..=max_throughput_mps",
-            );
+            return err("default_throughput_mps", "must be 1..=max_throughput_mps");
         }
         if self.pair_rate_period_ms == 0 {
             return err("pair_rate_period_ms", "must be > 0");
@@ -135,7 +132,10 @@ impl Policy {
             return err("small_sender_weekly_limit", "must be at most 10,000,000");
         }
         if self.weekly_cap_without_escalation > 10_000_000 {
-            return err("weekly_cap_without_escalation", "must be at most 10,000,000");
+            return err(
+                "weekly_cap_without_escalation",
+                "must be at most 10,000,000",
+            );
         }
         if self.permit_capacity == 0 {
             return err("permit_capacity", "must be > 0");

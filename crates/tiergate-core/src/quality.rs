@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn na_means_unknown() {
-        assert_eq!("NA".parse::<QualityRating>().unwrap(), QualityRating::Unknown);
+        assert_eq!(
+            "NA".parse::<QualityRating>().unwrap(),
+            QualityRating::Unknown
+        );
         assert_eq!("red".parse::<QualityRating>().unwrap(), QualityRating::Red);
         assert!("PURPLE".parse::<QualityRating>().is_err());
     }

@@ -31,7 +31,10 @@ impl RecipientKey {
         if s.len() > MAX_RECIPIENT_DIGITS {
             return Err(ValidationError::new(
                 "recipient",
-                format!("at most {MAX_RECIPIENT_DIGITS} digits (E.164), got {}", s.len()),
+                format!(
+                    "at most {MAX_RECIPIENT_DIGITS} digits (E.164), got {}",
+                    s.len()
+                ),
             ));
         }
         let mut v: u64 = 1;
@@ -99,7 +102,10 @@ fn token<'a>(
     if let Some(bad) = s.bytes().find(|&b| !ok(b)) {
         return Err(ValidationError::new(
             field,
-            format!("contains a character that is not allowed: {:?}", bad as char),
+            format!(
+                "contains a character that is not allowed: {:?}",
+                bad as char
+            ),
         ));
     }
     Ok(s)
@@ -115,7 +121,10 @@ mod tests {
         let b = RecipientKey::parse("123").unwrap();
         assert_ne!(a, b);
         assert_eq!(a.digits(), "0123");
-        assert_eq!(RecipientKey::parse("999999999999999").unwrap().digits(), "999999999999999");
+        assert_eq!(
+            RecipientKey::parse("999999999999999").unwrap().digits(),
+            "999999999999999"
+        );
         assert!(RecipientKey::parse("").is_err());
         assert!(RecipientKey::parse("+4915").is_err());
         assert!(RecipientKey::parse("1234567890123456").is_err());

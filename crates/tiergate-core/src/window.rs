@@ -8,8 +8,9 @@
 //! * membership test, insert and refresh are O(1) (refresh moves the node to the tail);
 //! * expiry pops from the head, so it is O(expired) and exact to the millisecond;
 //! * the oldest member (the head) gives the exact retry-after for a full tier;
-//! * memory is one 24-byte node plus a 4-byte index slot (and a control byte) per recipient, and
-//!   it is bounded by the tier because only allowed sends enter.
+//! * memory is one 20-byte node (key, time as a 32-bit offset from the window's base, two links)
+//!   plus a 4-byte index slot and a control byte per recipient; the slab grows by 1.25× rather
+//!   than 2×. It is bounded by the tier because only allowed sends enter.
 //!
 //! Time must not go backwards between calls; the engine clamps it per org.
 
@@ -19,12 +20,26 @@ use crate::validate::RecipientKey;
 
 const NIL: u32 = u32::MAX;
 
+/// 20 bytes, 4-aligned: the key is split in two halves so that no field needs 8-byte alignment.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    key: u64,
-    ts: u64,
+    key: [u32; 2],
+    /// Milliseconds after the window's `base`.
+    ts: u32,
     prev: u32,
     next: u32,
+}
+
+impl Node {
+    #[inline]
+    fn key(&self) -> u64 {
+        u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+    }
+}
+
+#[inline]
+fn split(key: u64) -> [u32; 2] {
+    [key as u32, (key >> 32) as u32]
 }
 
 /// What [`RecipientWindow::touch`] found.
@@ -43,6 +58,8 @@ pub enum Touch {
 #[derive(Debug)]
 pub struct RecipientWindow {
     nodes: Vec<Node>,
+    /// Node times are offsets from here, so that they fit in 32 bits.
+    base: u64,
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     head: u32,
@@ -62,6 +79,7 @@ impl RecipientWindow {
     pub fn new() -> Self {
         Self {
             nodes: Vec::new(),
+            base: 0,
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             head: NIL,
@@ -91,13 +109,13 @@ impl RecipientWindow {
     fn find(&self, key: u64) -> Option<u32> {
         let nodes = &self.nodes;
         self.index
-            .find(self.hash(key), |&i| nodes[i as usize].key == key)
+            .find(self.hash(key), |&i| nodes[i as usize].key() == key)
             .copied()
     }
 
     /// Drops every recipient whose last send is at or before `cutoff` (= now − window).
     pub fn expire(&mut self, cutoff: u64) {
-        while self.head != NIL && self.nodes[self.head as usize].ts <= cutoff {
+        while self.head != NIL && self.abs(self.nodes[self.head as usize].ts) <= cutoff {
             let i = self.head;
             self.remove_node(i);
         }
@@ -106,26 +124,56 @@ impl RecipientWindow {
     /// The last send time of `key`, if it is in the window.
     #[inline]
     pub fn last_seen(&self, key: RecipientKey) -> Option<u64> {
-        self.find(key.0).map(|i| self.nodes[i as usize].ts)
+        self.find(key.0)
+            .map(|i| self.abs(self.nodes[i as usize].ts))
+    }
+
+    #[inline]
+    fn abs(&self, rel: u32) -> u64 {
+        self.base + u64::from(rel)
+    }
+
+    /// `ts` as an offset from `base`, moving `base` forward when `ts` is past its 32-bit reach.
+    /// The window spans far less than 2³² ms (49 days), so everything fits after a rebase.
+    fn rel(&mut self, ts: u64) -> u32 {
+        if self.head == NIL {
+            self.base = ts;
+        }
+        if ts < self.base {
+            // Only a restored (older) time can be below the base; the engine never restores a
+            // time outside the window, which always lies at or after the base.
+            return 0;
+        }
+        if ts - self.base > u64::from(u32::MAX) {
+            let new_base = self.abs(self.nodes[self.head as usize].ts);
+            let shift = (new_base - self.base) as u32;
+            for n in &mut self.nodes {
+                n.ts = n.ts.saturating_sub(shift);
+            }
+            self.base = new_base;
+        }
+        (ts - self.base) as u32
     }
 
     /// The oldest last-send time in the window: the moment + window when a slot frees up.
     pub fn oldest(&self) -> Option<u64> {
-        (self.head != NIL).then(|| self.nodes[self.head as usize].ts)
+        (self.head != NIL).then(|| self.abs(self.nodes[self.head as usize].ts))
     }
 
     /// Counts a send to `key` at `ts` (≥ every time seen before).
     pub fn touch(&mut self, key: RecipientKey, ts: u64) -> Touch {
         if let Some(i) = self.find(key.0) {
-            let prev_ts = self.nodes[i as usize].ts;
+            let prev_ts = self.abs(self.nodes[i as usize].ts);
+            let rel = self.rel(ts);
             self.unlink(i);
-            self.nodes[i as usize].ts = ts;
+            self.nodes[i as usize].ts = rel;
             self.link_after(i, self.tail);
             return Touch::Refreshed { prev_ts };
         }
+        let rel = self.rel(ts);
         let i = self.alloc(Node {
-            key: key.0,
-            ts,
+            key: split(key.0),
+            ts: rel,
             prev: NIL,
             next: NIL,
         });
@@ -135,7 +183,7 @@ impl RecipientWindow {
         let hasher = &self.hasher;
         self.index.insert_unique(hash, i, |&j| {
             use std::hash::BuildHasher;
-            hasher.hash_one(nodes[j as usize].key)
+            hasher.hash_one(nodes[j as usize].key())
         });
         self.len += 1;
         Touch::New
@@ -149,12 +197,22 @@ impl RecipientWindow {
         let Some(i) = self.find(key.0) else {
             return false;
         };
-        if self.nodes[i as usize].ts != ts {
+        if self.abs(self.nodes[i as usize].ts) != ts {
             return false;
         }
         match prev {
             Some(p) if p > cutoff => {
+                if p < self.base {
+                    // Move the base back to `p`; everything in the window spans far less than
+                    // 2³² ms, so the shifted offsets still fit.
+                    let shift = (self.base - p) as u32;
+                    for n in &mut self.nodes {
+                        n.ts = n.ts.saturating_add(shift);
+                    }
+                    self.base = p;
+                }
                 self.unlink(i);
+                let p = (p - self.base) as u32;
                 self.nodes[i as usize].ts = p;
                 // Walk back from the tail to the last node not newer than `p`.
                 let mut at = self.tail;
@@ -175,13 +233,17 @@ impl RecipientWindow {
             self.nodes[i as usize] = node;
             i
         } else {
+            if self.nodes.len() == self.nodes.capacity() {
+                // Grow by a quarter: a window's slab is its biggest allocation.
+                self.nodes.reserve_exact(self.nodes.len() / 4 + 16);
+            }
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         }
     }
 
     fn remove_node(&mut self, i: u32) {
-        let key = self.nodes[i as usize].key;
+        let key = self.nodes[i as usize].key();
         let hash = self.hash(key);
         if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
             e.remove();
@@ -240,7 +302,7 @@ impl RecipientWindow {
             (at != NIL).then(|| {
                 let n = self.nodes[at as usize];
                 at = n.next;
-                (RecipientKey(n.key), n.ts)
+                (RecipientKey(n.key()), self.abs(n.ts))
             })
         })
     }
@@ -293,6 +355,41 @@ mod tests {
         w.touch(k(2), 50);
         assert!(w.undo(k(2), 50, Some(20), 25));
         assert_eq!(w.iter().collect::<Vec<_>>(), vec![(k(1), 10)]);
+    }
+
+    #[test]
+    fn times_past_32_bits_rebase() {
+        let mut w = RecipientWindow::new();
+        let day = 86_400_000u64;
+        let mut t = 1_700_000_000_000u64;
+        for round in 0..60u64 {
+            t += day / 2;
+            w.expire(t - day);
+            w.touch(k(round % 3), t);
+            w.touch(k(100 + round), t + 1);
+        }
+        let got: Vec<_> = w.iter().collect();
+        // this round's two, last round's two, and the +1 send from two rounds ago
+        assert_eq!(got.len(), 5);
+        assert!(got.windows(2).all(|p| p[0].1 <= p[1].1));
+        assert_eq!(got.last().unwrap().1, t + 1);
+        assert_eq!(w.oldest(), Some(t - day + 1));
+    }
+
+    #[test]
+    fn undo_of_a_lone_refreshed_recipient() {
+        let mut w = RecipientWindow::new();
+        w.touch(k(1), 1_000);
+        w.touch(k(1), 5_000);
+        assert!(w.undo(k(1), 5_000, Some(1_000), 0));
+        assert_eq!(w.iter().collect::<Vec<_>>(), vec![(k(1), 1_000)]);
+        w.touch(k(2), 6_000);
+        assert_eq!(w.oldest(), Some(1_000));
+    }
+
+    #[test]
+    fn node_is_20_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 20);
     }
 
     #[test]

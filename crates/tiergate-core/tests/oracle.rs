@@ -19,7 +19,10 @@ const PHONE: &str = "1001";
 
 #[derive(Debug, Clone)]
 enum Op {
-    Send { recipient: u64, key: Option<u8> },
+    Send {
+        recipient: u64,
+        key: Option<u8>,
+    },
     Advance(u64),
     SetPath(bool),
     SetRating(QualityRating),
@@ -27,7 +30,10 @@ enum Op {
     FileAppeal,
     ResolveAppeal(bool),
     /// Report the n-th most recent permit.
-    Report { back: usize, not_sent: bool },
+    Report {
+        back: usize,
+        not_sent: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,23 +86,25 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![Just(60_000u64), Just(3_600_000), Just(7 * 86_400_000)],
     )
         .prop_map(
-            |(small, cap, auto_upgrade, headroom, tier, path, history, rating, pair, grace)| Setup {
-                policy: Policy {
-                    small_sender_weekly_limit: small,
-                    weekly_cap_without_escalation: cap,
-                    auto_upgrade,
-                    upgrade_usage_percent: 100,
-                    tier_headroom_percent: headroom,
-                    ladder: Ladder::new(Tier::LEGACY_LADDER.to_vec()).unwrap(),
-                    default_throughput_mps: 1_000,
-                    pair_rate_period_ms: pair,
-                    red_grace_ms: grace,
-                    ..Policy::default()
-                },
-                tier,
-                path,
-                history,
-                rating,
+            |(small, cap, auto_upgrade, headroom, tier, path, history, rating, pair, grace)| {
+                Setup {
+                    policy: Policy {
+                        small_sender_weekly_limit: small,
+                        weekly_cap_without_escalation: cap,
+                        auto_upgrade,
+                        upgrade_usage_percent: 100,
+                        tier_headroom_percent: headroom,
+                        ladder: Ladder::new(Tier::LEGACY_LADDER.to_vec()).unwrap(),
+                        default_throughput_mps: 1_000,
+                        pair_rate_period_ms: pair,
+                        red_grace_ms: grace,
+                        ..Policy::default()
+                    },
+                    tier,
+                    path,
+                    history,
+                    rating,
+                }
             },
         )
 }
@@ -168,7 +176,8 @@ impl Oracle {
 
     fn set_path(&mut self, on: bool) {
         self.path = on;
-        if on && let Some(p) = self.pending.take()
+        if on
+            && let Some(p) = self.pending.take()
             && p > self.tier
         {
             self.tier = p;
@@ -195,8 +204,9 @@ impl Oracle {
         // automatic eligibility
         if self.p.auto_upgrade
             && self.rating != QualityRating::Red
-            && let (Some(limit), Some(next)) = (self.tier.limit(), self.p.ladder.next_above(self.tier))
-            && !self.pending.is_some_and(|p| p >= next)
+            && let (Some(limit), Some(next)) =
+                (self.tier.limit(), self.p.ladder.next_above(self.tier))
+            && self.pending.is_none_or(|p| p < next)
             && self.count7(now) >= self.p.upgrade_threshold(limit)
         {
             self.change_tier(next);
@@ -207,7 +217,9 @@ impl Oracle {
             && self.flagged.is_some_and(|f| now >= f + self.p.red_grace_ms)
             && !passthrough;
         let eff = if restricted {
-            self.p.ladder.step_down(self.tier, self.p.restricted_tier_steps)
+            self.p
+                .ladder
+                .step_down(self.tier, self.p.restricted_tier_steps)
         } else {
             self.tier
         };
@@ -308,7 +320,9 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let replay = key.and_then(|k| {
                     o.idem
                         .get(&k)
-                        .filter(|(at, i)| at + o.p.idempotency_ttl_ms > now && !o.sends[*i].refunded)
+                        .filter(|(at, i)| {
+                            at + o.p.idempotency_ttl_ms > now && !o.sends[*i].refunded
+                        })
                         .map(|&(_, i)| i)
                 });
                 let (reason, retry, seen) = o.decide(recipient, key, now);
@@ -388,9 +402,19 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let r = engine.report(&o.sends[i].permit, outcome);
                 let s = &mut o.sends[i];
                 if s.at + setup.policy.permit_ttl_ms <= now {
-                    prop_assert!(matches!(r, Err(EngineError::UnknownPermit(_))), "step {}: {:?}", step, r);
+                    prop_assert!(
+                        matches!(r, Err(EngineError::UnknownPermit(_))),
+                        "step {}: {:?}",
+                        step,
+                        r
+                    );
                 } else if s.reported {
-                    prop_assert!(matches!(r, Err(EngineError::PermitAlreadyReported(_))), "step {}: {:?}", step, r);
+                    prop_assert!(
+                        matches!(r, Err(EngineError::PermitAlreadyReported(_))),
+                        "step {}: {:?}",
+                        step,
+                        r
+                    );
                 } else {
                     prop_assert!(r.is_ok(), "step {}: {:?}", step, r);
                     s.reported = true;
@@ -405,7 +429,12 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(st.config.quality_rating, o.rating, "step {}", step);
         prop_assert_eq!(st.flagged_since_ms, o.flagged, "step {}", step);
         prop_assert_eq!(st.usage.templates_7d, o.count7(now), "step {}", step);
-        prop_assert_eq!(st.usage.unique_recipients_24h, o.window(now).len() as u64, "step {}", step);
+        prop_assert_eq!(
+            st.usage.unique_recipients_24h,
+            o.window(now).len() as u64,
+            "step {}",
+            step
+        );
     }
     Ok(())
 }

@@ -80,10 +80,34 @@ fn malformed_requests_are_errors_not_decisions() {
     };
     for (req, field) in [
         (SendRequest { org_id: "", ..base }, "org_id"),
-        (SendRequest { phone_number_id: "abc", ..base }, "phone_number_id"),
-        (SendRequest { recipient: "+4915", ..base }, "recipient"),
-        (SendRequest { template_name: "Bad Name", ..base }, "template_name"),
-        (SendRequest { idempotency_key: Some("has space"), ..base }, "idempotency_key"),
+        (
+            SendRequest {
+                phone_number_id: "abc",
+                ..base
+            },
+            "phone_number_id",
+        ),
+        (
+            SendRequest {
+                recipient: "+4915",
+                ..base
+            },
+            "recipient",
+        ),
+        (
+            SendRequest {
+                template_name: "Bad Name",
+                ..base
+            },
+            "template_name",
+        ),
+        (
+            SendRequest {
+                idempotency_key: Some("has space"),
+                ..base
+            },
+            "idempotency_key",
+        ),
     ] {
         match h.engine.decide(&req) {
             Err(EngineError::Invalid(e)) => assert_eq!(e.field, field),
@@ -103,7 +127,10 @@ fn unknown_org_or_number_is_not_found_and_creates_no_state() {
         category: Category::Utility,
         idempotency_key: None,
     };
-    assert!(matches!(h.engine.decide(&req), Err(EngineError::UnknownOrg(_))));
+    assert!(matches!(
+        h.engine.decide(&req),
+        Err(EngineError::UnknownOrg(_))
+    ));
     assert_eq!(h.engine.org_count(), 1);
     let req = SendRequest {
         org_id: "acme",
@@ -120,7 +147,9 @@ fn unknown_org_or_number_is_not_found_and_creates_no_state() {
 fn account_restricted_denies_first() {
     let h = harness(Policy::default(), org(Tier::Tier250));
     h.engine.set_account_restricted("acme", true).unwrap();
-    h.engine.pause_template("acme", "order_update", None).unwrap();
+    h.engine
+        .pause_template("acme", "order_update", None)
+        .unwrap();
     denied(&h.send(1), DenyReason::AccountRestricted);
     h.engine.set_account_restricted("acme", false).unwrap();
     denied(&h.send(1), DenyReason::TemplatePaused);
@@ -135,7 +164,10 @@ fn paused_template_retries_when_the_pause_ends() {
     let d = h.send_t(1, "promo");
     denied(&d, DenyReason::TemplatePaused);
     assert_eq!(d.retry_after_ms, 3 * HOUR);
-    assert!(h.send_t(2, "order_update").is_allowed(), "other templates go");
+    assert!(
+        h.send_t(2, "order_update").is_allowed(),
+        "other templates go"
+    );
     h.clock.advance(3 * HOUR);
     assert!(h.send_t(1, "promo").is_allowed());
     h.engine.pause_template("acme", "promo", None).unwrap();
@@ -379,7 +411,9 @@ fn automatic_upgrade_at_half_the_limit() {
     assert_eq!(st.pending_tier, Some(Tier::Tier2K));
     // RED orgs are not eligible
     let h = harness(Policy::default(), org(Tier::Tier250));
-    h.engine.set_quality_rating("acme", QualityRating::Red).unwrap();
+    h.engine
+        .set_quality_rating("acme", QualityRating::Red)
+        .unwrap();
     h.fill(1, 200);
     assert_eq!(h.engine.get_org("acme").unwrap().config.tier, Tier::Tier250);
 }
@@ -388,7 +422,9 @@ fn automatic_upgrade_at_half_the_limit() {
 fn appeal_approved_clears_red_and_restriction() {
     let h = harness(red_org_policy(), org(Tier::Tier2K));
     h.fill(1, 300);
-    h.engine.set_quality_rating("acme", QualityRating::Red).unwrap();
+    h.engine
+        .set_quality_rating("acme", QualityRating::Red)
+        .unwrap();
     h.clock.advance(7 * DAY);
     assert!(h.engine.get_org("acme").unwrap().restricted);
     let a = h.engine.file_appeal("acme", "we added a web form").unwrap();
@@ -399,7 +435,10 @@ fn appeal_approved_clears_red_and_restriction() {
     ));
     let rejected = h.engine.resolve_appeal(&a.appeal_id, false).unwrap();
     assert_eq!(rejected.status, AppealStatus::Rejected);
-    assert!(h.engine.get_org("acme").unwrap().restricted, "rejection changes nothing");
+    assert!(
+        h.engine.get_org("acme").unwrap().restricted,
+        "rejection changes nothing"
+    );
     assert!(h.engine.resolve_appeal(&a.appeal_id, true).is_err());
     let b = h.engine.file_appeal("acme", "more evidence").unwrap();
     let ok = h.engine.resolve_appeal(&b.appeal_id, true).unwrap();
@@ -511,7 +550,14 @@ fn refund_of_a_repeat_send_restores_the_previous_time() {
         .unwrap();
     // the recipient now leaves the window 24 h after the *first* send
     h.clock.advance_to(T0 + DAY);
-    assert_eq!(h.engine.get_org("acme").unwrap().usage.unique_recipients_24h, 0);
+    assert_eq!(
+        h.engine
+            .get_org("acme")
+            .unwrap()
+            .usage
+            .unique_recipients_24h,
+        0
+    );
 }
 
 #[test]
@@ -601,7 +647,10 @@ fn bad_org_config_changes_nothing() {
         display_phone_number: String::new(),
         throughput_mps: 0,
     });
-    assert!(matches!(h.engine.put_org(bad), Err(EngineError::Invalid(_))));
+    assert!(matches!(
+        h.engine.put_org(bad),
+        Err(EngineError::Invalid(_))
+    ));
     let st = h.engine.get_org("acme").unwrap();
     assert_eq!(st.config.tier, Tier::Tier250);
     assert_eq!(st.config.phone_numbers.len(), 1);
@@ -620,7 +669,13 @@ fn time_never_runs_backwards_for_an_org() {
             if v.len() > 1 { v.remove(0) } else { v[0] }
         }
     }
-    let clock = Arc::new(Steps(std::sync::Mutex::new(vec![T0, T0, T0 + 10_000, T0 + 5_000, T0 + 20_000])));
+    let clock = Arc::new(Steps(std::sync::Mutex::new(vec![
+        T0,
+        T0,
+        T0 + 10_000,
+        T0 + 5_000,
+        T0 + 20_000,
+    ])));
     let engine = Engine::new(Policy::default(), clock).unwrap();
     engine.put_org(org(Tier::Tier250)).unwrap();
     for r in ["1", "2", "3"] {

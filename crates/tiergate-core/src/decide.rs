@@ -11,7 +11,7 @@ use crate::org_state::OrgState;
 use crate::permit_ledger::PermitRecord;
 use crate::policy::Policy;
 use crate::validate::RecipientKey;
-use crate::window::Touch;
+use crate::window::{Found, Touch};
 
 /// A send whose fields were validated and whose phone number was found.
 #[derive(Debug, Clone, Copy)]
@@ -79,9 +79,10 @@ impl OrgState {
         }
         // 7 and 8. a new recipient against the effective (maybe restricted) tier
         let window = &self.windows[w];
+        let found = window.lookup(send.recipient);
         if let Some(limit) = usage.tier_limit
             && window.len() >= limit
-            && window.last_seen(send.recipient).is_none()
+            && !found.is_member()
         {
             let retry = window
                 .oldest()
@@ -102,7 +103,7 @@ impl OrgState {
             return deny(DenyReason::PairRate, ms);
         }
         // 11. allow, and record
-        self.record(policy, send, w, usage, now)
+        self.record(policy, send, w, found, usage, now)
     }
 
     fn record(
@@ -110,10 +111,11 @@ impl OrgState {
         policy: &Policy,
         send: CheckedSend<'_>,
         w: usize,
+        found: Found,
         mut usage: Usage,
         now: u64,
     ) -> Decision {
-        let prev_ts = match self.windows[w].touch(send.recipient, now) {
+        let prev_ts = match self.windows[w].touch_found(send.recipient, found, now) {
             Touch::New => None,
             Touch::Refreshed { prev_ts } => Some(prev_ts),
         };

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
@@ -24,7 +25,12 @@ use crate::tier::Tier;
 use crate::tier_change::TierChange;
 use crate::validate::{self, RecipientKey};
 
-type OrgMap = DashMap<Box<str>, Mutex<OrgState>, foldhash::fast::RandomState>;
+/// Keys are inline strings (org ids up to 24 bytes need no heap), so a lookup compares the key
+/// in the table's own memory instead of chasing a pointer per probe.
+type OrgMap = DashMap<CompactString, Mutex<OrgState>, foldhash::fast::RandomState>;
+
+/// Shards of the org map (a power of two).
+const ORG_SHARDS: usize = 256;
 
 /// The policy engine. Share it with `Arc<Engine>`; every method takes `&self`.
 pub struct Engine {
@@ -49,7 +55,9 @@ impl Engine {
         Ok(Self {
             policy,
             clock,
-            orgs: OrgMap::default(),
+            // Many shards: each decision takes a shard's read lock, and with few shards the
+            // lock's cache line bounces between cores even for unrelated orgs.
+            orgs: OrgMap::with_hasher_and_shard_amount(Default::default(), ORG_SHARDS),
         })
     }
 
@@ -74,7 +82,7 @@ impl Engine {
     /// `UnknownOrg` / `UnknownPhoneNumber` and creates no state. A denial is `Ok`.
     pub fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, EngineError> {
         validate::org_id(req.org_id)?;
-        validate::numeric_id("phone_number_id", req.phone_number_id)?;
+        let phone = validate::phone_key(req.phone_number_id)?;
         let recipient = RecipientKey::parse(req.recipient)?;
         validate::template_name(req.template_name)?;
         if let Some(k) = req.idempotency_key {
@@ -86,12 +94,12 @@ impl Engine {
             .get(req.org_id)
             .ok_or_else(|| EngineError::UnknownOrg(req.org_id.to_owned()))?;
         let mut st = org.lock();
-        let slot = *st.phone_index.get(req.phone_number_id).ok_or_else(|| {
-            EngineError::UnknownPhoneNumber {
+        let slot = st
+            .phone_slot(phone)
+            .ok_or_else(|| EngineError::UnknownPhoneNumber {
                 org_id: req.org_id.to_owned(),
                 phone_number_id: req.phone_number_id.to_owned(),
-            }
-        })?;
+            })?;
         let send = CheckedSend {
             slot,
             recipient,
@@ -115,7 +123,7 @@ impl Engine {
     pub fn put_org(&self, config: OrgConfig) -> Result<OrgStatus, EngineError> {
         config.validate(self.policy.max_throughput_mps)?;
         let now = self.clock.now_ms();
-        let entry = self.orgs.entry(config.org_id.as_str().into());
+        let entry = self.orgs.entry(CompactString::from(config.org_id.as_str()));
         match entry {
             dashmap::Entry::Occupied(o) => {
                 let mut st = o.get().lock();

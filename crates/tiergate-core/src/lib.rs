@@ -71,4 +71,4 @@ pub use send_log::SendLog;
 pub use tier::{Ladder, Tier};
 pub use tier_change::TierChange;
 pub use validate::RecipientKey;
-pub use window::{RecipientWindow, Touch};
+pub use window::{Found, RecipientWindow, Touch};

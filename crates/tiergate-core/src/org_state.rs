@@ -22,6 +22,7 @@ use crate::policy::{Policy, TierScope};
 use crate::quality::QualityRating;
 use crate::rate::{PairRate, Throughput};
 use crate::send_log::SendLog;
+use crate::validate;
 use crate::window::RecipientWindow;
 
 /// Appeals kept per org (the newest).
@@ -34,6 +35,8 @@ const MAX_PHONE_SLOTS: usize = 2 * MAX_PHONE_NUMBERS;
 
 #[derive(Debug)]
 pub(crate) struct PhoneSlot {
+    /// [`validate::phone_key`] of the id.
+    pub(crate) key: u128,
     pub(crate) config: PhoneNumberConfig,
     pub(crate) active: bool,
     pub(crate) throughput: Throughput,
@@ -44,11 +47,10 @@ pub(crate) struct OrgState {
     pub(crate) id: Arc<str>,
     pub(crate) config: OrgConfig,
     pub(crate) phones: Vec<PhoneSlot>,
-    pub(crate) phone_index: HashMap<Box<str>, u16, foldhash::fast::RandomState>,
+    pub(crate) phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
     pub(crate) windows: Vec<RecipientWindow>,
     pub(crate) log: SendLog,
     pub(crate) pair: PairRate,
-    pub(crate) clock: DecisionClock,
     pub(crate) ledger: PermitLedger,
     pub(crate) idem: IdempotencyCache,
     pub(crate) pending_tier: Option<crate::tier::Tier>,
@@ -64,15 +66,10 @@ pub(crate) struct OrgState {
 impl OrgState {
     /// A new org from a validated config.
     pub(crate) fn new(config: OrgConfig, policy: &Policy, now: u64) -> Self {
-        let clock = DecisionClock::new(now);
+        DecisionClock::set(now);
         let mut st = OrgState {
             id: Arc::from(config.org_id.as_str()),
-            pair: PairRate::new(
-                policy.pair_rate_period_ms,
-                policy.pair_rate_burst,
-                clock.clone(),
-            ),
-            clock,
+            pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst),
             phones: Vec::new(),
             phone_index: HashMap::default(),
             windows: vec![RecipientWindow::new()],
@@ -100,8 +97,22 @@ impl OrgState {
     #[inline]
     pub(crate) fn advance(&mut self, now: u64) -> u64 {
         self.last_now = self.last_now.max(now);
-        self.clock.set(self.last_now);
+        DecisionClock::set(self.last_now);
         self.last_now
+    }
+
+    /// The slot of an active phone number. Most orgs have a handful of numbers, and scanning
+    /// them touches memory the decision reads anyway; the index serves the rest.
+    #[inline]
+    pub(crate) fn phone_slot(&self, key: u128) -> Option<u16> {
+        if self.phones.len() <= 8 {
+            return self
+                .phones
+                .iter()
+                .position(|s| s.active && s.key == key)
+                .map(|i| i as u16);
+        }
+        self.phone_index.get(&key).copied()
     }
 
     pub(crate) fn has_history(&self) -> bool {
@@ -178,7 +189,7 @@ impl OrgState {
                 Some(i) => {
                     let s = &mut self.phones[i];
                     if s.config.throughput_mps != p.throughput_mps {
-                        s.throughput = Throughput::new(mps, self.clock.clone());
+                        s.throughput = Throughput::new(mps);
                     }
                     s.config = p.clone();
                     s.active = true;
@@ -186,15 +197,15 @@ impl OrgState {
                 }
                 None => {
                     self.phones.push(PhoneSlot {
+                        key: validate::phone_key(&p.phone_number_id).unwrap_or_default(),
                         config: p.clone(),
                         active: true,
-                        throughput: Throughput::new(mps, self.clock.clone()),
+                        throughput: Throughput::new(mps),
                     });
                     self.phones.len() - 1
                 }
             };
-            self.phone_index
-                .insert(p.phone_number_id.as_str().into(), slot as u16);
+            self.phone_index.insert(self.phones[slot].key, slot as u16);
         }
         if policy.tier_scope == TierScope::PhoneNumber {
             self.windows

@@ -25,6 +25,8 @@ pub(crate) struct PermitRecord {
 #[derive(Debug, Default)]
 pub(crate) struct PermitLedger {
     first_seq: u64,
+    /// When the oldest record was made (kept inline so expiry needs no look at the buffer).
+    oldest: Option<u64>,
     records: VecDeque<PermitRecord>,
 }
 
@@ -39,6 +41,9 @@ impl PermitLedger {
             self.pop_front();
         }
         let seq = self.next_seq();
+        if self.records.is_empty() {
+            self.oldest = Some(rec.at);
+        }
         self.records.push_back(rec);
         seq
     }
@@ -47,12 +52,16 @@ impl PermitLedger {
         if self.records.pop_front().is_some() {
             self.first_seq += 1;
         }
+        self.oldest = self.records.front().map(|r| r.at);
     }
 
     /// Drops records made at or before `cutoff`.
+    #[inline]
     pub(crate) fn expire(&mut self, cutoff: u64) {
-        while self.records.front().is_some_and(|r| r.at <= cutoff) {
-            self.pop_front();
+        if self.oldest.is_some_and(|t| t <= cutoff) {
+            while self.records.front().is_some_and(|r| r.at <= cutoff) {
+                self.pop_front();
+            }
         }
     }
 

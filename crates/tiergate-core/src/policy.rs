@@ -62,9 +62,11 @@ pub struct Policy {
     pub idempotency_ttl_ms: u64,
     /// Idempotency keys remembered per org; the oldest go first (100,000).
     pub idempotency_capacity: usize,
-    /// How long a permit can still be reported (1 h).
+    /// How long a permit can still be reported (10 min). Outcomes arrive within seconds (the
+    /// sidecar's own `SendTemplate` reports at once); the bound keeps unreported permits from
+    /// holding memory.
     pub permit_ttl_ms: u64,
-    /// Unreported permits remembered per org; the oldest go first (65,536).
+    /// Unreported permits remembered per org; the oldest go first (8,192).
     pub permit_capacity: usize,
 }
 
@@ -88,8 +90,8 @@ impl Default for Policy {
             pair_rate_burst: 1,
             idempotency_ttl_ms: DAY_MS,
             idempotency_capacity: 100_000,
-            permit_ttl_ms: HOUR_MS,
-            permit_capacity: 65_536,
+            permit_ttl_ms: 10 * 60_000,
+            permit_capacity: 8_192,
         }
     }
 }

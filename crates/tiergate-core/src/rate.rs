@@ -1,30 +1,58 @@
 //! Throughput per phone number and pair rate per recipient: GCRA, via `governor`.
 //!
-//! Both limiters read a [`DecisionClock`] that the org sets to the decision's time under its
+//! Both limiters read the [`DecisionClock`], which the org sets to the decision's time under its
 //! lock, so GCRA runs on the same (injected) clock as the windows. The pair limiter's keys are
 //! pruned with `retain_recent` whenever they double, which keeps its memory proportional to the
 //! recipients messaged within the last pair period rather than to all recipients ever.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::HashMapStateStore;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
+use hashbrown::HashMap;
 
 use crate::clock::DecisionClock;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DecisionClock, NoOpMiddleware<Nanos>>;
+type Slotted = RateLimiter<NotKeyed, Slot, DecisionClock, NoOpMiddleware<Nanos>>;
 /// (phone slot, recipient key).
 type PairKey = (u16, u64);
-type Keyed = RateLimiter<
-    PairKey,
-    HashMapStateStore<PairKey, foldhash::fast::RandomState>,
-    DecisionClock,
-    NoOpMiddleware<Nanos>,
->;
+
+const EMPTY: u64 = u64::MAX;
+
+/// A one-value `governor` state store that the org loads a pair's state into before a check and
+/// reads it back from after.
+///
+/// `governor`'s own keyed stores put a mutex and an atomic in front of every pair. The org
+/// already holds its lock, so the pair map can be a plain map owned by the org: one probe, no
+/// second lock, no per-pair atomic. The GCRA itself is still `governor`'s.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot(Arc<AtomicU64>);
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot(Arc::new(AtomicU64::new(EMPTY)))
+    }
+}
+
+impl StateStore for Slot {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let prev = self.0.load(Ordering::Relaxed);
+        let (t, next) = f((prev != EMPTY).then(|| Nanos::from(prev)))?;
+        self.0.store(next.as_u64(), Ordering::Relaxed);
+        Ok(t)
+    }
+}
 
 /// Milliseconds to wait, rounded up so that retrying after it succeeds.
 fn ceil_ms(d: Duration) -> u64 {
@@ -35,15 +63,14 @@ fn ceil_ms(d: Duration) -> u64 {
 #[derive(Debug)]
 pub(crate) struct Throughput {
     limiter: Direct,
-    clock: DecisionClock,
 }
 
 impl Throughput {
-    pub(crate) fn new(mps: u32, clock: DecisionClock) -> Self {
+    /// A limiter at `mps`; the caller has set the [`DecisionClock`] to now.
+    pub(crate) fn new(mps: u32) -> Self {
         let mps = NonZeroU32::new(mps.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::direct_with_clock(Quota::per_second(mps), clock.clone()),
-            clock,
+            limiter: RateLimiter::direct_with_clock(Quota::per_second(mps), DecisionClock),
         }
     }
 
@@ -52,33 +79,39 @@ impl Throughput {
         use governor::clock::Clock;
         self.limiter
             .check()
-            .map_err(|nu| ceil_ms(nu.wait_time_from(self.clock.now())).max(1))
+            .map_err(|nu| ceil_ms(nu.wait_time_from(DecisionClock.now())).max(1))
     }
 }
 
 /// One message per period from one number to one recipient, with a burst.
 #[derive(Debug)]
 pub(crate) struct PairRate {
-    limiter: Keyed,
-    clock: DecisionClock,
+    limiter: Slotted,
+    slot: Slot,
+    /// The limiter's origin: `governor` keeps times as nanoseconds after it.
+    start: Nanos,
+    /// Each pair's GCRA state (theoretical arrival time, in `governor`'s nanoseconds).
+    pairs: HashMap<PairKey, u64, foldhash::fast::RandomState>,
     prune_at: usize,
 }
 
 const PRUNE_FLOOR: usize = 1_024;
 
 impl PairRate {
-    pub(crate) fn new(period_ms: u64, burst: u32, clock: DecisionClock) -> Self {
+    /// A limiter of one message per `period_ms` per pair with `burst`; the caller has set the
+    /// [`DecisionClock`] to now.
+    pub(crate) fn new(period_ms: u64, burst: u32) -> Self {
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(Duration::from_millis(period_ms.max(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
+        use governor::clock::Clock;
+        let slot = Slot::default();
         Self {
-            limiter: RateLimiter::hashmap_with_clock_and_hasher(
-                quota,
-                clock.clone(),
-                foldhash::fast::RandomState::default(),
-            ),
-            clock,
+            limiter: RateLimiter::new(quota, slot.clone(), DecisionClock),
+            slot,
+            start: DecisionClock.now(),
+            pairs: HashMap::default(),
             prune_at: PRUNE_FLOOR,
         }
     }
@@ -86,21 +119,36 @@ impl PairRate {
     /// `Ok` and one cell used, or the milliseconds until the pair may be messaged again.
     pub(crate) fn check(&mut self, phone: u16, recipient: u64) -> Result<(), u64> {
         use governor::clock::Clock;
-        let r = self
-            .limiter
-            .check_key(&(phone, recipient))
-            .map_err(|nu| ceil_ms(nu.wait_time_from(self.clock.now())).max(1));
-        if r.is_ok() && self.limiter.len() >= self.prune_at {
-            self.limiter.retain_recent();
-            self.prune_at = (self.limiter.len() * 2).max(PRUNE_FLOOR);
+        let entry = self.pairs.entry((phone, recipient));
+        let prev = match &entry {
+            hashbrown::hash_map::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_map::Entry::Vacant(_) => EMPTY,
+        };
+        self.slot.0.store(prev, Ordering::Relaxed);
+        match self.limiter.check() {
+            Ok(_) => {
+                entry.insert(self.slot.0.load(Ordering::Relaxed));
+            }
+            Err(nu) => return Err(ceil_ms(nu.wait_time_from(DecisionClock.now())).max(1)),
         }
-        r
+        if self.pairs.len() >= self.prune_at {
+            self.prune();
+        }
+        Ok(())
     }
 
-    /// Keys currently held.
+    /// Drops pairs whose state is indistinguishable from fresh (TAT not in the future).
+    fn prune(&mut self) {
+        use governor::clock::{Clock, Reference};
+        let now = DecisionClock.now().duration_since(self.start).as_u64();
+        self.pairs.retain(|_, tat| *tat > now);
+        self.prune_at = (self.pairs.len() * 2).max(PRUNE_FLOOR);
+    }
+
+    /// Pairs currently held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.limiter.len()
+        self.pairs.len()
     }
 }
 
@@ -110,35 +158,35 @@ mod tests {
 
     #[test]
     fn throughput_follows_the_decision_clock() {
-        let clock = DecisionClock::new(1_000_000);
-        let t = Throughput::new(2, clock.clone());
+        DecisionClock::set(1_000_000);
+        let t = Throughput::new(2);
         assert!(t.check().is_ok());
         assert!(t.check().is_ok());
         let wait = t.check().unwrap_err();
         assert_eq!(wait, 500);
-        clock.set(1_000_500);
+        DecisionClock::set(1_000_500);
         assert!(t.check().is_ok());
     }
 
     #[test]
     fn pair_rate_one_per_period() {
-        let clock = DecisionClock::new(1_000_000);
-        let mut p = PairRate::new(6_000, 1, clock.clone());
+        DecisionClock::set(1_000_000);
+        let mut p = PairRate::new(6_000, 1);
         assert!(p.check(0, 7).is_ok());
         assert_eq!(p.check(0, 7).unwrap_err(), 6_000);
         assert!(p.check(1, 7).is_ok(), "another number is another pair");
-        clock.set(1_005_999);
+        DecisionClock::set(1_005_999);
         assert_eq!(p.check(0, 7).unwrap_err(), 1);
-        clock.set(1_006_000);
+        DecisionClock::set(1_006_000);
         assert!(p.check(0, 7).is_ok());
     }
 
     #[test]
     fn pair_keys_are_pruned() {
-        let clock = DecisionClock::new(1_000_000);
-        let mut p = PairRate::new(6_000, 1, clock.clone());
+        DecisionClock::set(1_000_000);
+        let mut p = PairRate::new(6_000, 1);
         for i in 0..10_000u64 {
-            clock.set(1_000_000 + i * 10);
+            DecisionClock::set(1_000_000 + i * 10);
             p.check(0, i).unwrap();
         }
         // only the last ~6 s of recipients (600) can still be distinguishable from fresh

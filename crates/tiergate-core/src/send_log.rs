@@ -18,11 +18,18 @@ const HOUR_MS: u64 = 3_600_000;
 pub const REFUND_SLACK: usize = 1_024;
 
 /// Recent send times of one org, oldest first.
+///
+/// The oldest time and the current hour's bucket are kept inline: on the hot path the log is
+/// checked for expiry and appended to, and neither then needs to touch the far end of a buffer.
 #[derive(Debug, Default)]
 pub struct SendLog {
     recent: VecDeque<u64>,
+    /// `recent.front()`, or `None` when empty.
+    oldest: Option<u64>,
     capacity: usize,
-    /// (hour index, sends in that hour), oldest first.
+    /// The hour being filled: (hour index, sends).
+    hour: (u64, u32),
+    /// Earlier hours, oldest first.
     hours: VecDeque<(u64, u32)>,
 }
 
@@ -40,16 +47,17 @@ impl SendLog {
         while self.recent.len() > self.capacity {
             self.recent.pop_front();
         }
+        self.oldest = self.recent.front().copied();
     }
 
     /// Forgets sends at or before `cutoff` (= now − 7 days).
+    #[inline]
     pub fn expire(&mut self, cutoff: u64) {
-        while self.recent.front().is_some_and(|&t| t <= cutoff) {
-            self.recent.pop_front();
-        }
-        let cutoff_hour = cutoff / HOUR_MS;
-        while self.hours.front().is_some_and(|&(h, _)| h < cutoff_hour) {
-            self.hours.pop_front();
+        if self.oldest.is_some_and(|t| t <= cutoff) {
+            while self.recent.front().is_some_and(|&t| t <= cutoff) {
+                self.recent.pop_front();
+            }
+            self.oldest = self.recent.front().copied();
         }
     }
 
@@ -57,28 +65,44 @@ impl SendLog {
     pub fn push(&mut self, ts: u64) {
         if self.recent.len() == self.capacity {
             self.recent.pop_front();
+            self.oldest = self.recent.front().copied();
         }
         self.recent.push_back(ts);
+        if self.oldest.is_none() {
+            self.oldest = Some(ts);
+        }
         let hour = ts / HOUR_MS;
-        match self.hours.back_mut() {
-            Some((h, n)) if *h == hour => *n += 1,
-            _ => self.hours.push_back((hour, 1)),
+        if self.hour.0 == hour {
+            self.hour.1 += 1;
+        } else {
+            if self.hour.1 > 0 {
+                self.hours.push_back(self.hour);
+            }
+            self.hour = (hour, 1);
+            // At most a week and a day of hours are ever asked about.
+            let keep_from = hour.saturating_sub(8 * 24);
+            while self.hours.front().is_some_and(|&(h, _)| h < keep_from) {
+                self.hours.pop_front();
+            }
         }
     }
 
     /// Removes one send made at `ts` (a refund). Returns whether one was found.
     pub fn remove(&mut self, ts: u64) -> bool {
         let hour = ts / HOUR_MS;
-        let Some(b) = self.hours.iter_mut().rev().find(|(h, _)| *h == hour) else {
+        let bucket = if self.hour.0 == hour {
+            Some(&mut self.hour)
+        } else {
+            self.hours.iter_mut().rev().find(|(h, _)| *h == hour)
+        };
+        let Some(b) = bucket.filter(|b| b.1 > 0) else {
             return false;
         };
-        if b.1 == 0 {
-            return false;
-        }
         b.1 -= 1;
         let i = self.recent.partition_point(|&t| t < ts);
         if self.recent.get(i) == Some(&ts) {
             self.recent.remove(i);
+            self.oldest = self.recent.front().copied();
         }
         true
     }
@@ -90,7 +114,11 @@ impl SendLog {
             return true;
         }
         let n = self.recent.len();
-        (k as usize) <= n && self.recent[n - k as usize] > cutoff
+        if (k as usize) > n {
+            return false;
+        }
+        // Every entry is newer than `cutoff` once expired: no need to look at the k-th.
+        self.oldest.is_some_and(|t| t > cutoff) || self.recent[n - k as usize] > cutoff
     }
 
     /// Milliseconds from `now` until fewer than `k` sends remain in the window of `window_ms`:
@@ -105,8 +133,8 @@ impl SendLog {
 
     /// Sends after `cutoff`: exact while the log holds them all, hour-bucketed beyond.
     pub fn count(&self, cutoff: u64) -> u64 {
-        let in_recent = match self.recent.front() {
-            Some(&t) if t > cutoff => self.recent.len(),
+        let in_recent = match self.oldest {
+            Some(t) if t > cutoff => self.recent.len(),
             _ => self.recent.len() - self.recent.partition_point(|&t| t <= cutoff),
         };
         if in_recent < self.recent.len() || self.recent.len() < self.capacity {
@@ -116,6 +144,7 @@ impl SendLog {
         let bucketed: u64 = self
             .hours
             .iter()
+            .chain(std::iter::once(&self.hour))
             .filter(|(h, _)| *h >= cutoff_hour)
             .map(|&(_, n)| u64::from(n))
             .sum();

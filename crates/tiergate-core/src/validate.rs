@@ -70,6 +70,13 @@ pub fn numeric_id<'a>(field: &'static str, s: &'a str) -> Result<&'a str, Valida
     token(field, s, MAX_PHONE_NUMBER_ID_LEN, |b| b.is_ascii_digit())
 }
 
+/// A phone number id as an exact integer (`1` followed by its digits), so that finding an org's
+/// number compares two integers instead of chasing a string pointer.
+pub fn phone_key(s: &str) -> Result<u128, ValidationError> {
+    numeric_id("phone_number_id", s)?;
+    Ok(s.bytes().fold(1u128, |v, b| v * 10 + u128::from(b - b'0')))
+}
+
 /// A template name: Meta allows lowercase letters, digits and underscores, up to 512.
 pub fn template_name(s: &str) -> Result<&str, ValidationError> {
     token("template_name", s, MAX_TEMPLATE_NAME_LEN, |b| {
@@ -138,6 +145,9 @@ mod tests {
         assert!(org_id(&"a".repeat(65)).is_err());
         assert!(numeric_id("phone_number_id", "106540352242922").is_ok());
         assert!(numeric_id("phone_number_id", "10654x").is_err());
+        assert_ne!(phone_key("0123").unwrap(), phone_key("123").unwrap());
+        assert!(phone_key(&"9".repeat(32)).is_ok());
+        assert!(phone_key(&"9".repeat(33)).is_err());
         assert!(template_name("order_update_v2").is_ok());
         assert!(template_name("Order Update").is_err());
         assert!(idempotency_key("k-1/2").is_ok());

@@ -54,6 +54,18 @@ pub enum Touch {
     },
 }
 
+/// Where a recipient sits in a window, from [`RecipientWindow::lookup`]. Valid until the
+/// window next changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found(Option<u32>);
+
+impl Found {
+    /// Whether the recipient is counted in the window.
+    pub fn is_member(self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Unique recipients keyed by [`RecipientKey`], ordered by last send time.
 #[derive(Debug)]
 pub struct RecipientWindow {
@@ -160,9 +172,22 @@ impl RecipientWindow {
         (self.head != NIL).then(|| self.abs(self.nodes[self.head as usize].ts))
     }
 
+    /// Looks `key` up once, for a decision that first asks whether the recipient is counted
+    /// and then counts it: [`Self::touch_found`] reuses the lookup.
+    #[inline]
+    pub fn lookup(&self, key: RecipientKey) -> Found {
+        Found(self.find(key.0))
+    }
+
     /// Counts a send to `key` at `ts` (≥ every time seen before).
     pub fn touch(&mut self, key: RecipientKey, ts: u64) -> Touch {
-        if let Some(i) = self.find(key.0) {
+        let found = self.lookup(key);
+        self.touch_found(key, found, ts)
+    }
+
+    /// [`Self::touch`] with the result of [`Self::lookup`] made since the last change.
+    pub fn touch_found(&mut self, key: RecipientKey, found: Found, ts: u64) -> Touch {
+        if let Some(i) = found.0 {
             let prev_ts = self.abs(self.nodes[i as usize].ts);
             let rel = self.rel(ts);
             self.unlink(i);

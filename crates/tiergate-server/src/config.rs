@@ -1,0 +1,422 @@
+//! The sidecar's configuration: one TOML file, every key overridable.
+//!
+//! Precedence, highest first: `--set section.key=value` flags (and the named flags such as
+//! `--grpc-addr`), `TIERGATE_*` environment variables, the file, the defaults. Environment
+//! variables are `TIERGATE_<SECTION>_<KEY>` (e.g. `TIERGATE_POLICY_TIER_HEADROOM_PERCENT=20`),
+//! plus the names SPEC gives for secrets: `TIERGATE_ADMIN_TOKEN`, `TIERGATE_SENDER_TOKEN`,
+//! `TIERGATE_UPSTREAM_TOKEN`, `TIERGATE_WEBHOOK_SECRET`, `TIERGATE_WEBHOOK_VERIFY_TOKEN`.
+//!
+//! Errors name the key and, for the file, the line: a bad file never starts a server.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tiergate_core::{OrgConfig, Policy};
+use toml::{Spanned, Table, Value};
+
+/// Which store holds the engine's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In memory: lost on restart.
+    #[default]
+    Memory,
+    /// An embedded database in `data_dir` (not built yet).
+    Embedded,
+    /// Redis, shared by replicas (not built yet).
+    Redis,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(StoreKind::Memory),
+            "embedded" => Ok(StoreKind::Embedded),
+            "redis" => Ok(StoreKind::Redis),
+            _ => Err(format!("{s:?} is not memory, embedded or redis")),
+        }
+    }
+}
+
+/// `[server]`: where and how to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// gRPC listen address (both services, health, reflection).
+    pub grpc_addr: String,
+    /// HTTP listen address (`/healthz`, `/readyz`).
+    pub http_addr: String,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// The state store.
+    pub store: StoreKind,
+    /// Redis URL for `store = "redis"`.
+    pub redis_url: Option<String>,
+    /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
+    pub upstream_url: Option<String>,
+    /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
+    pub manual_clock: bool,
+    /// Deadline for one gRPC call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest gRPC request accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:50051".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./tiergate-data"),
+            store: StoreKind::Memory,
+            redis_url: None,
+            upstream_url: None,
+            manual_clock: false,
+            request_timeout_ms: 5_000,
+            max_request_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[auth]`: bearer tokens. Prefer the environment for these.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Required by every `GovernorAdmin` call when set.
+    pub admin_token: Option<String>,
+    /// Required by `SendGovernor` calls when set.
+    pub sender_token: Option<String>,
+    /// Bearer token for the upstream API.
+    pub upstream_token: Option<String>,
+    /// The app secret that signs webhooks.
+    pub webhook_secret: Option<String>,
+    /// The token Meta echoes in the webhook verification handshake.
+    pub webhook_verify_token: Option<String>,
+}
+
+impl fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("AuthSection")
+            .field("admin_token", &set(&self.admin_token))
+            .field("sender_token", &set(&self.sender_token))
+            .field("upstream_token", &set(&self.upstream_token))
+            .field("webhook_secret", &set(&self.webhook_secret))
+            .field("webhook_verify_token", &set(&self.webhook_verify_token))
+            .finish()
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    server: ServerSection,
+    auth: AuthSection,
+    policy: Policy,
+    orgs: Vec<Spanned<OrgConfig>>,
+}
+
+/// A checked configuration, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[auth]`.
+    pub auth: AuthSection,
+    /// `[policy]`.
+    pub policy: Policy,
+    /// `[[orgs]]`, registered at start.
+    pub orgs: Vec<OrgConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerSection::default(),
+            auth: AuthSection::default(),
+            policy: Policy::default(),
+            orgs: Vec::new(),
+        }
+    }
+}
+
+/// One problem with a configuration: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The key, dotted (`policy.pair_rate_burst`, `orgs[2].phone_numbers`).
+    pub key: String,
+    /// The 1-based line in the file, when the problem is in the file.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found, so an operator can fix them all in one go.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+/// Overrides from the command line and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `(dotted key, raw value)`, applied in order, after the environment.
+    pub sets: Vec<(String, String)>,
+    /// Environment variables to consult (pass `std::env::vars()`; tests pass their own).
+    pub env: Vec<(String, String)>,
+}
+
+const SECTIONS: [&str; 3] = ["server", "auth", "policy"];
+
+/// Environment names SPEC fixes, mapped to their keys.
+const NAMED_ENV: [(&str, &str); 5] = [
+    ("TIERGATE_ADMIN_TOKEN", "auth.admin_token"),
+    ("TIERGATE_SENDER_TOKEN", "auth.sender_token"),
+    ("TIERGATE_UPSTREAM_TOKEN", "auth.upstream_token"),
+    ("TIERGATE_WEBHOOK_SECRET", "auth.webhook_secret"),
+    ("TIERGATE_WEBHOOK_VERIFY_TOKEN", "auth.webhook_verify_token"),
+];
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `key = ...` is written inside `[section]`, if it is.
+fn line_of_key(src: &str, section: &str, key: &str) -> Option<usize> {
+    let mut in_section = false;
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
+        } else if in_section && t.split('=').next().map(str::trim) == Some(key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Parses an override value as TOML (numbers, booleans, arrays) or else as a plain string.
+fn override_value(raw: &str) -> Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
+        Err(_) => Value::String(raw.to_owned()),
+    }
+}
+
+fn apply(table: &mut Table, key: &str, value: Value) -> Result<(), ConfigIssue> {
+    let issue = |m: &str| ConfigIssue {
+        key: key.to_owned(),
+        line: None,
+        message: m.to_owned(),
+    };
+    let (section, field) = key
+        .split_once('.')
+        .ok_or_else(|| issue("expected section.key (server, auth or policy)"))?;
+    if !SECTIONS.contains(&section) || field.is_empty() || field.contains('.') {
+        return Err(issue("expected section.key (server, auth or policy)"));
+    }
+    let sec = table
+        .entry(section)
+        .or_insert_with(|| Value::Table(Table::new()));
+    let Value::Table(sec) = sec else {
+        return Err(issue("is not a table in the file"));
+    };
+    sec.insert(field.to_owned(), value);
+    Ok(())
+}
+
+/// Reads and checks a configuration. `src` is the file's text (`None`: defaults only).
+pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    let src = src.unwrap_or("");
+    // 1. The file alone, so that errors carry line numbers.
+    let file: FileConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of(src, s.start));
+        ConfigErrors(vec![ConfigIssue {
+            key: "file".into(),
+            line,
+            message: e.message().to_owned(),
+        }])
+    })?;
+    let mut issues = check(&file, src);
+    // 2. Overrides on top of the file's table.
+    let mut table: Table = src.parse().unwrap_or_default();
+    for (name, value) in &overrides.env {
+        let key = if let Some((_, key)) = NAMED_ENV.iter().find(|(n, _)| n == name) {
+            (*key).to_owned()
+        } else if let Some(rest) = name.strip_prefix("TIERGATE_") {
+            let lower = rest.to_ascii_lowercase();
+            match SECTIONS.iter().find_map(|s| {
+                lower
+                    .strip_prefix(&format!("{s}_"))
+                    .map(|k| format!("{s}.{k}"))
+            }) {
+                Some(k) => k,
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        if let Err(e) = apply(&mut table, &key, override_value(value)) {
+            issues.push(e);
+        }
+    }
+    for (key, value) in &overrides.sets {
+        if let Err(e) = apply(&mut table, key, override_value(value)) {
+            issues.push(e);
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ConfigErrors(issues));
+    }
+    let merged: FileConfig = Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ConfigErrors(vec![ConfigIssue {
+                key: "override".into(),
+                line: None,
+                message: e.message().to_owned(),
+            }])
+        })?;
+    let issues = check(&merged, "");
+    if !issues.is_empty() {
+        return Err(ConfigErrors(issues));
+    }
+    Ok(Config {
+        server: merged.server,
+        auth: merged.auth,
+        policy: merged.policy,
+        orgs: merged.orgs.into_iter().map(Spanned::into_inner).collect(),
+    })
+}
+
+/// Semantic checks: policy values, each org, duplicates, addresses, tokens.
+fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    if let Err(e) = file.policy.validate() {
+        issues.push(ConfigIssue {
+            key: format!("policy.{}", e.key),
+            line: line_of_key(src, "policy", e.key),
+            message: e.reason,
+        });
+    }
+    let mut seen = HashSet::new();
+    for (i, org) in file.orgs.iter().enumerate() {
+        let line = (!src.is_empty()).then(|| line_of(src, org.span().start));
+        let cfg = org.get_ref();
+        if let Err(e) = cfg.validate(file.policy.max_throughput_mps) {
+            issues.push(ConfigIssue {
+                key: format!("orgs[{i}].{}", e.field.trim_start_matches("org.")),
+                line,
+                message: e.reason,
+            });
+        }
+        if !seen.insert(cfg.org_id.clone()) {
+            issues.push(ConfigIssue {
+                key: format!("orgs[{i}].org_id"),
+                line,
+                message: format!("{:?} is registered twice", cfg.org_id),
+            });
+        }
+    }
+    for (key, addr) in [
+        ("grpc_addr", &file.server.grpc_addr),
+        ("http_addr", &file.server.http_addr),
+    ] {
+        if addr.parse::<SocketAddr>().is_err() {
+            issues.push(ConfigIssue {
+                key: format!("server.{key}"),
+                line: line_of_key(src, "server", key),
+                message: format!("{addr:?} is not an address like 127.0.0.1:50051"),
+            });
+        }
+    }
+    for (key, tok) in [
+        ("admin_token", &file.auth.admin_token),
+        ("sender_token", &file.auth.sender_token),
+    ] {
+        if let Some(t) = tok
+            && (t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            issues.push(ConfigIssue {
+                key: format!("auth.{key}"),
+                line: line_of_key(src, "auth", key),
+                message: "must be at least 16 characters without spaces".into(),
+            });
+        }
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.server.grpc_addr, "127.0.0.1:50051");
+        assert_eq!(c.policy, Policy::default());
+    }
+
+    #[test]
+    fn errors_carry_key_and_line() {
+        let src = "[policy]\npair_rate_burst = 0\n\n[[orgs]]\norg_id = \"a b\"\ntier = \"TIER_250\"\n\n[[orgs]]\norg_id = \"ok\"\ntier = \"TIER_2K\"\n\n[[orgs]]\norg_id = \"ok\"\ntier = 250\n";
+        let e = load(Some(src), &Overrides::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("line 2: policy.pair_rate_burst"), "{text}");
+        assert!(text.contains("orgs[0].org_id"), "{text}");
+        assert!(text.contains("line 12: orgs[2].org_id"), "{text}");
+        let e = load(
+            Some("[policy]\ntier_window_ms = \"x\"\n"),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].line, Some(2));
+        let e = load(Some("[polcy]\n"), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn env_and_flags_override_the_file() {
+        let src = "[policy]\ntier_headroom_percent = 10\n[server]\ngrpc_addr = \"127.0.0.1:1\"\n";
+        let o = Overrides {
+            env: vec![
+                ("TIERGATE_POLICY_TIER_HEADROOM_PERCENT".into(), "20".into()),
+                ("TIERGATE_ADMIN_TOKEN".into(), "0123456789abcdef".into()),
+                ("TIERGATE_SERVER_GRPC_ADDR".into(), "127.0.0.1:2".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+            sets: vec![("server.grpc_addr".into(), "127.0.0.1:3".into())],
+        };
+        let c = load(Some(src), &o).unwrap();
+        assert_eq!(c.policy.tier_headroom_percent, 20);
+        assert_eq!(c.auth.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(c.server.grpc_addr, "127.0.0.1:3");
+        let bad = Overrides {
+            sets: vec![("policy.nope".into(), "1".into())],
+            ..Overrides::default()
+        };
+        assert!(load(None, &bad).is_err());
+    }
+}

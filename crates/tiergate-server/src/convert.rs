@@ -1,0 +1,261 @@
+//! Translation between the wire types of `tiergate.v1` and the engine's types.
+//!
+//! Validation happens here, at the edge: an unknown enum value, an UNSPECIFIED tier or a bad
+//! contact become `INVALID_ARGUMENT` naming the field, before anything reaches the engine.
+
+use tiergate_core as core;
+use tiergate_proto::v1 as pb;
+use tonic::Status;
+
+/// Maps an engine error to its gRPC status, keeping the engine's message (field and reason).
+pub fn status(e: core::EngineError) -> Status {
+    use core::EngineError::*;
+    let msg = e.to_string();
+    match e {
+        Invalid(v) => Status::invalid_argument(v.to_string()),
+        UnknownOrg(_) | UnknownPhoneNumber { .. } | UnknownPermit(_) | UnknownAppeal(_) => {
+            Status::not_found(msg)
+        }
+        PermitAlreadyReported(_) | AppealConflict(_) => Status::failed_precondition(msg),
+    }
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+/// A category; UNSPECIFIED and unknown values are refused.
+pub fn category(v: i32) -> Result<core::Category, Status> {
+    match pb::Category::try_from(v) {
+        Ok(pb::Category::Marketing) => Ok(core::Category::Marketing),
+        Ok(pb::Category::Utility) => Ok(core::Category::Utility),
+        Ok(pb::Category::Authentication) => Ok(core::Category::Authentication),
+        Ok(pb::Category::Unspecified) => Err(invalid("category", "must be set")),
+        Err(_) => Err(invalid("category", format!("unknown value {v}"))),
+    }
+}
+
+/// A tier; UNSPECIFIED and unknown values are refused.
+pub fn tier(field: &str, v: i32) -> Result<core::Tier, Status> {
+    use core::Tier::*;
+    Ok(match pb::Tier::try_from(v) {
+        Ok(pb::Tier::Tier50) => Tier50,
+        Ok(pb::Tier::Tier250) => Tier250,
+        Ok(pb::Tier::Tier1k) => Tier1K,
+        Ok(pb::Tier::Tier2k) => Tier2K,
+        Ok(pb::Tier::Tier10k) => Tier10K,
+        Ok(pb::Tier::Tier100k) => Tier100K,
+        Ok(pb::Tier::Unlimited) => Unlimited,
+        Ok(pb::Tier::Unspecified) => return Err(invalid(field, "must be set (TIER_UNSPECIFIED)")),
+        Err(_) => return Err(invalid(field, format!("unknown value {v}"))),
+    })
+}
+
+/// The wire value of a tier.
+pub fn tier_pb(t: core::Tier) -> pb::Tier {
+    use core::Tier::*;
+    match t {
+        Tier50 => pb::Tier::Tier50,
+        Tier250 => pb::Tier::Tier250,
+        Tier1K => pb::Tier::Tier1k,
+        Tier2K => pb::Tier::Tier2k,
+        Tier10K => pb::Tier::Tier10k,
+        Tier100K => pb::Tier::Tier100k,
+        Unlimited => pb::Tier::Unlimited,
+    }
+}
+
+/// A rating; UNSPECIFIED means "not given" and maps to UNKNOWN only where `default_unknown`.
+pub fn rating(field: &str, v: i32, default_unknown: bool) -> Result<core::QualityRating, Status> {
+    use core::QualityRating::*;
+    Ok(match pb::QualityRating::try_from(v) {
+        Ok(pb::QualityRating::Green) => Green,
+        Ok(pb::QualityRating::Yellow) => Yellow,
+        Ok(pb::QualityRating::Red) => Red,
+        Ok(pb::QualityRating::Unknown) => Unknown,
+        Ok(pb::QualityRating::Unspecified) if default_unknown => Unknown,
+        Ok(pb::QualityRating::Unspecified) => return Err(invalid(field, "must be set")),
+        Err(_) => return Err(invalid(field, format!("unknown value {v}"))),
+    })
+}
+
+/// The wire value of a rating.
+pub fn rating_pb(r: core::QualityRating) -> pb::QualityRating {
+    use core::QualityRating::*;
+    match r {
+        Green => pb::QualityRating::Green,
+        Yellow => pb::QualityRating::Yellow,
+        Red => pb::QualityRating::Red,
+        Unknown => pb::QualityRating::Unknown,
+    }
+}
+
+/// An escalation path, validated by kind.
+pub fn escalation(field: &str, p: &pb::EscalationPath) -> Result<core::EscalationPath, Status> {
+    use core::EscalationKind::*;
+    let kind = match pb::EscalationKind::try_from(p.kind) {
+        Ok(pb::EscalationKind::HumanHandoff) => HumanHandoff,
+        Ok(pb::EscalationKind::Phone) => Phone,
+        Ok(pb::EscalationKind::Email) => Email,
+        Ok(pb::EscalationKind::WebForm) => WebForm,
+        Ok(pb::EscalationKind::InStore) => InStore,
+        Ok(pb::EscalationKind::Unspecified) => {
+            return Err(invalid(&format!("{field}.kind"), "must be set"));
+        }
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.kind"),
+                format!("unknown value {}", p.kind),
+            ));
+        }
+    };
+    core::EscalationPath::new(kind, &p.contact)
+        .map_err(|e| invalid(&format!("{field}.contact"), e.reason))
+}
+
+fn escalation_pb(p: &core::EscalationPath) -> pb::EscalationPath {
+    use core::EscalationKind::*;
+    let kind = match p.kind() {
+        HumanHandoff => pb::EscalationKind::HumanHandoff,
+        Phone => pb::EscalationKind::Phone,
+        Email => pb::EscalationKind::Email,
+        WebForm => pb::EscalationKind::WebForm,
+        InStore => pb::EscalationKind::InStore,
+    };
+    pb::EscalationPath {
+        kind: kind as i32,
+        contact: p.contact().to_owned(),
+    }
+}
+
+/// The wire value of a deny reason (`None`: UNSPECIFIED, on ALLOW).
+pub fn reason_pb(r: Option<core::DenyReason>) -> pb::DenyReason {
+    use core::DenyReason::*;
+    match r {
+        None => pb::DenyReason::Unspecified,
+        Some(AccountRestricted) => pb::DenyReason::AccountRestricted,
+        Some(TemplatePaused) => pb::DenyReason::TemplatePaused,
+        Some(EscalationPathRequired) => pb::DenyReason::EscalationPathRequired,
+        Some(WeeklyCapWithoutEscalation) => pb::DenyReason::WeeklyCapWithoutEscalation,
+        Some(QualityRestricted) => pb::DenyReason::QualityRestricted,
+        Some(TierLimit) => pb::DenyReason::TierLimit,
+        Some(Throughput) => pb::DenyReason::Throughput,
+        Some(PairRate) => pb::DenyReason::PairRate,
+    }
+}
+
+/// Usage on the wire (`tier_limit` 0 = unlimited).
+pub fn usage_pb(u: &core::Usage) -> pb::Usage {
+    pb::Usage {
+        tier: tier_pb(u.tier) as i32,
+        tier_limit: u.tier_limit.unwrap_or(0),
+        unique_recipients_24h: u.unique_recipients_24h,
+        templates_7d: u.templates_7d,
+        quality_rating: rating_pb(u.quality_rating) as i32,
+        passthrough: u.passthrough,
+    }
+}
+
+/// A decision on the wire.
+pub fn decision_pb(d: &core::Decision) -> pb::AcquireResponse {
+    pb::AcquireResponse {
+        verdict: if d.is_allowed() {
+            pb::Verdict::Allow
+        } else {
+            pb::Verdict::Deny
+        } as i32,
+        reason: reason_pb(d.reason) as i32,
+        retry_after_ms: d.retry_after_ms,
+        permit_id: d
+            .permit
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        usage: Some(usage_pb(&d.usage)),
+    }
+}
+
+/// An org registration from the wire. Read-only fields are ignored.
+pub fn org_config(o: &pb::Org) -> Result<core::OrgConfig, Status> {
+    let mut cfg = core::OrgConfig::new(o.org_id.clone(), tier("org.tier", o.tier)?);
+    cfg.quality_rating = rating("org.quality_rating", o.quality_rating, true)?;
+    cfg.phone_numbers = o
+        .phone_numbers
+        .iter()
+        .map(|p| core::PhoneNumberConfig {
+            phone_number_id: p.phone_number_id.clone(),
+            display_phone_number: p.display_phone_number.clone(),
+            throughput_mps: p.throughput_mps,
+        })
+        .collect();
+    cfg.waba_ids = o.waba_ids.clone();
+    cfg.escalation_path = o
+        .escalation_path
+        .as_ref()
+        .map(|p| escalation("org.escalation_path", p))
+        .transpose()?;
+    cfg.has_template_history = o.has_template_history;
+    Ok(cfg)
+}
+
+/// An appeal on the wire.
+pub fn appeal_pb(a: &core::Appeal) -> pb::Appeal {
+    let status = match a.status {
+        core::AppealStatus::Pending => pb::AppealStatus::Pending,
+        core::AppealStatus::Approved => pb::AppealStatus::Approved,
+        core::AppealStatus::Rejected => pb::AppealStatus::Rejected,
+    };
+    pb::Appeal {
+        appeal_id: a.appeal_id.to_string(),
+        org_id: a.appeal_id.org_id.clone(),
+        status: status as i32,
+        evidence: a.evidence.clone(),
+        filed_at_unix_ms: a.filed_at_ms as i64,
+    }
+}
+
+/// An org's live status on the wire.
+pub fn org_pb(s: &core::OrgStatus) -> pb::Org {
+    let c = &s.config;
+    pb::Org {
+        org_id: c.org_id.clone(),
+        tier: tier_pb(c.tier) as i32,
+        quality_rating: rating_pb(c.quality_rating) as i32,
+        phone_numbers: c
+            .phone_numbers
+            .iter()
+            .map(|p| pb::PhoneNumber {
+                phone_number_id: p.phone_number_id.clone(),
+                display_phone_number: p.display_phone_number.clone(),
+                throughput_mps: p.throughput_mps,
+            })
+            .collect(),
+        waba_ids: c.waba_ids.clone(),
+        escalation_path: c.escalation_path.as_ref().map(escalation_pb),
+        has_template_history: s.has_template_history,
+        pending_tier: s.pending_tier.map_or(pb::Tier::Unspecified, tier_pb) as i32,
+        restricted: s.restricted,
+        flagged_since_unix_ms: s.flagged_since_ms.map_or(0, |t| t as i64),
+        usage: Some(usage_pb(&s.usage)),
+        appeal: s.appeal.as_ref().map(appeal_pb),
+        account_restricted: s.account_restricted,
+        paused_templates: s
+            .paused_templates
+            .iter()
+            .map(|p| pb::TemplatePause {
+                template_name: p.template_name.clone(),
+                until_unix_ms: p.until_ms.map_or(0, |t| t as i64),
+                disabled: p.until_ms.is_none(),
+            })
+            .collect(),
+    }
+}
+
+/// A required string field: empty means missing.
+pub fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
+    if v.is_empty() {
+        Err(invalid(field, "must not be empty"))
+    } else {
+        Ok(v)
+    }
+}

@@ -1,0 +1,19 @@
+//! # tiergate-server: the sidecar shell around the policy engine
+//!
+//! Everything here is I/O and translation; every decision is the engine's
+//! ([`tiergate_core::Engine`]). The modules read like the request path:
+//!
+//! * [`config`]: the TOML file, environment and flag overrides, with line-numbered errors;
+//! * [`auth`]: bearer tokens, compared in constant time;
+//! * [`convert`]: wire types ↔ engine types, validating at the edge;
+//! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
+//! * [`http`]: `/healthz` and `/readyz`;
+//! * [`serve`]: binds the ports and runs until shutdown.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod serve;

@@ -1,0 +1,196 @@
+//! `tiergate serve`: one gRPC port (both services, health, reflection) and one HTTP port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiergate_core::{Clock, Engine, ManualClock, SystemClock};
+use tiergate_proto::v1::governor_admin_server::GovernorAdminServer;
+use tiergate_proto::v1::send_governor_server::SendGovernorServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::BearerAuth;
+use crate::config::{Config, StoreKind};
+use crate::grpc::{AdminService, GovernorService};
+use crate::http::{Readiness, router};
+
+/// Why the server did not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configured store is not available in this build.
+    #[error(
+        "--store {0:?} is not available yet: only `memory` is built (durable stores are planned)"
+    )]
+    StoreUnavailable(StoreKind),
+    /// Admin would be reachable from other machines without a token.
+    #[error(
+        "refusing to serve the admin API on non-loopback {0} without a token: set TIERGATE_ADMIN_TOKEN"
+    )]
+    AdminExposed(SocketAddr),
+    /// An address could not be parsed or bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy or an org in the config was refused by the engine.
+    #[error("{0}")]
+    Engine(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Addresses actually bound (ports may have been 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The HTTP address.
+    pub http: SocketAddr,
+}
+
+/// Builds the engine from a config: policy, clock, orgs.
+pub fn build_engine(
+    config: &Config,
+) -> Result<(Arc<Engine>, Option<Arc<ManualClock>>), ServeError> {
+    let manual = config
+        .server
+        .manual_clock
+        .then(|| Arc::new(ManualClock::new(SystemClock.now_ms())));
+    let clock: Arc<dyn Clock> = match &manual {
+        Some(m) => m.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let engine =
+        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?;
+    for org in &config.orgs {
+        engine
+            .put_org(org.clone())
+            .map_err(|e| ServeError::Engine(format!("org {}: {e}", org.org_id)))?;
+    }
+    Ok((Arc::new(engine), manual))
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, finishes in-flight calls and returns.
+/// `on_bound` is told the bound addresses once both ports listen.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    if config.server.store != StoreKind::Memory {
+        return Err(ServeError::StoreUnavailable(config.server.store));
+    }
+    let grpc_listener = bind(&config.server.grpc_addr).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.grpc_addr.clone(),
+            source,
+        })?;
+    if !grpc_addr.ip().is_loopback() && config.auth.admin_token.is_none() {
+        return Err(ServeError::AdminExposed(grpc_addr));
+    }
+    let http_listener = bind(&config.server.http_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.http_addr.clone(),
+            source,
+        })?;
+    let (engine, manual) = build_engine(&config)?;
+    if config.auth.admin_token.is_none() {
+        tracing::warn!("no admin token: the admin API is open to anyone on this machine");
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in ["tiergate.v1.SendGovernor", "tiergate.v1.GovernorAdmin"] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    fn reflection() -> tonic_reflection::server::Builder<'static> {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tiergate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    }
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let max = config.server.max_request_bytes;
+    let sender_auth = BearerAuth::new(config.auth.sender_token.as_deref(), "SendGovernor");
+    let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
+    let governor = InterceptedService::new(
+        SendGovernorServer::new(GovernorService::new(engine.clone()))
+            .max_decoding_message_size(max),
+        move |r| sender_auth.check(r),
+    );
+    let admin = InterceptedService::new(
+        GovernorAdminServer::new(AdminService::new(engine.clone(), manual))
+            .max_decoding_message_size(max),
+        move |r| admin_auth.check(r),
+    );
+
+    let ready = Readiness::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let grpc = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(config.server.request_timeout_ms))
+        .concurrency_limit_per_connection(1_024)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(governor)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let http = axum::serve(http_listener, router(ready.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    ready.set(true);
+    on_bound(Bound {
+        grpc: grpc_addr,
+        http: http_addr,
+    });
+    tracing::info!(%grpc_addr, %http_addr, orgs = engine.org_count(), "serving");
+
+    let ready_on_stop = ready.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        ready_on_stop.set(false);
+        health
+            .set_not_serving::<SendGovernorServer<GovernorService>>()
+            .await;
+        let _ = stop_tx.send(true);
+    });
+    let http = tokio::spawn(async move { http.await });
+    grpc.await?;
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! The command line: `serve`, `check-config` and the admin subcommands.
+
+mod admin;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tiergate: a template send-rate governor for the WhatsApp Business Platform.
+#[derive(Debug, Parser)]
+#[command(name = "tiergate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar: gRPC (SendGovernor, GovernorAdmin, health, reflection) and HTTP.
+    Serve(serve::ServeArgs),
+    /// Check a config file and report every problem with its key and line.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Register, update, show and list orgs.
+    #[command(subcommand)]
+    Org(admin::OrgCmd),
+    /// Set or clear an org's human escalation path.
+    #[command(subcommand)]
+    Escalation(admin::EscalationCmd),
+    /// Change an org's quality rating.
+    #[command(subcommand)]
+    Rating(admin::RatingCmd),
+    /// Ask for a tier change (increases are held without an escalation path).
+    #[command(subcommand)]
+    Tier(admin::TierCmd),
+    /// File and resolve appeals against a low rating.
+    #[command(subcommand)]
+    Appeal(admin::AppealCmd),
+    /// Move a `--manual-clock` server's clock forward.
+    #[command(subcommand)]
+    Clock(admin::ClockCmd),
+}
+
+/// Options every admin subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct AdminOpts {
+    /// The sidecar's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "TIERGATE_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Runs one command; the exit code says whether it worked.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::CheckConfig { file } => serve::check_config(&file),
+        Command::Org(c) => admin::org(c).await,
+        Command::Escalation(c) => admin::escalation(c).await,
+        Command::Rating(c) => admin::rating(c).await,
+        Command::Tier(c) => admin::tier(c).await,
+        Command::Appeal(c) => admin::appeal(c).await,
+        Command::Clock(c) => admin::clock(c).await,
+    }
+}

@@ -2,5 +2,6 @@
 //!
 //! This facade re-exports the policy engine ([`tiergate_core`]) for senders that embed it.
 #![forbid(unsafe_code)]
+#![doc = include_str!("../README.md")]
 
 pub use tiergate_core::*;

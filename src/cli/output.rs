@@ -30,8 +30,8 @@ fn escalation(p: &Option<pb::EscalationPath>) -> String {
     })
 }
 
-fn usage_json(u: &Option<pb::Usage>) -> Value {
-    let u = u.clone().unwrap_or_default();
+fn usage_json(u: Option<pb::Usage>) -> Value {
+    let u = u.unwrap_or_default();
     json!({
         "tier": tier(u.tier),
         "tier_limit": u.tier_limit,
@@ -72,7 +72,7 @@ fn org_json(o: &pb::Org) -> Value {
         "restricted": o.restricted,
         "flagged_since_unix_ms": o.flagged_since_unix_ms,
         "account_restricted": o.account_restricted,
-        "usage": usage_json(&o.usage),
+        "usage": usage_json(o.usage),
         "appeal": o.appeal.as_ref().map(appeal_json),
     })
 }
@@ -90,7 +90,7 @@ pub fn org(o: &pb::Org, json: bool) {
         println!("{}", org_json(o));
         return;
     }
-    let u = o.usage.clone().unwrap_or_default();
+    let u = o.usage.unwrap_or_default();
     let limit = if u.tier_limit == 0 {
         "unlimited".to_owned()
     } else {
@@ -144,7 +144,7 @@ pub fn org_list(orgs: &[pb::Org], json: bool) {
     let rows: Vec<[String; 7]> = orgs
         .iter()
         .map(|o| {
-            let u = o.usage.clone().unwrap_or_default();
+            let u = o.usage.unwrap_or_default();
             [
                 o.org_id.clone(),
                 tier(o.tier),

@@ -65,6 +65,8 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// On shutdown, how long in-flight calls and open connections get before being closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -79,6 +81,7 @@ impl Default for ServerSection {
             manual_clock: false,
             request_timeout_ms: 5_000,
             max_request_bytes: 64 * 1024,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -123,7 +126,7 @@ struct FileConfig {
 }
 
 /// A checked configuration, ready to serve.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// `[server]`.
     pub server: ServerSection,
@@ -135,16 +138,6 @@ pub struct Config {
     pub orgs: Vec<OrgConfig>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerSection::default(),
-            auth: AuthSection::default(),
-            policy: Policy::default(),
-            orgs: Vec::new(),
-        }
-    }
-}
 
 /// One problem with a configuration: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,15 +282,17 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
     if !issues.is_empty() {
         return Err(ConfigErrors(issues));
     }
-    let merged: FileConfig = Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            ConfigErrors(vec![ConfigIssue {
-                key: "override".into(),
-                line: None,
-                message: e.message().to_owned(),
-            }])
-        })?;
+    // Round-trip through text: spanned values only deserialize from a document.
+    let override_issue = |message: String| {
+        ConfigErrors(vec![ConfigIssue {
+            key: "override".into(),
+            line: None,
+            message,
+        }])
+    };
+    let merged_src = toml::to_string(&table).map_err(|e| override_issue(e.to_string()))?;
+    let merged: FileConfig =
+        toml::from_str(&merged_src).map_err(|e| override_issue(e.message().to_owned()))?;
     let issues = check(&merged, "");
     if !issues.is_empty() {
         return Err(ConfigErrors(issues));

@@ -189,7 +189,16 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let http = tokio::spawn(async move { http.await });
-    grpc.await?;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let deadline = async move {
+        stopped(stop_rx).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = grpc => r?,
+        () = deadline => tracing::warn!(?grace, "shutdown grace over: closing remaining connections"),
+    }
+    http.abort();
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())

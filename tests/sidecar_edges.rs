@@ -1,0 +1,416 @@
+//! The sidecar's edges: bad input, unknown ids, auth, health, reflection, config, shutdown.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+use tiergate_proto::v1 as pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_argument_with_the_field() {
+    let s = Sidecar::start(&["--manual-clock"]).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let base = acquire("acme", 1);
+    let cases: Vec<(pb::AcquireRequest, &str)> = vec![
+        (
+            pb::AcquireRequest {
+                org_id: String::new(),
+                ..base.clone()
+            },
+            "org_id",
+        ),
+        (
+            pb::AcquireRequest {
+                phone_number_id: String::new(),
+                ..base.clone()
+            },
+            "phone_number_id",
+        ),
+        (
+            pb::AcquireRequest {
+                recipient: "+49 151".into(),
+                ..base.clone()
+            },
+            "recipient",
+        ),
+        (
+            pb::AcquireRequest {
+                recipient: "1234567890123456".into(),
+                ..base.clone()
+            },
+            "recipient",
+        ),
+        (
+            pb::AcquireRequest {
+                template_name: "Bad Name".into(),
+                ..base.clone()
+            },
+            "template_name",
+        ),
+        (
+            pb::AcquireRequest {
+                category: 0,
+                ..base.clone()
+            },
+            "category",
+        ),
+        (
+            pb::AcquireRequest {
+                category: 99,
+                ..base.clone()
+            },
+            "category",
+        ),
+    ];
+    for (req, field) in cases {
+        let e = s.governor().acquire(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    }
+    // admin: bad contact, UNSPECIFIED tier, unknown enum
+    let e = s
+        .admin()
+        .set_escalation_path(s.req(pb::SetEscalationPathRequest {
+            org_id: "acme".into(),
+            path: Some(pb::EscalationPath {
+                kind: pb::EscalationKind::Phone as i32,
+                contact: "call us".into(),
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("path.contact"), "{}", e.message());
+    let e = s
+        .admin()
+        .request_tier_change(s.req(pb::RequestTierChangeRequest {
+            org_id: "acme".into(),
+            target_tier: pb::Tier::Unspecified as i32,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("target_tier"));
+    let e = s
+        .admin()
+        .set_quality_rating(s.req(pb::SetQualityRatingRequest {
+            org_id: "acme".into(),
+            rating: 42,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut bad = org("acme", pb::Tier::Tier2k);
+    bad.phone_numbers[0].phone_number_id = "12ab".into();
+    let e = s
+        .admin()
+        .put_org(s.req(pb::PutOrgRequest { org: Some(bad) }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // nothing changed
+    let o = s.get_org("acme").await;
+    assert_eq!(o.tier, pb::Tier::Tier250 as i32);
+    assert!(o.escalation_path.is_some());
+    assert_eq!(o.quality_rating, pb::QualityRating::Unknown as i32);
+}
+
+#[tokio::test]
+async fn unknown_org_or_number_is_not_found() {
+    let s = Sidecar::start(&[]).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let e = s.governor().acquire(acquire("ghost", 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let mut req = acquire("acme", 1);
+    req.phone_number_id = "999".into();
+    assert_eq!(
+        s.governor().acquire(req).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let e = s
+        .admin()
+        .get_org(s.req(pb::GetOrgRequest {
+            org_id: "ghost".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let list = s
+        .admin()
+        .list_orgs(s.req(pb::ListOrgsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.orgs.len(), 1, "unknown ids created nothing");
+}
+
+#[tokio::test]
+async fn advance_clock_needs_manual_clock() {
+    let s = Sidecar::start(&[]).await;
+    let e = s
+        .admin()
+        .advance_clock(s.req(pb::AdvanceClockRequest { millis: 1 }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn admin_needs_the_bearer_token() {
+    let s = Sidecar::start_with(&[], &[("TIERGATE_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let o = org("acme", pb::Tier::Tier250);
+    let e = s
+        .admin()
+        .put_org(pb::PutOrgRequest {
+            org: Some(o.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(pb::PutOrgRequest {
+        org: Some(o.clone()),
+    });
+    wrong.metadata_mut().insert(
+        "authorization",
+        "Bearer not-the-token-000000".parse().unwrap(),
+    );
+    assert_eq!(
+        s.admin().put_org(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // the rejected calls changed nothing
+    let e = s
+        .admin()
+        .get_org(s.req(pb::GetOrgRequest {
+            org_id: "acme".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    s.put_org(o).await;
+    // senders need no token unless one is configured
+    assert!(allowed(&s.acquire("acme", 1).await));
+}
+
+#[tokio::test]
+async fn sender_token_guards_send_governor() {
+    let s = Sidecar::start_with(&[], &[("TIERGATE_SENDER_TOKEN", "sender-token-0123456789")]).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let e = s.governor().acquire(acquire("acme", 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut r = tonic::Request::new(acquire("acme", 1));
+    r.metadata_mut().insert(
+        "authorization",
+        "Bearer sender-token-0123456789".parse().unwrap(),
+    );
+    assert!(allowed(
+        &s.governor().acquire(r).await.unwrap().into_inner()
+    ));
+}
+
+#[tokio::test]
+async fn health_and_reflection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let s = Sidecar::start(&[]).await;
+    let mut health = HealthClient::new(s.channel());
+    for service in ["", "tiergate.v1.SendGovernor", "tiergate.v1.GovernorAdmin"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let mut refl = ServerReflectionClient::new(s.channel());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected {resp:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "tiergate.v1.SendGovernor",
+        "tiergate.v1.GovernorAdmin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    // HTTP probes
+    let body = http_get(&s.http, "/healthz").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let body = http_get(&s.http, "/readyz").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let s = Sidecar::start(&[]).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let st = s.terminate().await;
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn refuses_admin_on_a_public_address_without_a_token() {
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--grpc-addr",
+            "0.0.0.0:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("TIERGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TIERGATE_ADMIN_TOKEN"), "{err}");
+}
+
+#[test]
+fn check_config_reports_every_error_with_key_and_line() {
+    let dir = std::env::temp_dir().join(format!("tiergate-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[policy]\npair_rate_burst = 0\n\n[[orgs]]\norg_id = \"acme\"\ntier = \"TIER_250\"\nphone_numbers = [{ phone_number_id = \"12x\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("line 2: policy.pair_rate_burst"), "{text}");
+    assert!(
+        text.contains("line 4: orgs[0].phone_numbers.phone_number_id"),
+        "{text}"
+    );
+    // the same file never starts a server
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "it must not have started listening");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[server]\ngrpc_addr = \"127.0.0.1:0\"\n\n[[orgs]]\norg_id = \"acme\"\ntier = 2000\nphone_numbers = [{ phone_number_id = \"106540352242922\", throughput_mps = 80 }]\nescalation_path = { kind = \"EMAIL\", contact = \"help@example.com\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn config_file_orgs_are_served() {
+    let dir = std::env::temp_dir().join(format!("tiergate-cfg2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("t.toml");
+    std::fs::write(
+        &f,
+        format!("[[orgs]]\norg_id = \"fromfile\"\ntier = \"TIER_2K\"\nphone_numbers = [{{ phone_number_id = \"{PHONE}\" }}]\nescalation_path = {{ kind = \"PHONE\", contact = \"+4915112345678\" }}\n"),
+    )
+    .unwrap();
+    let s = Sidecar::start(&["--config", f.to_str().unwrap()]).await;
+    let o = s.get_org("fromfile").await;
+    assert_eq!(o.tier, pb::Tier::Tier2k as i32);
+    assert!(allowed(&s.acquire("fromfile", 1).await));
+}
+
+#[tokio::test]
+async fn admin_cli_walkthrough() {
+    let s = Sidecar::start(&["--manual-clock"]).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--addr", &s.grpc])
+            .env_remove("TIERGATE_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&[
+        "org",
+        "put",
+        "acme",
+        "--tier",
+        "TIER_250",
+        "--phone",
+        "106540352242922:80",
+    ]);
+    let t = cli(&["tier", "request", "acme", "TIER_2K", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["applied"], false);
+    assert_eq!(v["pending_tier"], "TIER_2K");
+    cli(&["escalation", "set", "acme", "email", "help@example.com"]);
+    cli(&["rating", "set", "acme", "RED"]);
+    let a = cli(&["appeal", "file", "acme", "we have a help desk", "--json"]);
+    let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let id = a["appeal_id"].as_str().unwrap().to_owned();
+    cli(&["appeal", "resolve", &id, "--approve"]);
+    cli(&["clock", "advance", "1d"]);
+    let o: serde_json::Value =
+        serde_json::from_str(&cli(&["org", "get", "acme", "--json"])).unwrap();
+    assert_eq!(o["tier"], "TIER_2K");
+    assert_eq!(o["quality_rating"], "UNKNOWN");
+    assert_eq!(o["escalation_path"]["kind"], "ESCALATION_KIND_EMAIL");
+    let table = cli(&["org", "list"]);
+    assert!(table.lines().next().unwrap().starts_with("ORG"), "{table}");
+    assert!(table.contains("acme"), "{table}");
+}

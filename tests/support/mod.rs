@@ -1,0 +1,221 @@
+//! Test harness: the real `tiergate` binary on ephemeral ports, driven through generated clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tiergate_proto::v1 as pb;
+use tiergate_proto::v1::governor_admin_client::GovernorAdminClient;
+use tiergate_proto::v1::send_governor_client::SendGovernorClient;
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running sidecar, killed on drop.
+pub struct Sidecar {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    channel: Channel,
+    token: Option<String>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tiergate")
+}
+
+impl Sidecar {
+    /// `serve --manual-clock` on ports 0 with `args` appended.
+    pub async fn start(args: &[&str]) -> Sidecar {
+        Self::start_with(args, &[]).await
+    }
+
+    /// Like [`start`], with environment variables.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("TIERGATE_ADMIN_TOKEN")
+        .env("TIERGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tiergate");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tiergate did not report its ports");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_owned()
+        };
+        let grpc = format!("http://{}", field("grpc="));
+        let http = field("http=");
+        let channel = Channel::from_shared(grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "TIERGATE_ADMIN_TOKEN")
+            .map(|(_, v)| v.to_string());
+        Sidecar {
+            child,
+            grpc,
+            http,
+            channel,
+            token,
+        }
+    }
+
+    pub fn governor(&self) -> SendGovernorClient<Channel> {
+        SendGovernorClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> GovernorAdminClient<Channel> {
+        GovernorAdminClient::new(self.channel.clone())
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A request carrying the admin token the server was started with, if any.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    }
+
+    pub async fn put_org(&self, org: pb::Org) -> pb::Org {
+        self.admin()
+            .put_org(self.req(pb::PutOrgRequest { org: Some(org) }))
+            .await
+            .expect("put_org")
+            .into_inner()
+    }
+
+    pub async fn get_org(&self, org_id: &str) -> pb::Org {
+        self.admin()
+            .get_org(self.req(pb::GetOrgRequest {
+                org_id: org_id.into(),
+            }))
+            .await
+            .expect("get_org")
+            .into_inner()
+    }
+
+    pub async fn advance(&self, millis: u64) -> i64 {
+        self.admin()
+            .advance_clock(self.req(pb::AdvanceClockRequest { millis }))
+            .await
+            .expect("advance_clock")
+            .into_inner()
+            .now_unix_ms
+    }
+
+    pub async fn acquire(&self, org: &str, recipient: u64) -> pb::AcquireResponse {
+        self.acquire_req(acquire(org, recipient)).await
+    }
+
+    pub async fn acquire_req(&self, req: pb::AcquireRequest) -> pb::AcquireResponse {
+        self.governor()
+            .acquire(req)
+            .await
+            .expect("acquire")
+            .into_inner()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tiergate did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const PHONE: &str = "106540352242922";
+
+/// An org with one fast number (so throughput never interferes unless a test wants it).
+pub fn org(org_id: &str, tier: pb::Tier) -> pb::Org {
+    pb::Org {
+        org_id: org_id.into(),
+        tier: tier as i32,
+        phone_numbers: vec![pb::PhoneNumber {
+            phone_number_id: PHONE.into(),
+            display_phone_number: "+1 555 0100".into(),
+            throughput_mps: 1_000,
+        }],
+        waba_ids: vec!["102290129340398".into()],
+        escalation_path: Some(email()),
+        ..Default::default()
+    }
+}
+
+pub fn email() -> pb::EscalationPath {
+    pb::EscalationPath {
+        kind: pb::EscalationKind::Email as i32,
+        contact: "help@example.com".into(),
+    }
+}
+
+pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        org_id: org.into(),
+        phone_number_id: PHONE.into(),
+        recipient: recipient.to_string(),
+        template_name: "order_update".into(),
+        category: pb::Category::Utility as i32,
+        idempotency_key: String::new(),
+    }
+}
+
+pub fn allowed(r: &pb::AcquireResponse) -> bool {
+    r.verdict == pb::Verdict::Allow as i32
+}
+
+pub fn reason(r: &pb::AcquireResponse) -> pb::DenyReason {
+    pb::DenyReason::try_from(r.reason).unwrap()
+}
+
+pub const SEC: u64 = 1_000;
+pub const HOUR: u64 = 3_600 * SEC;
+pub const DAY: u64 = 24 * HOUR;

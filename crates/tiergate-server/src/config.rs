@@ -138,7 +138,6 @@ pub struct Config {
     pub orgs: Vec<OrgConfig>,
 }
 
-
 /// One problem with a configuration: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {

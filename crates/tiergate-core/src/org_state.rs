@@ -33,6 +33,55 @@ pub const MAX_PAUSED_TEMPLATES: usize = 1_024;
 /// empty, so a removed number cannot be re-added to dodge its window).
 const MAX_PHONE_SLOTS: usize = 2 * MAX_PHONE_NUMBERS;
 
+/// An org's windows: the first inline (it is the only one in `org` scope, and a decision should
+/// not chase a pointer to reach it), more for `phone_number` scope.
+#[derive(Debug, Default)]
+pub(crate) struct Windows {
+    first: RecipientWindow,
+    rest: Vec<RecipientWindow>,
+}
+
+impl Windows {
+    pub(crate) fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Grows to at least `n` windows.
+    pub(crate) fn ensure(&mut self, n: usize) {
+        if n > self.len() {
+            self.rest.resize_with(n - 1, RecipientWindow::new);
+        }
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RecipientWindow> {
+        std::iter::once(&mut self.first).chain(self.rest.iter_mut())
+    }
+}
+
+impl std::ops::Index<usize> for Windows {
+    type Output = RecipientWindow;
+
+    #[inline]
+    fn index(&self, i: usize) -> &RecipientWindow {
+        if i == 0 {
+            &self.first
+        } else {
+            &self.rest[i - 1]
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Windows {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut RecipientWindow {
+        if i == 0 {
+            &mut self.first
+        } else {
+            &mut self.rest[i - 1]
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct PhoneSlot {
     /// [`validate::phone_key`] of the id.
@@ -48,7 +97,7 @@ pub(crate) struct OrgState {
     pub(crate) config: OrgConfig,
     pub(crate) phones: Vec<PhoneSlot>,
     pub(crate) phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
-    pub(crate) windows: Vec<RecipientWindow>,
+    pub(crate) windows: Windows,
     pub(crate) log: SendLog,
     pub(crate) pair: PairRate,
     pub(crate) ledger: PermitLedger,
@@ -72,7 +121,7 @@ impl OrgState {
             pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst),
             phones: Vec::new(),
             phone_index: HashMap::default(),
-            windows: vec![RecipientWindow::new()],
+            windows: Windows::default(),
             log: SendLog::default(),
             ledger: PermitLedger::default(),
             idem: IdempotencyCache::default(),
@@ -208,8 +257,7 @@ impl OrgState {
             self.phone_index.insert(self.phones[slot].key, slot as u16);
         }
         if policy.tier_scope == TierScope::PhoneNumber {
-            self.windows
-                .resize_with(self.phones.len().max(1), RecipientWindow::new);
+            self.windows.ensure(self.phones.len());
         }
         self.config.phone_numbers = phones;
     }
@@ -331,7 +379,7 @@ impl OrgState {
     /// Brings every window and log up to `now`.
     pub(crate) fn expire_all(&mut self, policy: &Policy, now: u64) {
         let tier_cutoff = now.saturating_sub(policy.tier_window_ms);
-        for w in &mut self.windows {
+        for w in self.windows.iter_mut() {
             w.expire(tier_cutoff);
         }
         self.log.expire(now.saturating_sub(policy.weekly_window_ms));

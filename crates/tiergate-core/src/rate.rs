@@ -5,9 +5,8 @@
 //! pruned with `retain_recent` whenever they double, which keeps its memory proportional to the
 //! recipients messaged within the last pair period rather than to all recipients ever.
 
+use std::cell::Cell;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
@@ -25,18 +24,28 @@ type PairKey = (u16, u64);
 
 const EMPTY: u64 = u64::MAX;
 
-/// A one-value `governor` state store that the org loads a pair's state into before a check and
-/// reads it back from after.
+/// A one-value `governor` state store: the pair's state is loaded into it before a check and
+/// read back after.
 ///
 /// `governor`'s own keyed stores put a mutex and an atomic in front of every pair. The org
 /// already holds its lock, so the pair map can be a plain map owned by the org: one probe, no
-/// second lock, no per-pair atomic. The GCRA itself is still `governor`'s.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot(Arc<AtomicU64>);
+/// second lock, no per-pair atomic. The value lives in a thread-local (the check runs on the
+/// deciding thread, under the org's lock), so the store costs no allocation and no cache miss.
+/// The GCRA itself is still `governor`'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Slot;
 
-impl Default for Slot {
-    fn default() -> Self {
-        Slot(Arc::new(AtomicU64::new(EMPTY)))
+thread_local! {
+    static SLOT: Cell<u64> = const { Cell::new(EMPTY) };
+}
+
+impl Slot {
+    fn put(v: u64) {
+        SLOT.with(|c| c.set(v));
+    }
+
+    fn take() -> u64 {
+        SLOT.with(Cell::get)
     }
 }
 
@@ -47,9 +56,9 @@ impl StateStore for Slot {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let prev = self.0.load(Ordering::Relaxed);
+        let prev = Slot::take();
         let (t, next) = f((prev != EMPTY).then(|| Nanos::from(prev)))?;
-        self.0.store(next.as_u64(), Ordering::Relaxed);
+        Slot::put(next.as_u64());
         Ok(t)
     }
 }
@@ -87,7 +96,6 @@ impl Throughput {
 #[derive(Debug)]
 pub(crate) struct PairRate {
     limiter: Slotted,
-    slot: Slot,
     /// The limiter's origin: `governor` keeps times as nanoseconds after it.
     start: Nanos,
     /// Each pair's GCRA state (theoretical arrival time, in `governor`'s nanoseconds).
@@ -106,10 +114,8 @@ impl PairRate {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         use governor::clock::Clock;
-        let slot = Slot::default();
         Self {
-            limiter: RateLimiter::new(quota, slot.clone(), DecisionClock),
-            slot,
+            limiter: RateLimiter::new(quota, Slot, DecisionClock),
             start: DecisionClock.now(),
             pairs: HashMap::default(),
             prune_at: PRUNE_FLOOR,
@@ -124,10 +130,10 @@ impl PairRate {
             hashbrown::hash_map::Entry::Occupied(o) => *o.get(),
             hashbrown::hash_map::Entry::Vacant(_) => EMPTY,
         };
-        self.slot.0.store(prev, Ordering::Relaxed);
+        Slot::put(prev);
         match self.limiter.check() {
             Ok(_) => {
-                entry.insert(self.slot.0.load(Ordering::Relaxed));
+                entry.insert(Slot::take());
             }
             Err(nu) => return Err(ceil_ms(nu.wait_time_from(DecisionClock.now())).max(1)),
         }

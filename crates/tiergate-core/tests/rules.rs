@@ -39,11 +39,21 @@ impl H {
     }
 
     fn send_t(&self, recipient: u64, template: &str) -> Decision {
+        self.send_as(PHONE, recipient, template)
+    }
+
+    /// A send from `phone` 10 ms after the previous event.
+    fn send_from(&self, phone: &str, recipient: u64) -> Decision {
+        self.clock.advance(10);
+        self.send_as(phone, recipient, "t")
+    }
+
+    fn send_as(&self, phone: &str, recipient: u64, template: &str) -> Decision {
         let r = recipient.to_string();
         self.engine
             .decide(&SendRequest {
                 org_id: "acme",
-                phone_number_id: PHONE,
+                phone_number_id: phone,
                 recipient: &r,
                 template_name: template,
                 category: Category::Utility,
@@ -572,20 +582,7 @@ fn phone_number_scope_keeps_a_window_per_number() {
         .with_phone("2", 1_000)
         .with_escalation(email());
     let h = harness(policy, cfg);
-    let send = |phone: &str, r: u64| {
-        h.clock.advance(10);
-        let r = r.to_string();
-        h.engine
-            .decide(&SendRequest {
-                org_id: "acme",
-                phone_number_id: phone,
-                recipient: &r,
-                template_name: "t",
-                category: Category::Utility,
-                idempotency_key: None,
-            })
-            .unwrap()
-    };
+    let send = |phone: &str, r: u64| h.send_from(phone, r);
     for i in 0..50 {
         assert!(send("1", i).is_allowed());
     }
@@ -608,33 +605,10 @@ fn org_scope_shares_the_window_between_numbers() {
         .with_escalation(email());
     let h = harness(policy, cfg);
     for i in 0..50u64 {
-        h.clock.advance(10);
-        let r = i.to_string();
         let phone = if i % 2 == 0 { "1" } else { "2" };
-        let d = h
-            .engine
-            .decide(&SendRequest {
-                org_id: "acme",
-                phone_number_id: phone,
-                recipient: &r,
-                template_name: "t",
-                category: Category::Utility,
-                idempotency_key: None,
-            })
-            .unwrap();
-        assert!(d.is_allowed());
+        assert!(h.send_from(phone, i).is_allowed());
     }
-    let d = h
-        .engine
-        .decide(&SendRequest {
-            org_id: "acme",
-            phone_number_id: "2",
-            recipient: "1000",
-            template_name: "t",
-            category: Category::Utility,
-            idempotency_key: None,
-        })
-        .unwrap();
+    let d = h.send_from("2", 1_000);
     denied(&d, DenyReason::TierLimit);
 }
 

@@ -5,8 +5,9 @@
 //! errors raised by the engine before it gets here; rules 3–10 are below, in order; rule 11
 //! records the send, in the same critical section as the decision.
 
-use crate::decision::{Decision, DenyReason, Permit, SendOutcome, Usage, Verdict};
+use crate::decision::{Category, Decision, DenyReason, Permit, SendOutcome, Usage, Verdict};
 use crate::error::EngineError;
+use crate::feedback::Reaction;
 use crate::org_state::OrgState;
 use crate::permit_ledger::PermitRecord;
 use crate::policy::Policy;
@@ -19,6 +20,7 @@ pub(crate) struct CheckedSend<'a> {
     pub(crate) slot: u16,
     pub(crate) recipient: RecipientKey,
     pub(crate) template_name: &'a str,
+    pub(crate) category: Category,
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
@@ -54,6 +56,10 @@ impl OrgState {
         if self.account_restricted {
             return deny(DenyReason::AccountRestricted, 0);
         }
+        let paused_until = self.phones[send.slot as usize].feedback.paused_until;
+        if paused_until > now {
+            return deny(DenyReason::AccountRestricted, paused_until - now);
+        }
         // 4. template paused or disabled
         if !self.paused.is_empty()
             && let Some(&until) = self.paused.get(send.template_name)
@@ -65,6 +71,17 @@ impl OrgState {
                     self.paused.remove(send.template_name);
                 }
             }
+        }
+        // 4b. marketing to a recipient who opted out or hit the per-user cap
+        if send.category == Category::Marketing
+            && let Some(until) = self.marketing_block.until(&send.recipient.0, now)
+        {
+            let retry = if until >= u64::MAX / 4 {
+                0
+            } else {
+                until - now
+            };
+            return deny(DenyReason::RecipientMarketingLimit, retry);
         }
         let no_path = self.config.escalation_path.is_none();
         // 5. no escalation path and no template ever sent
@@ -94,11 +111,15 @@ impl OrgState {
             };
             return deny(reason, retry);
         }
-        // 9. throughput of the number
+        // 9. throughput of the number (at its AIMD rate after a 130429)
+        self.refresh_throughput(policy, send.slot, now);
         if let Err(ms) = self.phones[send.slot as usize].throughput.check() {
             return deny(DenyReason::Throughput, ms);
         }
-        // 10. pair rate
+        // 10. pair rate, and WhatsApp's own back-off after a 131056
+        if let Some(until) = self.pair_backoff.until(&(send.slot, send.recipient.0), now) {
+            return deny(DenyReason::PairRate, until - now);
+        }
         if let Err(ms) = self.pair.check(send.slot, send.recipient.0) {
             return deny(DenyReason::PairRate, ms);
         }
@@ -127,6 +148,7 @@ impl OrgState {
                 recipient: send.recipient,
                 prev_ts,
                 window: w as u16,
+                slot: send.slot,
                 reported: false,
                 idempotency_key: send.idempotency_key.map(Box::from),
             },
@@ -159,7 +181,7 @@ impl OrgState {
         permit: &Permit,
         outcome: SendOutcome,
         now: u64,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Reaction, EngineError> {
         let now = self.advance(now);
         self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
         let seq = permit.seq;
@@ -173,8 +195,20 @@ impl OrgState {
                 r.clone()
             }
         };
-        if outcome != SendOutcome::NotSent {
-            return Ok(());
+        match outcome {
+            SendOutcome::Sent => return Ok(Reaction::None),
+            SendOutcome::Rejected { error_code } => {
+                let r = self.feedback(
+                    policy,
+                    Some(rec.slot),
+                    Some(rec.recipient),
+                    None,
+                    error_code,
+                    now,
+                );
+                return Ok(r);
+            }
+            SendOutcome::NotSent => {}
         }
         let cutoff = now.saturating_sub(policy.tier_window_ms);
         let undone =
@@ -192,6 +226,6 @@ impl OrgState {
         if let Some(key) = rec.idempotency_key.as_deref() {
             self.idem.forget(key, seq);
         }
-        Ok(())
+        Ok(Reaction::None)
     }
 }

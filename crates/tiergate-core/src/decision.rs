@@ -74,6 +74,10 @@ pub enum DenyReason {
     AccountRestricted,
     /// Rule 4: the template is paused (retry when the pause ends) or disabled.
     TemplatePaused,
+    /// After rule 4: a marketing template to a recipient who opted out of marketing (131050) or
+    /// hit the per-user marketing cap (131049). Not in SPEC's list; added with the feedback
+    /// from error codes.
+    RecipientMarketingLimit,
     /// Rule 5: no escalation path and no template ever sent: templates cannot start.
     EscalationPathRequired,
     /// Rule 6: no escalation path and this send would pass the weekly cap.
@@ -90,9 +94,10 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, in decision order.
-    pub const ALL: [DenyReason; 8] = [
+    pub const ALL: [DenyReason; 9] = [
         DenyReason::AccountRestricted,
         DenyReason::TemplatePaused,
+        DenyReason::RecipientMarketingLimit,
         DenyReason::EscalationPathRequired,
         DenyReason::WeeklyCapWithoutEscalation,
         DenyReason::QualityRestricted,
@@ -106,6 +111,7 @@ impl DenyReason {
         match self {
             DenyReason::AccountRestricted => "ACCOUNT_RESTRICTED",
             DenyReason::TemplatePaused => "TEMPLATE_PAUSED",
+            DenyReason::RecipientMarketingLimit => "RECIPIENT_MARKETING_LIMIT",
             DenyReason::EscalationPathRequired => "ESCALATION_PATH_REQUIRED",
             DenyReason::WeeklyCapWithoutEscalation => "WEEKLY_CAP_WITHOUT_ESCALATION",
             DenyReason::QualityRestricted => "QUALITY_RESTRICTED",

@@ -15,8 +15,10 @@ use crate::appeal::{Appeal, AppealId, validate_evidence};
 use crate::clock::Clock;
 use crate::decide::CheckedSend;
 use crate::decision::{Decision, Permit, SendOutcome, SendRequest};
-use crate::error::{EngineError, PolicyError};
+use crate::error::{EngineError, PolicyError, ValidationError};
 use crate::escalation::EscalationPath;
+use crate::feedback::Reaction;
+use crate::id_index::{IdIndex, IdOwner, IdRef};
 use crate::org::{OrgConfig, OrgStatus};
 use crate::org_state::OrgState;
 use crate::policy::Policy;
@@ -37,6 +39,8 @@ pub struct Engine {
     policy: Policy,
     clock: Arc<dyn Clock>,
     orgs: OrgMap,
+    ids: IdIndex,
+    admin: Mutex<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -58,6 +62,8 @@ impl Engine {
             // Many shards: each decision takes a shard's read lock, and with few shards the
             // lock's cache line bounces between cores even for unrelated orgs.
             orgs: OrgMap::with_hasher_and_shard_amount(Default::default(), ORG_SHARDS),
+            ids: IdIndex::default(),
+            admin: Mutex::new(()),
         })
     }
 
@@ -104,14 +110,16 @@ impl Engine {
             slot,
             recipient,
             template_name: req.template_name,
+            category: req.category,
             idempotency_key: req.idempotency_key,
         };
         Ok(st.decide(&self.policy, send, now))
     }
 
     /// Records what happened to an allowed send. `NotSent` gives back its window slot and counts;
-    /// reporting twice is refused so nothing is refunded twice.
-    pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<(), EngineError> {
+    /// `Rejected` applies the error code's reaction (see [`crate::Reaction`]); reporting twice is
+    /// refused so nothing is refunded or punished twice.
+    pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, EngineError> {
         let now = self.clock.now_ms();
         self.with_org(&permit.org_id, |st, policy| {
             st.report(policy, permit, outcome, now)
@@ -122,23 +130,101 @@ impl Engine {
     /// increase in it passes the escalation gate like any other.
     pub fn put_org(&self, config: OrgConfig) -> Result<OrgStatus, EngineError> {
         config.validate(self.policy.max_throughput_mps)?;
+        // One registration at a time, so two orgs cannot claim the same id at once.
+        let _admin = self.admin.lock();
+        let old_ids = self.ids.check_claim(&config)?;
         let now = self.clock.now_ms();
         let entry = self.orgs.entry(CompactString::from(config.org_id.as_str()));
-        match entry {
+        let status = match entry {
             dashmap::Entry::Occupied(o) => {
                 let mut st = o.get().lock();
                 st.check_phones(&config.phone_numbers)?;
                 let now = st.advance(now);
-                st.update(config, &self.policy, now);
-                Ok(st.status(&self.policy, now))
+                st.update(config.clone(), &self.policy, now);
+                st.status(&self.policy, now)
             }
             dashmap::Entry::Vacant(v) => {
-                let mut st = OrgState::new(config, &self.policy, now);
+                let mut st = OrgState::new(config.clone(), &self.policy, now);
                 let status = st.status(&self.policy, now);
                 v.insert(Mutex::new(st));
-                Ok(status)
+                status
             }
+        };
+        self.ids.claim(&config, &old_ids);
+        Ok(status)
+    }
+
+    /// The org (and number) a WhatsApp id belongs to: what webhooks name.
+    pub fn lookup_id(&self, id: IdRef<'_>) -> Option<IdOwner> {
+        self.ids.get(id)
+    }
+
+    /// Applies a WhatsApp error code seen for a send of `org_id` (from a webhook or an upstream
+    /// answer). Returns what it changed.
+    pub fn feedback(
+        &self,
+        org_id: &str,
+        phone_number_id: Option<&str>,
+        recipient: Option<&str>,
+        template_name: Option<&str>,
+        error_code: i32,
+    ) -> Result<Reaction, EngineError> {
+        let phone = phone_number_id.map(validate::phone_key).transpose()?;
+        let recipient = recipient.map(RecipientKey::parse).transpose()?;
+        if let Some(t) = template_name {
+            validate::template_name(t)?;
         }
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            let slot = match phone {
+                Some(p) => {
+                    Some(
+                        st.phone_slot(p)
+                            .ok_or_else(|| EngineError::UnknownPhoneNumber {
+                                org_id: org_id.to_owned(),
+                                phone_number_id: phone_number_id.unwrap_or_default().to_owned(),
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            Ok(st.feedback(policy, slot, recipient, template_name, error_code, now))
+        })?
+    }
+
+    /// Sets a number's messages per second (e.g. WhatsApp's THROUGHPUT_UPGRADE to 1,000).
+    pub fn set_number_throughput(
+        &self,
+        org_id: &str,
+        phone_number_id: &str,
+        mps: u32,
+    ) -> Result<OrgStatus, EngineError> {
+        let key = validate::phone_key(phone_number_id)?;
+        if mps == 0 || mps > self.policy.max_throughput_mps {
+            return Err(ValidationError::new(
+                "throughput_mps",
+                format!("must be 1..={}", self.policy.max_throughput_mps),
+            )
+            .into());
+        }
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            let slot = st
+                .phone_slot(key)
+                .ok_or_else(|| EngineError::UnknownPhoneNumber {
+                    org_id: org_id.to_owned(),
+                    phone_number_id: phone_number_id.to_owned(),
+                })?;
+            let now = st.advance(now);
+            let mut phones = st.config.phone_numbers.clone();
+            for p in &mut phones {
+                if p.phone_number_id == st.phones[slot as usize].config.phone_number_id {
+                    p.throughput_mps = mps;
+                }
+            }
+            st.set_phones(phones, policy);
+            Ok(st.status(policy, now))
+        })?
     }
 
     /// An org's live status.

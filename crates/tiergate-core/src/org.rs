@@ -139,6 +139,17 @@ pub struct TemplatePause {
     pub until_ms: Option<u64>,
 }
 
+/// A number's live state after WhatsApp's feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NumberStatus {
+    /// The number.
+    pub phone_number_id: String,
+    /// Messages per second now (below the configured rate after an AIMD cut).
+    pub effective_mps: u32,
+    /// Paused by the spam rate limit (131048) until then.
+    pub paused_until_ms: Option<u64>,
+}
+
 /// An org's live state: its config plus everything the engine derived (`GetOrg`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrgStatus {
@@ -160,4 +171,10 @@ pub struct OrgStatus {
     pub appeal: Option<Appeal>,
     /// Templates paused or disabled.
     pub paused_templates: Vec<TemplatePause>,
+    /// Each active number's rate and pause.
+    pub numbers: Vec<NumberStatus>,
+    /// Pairs backed off after error 131056.
+    pub pair_backoffs: usize,
+    /// Recipients not marketed to now (131049, 131050).
+    pub marketing_blocked_recipients: usize,
 }

@@ -15,8 +15,11 @@ use crate::clock::DecisionClock;
 use crate::decision::Usage;
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
+use crate::feedback::{Backoffs, NumberFeedback};
 use crate::idempotency::IdempotencyCache;
-use crate::org::{MAX_PHONE_NUMBERS, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause};
+use crate::org::{
+    MAX_PHONE_NUMBERS, NumberStatus, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause,
+};
 use crate::permit_ledger::PermitLedger;
 use crate::policy::{Policy, TierScope};
 use crate::quality::QualityRating;
@@ -89,6 +92,7 @@ pub(crate) struct PhoneSlot {
     pub(crate) config: PhoneNumberConfig,
     pub(crate) active: bool,
     pub(crate) throughput: Throughput,
+    pub(crate) feedback: NumberFeedback,
 }
 
 #[derive(Debug)]
@@ -106,6 +110,10 @@ pub(crate) struct OrgState {
     pub(crate) flagged_since: Option<u64>,
     pub(crate) account_restricted: bool,
     pub(crate) paused: HashMap<Box<str>, Option<u64>, foldhash::fast::RandomState>,
+    /// Pairs backed off after error 131056, by (phone slot, recipient).
+    pub(crate) pair_backoff: Backoffs<(u16, u64)>,
+    /// Recipients not to market to (131050) or to back off (131049).
+    pub(crate) marketing_block: Backoffs<u64>,
     pub(crate) appeals: VecDeque<Appeal>,
     pub(crate) appeals_filed: u64,
     pub(crate) sends_total: u64,
@@ -129,6 +137,8 @@ impl OrgState {
             flagged_since: (config.quality_rating == QualityRating::Red).then_some(now),
             account_restricted: false,
             paused: HashMap::default(),
+            pair_backoff: Backoffs::default(),
+            marketing_block: Backoffs::default(),
             appeals: VecDeque::new(),
             appeals_filed: 0,
             sends_total: 0,
@@ -239,6 +249,8 @@ impl OrgState {
                     let s = &mut self.phones[i];
                     if s.config.throughput_mps != p.throughput_mps {
                         s.throughput = Throughput::new(mps);
+                        s.feedback.cut = None;
+                        s.feedback.built_mps = mps;
                     }
                     s.config = p.clone();
                     s.active = true;
@@ -250,6 +262,10 @@ impl OrgState {
                         config: p.clone(),
                         active: true,
                         throughput: Throughput::new(mps),
+                        feedback: NumberFeedback {
+                            built_mps: mps,
+                            ..NumberFeedback::default()
+                        },
                     });
                     self.phones.len() - 1
                 }
@@ -439,6 +455,17 @@ impl OrgState {
             usage: self.standing(policy, fullest, now).0,
             appeal: self.appeals.back().cloned(),
             paused_templates: paused,
+            numbers: (0..self.phones.len() as u16)
+                .filter(|&s| self.phones[s as usize].active)
+                .map(|s| NumberStatus {
+                    phone_number_id: self.phones[s as usize].config.phone_number_id.clone(),
+                    effective_mps: self.effective_mps(policy, s, now),
+                    paused_until_ms: Some(self.phones[s as usize].feedback.paused_until)
+                        .filter(|&u| u > now),
+                })
+                .collect(),
+            pair_backoffs: self.pair_backoff.live(now),
+            marketing_blocked_recipients: self.marketing_block.live(now),
         }
     }
 

@@ -17,6 +17,8 @@ pub(crate) struct PermitRecord {
     pub(crate) prev_ts: Option<u64>,
     /// Which window it counted in.
     pub(crate) window: u16,
+    /// The phone slot it was sent from.
+    pub(crate) slot: u16,
     pub(crate) reported: bool,
     pub(crate) idempotency_key: Option<Box<str>>,
 }

@@ -68,6 +68,20 @@ pub struct Policy {
     pub permit_ttl_ms: u64,
     /// Unreported permits remembered per org; the oldest go first (8,192).
     pub permit_capacity: usize,
+    /// After an AIMD cut (130429), the rate grows back by this many msg/s … (5)
+    pub aimd_recover_step_mps: u32,
+    /// … every this many milliseconds (10 s).
+    pub aimd_recover_interval_ms: u64,
+    /// First pause of a number hit by the spam rate limit (131048); doubles per strike (60 s).
+    pub number_pause_ms: u64,
+    /// The longest such pause (24 h).
+    pub number_pause_max_ms: u64,
+    /// How long a template stays paused after error 132015 (3 h, Meta's first pause).
+    pub template_pause_ms: u64,
+    /// How long marketing to a recipient is backed off after error 131049 (24 h).
+    pub marketing_backoff_ms: u64,
+    /// Pair back-offs and marketing blocks remembered per org (100,000).
+    pub backoff_capacity: usize,
 }
 
 impl Default for Policy {
@@ -92,6 +106,13 @@ impl Default for Policy {
             idempotency_capacity: 100_000,
             permit_ttl_ms: 10 * 60_000,
             permit_capacity: 8_192,
+            aimd_recover_step_mps: 5,
+            aimd_recover_interval_ms: 10_000,
+            number_pause_ms: 60_000,
+            number_pause_max_ms: DAY_MS,
+            template_pause_ms: 3 * HOUR_MS,
+            marketing_backoff_ms: DAY_MS,
+            backoff_capacity: 100_000,
         }
     }
 }
@@ -138,6 +159,12 @@ impl Policy {
                 "weekly_cap_without_escalation",
                 "must be at most 10,000,000",
             );
+        }
+        if self.aimd_recover_step_mps == 0 {
+            return err("aimd_recover_step_mps", "must be > 0");
+        }
+        if self.backoff_capacity == 0 {
+            return err("backoff_capacity", "must be > 0");
         }
         if self.permit_capacity == 0 {
             return err("permit_capacity", "must be > 0");

@@ -135,6 +135,7 @@ pub fn reason_pb(r: Option<core::DenyReason>) -> pb::DenyReason {
         None => pb::DenyReason::Unspecified,
         Some(AccountRestricted) => pb::DenyReason::AccountRestricted,
         Some(TemplatePaused) => pb::DenyReason::TemplatePaused,
+        Some(RecipientMarketingLimit) => pb::DenyReason::RecipientMarketingLimit,
         Some(EscalationPathRequired) => pb::DenyReason::EscalationPathRequired,
         Some(WeeklyCapWithoutEscalation) => pb::DenyReason::WeeklyCapWithoutEscalation,
         Some(QualityRestricted) => pb::DenyReason::QualityRestricted,
@@ -248,6 +249,17 @@ pub fn org_pb(s: &core::OrgStatus) -> pb::Org {
                 disabled: p.until_ms.is_none(),
             })
             .collect(),
+        numbers: s
+            .numbers
+            .iter()
+            .map(|n| pb::NumberStatus {
+                phone_number_id: n.phone_number_id.clone(),
+                effective_mps: n.effective_mps,
+                paused_until_unix_ms: n.paused_until_ms.map_or(0, |t| t as i64),
+            })
+            .collect(),
+        pair_backoffs: s.pair_backoffs as u64,
+        marketing_blocked_recipients: s.marketing_blocked_recipients as u64,
     }
 }
 

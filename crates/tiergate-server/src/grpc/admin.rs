@@ -147,6 +147,24 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         Ok(Response::new(convert::appeal_pb(&a)))
     }
 
+    async fn set_account_restricted(
+        &self,
+        request: Request<pb::SetAccountRestrictedRequest>,
+    ) -> Rpc<pb::Org> {
+        let r = request.get_ref();
+        let id = convert::required("org_id", &r.org_id)?;
+        let st = self
+            .engine
+            .set_account_restricted(id, r.restricted)
+            .map_err(convert::status)?;
+        tracing::info!(
+            org_id = id,
+            restricted = r.restricted,
+            "account restriction set"
+        );
+        Ok(Response::new(convert::org_pb(&st)))
+    }
+
     async fn advance_clock(
         &self,
         request: Request<pb::AdvanceClockRequest>,

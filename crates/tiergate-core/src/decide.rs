@@ -38,7 +38,10 @@ impl OrgState {
             self.idem
                 .expire(now.saturating_sub(policy.idempotency_ttl_ms));
             if let Some(first) = self.idem.get(key) {
-                return first.clone();
+                return Decision {
+                    replayed: true,
+                    ..first.clone()
+                };
             }
         }
         self.maybe_auto_upgrade(policy, now);
@@ -50,6 +53,7 @@ impl OrgState {
             retry_after_ms,
             permit: None,
             usage,
+            replayed: false,
         };
 
         // 3. account or number blocked
@@ -166,6 +170,7 @@ impl OrgState {
                 seq,
             }),
             usage,
+            replayed: false,
         };
         if let Some(key) = send.idempotency_key {
             self.idem

@@ -189,6 +189,9 @@ pub struct Decision {
     pub permit: Option<Permit>,
     /// Usage after this decision.
     pub usage: Usage,
+    /// Whether this is the remembered answer to an idempotency key seen before (nothing was
+    /// counted this time).
+    pub replayed: bool,
 }
 
 impl Decision {

@@ -505,7 +505,14 @@ fn idempotency_returns_the_first_decision_and_counts_once() {
     let a = h.engine.decide(&req).unwrap();
     h.clock.advance(HOUR);
     let b = h.engine.decide(&req).unwrap();
-    assert_eq!(a, b);
+    assert!(b.replayed && !a.replayed);
+    assert_eq!(
+        a,
+        Decision {
+            replayed: false,
+            ..b
+        }
+    );
     assert_eq!(h.engine.get_org("acme").unwrap().usage.templates_7d, 1);
     // past the TTL it is a new send
     h.clock.advance(DAY);

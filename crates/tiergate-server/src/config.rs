@@ -67,6 +67,12 @@ pub struct ServerSection {
     pub max_request_bytes: usize,
     /// On shutdown, how long in-flight calls and open connections get before being closed.
     pub shutdown_grace_ms: u64,
+    /// Largest webhook body accepted, in bytes.
+    pub webhook_max_body_bytes: usize,
+    /// Orgs given per-org gauges in `/metrics` (the fullest windows first).
+    pub metrics_max_orgs: usize,
+    /// Deadline of one upstream send, in milliseconds.
+    pub upstream_timeout_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -82,6 +88,9 @@ impl Default for ServerSection {
             request_timeout_ms: 5_000,
             max_request_bytes: 64 * 1024,
             shutdown_grace_ms: 10_000,
+            webhook_max_body_bytes: 1024 * 1024,
+            metrics_max_orgs: 1_000,
+            upstream_timeout_ms: 10_000,
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct AuthSection {
     pub webhook_secret: Option<String>,
     /// The token Meta echoes in the webhook verification handshake.
     pub webhook_verify_token: Option<String>,
+    /// Upstream bearer tokens by org id, overriding `upstream_token` for those orgs.
+    pub org_upstream_tokens: std::collections::HashMap<String, String>,
 }
 
 impl fmt::Debug for AuthSection {
@@ -111,6 +122,7 @@ impl fmt::Debug for AuthSection {
             .field("upstream_token", &set(&self.upstream_token))
             .field("webhook_secret", &set(&self.webhook_secret))
             .field("webhook_verify_token", &set(&self.webhook_verify_token))
+            .field("org_upstream_tokens", &self.org_upstream_tokens.len())
             .finish()
     }
 }

@@ -1,15 +1,26 @@
-//! The HTTP port: liveness and readiness for orchestrators.
+//! The HTTP port: probes, metrics and WhatsApp webhooks.
 //!
-//! `/healthz` answers 200 while the process serves; `/readyz` answers 200 while it accepts
-//! sends and 503 once shutdown has begun, so a load balancer drains it first.
+//! * `/healthz`: 200 while the process serves.
+//! * `/readyz`: 200 while it accepts sends, 503 once shutdown has begun.
+//! * `/metrics`: Prometheus text.
+//! * `GET /webhooks/whatsapp`: Meta's verification handshake.
+//! * `POST /webhooks/whatsapp`: signed notifications, verified, parsed whole, then applied.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use subtle::ConstantTimeEq;
+use tiergate_core::Engine;
+
+use crate::metrics::Metrics;
+use crate::webhook::{apply, parse, signature};
 
 /// Whether the sidecar should receive traffic.
 #[derive(Debug, Default, Clone)]
@@ -27,18 +38,115 @@ impl Readiness {
     }
 }
 
+/// Webhook settings.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfig {
+    /// The app secret that signs POSTs; without it every POST is refused.
+    pub secret: Option<String>,
+    /// The token Meta echoes in the GET handshake.
+    pub verify_token: Option<String>,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Everything the HTTP handlers need.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Readiness.
+    pub ready: Readiness,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Webhook settings.
+    pub webhook: Arc<WebhookConfig>,
+}
+
 /// The HTTP routes.
-pub fn router(ready: Readiness) -> Router {
+pub fn router(state: HttpState) -> Router {
+    let limit = state.webhook.max_body_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(ready)
+        .route("/metrics", get(metrics))
+        .route(
+            "/webhooks/whatsapp",
+            get(verify_handshake)
+                .post(receive)
+                .layer(DefaultBodyLimit::max(limit)),
+        )
+        .with_state(state)
 }
 
-async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
-    if ready.is_ready() {
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+    if s.ready.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let body = s.metrics.render(&s.engine);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn verify_handshake(
+    State(s): State<HttpState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(expected), Some(mode), Some(token), Some(challenge)) = (
+        s.webhook.verify_token.as_deref(),
+        q.get("hub.mode"),
+        q.get("hub.verify_token"),
+        q.get("hub.challenge"),
+    ) else {
+        return (StatusCode::FORBIDDEN, "verification refused\n").into_response();
+    };
+    let token_ok: bool = token.as_bytes().ct_eq(expected.as_bytes()).into();
+    if mode == "subscribe" && token_ok && challenge.len() <= 256 {
+        (StatusCode::OK, challenge.clone()).into_response()
+    } else {
+        (StatusCode::FORBIDDEN, "verification refused\n").into_response()
+    }
+}
+
+async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = s.webhook.secret.as_deref() else {
+        s.metrics.webhook_request("no_secret");
+        tracing::warn!("webhook refused: TIERGATE_WEBHOOK_SECRET is not set");
+        return (StatusCode::UNAUTHORIZED, "webhook secret not configured\n").into_response();
+    };
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature::verify(secret.as_bytes(), &body, sig) {
+        s.metrics.webhook_request("bad_signature");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Hub-Signature-256\n",
+        )
+            .into_response();
+    }
+    let changes = match parse::parse(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            s.metrics.webhook_request("malformed");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let (outcomes, summary) = apply::apply(&s.engine, &changes);
+    for (c, o) in changes.iter().zip(&outcomes) {
+        s.metrics.webhook_change(c.field(), o.label());
+    }
+    s.metrics.webhook_request("ok");
+    let body = serde_json::to_string(&summary).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -7,7 +7,9 @@
 //! * [`auth`]: bearer tokens, compared in constant time;
 //! * [`convert`]: wire types ↔ engine types, validating at the edge;
 //! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
-//! * [`http`]: `/healthz` and `/readyz`;
+//! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
+//! * [`webhook`]: signature, parser and application of WhatsApp webhooks;
+//! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
 //! * [`serve`]: binds the ports and runs until shutdown.
 #![forbid(unsafe_code)]
 
@@ -16,4 +18,7 @@ pub mod config;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod serve;
+pub mod upstream;
+pub mod webhook;

@@ -16,7 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use crate::auth::BearerAuth;
 use crate::config::{Config, StoreKind};
 use crate::grpc::{AdminService, GovernorService};
-use crate::http::{Readiness, router};
+use crate::http::{HttpState, Readiness, WebhookConfig, router};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +138,29 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let metrics = Metrics::new(config.server.metrics_max_orgs);
+    let upstream = match &config.server.upstream_url {
+        Some(url) => Some(Arc::new(
+            Upstream::new(
+                url,
+                config.auth.upstream_token.clone(),
+                config.auth.org_upstream_tokens.clone(),
+                Duration::from_millis(config.server.upstream_timeout_ms),
+            )
+            .map_err(|e| ServeError::Engine(format!("upstream client: {e}")))?,
+        )),
+        None => None,
+    };
     let max = config.server.max_request_bytes;
     let sender_auth = BearerAuth::new(config.auth.sender_token.as_deref(), "SendGovernor");
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
     let governor = InterceptedService::new(
-        SendGovernorServer::new(GovernorService::new(engine.clone()))
-            .max_decoding_message_size(max),
+        SendGovernorServer::new(GovernorService::new(
+            engine.clone(),
+            metrics.clone(),
+            upstream,
+        ))
+        .max_decoding_message_size(max),
         move |r| sender_auth.check(r),
     );
     let admin = InterceptedService::new(
@@ -168,7 +187,17 @@ pub async fn serve(
             TcpListenerStream::new(grpc_listener),
             stopped(stop_rx.clone()),
         );
-    let http = axum::serve(http_listener, router(ready.clone()))
+    let http_state = HttpState {
+        ready: ready.clone(),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        webhook: Arc::new(WebhookConfig {
+            secret: config.auth.webhook_secret.clone(),
+            verify_token: config.auth.webhook_verify_token.clone(),
+            max_body_bytes: config.server.webhook_max_body_bytes,
+        }),
+    };
+    let http = axum::serve(http_listener, router(http_state))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 
     ready.set(true);

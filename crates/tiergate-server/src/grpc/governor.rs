@@ -2,22 +2,107 @@
 
 use std::sync::Arc;
 
-use tiergate_core::{Engine, Permit, SendOutcome, SendRequest};
+use std::time::Instant;
+
+use serde_json::Value;
+use tiergate_core::{Decision, Engine, Permit, Reaction, SendOutcome, SendRequest};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::metrics::Metrics;
+use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
 
 /// Decides sends and takes their outcomes.
 #[derive(Debug, Clone)]
 pub struct GovernorService {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    upstream: Option<Arc<Upstream>>,
 }
 
 impl GovernorService {
-    /// A service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// A service over `engine`, counting into `metrics`; `SendTemplate` forwards to `upstream`.
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        upstream: Option<Arc<Upstream>>,
+    ) -> Self {
+        Self {
+            engine,
+            metrics,
+            upstream,
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, Status> {
+        let start = Instant::now();
+        let d = self.engine.decide(send).map_err(convert::status)?;
+        self.metrics.decision(&d, start.elapsed());
+        Ok(d)
+    }
+
+    fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, Status> {
+        let reaction = self
+            .engine
+            .report(permit, outcome)
+            .map_err(convert::status)?;
+        if reaction != Reaction::None {
+            self.metrics.reaction(reaction.label());
+            tracing::info!(permit = %permit, ?outcome, reaction = reaction.label(), "feedback");
+        }
+        Ok(reaction)
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn send_request<'a>(
+    org_id: &'a str,
+    phone_number_id: &'a str,
+    recipient: &'a str,
+    template_name: &'a str,
+    category: i32,
+    idempotency_key: &'a str,
+) -> Result<SendRequest<'a>, Status> {
+    Ok(SendRequest {
+        org_id: convert::required("org_id", org_id)?,
+        phone_number_id: convert::required("phone_number_id", phone_number_id)?,
+        recipient: convert::required("recipient", recipient)?,
+        template_name: convert::required("template_name", template_name)?,
+        category: convert::category(category)?,
+        idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
+    })
+}
+
+#[allow(clippy::result_large_err)]
+fn language_code(s: &str) -> Result<&str, Status> {
+    if s.is_empty()
+        || s.len() > 16
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
+    {
+        return Err(Status::invalid_argument(
+            "language_code: a template language such as en_US",
+        ));
+    }
+    Ok(s)
+}
+
+#[allow(clippy::result_large_err)]
+fn components(s: &str) -> Result<Value, Status> {
+    if s.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Array(_)) => Ok(v),
+        Ok(_) => Err(Status::invalid_argument(
+            "components_json: must be the template's components array",
+        )),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "components_json: not JSON: {e}"
+        ))),
     }
 }
 
@@ -28,15 +113,15 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = request.get_ref();
-        let send = SendRequest {
-            org_id: convert::required("org_id", &r.org_id)?,
-            phone_number_id: convert::required("phone_number_id", &r.phone_number_id)?,
-            recipient: convert::required("recipient", &r.recipient)?,
-            template_name: convert::required("template_name", &r.template_name)?,
-            category: convert::category(r.category)?,
-            idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str()),
-        };
-        let d = self.engine.decide(&send).map_err(convert::status)?;
+        let send = send_request(
+            &r.org_id,
+            &r.phone_number_id,
+            &r.recipient,
+            &r.template_name,
+            r.category,
+            &r.idempotency_key,
+        )?;
+        let d = self.decide(&send)?;
         Ok(Response::new(convert::decision_pb(&d)))
     }
 
@@ -71,18 +156,91 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 )));
             }
         };
-        self.engine
-            .report(&permit, outcome)
-            .map_err(convert::status)?;
+        self.react(&permit, outcome)?;
         Ok(Response::new(pb::ReportResponse {}))
     }
 
     async fn send_template(
         &self,
-        _request: Request<pb::SendTemplateRequest>,
+        request: Request<pb::SendTemplateRequest>,
     ) -> Result<Response<pb::SendTemplateResponse>, Status> {
-        Err(Status::unimplemented(
-            "SendTemplate (forwarding to the upstream Cloud API) is not built yet; use Acquire and Report",
-        ))
+        let Some(upstream) = &self.upstream else {
+            return Err(Status::failed_precondition(
+                "SendTemplate needs an upstream: start with --upstream-url",
+            ));
+        };
+        let r = request.get_ref();
+        let send = send_request(
+            &r.org_id,
+            &r.phone_number_id,
+            &r.recipient,
+            &r.template_name,
+            r.category,
+            &r.idempotency_key,
+        )?;
+        let language = language_code(&r.language_code)?;
+        let components = components(&r.components_json)?;
+        let d = self.decide(&send)?;
+        let mut resp = pb::SendTemplateResponse {
+            verdict: convert::decision_pb(&d).verdict,
+            reason: convert::reason_pb(d.reason) as i32,
+            retry_after_ms: d.retry_after_ms,
+            usage: Some(convert::usage_pb(&d.usage)),
+            ..Default::default()
+        };
+        // A denied send never reaches upstream, and neither does a replayed idempotency key:
+        // the first call already forwarded it.
+        let Some(permit) = d.permit.filter(|_| !d.replayed) else {
+            if d.replayed {
+                resp.error_title = "duplicate idempotency key: forwarded by the first call".into();
+            }
+            return Ok(Response::new(resp));
+        };
+        let msg = TemplateMessage {
+            phone_number_id: send.phone_number_id,
+            to: send.recipient,
+            template_name: send.template_name,
+            language_code: language,
+            components,
+        };
+        let result = upstream.send(send.org_id, &msg).await;
+        self.metrics.upstream(result.label());
+        let outcome = match &result {
+            UpstreamResult::Sent { message_id } => {
+                resp.message_id = message_id.clone();
+                SendOutcome::Sent
+            }
+            UpstreamResult::Rejected { code, title } => {
+                resp.error_code = *code;
+                resp.error_title = title.clone();
+                // Here the template is known too (a Report carries only the permit), so the
+                // reaction goes through `feedback` with everything it may need.
+                match self.engine.feedback(
+                    send.org_id,
+                    Some(send.phone_number_id),
+                    Some(send.recipient),
+                    Some(send.template_name),
+                    *code,
+                ) {
+                    Ok(r) if r != Reaction::None => self.metrics.reaction(r.label()),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "feedback after upstream"),
+                }
+                SendOutcome::Sent
+            }
+            UpstreamResult::NotSent { reason } => {
+                tracing::warn!(
+                    org_id = send.org_id,
+                    reason,
+                    "upstream send failed; slot given back"
+                );
+                resp.error_title = reason.clone();
+                SendOutcome::NotSent
+            }
+        };
+        if let Err(e) = self.react(&permit, outcome) {
+            tracing::warn!(permit = %permit, error = %e.message(), "report after upstream");
+        }
+        Ok(Response::new(resp))
     }
 }

@@ -1,0 +1,211 @@
+//! Prometheus metrics, served at `/metrics` on the HTTP port.
+//!
+//! Counters and the latency histogram are updated on the request path; per-org gauges are read
+//! from the engine at scrape time, for at most `max_orgs` orgs (the fullest windows first), so
+//! the label count stays bounded however many orgs are registered.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tiergate_core::{Decision, Engine, QualityRating};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    verdict: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    field: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Every metric the sidecar exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_seconds: Histogram,
+    webhook_changes: Family<WebhookLabels, Counter>,
+    webhook_requests: Family<ResultLabel, Counter>,
+    upstream_calls: Family<ResultLabel, Counter>,
+    reactions: Family<ResultLabel, Counter>,
+    max_orgs: usize,
+}
+
+impl Metrics {
+    /// A registry with every metric; per-org gauges for at most `max_orgs` orgs.
+    pub fn new(max_orgs: usize) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("tiergate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Send decisions by verdict and reason",
+            decisions.clone(),
+        );
+        let decision_seconds = Histogram::new(
+            [
+                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time the engine took to decide one send",
+            decision_seconds.clone(),
+        );
+        let webhook_changes = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_changes",
+            "Webhook changes by field and result",
+            webhook_changes.clone(),
+        );
+        let webhook_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook POSTs by result (ok, bad_signature, malformed, too_large)",
+            webhook_requests.clone(),
+        );
+        let upstream_calls = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Sends forwarded upstream by result",
+            upstream_calls.clone(),
+        );
+        let reactions = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "feedback_reactions",
+            "Reactions to WhatsApp error codes",
+            reactions.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            decisions,
+            decision_seconds,
+            webhook_changes,
+            webhook_requests,
+            upstream_calls,
+            reactions,
+            max_orgs,
+        })
+    }
+
+    /// Counts one decision and its latency.
+    pub fn decision(&self, d: &Decision, took: Duration) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                verdict: if d.is_allowed() { "allow" } else { "deny" },
+                reason: d.reason.map_or("none", |r| r.name()),
+            })
+            .inc();
+        self.decision_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts one applied webhook change.
+    pub fn webhook_change(&self, field: &str, result: &'static str) {
+        self.webhook_changes
+            .get_or_create(&WebhookLabels {
+                field: field.chars().take(64).collect(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one webhook request.
+    pub fn webhook_request(&self, result: &'static str) {
+        self.webhook_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one upstream call.
+    pub fn upstream(&self, result: &'static str) {
+        self.upstream_calls
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one reaction to an error code.
+    pub fn reaction(&self, result: &'static str) {
+        self.reactions.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The text exposition, with per-org gauges read from `engine` now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        let mut orgs = engine.list_orgs();
+        let total = orgs.len();
+        orgs.sort_by(|a, b| {
+            b.usage
+                .unique_recipients_24h
+                .cmp(&a.usage.unique_recipients_24h)
+                .then_with(|| a.config.org_id.cmp(&b.config.org_id))
+        });
+        orgs.truncate(self.max_orgs);
+        let gauges: [(&str, &str); 6] = [
+            (
+                "org_tier_limit",
+                "Effective tier limit (after restriction and headroom; -1 = unlimited)",
+            ),
+            ("org_window_fill", "Unique recipients in the 24 h window"),
+            ("org_templates_7d", "Templates sent in the last 7 days"),
+            (
+                "org_quality_rating",
+                "Quality rating (0 unknown, 1 green, 2 yellow, 3 red)",
+            ),
+            (
+                "org_restricted",
+                "1 while the quality restriction is in force",
+            ),
+            ("org_account_restricted", "1 while the account is blocked"),
+        ];
+        for (i, (name, help)) in gauges.iter().enumerate() {
+            let _ = writeln!(out, "# HELP tiergate_{name} {help}.");
+            let _ = writeln!(out, "# TYPE tiergate_{name} gauge");
+            for o in &orgs {
+                let v: i64 = match i {
+                    0 => o.usage.tier_limit.map_or(-1, |l| l as i64),
+                    1 => o.usage.unique_recipients_24h as i64,
+                    2 => o.usage.templates_7d as i64,
+                    3 => match o.config.quality_rating {
+                        QualityRating::Unknown => 0,
+                        QualityRating::Green => 1,
+                        QualityRating::Yellow => 2,
+                        QualityRating::Red => 3,
+                    },
+                    4 => i64::from(o.restricted),
+                    _ => i64::from(o.account_restricted),
+                };
+                let _ = writeln!(out, "tiergate_{name}{{org=\"{}\"}} {v}", o.config.org_id);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tiergate_orgs Registered orgs (per-org gauges cover at most {}).",
+            self.max_orgs
+        );
+        let _ = writeln!(out, "# TYPE tiergate_orgs gauge");
+        let _ = writeln!(out, "tiergate_orgs {total}");
+        // encode_registry ends with "# EOF"; keep it last.
+        if let Some(i) = out.find("# EOF\n") {
+            out.replace_range(i..i + 6, "");
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,188 @@
+//! The upstream Cloud API: where `SendTemplate` forwards an allowed send.
+//!
+//! `POST {base}/{phone_number_id}/messages` with Cloud API's JSON body and a bearer token (the
+//! org's own from the config, else `TIERGATE_UPSTREAM_TOKEN`), through one pooled client with
+//! timeouts. A timeout or connection error means the send never reached WhatsApp.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// What the upstream said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamResult {
+    /// Accepted; WhatsApp's message id.
+    Sent {
+        /// The `wamid`.
+        message_id: String,
+    },
+    /// Refused with a WhatsApp error code.
+    Rejected {
+        /// The code (e.g. 131056).
+        code: i32,
+        /// Its title or message.
+        title: String,
+    },
+    /// Never reached WhatsApp (timeout, connection refused, a server error without a code).
+    NotSent {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl UpstreamResult {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamResult::Sent { .. } => "sent",
+            UpstreamResult::Rejected { .. } => "rejected",
+            UpstreamResult::NotSent { .. } => "not_sent",
+        }
+    }
+}
+
+/// One template message to forward.
+#[derive(Debug, Clone)]
+pub struct TemplateMessage<'a> {
+    /// The sending number.
+    pub phone_number_id: &'a str,
+    /// The recipient's WhatsApp id.
+    pub to: &'a str,
+    /// The template's name.
+    pub template_name: &'a str,
+    /// The template's language code (`en_US`).
+    pub language_code: &'a str,
+    /// The template's `components` array (or `Null` for none).
+    pub components: Value,
+}
+
+impl TemplateMessage<'_> {
+    /// Cloud API's JSON body.
+    pub fn body(&self) -> Value {
+        let mut template = json!({
+            "name": self.template_name,
+            "language": { "code": self.language_code },
+        });
+        if !self.components.is_null() {
+            template["components"] = self.components.clone();
+        }
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": self.to,
+            "type": "template",
+            "template": template,
+        })
+    }
+}
+
+/// The upstream client.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    org_tokens: HashMap<String, String>,
+}
+
+impl Upstream {
+    /// A client for `base` (e.g. `https://graph.facebook.com/v21.0`).
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        org_tokens: HashMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            org_tokens,
+        })
+    }
+
+    /// Forwards one message for `org_id`.
+    pub async fn send(&self, org_id: &str, msg: &TemplateMessage<'_>) -> UpstreamResult {
+        let url = format!("{}/{}/messages", self.base, msg.phone_number_id);
+        let mut req = self.client.post(url).json(&msg.body());
+        if let Some(t) = self.org_tokens.get(org_id).or(self.token.as_ref()) {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return UpstreamResult::NotSent {
+                    reason: if e.is_timeout() {
+                        "upstream timed out".into()
+                    } else {
+                        format!("upstream unreachable: {e}")
+                    },
+                };
+            }
+        };
+        let status = resp.status();
+        let body: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) => Value::String(format!("unreadable body: {e}")),
+        };
+        if status.is_success()
+            && let Some(id) = body.pointer("/messages/0/id").and_then(Value::as_str)
+        {
+            return UpstreamResult::Sent {
+                message_id: id.to_owned(),
+            };
+        }
+        if let Some(code) = body
+            .pointer("/error/code")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok())
+        {
+            let title = body
+                .pointer("/error/error_data/details")
+                .or_else(|| body.pointer("/error/message"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect();
+            return UpstreamResult::Rejected { code, title };
+        }
+        UpstreamResult::NotSent {
+            reason: format!("upstream answered {status} without a WhatsApp error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_cloud_api_shaped() {
+        let m = TemplateMessage {
+            phone_number_id: "1",
+            to: "4915112345678",
+            template_name: "order_update",
+            language_code: "en_US",
+            components: json!([{"type": "body", "parameters": [{"type": "text", "text": "42"}]}]),
+        };
+        let b = m.body();
+        assert_eq!(b["messaging_product"], "whatsapp");
+        assert_eq!(b["type"], "template");
+        assert_eq!(b["to"], "4915112345678");
+        assert_eq!(b["template"]["name"], "order_update");
+        assert_eq!(b["template"]["language"]["code"], "en_US");
+        assert_eq!(b["template"]["components"][0]["type"], "body");
+        let none = TemplateMessage {
+            components: Value::Null,
+            ..m
+        };
+        assert!(none.body()["template"].get("components").is_none());
+    }
+}

@@ -55,12 +55,9 @@ impl Metrics {
             "Send decisions by verdict and reason",
             decisions.clone(),
         );
-        let decision_seconds = Histogram::new(
-            [
-                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
-            ]
-            .into_iter(),
-        );
+        let decision_seconds = Histogram::new([
+            1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+        ]);
         registry.register(
             "decision_seconds",
             "Time the engine took to decide one send",

@@ -253,7 +253,19 @@ async fn health_and_reflection() {
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
-    // HTTP probes
+    // HTTP probes and metrics
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    assert!(allowed(&s.acquire("acme", 1).await));
+    let m = http_get(&s.http, "/metrics").await;
+    assert!(
+        m.contains(r#"tiergate_decisions_total{verdict="allow",reason="none"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("tiergate_decision_seconds_count 1"), "{m}");
+    assert!(
+        m.contains(r#"tiergate_org_window_fill{org="acme"} 1"#),
+        "{m}"
+    );
     let body = http_get(&s.http, "/healthz").await;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     let body = http_get(&s.http, "/readyz").await;

@@ -229,6 +229,16 @@ async fn every_fixture_changes_state_as_specified() {
     // a failed status with 131056: that pair backs off
     post_signed(&s, &fixture("status_failed_pair_rate.json")).await;
     assert_eq!(s.get_org("acme").await.pair_backoffs, 1);
+    let m = reqwest::get(format!("http://{}/metrics", s.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"tiergate_feedback_reactions_total{result="pair_backoff"} 1"#),
+        "{m}"
+    );
 
     // account disabled: every send refused until an admin reinstates
     post_signed(&s, &fixture("account_update_disabled.json")).await;

@@ -145,6 +145,11 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
     let (outcomes, summary) = apply::apply(&s.engine, &changes);
     for (c, o) in changes.iter().zip(&outcomes) {
         s.metrics.webhook_change(c.field(), o.label());
+        if let apply::Outcome::Reacted(r) = o
+            && *r != tiergate_core::Reaction::None
+        {
+            s.metrics.reaction(r.label());
+        }
     }
     s.metrics.webhook_request("ok");
     let body = serde_json::to_string(&summary).unwrap_or_default();

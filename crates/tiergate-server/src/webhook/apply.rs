@@ -12,6 +12,8 @@ use super::parse::{Change, QualityEvent, TemplateStatus};
 pub enum Outcome {
     /// The org's state changed (or was confirmed).
     Applied,
+    /// An error code was applied; its reaction.
+    Reacted(Reaction),
     /// A tier increase was held: the org has no escalation path.
     Held,
     /// No org holds the id the change names.
@@ -26,7 +28,7 @@ impl Outcome {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Applied => "applied",
+            Outcome::Applied | Outcome::Reacted(_) => "applied",
             Outcome::Held => "held",
             Outcome::UnknownId => "unknown_id",
             Outcome::Ignored => "ignored",
@@ -53,7 +55,7 @@ pub struct Summary {
 impl Summary {
     fn add(&mut self, o: &Outcome) {
         match o {
-            Outcome::Applied => self.applied += 1,
+            Outcome::Applied | Outcome::Reacted(_) => self.applied += 1,
             Outcome::Held => self.held += 1,
             Outcome::UnknownId => self.unknown_id += 1,
             Outcome::Ignored => self.ignored += 1,
@@ -172,7 +174,8 @@ pub fn apply_one(engine: &Engine, change: &Change) -> Outcome {
                 Ok(Reaction::Incomplete) => {
                     Outcome::Rejected("needs more than a status carries".into())
                 }
-                r => done(r),
+                Ok(r) => Outcome::Reacted(r),
+                Err(e) => Outcome::Rejected(e.to_string()),
             }
         }
     }

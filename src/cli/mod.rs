@@ -1,8 +1,10 @@
 //! The command line: `serve`, `check-config` and the admin subcommands.
 
 mod admin;
+mod load;
 mod output;
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,18 @@ enum Command {
     /// Move a `--manual-clock` server's clock forward.
     #[command(subcommand)]
     Clock(admin::ClockCmd),
+    /// Load-test a sidecar's SendGovernor.Acquire and report throughput and latency.
+    Loadgen(load::LoadgenArgs),
+    /// Replay a trace through the policy offline and report what it would allow and deny.
+    Simulate(sim::SimulateArgs),
+    /// Generate a synthetic trace (JSONL) for `simulate`.
+    TraceGen(sim::TraceGenArgs),
+    /// Serve the transport floor: tiergate's proto, every Acquire answered ALLOW.
+    EchoServe {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:50061")]
+        grpc_addr: String,
+    },
 }
 
 /// Options every admin subcommand takes.
@@ -73,5 +87,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tier(c) => admin::tier(c).await,
         Command::Appeal(c) => admin::appeal(c).await,
         Command::Clock(c) => admin::clock(c).await,
+        Command::Loadgen(a) => load::loadgen(a).await,
+        Command::Simulate(a) => sim::simulate(a),
+        Command::TraceGen(a) => sim::trace_gen(a),
+        Command::EchoServe { grpc_addr } => load::echo(&grpc_addr).await,
     }
 }

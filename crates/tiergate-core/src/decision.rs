@@ -143,6 +143,9 @@ pub struct Usage {
     pub quality_rating: QualityRating,
     /// Whether this org is a small sender that passes through quality restrictions.
     pub passthrough: bool,
+    /// Whether the org is RED past its grace. The restricted tier applies when this holds and
+    /// `passthrough` does not.
+    pub restricted: bool,
 }
 
 /// Proof that a send was allowed; hand it back to [`crate::Engine::report`].

@@ -410,7 +410,8 @@ impl OrgState {
     pub(crate) fn standing(&self, policy: &Policy, w: usize, now: u64) -> (Usage, bool) {
         let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
         let passthrough = !self.log.at_least(policy.small_sender_weekly_limit, cutoff7);
-        let restricted = self.is_restricted(policy, now) && !passthrough;
+        let red_past_grace = self.is_restricted(policy, now);
+        let restricted = red_past_grace && !passthrough;
         let tier = if restricted {
             policy
                 .ladder
@@ -425,6 +426,7 @@ impl OrgState {
             templates_7d: self.log.count(cutoff7),
             quality_rating: self.config.quality_rating,
             passthrough,
+            restricted: red_past_grace,
         };
         (usage, restricted)
     }

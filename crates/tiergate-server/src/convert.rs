@@ -154,6 +154,7 @@ pub fn usage_pb(u: &core::Usage) -> pb::Usage {
         templates_7d: u.templates_7d,
         quality_rating: rating_pb(u.quality_rating) as i32,
         passthrough: u.passthrough,
+        restricted: u.restricted,
     }
 }
 

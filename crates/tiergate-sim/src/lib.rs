@@ -1,0 +1,14 @@
+//! # tiergate-sim: "what would it have done with last week's traffic?"
+//!
+//! * [`trace`]: the JSONL trace format (documented in `docs/trace-format.md`);
+//! * [`replay`]: a trace through the engine on a manual clock, as fast as it parses;
+//! * [`report`]: per-org and total counts, as a table or JSON;
+//! * [`plot`]: one org's window fill, effective tier and rating over time, as SVG;
+//! * [`tracegen`]: synthetic week-long traces.
+#![forbid(unsafe_code)]
+
+pub mod plot;
+pub mod replay;
+pub mod report;
+pub mod trace;
+pub mod tracegen;

@@ -1,0 +1,287 @@
+//! Replaying a trace through the engine on a manual clock, as fast as it parses.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tiergate_core::{
+    AppealId, Category, Engine, ManualClock, OrgConfig, Policy, SendOutcome, SendRequest,
+};
+use tiergate_server::webhook::{apply, parse};
+
+use crate::plot::Samples;
+use crate::report::Report;
+use crate::trace::{Line, TraceOutcome};
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The policy was refused.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// A line is not a trace event.
+    #[error("line {line}: {message}")]
+    Line {
+        /// 1-based.
+        line: u64,
+        /// Why.
+        message: String,
+    },
+    /// Reading failed.
+    #[error("reading the trace: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A replay in progress.
+pub struct Simulator {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    report: Report,
+    first_t: Option<u64>,
+    last_t: u64,
+    plot: Option<Samples>,
+    started: Instant,
+    /// Orgs from the config, registered at the trace's first time.
+    pending: Vec<OrgConfig>,
+}
+
+const MAX_ERRORS_KEPT: usize = 10;
+
+impl Simulator {
+    /// A simulator with `policy`; `orgs` are registered at the trace's first time. Samples of
+    /// `plot_org` are kept for a plot.
+    pub fn new(
+        policy: Policy,
+        orgs: Vec<OrgConfig>,
+        plot_org: Option<String>,
+    ) -> Result<Self, ReplayError> {
+        let clock = Arc::new(ManualClock::new(0));
+        let engine =
+            Engine::new(policy, clock.clone()).map_err(|e| ReplayError::Policy(e.to_string()))?;
+        let mut sim = Self {
+            engine,
+            clock,
+            report: Report::default(),
+            first_t: None,
+            last_t: 0,
+            plot: plot_org.map(Samples::new),
+            started: Instant::now(),
+            pending: Vec::new(),
+        };
+        for o in &orgs {
+            o.validate(sim.engine.policy().max_throughput_mps)
+                .map_err(|e| ReplayError::Policy(format!("org {}: {e}", o.org_id)))?;
+        }
+        sim.pending = orgs;
+        Ok(sim)
+    }
+
+    fn register(&mut self, o: OrgConfig, line: u64) -> Result<(), ReplayError> {
+        let id = o.org_id.clone();
+        self.engine.put_org(o).map_err(|e| ReplayError::Line {
+            line,
+            message: format!("org {id}: {e}"),
+        })?;
+        self.report.orgs.entry(id).or_default();
+        Ok(())
+    }
+
+    fn event_error(&mut self, line: u64, msg: String) {
+        self.report.event_errors += 1;
+        if self.report.first_errors.len() < MAX_ERRORS_KEPT {
+            self.report.first_errors.push(format!("line {line}: {msg}"));
+        }
+    }
+
+    /// Applies one line of the trace (`line` is its 1-based number, for errors).
+    pub fn apply_line(&mut self, text: &str, line: u64) -> Result<(), ReplayError> {
+        let bad = |message: String| ReplayError::Line { line, message };
+        let l: Line<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if l.events() != 1 {
+            return Err(bad(format!(
+                "expected exactly one event, found {}",
+                l.events()
+            )));
+        }
+        if l.t < self.last_t {
+            return Err(bad(format!(
+                "time goes backwards ({} < {})",
+                l.t, self.last_t
+            )));
+        }
+        self.last_t = l.t;
+        self.clock.advance_to(l.t);
+        if self.first_t.is_none() {
+            self.first_t = Some(l.t);
+            for o in std::mem::take(&mut self.pending) {
+                self.register(o, line)?;
+            }
+        }
+        self.report.events += 1;
+        if let Some(s) = l.send {
+            self.send(&s, l.t, line);
+            return Ok(());
+        }
+        let result: Result<(), String> = if let Some(o) = l.org {
+            return self.register(o, line);
+        } else if let Some(r) = l.rating {
+            self.engine
+                .set_quality_rating(&r.org, r.rating)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else if let Some(e) = l.escalation {
+            match e.path {
+                Some(p) => self.engine.set_escalation_path(&e.org, p),
+                None => self.engine.clear_escalation_path(&e.org),
+            }
+            .map(drop)
+            .map_err(|e| e.to_string())
+        } else if let Some(t) = l.tier {
+            self.engine
+                .request_tier_change(&t.org, t.tier)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else if let Some(a) = l.appeal {
+            self.engine
+                .file_appeal(&a.org, &a.evidence)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else if let Some(r) = l.resolve_appeal {
+            self.resolve_latest(&r.org, r.approved)
+        } else if let Some(w) = l.webhook {
+            parse::parse(w.get().as_bytes())
+                .map(|changes| drop(apply::apply(&self.engine, &changes)))
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            self.event_error(line, e);
+        }
+        Ok(())
+    }
+
+    fn resolve_latest(&mut self, org: &str, approved: bool) -> Result<(), String> {
+        let st = self.engine.get_org(org).map_err(|e| e.to_string())?;
+        let appeal = st
+            .appeal
+            .ok_or_else(|| format!("org {org} has no appeal"))?;
+        let id: AppealId = appeal.appeal_id;
+        self.engine
+            .resolve_appeal(&id, approved)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn send(&mut self, s: &crate::trace::Send<'_>, t: u64, line: u64) {
+        let req = SendRequest {
+            org_id: s.org,
+            phone_number_id: s.phone,
+            recipient: s.to,
+            template_name: s.template.unwrap_or("template"),
+            category: s.category.unwrap_or(Category::Utility),
+            idempotency_key: s.key,
+        };
+        let decision = self.engine.decide(&req);
+        let Some(stats) = self.report.orgs.get_mut(s.org) else {
+            // Unknown org: count it under its own name, bounded by the error list.
+            self.event_error(line, format!("unknown org {:?}", s.org));
+            return;
+        };
+        stats.sends += 1;
+        let d = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                stats.errors += 1;
+                let msg = e.to_string();
+                self.event_error(line, msg);
+                return;
+            }
+        };
+        if stats.last_tier.is_some_and(|t| t != d.usage.tier) {
+            stats.tier_changes += 1;
+        }
+        stats.last_tier = Some(d.usage.tier);
+        let restricted_now = d.usage.restricted && !d.usage.passthrough;
+        if restricted_now && !stats.in_restriction {
+            stats.restricted_periods += 1;
+        }
+        stats.in_restriction = restricted_now;
+        match d.reason {
+            Some(r) => stats.deny(r),
+            None => {
+                stats.allowed += 1;
+                if d.usage.restricted && d.usage.passthrough {
+                    stats.passthrough_sends += 1;
+                }
+                let outcome = match s.outcome {
+                    None | Some(TraceOutcome::Sent) => None,
+                    Some(TraceOutcome::NotSent) => {
+                        stats.refunded += 1;
+                        Some(SendOutcome::NotSent)
+                    }
+                    Some(TraceOutcome::Rejected(code)) => {
+                        Some(SendOutcome::Rejected { error_code: code })
+                    }
+                };
+                if let (Some(o), Some(p)) = (outcome, &d.permit) {
+                    let _ = self.engine.report(p, o);
+                }
+            }
+        }
+        if let Some(plot) = &mut self.plot
+            && plot.org == s.org
+        {
+            plot.push(t, &d.usage);
+        }
+    }
+
+    /// Replays every line of `input`; `progress` is told the bytes read so far.
+    pub fn run(
+        &mut self,
+        input: impl BufRead,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), ReplayError> {
+        let mut buf = String::new();
+        let mut input = input;
+        let mut line = 0u64;
+        let mut read = 0u64;
+        loop {
+            buf.clear();
+            let n = input.read_line(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            read += n as u64;
+            let text = buf.trim_end();
+            if text.is_empty() {
+                continue;
+            }
+            self.apply_line(text, line)?;
+            if line % 65_536 == 0 {
+                progress(read);
+            }
+        }
+        progress(read);
+        Ok(())
+    }
+
+    /// The report so far, with totals and rates.
+    pub fn report(&mut self) -> Report {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.report.elapsed_s = elapsed;
+        self.report.events_per_s = self.report.events as f64 / elapsed.max(1e-9);
+        self.report.trace_hours =
+            self.last_t
+                .saturating_sub(self.first_t.unwrap_or(self.last_t)) as f64
+                / 3_600_000.0;
+        self.report.finish();
+        self.report.clone()
+    }
+
+    /// The samples collected for the plot.
+    pub fn samples(&self) -> Option<&Samples> {
+        self.plot.as_ref()
+    }
+}

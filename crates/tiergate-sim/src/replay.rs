@@ -1,5 +1,6 @@
 //! Replaying a trace through the engine on a manual clock, as fast as it parses.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use tiergate_core::{
 use tiergate_server::webhook::{apply, parse};
 
 use crate::plot::Samples;
-use crate::report::Report;
+use crate::report::{OrgStats, Report};
 use crate::trace::{Line, TraceOutcome};
 
 /// Why a replay stopped.
@@ -37,6 +38,9 @@ pub struct Simulator {
     engine: Engine,
     clock: Arc<ManualClock>,
     report: Report,
+    /// Per-org counts while replaying (a hash map: one lookup per send); sorted into the report
+    /// at the end.
+    stats: HashMap<String, OrgStats>,
     first_t: Option<u64>,
     last_t: u64,
     plot: Option<Samples>,
@@ -62,6 +66,7 @@ impl Simulator {
             engine,
             clock,
             report: Report::default(),
+            stats: HashMap::default(),
             first_t: None,
             last_t: 0,
             plot: plot_org.map(Samples::new),
@@ -82,7 +87,7 @@ impl Simulator {
             line,
             message: format!("org {id}: {e}"),
         })?;
-        self.report.orgs.entry(id).or_default();
+        self.stats.entry(id).or_default();
         Ok(())
     }
 
@@ -183,7 +188,7 @@ impl Simulator {
             idempotency_key: s.key,
         };
         let decision = self.engine.decide(&req);
-        let Some(stats) = self.report.orgs.get_mut(s.org) else {
+        let Some(stats) = self.stats.get_mut(s.org) else {
             // Unknown org: count it under its own name, bounded by the error list.
             self.event_error(line, format!("unknown org {:?}", s.org));
             return;
@@ -276,6 +281,11 @@ impl Simulator {
             self.last_t
                 .saturating_sub(self.first_t.unwrap_or(self.last_t)) as f64
                 / 3_600_000.0;
+        self.report.orgs = self
+            .stats
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         self.report.finish();
         self.report.clone()
     }

@@ -1,9 +1,10 @@
 //! `tiergate trace-gen`: synthetic week-long traces.
 //!
 //! Orgs get tiers from the current ladder, a few have no escalation path, some are flagged RED
-//! on day one (half of those appeal and win on day three), and sends arrive uniformly over the
-//! period to recipients drawn (Zipf) from a pool about the size of the org's tier, so windows
-//! fill and every rule gets exercised. The same seed gives the same trace.
+//! in the first hours (half of those appeal on day 8 and win on day 9, so a trace of more than
+//! 7 days shows the restriction and its end), and sends arrive uniformly over the period to
+//! recipients drawn (Zipf) from a pool about the size of the org's tier. The same seed gives the
+//! same trace.
 
 use std::io::Write;
 
@@ -90,16 +91,17 @@ pub fn generate(cfg: &GenConfig, out: &mut impl Write) -> std::io::Result<u64> {
     for i in 0..cfg.orgs {
         if rng.below(100) < 6 {
             admin.push((
-                t0 + day / 2 + rng.below(day / 2),
+                // Flagged early, so that a trace longer than the 7-day grace shows restrictions.
+                t0 + rng.below(day / 4),
                 format!(r#""rating":{{"org":"org-{i}","rating":"RED"}}"#),
             ));
             if rng.below(2) == 0 {
                 admin.push((
-                    t0 + 2 * day,
+                    t0 + 8 * day,
                     format!(r#""appeal":{{"org":"org-{i}","evidence":"help desk added"}}"#),
                 ));
                 admin.push((
-                    t0 + 3 * day,
+                    t0 + 9 * day,
                     format!(r#""resolve_appeal":{{"org":"org-{i}","approved":true}}"#),
                 ));
             }
@@ -140,7 +142,8 @@ pub fn generate(cfg: &GenConfig, out: &mut impl Write) -> std::io::Result<u64> {
         writeln!(out, "{line}")?;
         lines += 1;
     }
-    for (at, ev) in admin {
+    // Events past the end of the period (appeals of a short trace) are left out.
+    for (at, ev) in admin.filter(|(at, _)| *at < t0 + span) {
         writeln!(out, r#"{{"t":{at},{ev}}}"#)?;
         lines += 1;
     }

@@ -163,16 +163,19 @@ fn two_threads_10k_orgs(c: &mut Criterion) {
     };
     let engine = Arc::new(Engine::new(policy, Arc::new(SystemClock)).unwrap());
     let orgs: Vec<String> = (0..10_000).map(|i| format!("org{i}")).collect();
-    for o in &orgs {
+    // Every org has its own number: an id belongs to one org.
+    let phones: Vec<String> = (0..10_000).map(|i| (1_000_000 + i).to_string()).collect();
+    for (o, p) in orgs.iter().zip(&phones) {
         engine
             .put_org(
                 OrgConfig::new(o.as_str(), Tier::Tier10K)
-                    .with_phone("1", 1_000)
+                    .with_phone(p, 1_000)
                     .with_escalation(path()),
             )
             .unwrap();
     }
     let orgs = Arc::new(orgs);
+    let phones = Arc::new(phones);
     let rs = Arc::new(recipients(64));
     let mut group = c.benchmark_group("decide");
     group.throughput(Throughput::Elements(1));
@@ -183,16 +186,16 @@ fn two_threads_10k_orgs(c: &mut Criterion) {
             let start = Instant::now();
             std::thread::scope(|s| {
                 for t in 0..2u64 {
-                    let (engine, orgs, rs) = (&engine, &orgs, &rs);
+                    let (engine, orgs, phones, rs) = (&engine, &orgs, &phones, &rs);
                     let (allowed, total) = (&allowed, &total);
                     s.spawn(move || {
                         let mut ok = 0;
                         let n = iters / 2 + (t & iters & 1);
                         for k in 0..n {
                             let i = (k * 2 + t) as usize;
-                            let o = &orgs[i % orgs.len()];
+                            let o = i % orgs.len();
                             let r = &rs[(i / orgs.len()) % rs.len()];
-                            let d = engine.decide(&send(o, "1", r)).unwrap();
+                            let d = engine.decide(&send(&orgs[o], &phones[o], r)).unwrap();
                             ok += u64::from(d.is_allowed());
                         }
                         allowed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);

@@ -296,6 +296,8 @@ fn refuses_admin_on_a_public_address_without_a_token() {
     let out = Command::new(bin())
         .args([
             "serve",
+            "--store",
+            "memory",
             "--grpc-addr",
             "0.0.0.0:0",
             "--http-addr",
@@ -335,6 +337,8 @@ fn check_config_reports_every_error_with_key_and_line() {
     let out = Command::new(bin())
         .args([
             "serve",
+            "--store",
+            "memory",
             "--grpc-addr",
             "127.0.0.1:0",
             "--http-addr",

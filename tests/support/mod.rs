@@ -36,6 +36,12 @@ impl Sidecar {
     /// Like [`start`], with environment variables.
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let mut cmd = Command::new(bin());
+        // In memory unless the test chooses a store (and then its own data directory).
+        let store: &[&str] = if args.contains(&"--store") {
+            &[]
+        } else {
+            &["--store", "memory"]
+        };
         cmd.args([
             "serve",
             "--grpc-addr",
@@ -43,6 +49,7 @@ impl Sidecar {
             "--http-addr",
             "127.0.0.1:0",
         ])
+        .args(store)
         .args(args)
         .env_remove("TIERGATE_ADMIN_TOKEN")
         .env("TIERGATE_LOG", "warn")
@@ -162,6 +169,14 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("tiergate did not stop on SIGTERM");
+    }
+}
+
+impl Sidecar {
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

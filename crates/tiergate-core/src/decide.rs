@@ -131,6 +131,29 @@ impl OrgState {
         self.record(policy, send, w, found, usage, now)
     }
 
+    /// Counts a send that was allowed before (a replayed fact) without judging it again; the
+    /// GCRA cells it used are taken again. Returns the permit's sequence number.
+    pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
+        let now = self.advance(now);
+        let w = self.window_of(policy, send.slot);
+        let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
+        self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
+        self.log.expire(cutoff7);
+        self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
+        if send.idempotency_key.is_some() {
+            self.idem
+                .expire(now.saturating_sub(policy.idempotency_ttl_ms));
+        }
+        self.maybe_auto_upgrade(policy, now);
+        let (usage, _) = self.standing(policy, w, now);
+        self.refresh_throughput(policy, send.slot, now);
+        let _ = self.phones[send.slot as usize].throughput.check();
+        let _ = self.pair.check(send.slot, send.recipient.0);
+        let found = self.windows[w].lookup(send.recipient);
+        let d = self.record(policy, send, w, found, usage, now);
+        d.permit.map_or(0, |p| p.seq)
+    }
+
     fn record(
         &mut self,
         policy: &Policy,

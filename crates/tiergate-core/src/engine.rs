@@ -5,7 +5,7 @@
 //! engine reads its injected clock once per call and does no I/O; durable stores and servers
 //! wrap it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
@@ -19,6 +19,7 @@ use crate::error::{EngineError, PolicyError, ValidationError};
 use crate::escalation::EscalationPath;
 use crate::feedback::Reaction;
 use crate::id_index::{IdIndex, IdOwner, IdRef};
+use crate::journal::{Fact, Journal};
 use crate::org::{OrgConfig, OrgStatus};
 use crate::org_state::OrgState;
 use crate::policy::Policy;
@@ -41,6 +42,7 @@ pub struct Engine {
     orgs: OrgMap,
     ids: IdIndex,
     admin: Mutex<()>,
+    journal: OnceLock<Arc<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -64,7 +66,23 @@ impl Engine {
             orgs: OrgMap::with_hasher_and_shard_amount(Default::default(), ORG_SHARDS),
             ids: IdIndex::default(),
             admin: Mutex::new(()),
+            journal: OnceLock::new(),
         })
+    }
+
+    /// Hands every later state change to `journal` (once; after a store replayed its facts).
+    /// Returns `false` if a journal was already set.
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) -> bool {
+        self.journal.set(journal).is_ok()
+    }
+
+    /// Records a fact if a journal is set; the closure only runs then. Called with the org's
+    /// lock held, so facts reach the journal in the order they were applied.
+    #[inline]
+    fn emit(&self, fact: impl FnOnce() -> Fact) {
+        if let Some(j) = self.journal.get() {
+            j.record(fact());
+        }
     }
 
     /// The policy in force.
@@ -113,7 +131,132 @@ impl Engine {
             category: req.category,
             idempotency_key: req.idempotency_key,
         };
-        Ok(st.decide(&self.policy, send, now))
+        let d = st.decide(&self.policy, send, now);
+        if d.is_allowed() && !d.replayed {
+            self.emit(|| Fact::Send {
+                at: st.last_now,
+                org: req.org_id.to_owned(),
+                phone: req.phone_number_id.to_owned(),
+                recipient: req.recipient.to_owned(),
+                key: req.idempotency_key.map(str::to_owned),
+                seq: d.permit.as_ref().map_or(0, |p| p.seq),
+            });
+        }
+        Ok(d)
+    }
+
+    /// Replays a recorded send: counts it exactly as it was counted, without judging it again
+    /// (the rules already allowed it once). For stores restoring their facts.
+    fn restore_send(
+        &self,
+        org_id: &str,
+        phone_number_id: &str,
+        recipient: &str,
+        key: Option<&str>,
+        seq: u64,
+    ) -> Result<(), EngineError> {
+        let phone = validate::phone_key(phone_number_id)?;
+        let recipient = RecipientKey::parse(recipient)?;
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            let slot = st
+                .phone_slot(phone)
+                .ok_or_else(|| EngineError::UnknownPhoneNumber {
+                    org_id: org_id.to_owned(),
+                    phone_number_id: phone_number_id.to_owned(),
+                })?;
+            let send = CheckedSend {
+                slot,
+                recipient,
+                template_name: "restored",
+                category: crate::decision::Category::Utility,
+                idempotency_key: key,
+            };
+            let got = st.restore(policy, send, now);
+            if got != seq {
+                return Err(EngineError::Invalid(ValidationError::new(
+                    "fact.seq",
+                    format!("replayed permit {got} where the journal says {seq}"),
+                )));
+            }
+            Ok(())
+        })?
+    }
+
+    /// Applies one fact from a journal, on a clock the caller set to the fact's time.
+    pub fn apply_fact(&self, fact: &Fact) -> Result<(), EngineError> {
+        match fact {
+            Fact::PutOrg { org, .. } => self.put_org(org.clone()).map(drop),
+            Fact::Send {
+                org,
+                phone,
+                recipient,
+                key,
+                seq,
+                ..
+            } => self.restore_send(org, phone, recipient, key.as_deref(), *seq),
+            Fact::Report {
+                org, seq, outcome, ..
+            } => {
+                let outcome = match outcome {
+                    None => SendOutcome::Sent,
+                    Some(0) => SendOutcome::NotSent,
+                    Some(code) => SendOutcome::Rejected { error_code: *code },
+                };
+                let permit = Permit {
+                    org_id: Arc::from(org.as_str()),
+                    seq: *seq,
+                };
+                self.report(&permit, outcome).map(drop)
+            }
+            Fact::EscalationSet { org, path, .. } => {
+                self.set_escalation_path(org, path.clone()).map(drop)
+            }
+            Fact::EscalationCleared { org, .. } => self.clear_escalation_path(org).map(drop),
+            Fact::Rating { org, rating, .. } => self.set_quality_rating(org, *rating).map(drop),
+            Fact::TierRequest { org, tier, .. } => self.request_tier_change(org, *tier).map(drop),
+            Fact::AccountRestricted {
+                org, restricted, ..
+            } => self.set_account_restricted(org, *restricted).map(drop),
+            Fact::TemplatePaused {
+                org,
+                template,
+                until,
+                ..
+            } => self.pause_template(org, template, *until).map(drop),
+            Fact::TemplateReinstated { org, template, .. } => {
+                self.reinstate_template(org, template).map(drop)
+            }
+            Fact::AppealFiled { org, evidence, .. } => self.file_appeal(org, evidence).map(drop),
+            Fact::AppealResolved {
+                org, n, approved, ..
+            } => {
+                let id = AppealId {
+                    org_id: org.clone(),
+                    n: *n,
+                };
+                self.resolve_appeal(&id, *approved).map(drop)
+            }
+            Fact::Feedback {
+                org,
+                phone,
+                recipient,
+                template,
+                code,
+                ..
+            } => self
+                .feedback(
+                    org,
+                    phone.as_deref(),
+                    recipient.as_deref(),
+                    template.as_deref(),
+                    *code,
+                )
+                .map(drop),
+            Fact::NumberThroughput {
+                org, phone, mps, ..
+            } => self.set_number_throughput(org, phone, *mps).map(drop),
+        }
     }
 
     /// Records what happened to an allowed send. `NotSent` gives back its window slot and counts;
@@ -122,7 +265,14 @@ impl Engine {
     pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, EngineError> {
         let now = self.clock.now_ms();
         self.with_org(&permit.org_id, |st, policy| {
-            st.report(policy, permit, outcome, now)
+            let r = st.report(policy, permit, outcome, now)?;
+            self.emit(|| Fact::Report {
+                at: st.last_now,
+                org: permit.org_id.to_string(),
+                seq: permit.seq,
+                outcome: Fact::outcome(outcome),
+            });
+            Ok(r)
         })?
     }
 
@@ -141,11 +291,19 @@ impl Engine {
                 st.check_phones(&config.phone_numbers)?;
                 let now = st.advance(now);
                 st.update(config.clone(), &self.policy, now);
+                self.emit(|| Fact::PutOrg {
+                    at: now,
+                    org: config.clone(),
+                });
                 st.status(&self.policy, now)
             }
             dashmap::Entry::Vacant(v) => {
                 let mut st = OrgState::new(config.clone(), &self.policy, now);
                 let status = st.status(&self.policy, now);
+                self.emit(|| Fact::PutOrg {
+                    at: now,
+                    org: config.clone(),
+                });
                 v.insert(Mutex::new(st));
                 status
             }
@@ -188,7 +346,16 @@ impl Engine {
                 }
                 None => None,
             };
-            Ok(st.feedback(policy, slot, recipient, template_name, error_code, now))
+            let r = st.feedback(policy, slot, recipient, template_name, error_code, now);
+            self.emit(|| Fact::Feedback {
+                at: st.last_now,
+                org: org_id.to_owned(),
+                phone: phone_number_id.map(str::to_owned),
+                recipient: recipient.map(RecipientKey::digits),
+                template: template_name.map(str::to_owned),
+                code: error_code,
+            });
+            Ok(r)
         })?
     }
 
@@ -223,6 +390,12 @@ impl Engine {
                 }
             }
             st.set_phones(phones, policy);
+            self.emit(|| Fact::NumberThroughput {
+                at: now,
+                org: org_id.to_owned(),
+                phone: phone_number_id.to_owned(),
+                mps,
+            });
             Ok(st.status(policy, now))
         })?
     }
@@ -253,6 +426,11 @@ impl Engine {
     ) -> Result<OrgStatus, EngineError> {
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
+            self.emit(|| Fact::EscalationSet {
+                at: now,
+                org: org_id.to_owned(),
+                path: path.clone(),
+            });
             st.set_escalation_path(path, policy);
             st.status(policy, now)
         })
@@ -263,6 +441,10 @@ impl Engine {
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
             st.config.escalation_path = None;
+            self.emit(|| Fact::EscalationCleared {
+                at: now,
+                org: org_id.to_owned(),
+            });
             st.status(policy, now)
         })
     }
@@ -277,6 +459,11 @@ impl Engine {
         self.with_org(org_id, |st, policy| {
             let now = st.advance(now);
             st.set_quality_rating(rating, now);
+            self.emit(|| Fact::Rating {
+                at: now,
+                org: org_id.to_owned(),
+                rating,
+            });
             st.status(policy, now)
         })
     }
@@ -287,7 +474,15 @@ impl Engine {
         org_id: &str,
         target: Tier,
     ) -> Result<TierChange, EngineError> {
-        self.with_org(org_id, |st, policy| st.change_tier(target, policy))
+        let now = self.clock.now_ms();
+        self.with_org(org_id, |st, policy| {
+            self.emit(|| Fact::TierRequest {
+                at: now,
+                org: org_id.to_owned(),
+                tier: target,
+            });
+            st.change_tier(target, policy)
+        })
     }
 
     /// Blocks or unblocks the account (rule 3): error codes 368 and 131031, or an admin.
@@ -299,6 +494,11 @@ impl Engine {
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
             st.account_restricted = restricted;
+            self.emit(|| Fact::AccountRestricted {
+                at: now,
+                org: org_id.to_owned(),
+                restricted,
+            });
             st.status(policy, now)
         })
     }
@@ -315,6 +515,12 @@ impl Engine {
         self.with_org(org_id, |st, policy| {
             let now = st.advance(now);
             st.pause_template(template_name, until_ms, now)?;
+            self.emit(|| Fact::TemplatePaused {
+                at: now,
+                org: org_id.to_owned(),
+                template: template_name.to_owned(),
+                until: until_ms,
+            });
             Ok(st.status(policy, now))
         })?
     }
@@ -329,6 +535,11 @@ impl Engine {
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
             st.paused.remove(template_name);
+            self.emit(|| Fact::TemplateReinstated {
+                at: now,
+                org: org_id.to_owned(),
+                template: template_name.to_owned(),
+            });
             st.status(policy, now)
         })
     }
@@ -339,17 +550,33 @@ impl Engine {
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, _| {
             let now = st.advance(now);
-            st.file_appeal(evidence, now)
+            let a = st.file_appeal(evidence, now)?;
+            self.emit(|| Fact::AppealFiled {
+                at: now,
+                org: org_id.to_owned(),
+                evidence: evidence.to_owned(),
+            });
+            Ok(a)
         })?
     }
 
     /// Resolves an appeal. Approval clears RED and the restriction; rejection changes nothing.
     pub fn resolve_appeal(&self, id: &AppealId, approved: bool) -> Result<Appeal, EngineError> {
-        self.with_org(&id.org_id, |st, _| st.resolve_appeal(id, approved))
-            .map_err(|e| match e {
-                EngineError::UnknownOrg(_) => EngineError::UnknownAppeal(id.to_string()),
-                e => e,
-            })?
+        let now = self.clock.now_ms();
+        self.with_org(&id.org_id, |st, _| {
+            let a = st.resolve_appeal(id, approved)?;
+            self.emit(|| Fact::AppealResolved {
+                at: now,
+                org: id.org_id.clone(),
+                n: id.n,
+                approved,
+            });
+            Ok(a)
+        })
+        .map_err(|e| match e {
+            EngineError::UnknownOrg(_) => EngineError::UnknownAppeal(id.to_string()),
+            e => e,
+        })?
     }
 
     /// An appeal by id.

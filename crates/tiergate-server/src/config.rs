@@ -22,9 +22,9 @@ use toml::{Spanned, Table, Value};
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     /// In memory: lost on restart.
-    #[default]
     Memory,
-    /// An embedded database in `data_dir` (not built yet).
+    /// An embedded database (redb) in `data_dir`: the default.
+    #[default]
     Embedded,
     /// Redis, shared by replicas (not built yet).
     Redis,
@@ -81,7 +81,7 @@ impl Default for ServerSection {
             grpc_addr: "127.0.0.1:50051".into(),
             http_addr: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tiergate-data"),
-            store: StoreKind::Memory,
+            store: StoreKind::Embedded,
             redis_url: None,
             upstream_url: None,
             manual_clock: false,

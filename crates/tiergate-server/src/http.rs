@@ -58,6 +58,8 @@ pub struct HttpState {
     pub engine: Arc<Engine>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The store webhook changes must reach before they are acknowledged.
+    pub store: crate::durable::Durable,
     /// Webhook settings.
     pub webhook: Arc<WebhookConfig>,
 }
@@ -150,6 +152,10 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
         {
             s.metrics.reaction(r.label());
         }
+    }
+    if crate::durable::sync(&s.store).await.is_err() {
+        s.metrics.webhook_request("store_unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response();
     }
     s.metrics.webhook_request("ok");
     let body = serde_json::to_string(&summary).unwrap_or_default();

@@ -7,6 +7,7 @@
 //! * [`auth`]: bearer tokens, compared in constant time;
 //! * [`convert`]: wire types ↔ engine types, validating at the edge;
 //! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
+//! * [`durable`]: answering only once the store has committed;
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
 //! * [`webhook`]: signature, parser and application of WhatsApp webhooks;
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod durable;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -19,15 +19,17 @@ use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
+use tiergate_store::{EmbeddedStore, ReplayClock};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The configured store is not available in this build.
-    #[error(
-        "--store {0:?} is not available yet: only `memory` is built (durable stores are planned)"
-    )]
+    #[error("--store {0:?} is not available yet: `memory` and `embedded` are built")]
     StoreUnavailable(StoreKind),
+    /// The embedded store could not be opened or replayed.
+    #[error("{0}")]
+    Store(#[from] tiergate_store::StoreError),
     /// Admin would be reachable from other machines without a token.
     #[error(
         "refusing to serve the admin API on non-loopback {0} without a token: set TIERGATE_ADMIN_TOKEN"
@@ -61,26 +63,56 @@ pub struct Bound {
     pub http: SocketAddr,
 }
 
-/// Builds the engine from a config: policy, clock, orgs.
-pub fn build_engine(
-    config: &Config,
-) -> Result<(Arc<Engine>, Option<Arc<ManualClock>>), ServeError> {
+/// The engine, its manual clock (with `--manual-clock`) and its durable store (embedded).
+pub struct Built {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The manual clock, when enabled.
+    pub manual: Option<Arc<ManualClock>>,
+    /// The embedded store, when in use.
+    pub store: Option<Arc<EmbeddedStore>>,
+}
+
+/// Builds the engine from a config: policy, clock, the store's replayed facts, then the
+/// config's orgs.
+pub fn build_engine(config: &Config) -> Result<Built, ServeError> {
     let manual = config
         .server
         .manual_clock
         .then(|| Arc::new(ManualClock::new(SystemClock.now_ms())));
-    let clock: Arc<dyn Clock> = match &manual {
+    let base: Arc<dyn Clock> = match &manual {
         Some(m) => m.clone(),
         None => Arc::new(SystemClock),
     };
-    let engine =
-        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?;
+    let store = match config.server.store {
+        StoreKind::Memory => None,
+        StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
+        other => return Err(ServeError::StoreUnavailable(other)),
+    };
+    let clock = Arc::new(ReplayClock::new(base));
+    let engine = Engine::new(config.policy.clone(), clock.clone())
+        .map_err(|e| ServeError::Engine(e.to_string()))?;
+    if let Some(store) = &store {
+        let r = store.replay(&engine, &clock)?;
+        tracing::info!(
+            facts = r.facts,
+            took_ms = r.took.as_millis() as u64,
+            orgs = engine.org_count(),
+            data_dir = %config.server.data_dir.display(),
+            "state restored"
+        );
+        engine.set_journal(store.clone());
+    }
     for org in &config.orgs {
         engine
             .put_org(org.clone())
             .map_err(|e| ServeError::Engine(format!("org {}: {e}", org.org_id)))?;
     }
-    Ok((Arc::new(engine), manual))
+    Ok(Built {
+        engine: Arc::new(engine),
+        manual,
+        store,
+    })
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
@@ -99,9 +131,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
-    if config.server.store != StoreKind::Memory {
-        return Err(ServeError::StoreUnavailable(config.server.store));
+    if let Ok(addr) = config.server.grpc_addr.parse::<SocketAddr>()
+        && !addr.ip().is_loopback()
+        && config.auth.admin_token.is_none()
+    {
+        return Err(ServeError::AdminExposed(addr));
     }
+    // The store first: a locked or unreadable data directory must stop us before we listen.
+    let Built {
+        engine,
+        manual,
+        store,
+    } = build_engine(&config)?;
     let grpc_listener = bind(&config.server.grpc_addr).await?;
     let grpc_addr = grpc_listener
         .local_addr()
@@ -119,7 +160,6 @@ pub async fn serve(
             addr: config.server.http_addr.clone(),
             source,
         })?;
-    let (engine, manual) = build_engine(&config)?;
     if config.auth.admin_token.is_none() {
         tracing::warn!("no admin token: the admin API is open to anyone on this machine");
     }
@@ -159,12 +199,13 @@ pub async fn serve(
             engine.clone(),
             metrics.clone(),
             upstream,
+            store.clone(),
         ))
         .max_decoding_message_size(max),
         move |r| sender_auth.check(r),
     );
     let admin = InterceptedService::new(
-        GovernorAdminServer::new(AdminService::new(engine.clone(), manual))
+        GovernorAdminServer::new(AdminService::new(engine.clone(), manual, store.clone()))
             .max_decoding_message_size(max),
         move |r| admin_auth.check(r),
     );
@@ -191,6 +232,7 @@ pub async fn serve(
         ready: ready.clone(),
         engine: engine.clone(),
         metrics: metrics.clone(),
+        store: store.clone(),
         webhook: Arc::new(WebhookConfig {
             secret: config.auth.webhook_secret.clone(),
             verify_token: config.auth.webhook_verify_token.clone(),
@@ -229,6 +271,9 @@ pub async fn serve(
     }
     http.abort();
     let _ = http.await;
+    if let Some(store) = &store {
+        store.close();
+    }
     tracing::info!("stopped");
     Ok(())
 }

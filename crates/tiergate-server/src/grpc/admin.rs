@@ -10,21 +10,34 @@ use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::durable::{self, Durable};
 
 /// The admin service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     engine: Arc<Engine>,
     manual_clock: Option<Arc<ManualClock>>,
+    store: Durable,
 }
 
 impl AdminService {
     /// A service over `engine`; `manual_clock` enables `AdvanceClock`.
-    pub fn new(engine: Arc<Engine>, manual_clock: Option<Arc<ManualClock>>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        manual_clock: Option<Arc<ManualClock>>,
+        store: Durable,
+    ) -> Self {
         Self {
             engine,
             manual_clock,
+            store,
         }
+    }
+
+    /// Answers once the change is durable.
+    async fn durable<T>(&self, v: T) -> Rpc<T> {
+        durable::sync(&self.store).await?;
+        Ok(Response::new(v))
     }
 }
 
@@ -41,7 +54,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let cfg = convert::org_config(org)?;
         let st = self.engine.put_org(cfg).map_err(convert::status)?;
         tracing::info!(org_id = %st.config.org_id, tier = %st.config.tier, "org registered");
-        Ok(Response::new(convert::org_pb(&st)))
+        self.durable(convert::org_pb(&st)).await
     }
 
     async fn get_org(&self, request: Request<pb::GetOrgRequest>) -> Rpc<pb::Org> {
@@ -75,7 +88,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .set_escalation_path(id, path)
             .map_err(convert::status)?;
-        Ok(Response::new(convert::org_pb(&st)))
+        self.durable(convert::org_pb(&st)).await
     }
 
     async fn clear_escalation_path(
@@ -87,7 +100,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .clear_escalation_path(id)
             .map_err(convert::status)?;
-        Ok(Response::new(convert::org_pb(&st)))
+        self.durable(convert::org_pb(&st)).await
     }
 
     async fn set_quality_rating(
@@ -101,7 +114,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .set_quality_rating(id, rating)
             .map_err(convert::status)?;
-        Ok(Response::new(convert::org_pb(&st)))
+        self.durable(convert::org_pb(&st)).await
     }
 
     async fn request_tier_change(
@@ -115,14 +128,15 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .request_tier_change(id, target)
             .map_err(convert::status)?;
-        Ok(Response::new(pb::TierChangeResponse {
+        self.durable(pb::TierChangeResponse {
             applied: c.applied,
             tier: convert::tier_pb(c.tier) as i32,
             pending_tier: c
                 .pending_tier
                 .map_or(pb::Tier::Unspecified, convert::tier_pb) as i32,
             held_reason: convert::reason_pb(c.held_reason) as i32,
-        }))
+        })
+        .await
     }
 
     async fn file_appeal(&self, request: Request<pb::FileAppealRequest>) -> Rpc<pb::Appeal> {
@@ -132,7 +146,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .file_appeal(id, &r.evidence)
             .map_err(convert::status)?;
-        Ok(Response::new(convert::appeal_pb(&a)))
+        self.durable(convert::appeal_pb(&a)).await
     }
 
     async fn resolve_appeal(&self, request: Request<pb::ResolveAppealRequest>) -> Rpc<pb::Appeal> {
@@ -144,7 +158,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .engine
             .resolve_appeal(&id, r.approved)
             .map_err(convert::status)?;
-        Ok(Response::new(convert::appeal_pb(&a)))
+        self.durable(convert::appeal_pb(&a)).await
     }
 
     async fn set_account_restricted(
@@ -162,7 +176,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             restricted = r.restricted,
             "account restriction set"
         );
-        Ok(Response::new(convert::org_pb(&st)))
+        self.durable(convert::org_pb(&st)).await
     }
 
     async fn advance_clock(

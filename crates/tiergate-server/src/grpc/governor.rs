@@ -10,6 +10,7 @@ use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::durable::{self, Durable};
 use crate::metrics::Metrics;
 use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
 
@@ -19,6 +20,7 @@ pub struct GovernorService {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     upstream: Option<Arc<Upstream>>,
+    store: Durable,
 }
 
 impl GovernorService {
@@ -27,11 +29,13 @@ impl GovernorService {
         engine: Arc<Engine>,
         metrics: Arc<Metrics>,
         upstream: Option<Arc<Upstream>>,
+        store: Durable,
     ) -> Self {
         Self {
             engine,
             metrics,
             upstream,
+            store,
         }
     }
 
@@ -122,6 +126,9 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             &r.idempotency_key,
         )?;
         let d = self.decide(&send)?;
+        if d.is_allowed() && !d.replayed {
+            durable::sync(&self.store).await?;
+        }
         Ok(Response::new(convert::decision_pb(&d)))
     }
 
@@ -157,6 +164,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             }
         };
         self.react(&permit, outcome)?;
+        durable::sync(&self.store).await?;
         Ok(Response::new(pb::ReportResponse {}))
     }
 
@@ -196,6 +204,8 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             }
             return Ok(Response::new(resp));
         };
+        // Forward only what a restart would remember.
+        durable::sync(&self.store).await?;
         let msg = TemplateMessage {
             phone_number_id: send.phone_number_id,
             to: send.recipient,
@@ -241,6 +251,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         if let Err(e) = self.react(&permit, outcome) {
             tracing::warn!(permit = %permit, error = %e.message(), "report after upstream");
         }
+        durable::sync(&self.store).await?;
         Ok(Response::new(resp))
     }
 }

@@ -1,0 +1,316 @@
+//! The embedded store: facts in redb, one writer thread, group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tiergate_core::{Engine, Fact, Journal};
+use tokio::sync::watch;
+
+use crate::replay_clock::ReplayClock;
+
+/// The on-disk format this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MAX_BATCH: usize = 4_096;
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database is locked by another process, unreadable or corrupt.
+    #[error("store {path}: {message}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// redb's reason.
+        message: String,
+    },
+    /// The database was written by a newer tiergate.
+    #[error(
+        "store {path} has schema version {found}; this tiergate reads up to {SCHEMA_VERSION}: refusing to touch it"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// A stored fact could not be read or applied.
+    #[error("store {path}: fact {seq}: {message}")]
+    Fact {
+        /// The file.
+        path: PathBuf,
+        /// Its number.
+        seq: u64,
+        /// Why.
+        message: String,
+    },
+    /// Writing failed; the sidecar stops acknowledging sends.
+    #[error("store write failed: {0}")]
+    Write(String),
+}
+
+fn open_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+struct Queue {
+    next: u64,
+    tx: mpsc::Sender<(u64, Vec<u8>)>,
+}
+
+/// An open embedded store. Hand it to the engine with [`Engine::set_journal`] after replay.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    queue: Mutex<Option<Queue>>,
+    durable: watch::Receiver<u64>,
+    failed: Arc<AtomicBool>,
+    issued: AtomicU64,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    durable_tx: Mutex<Option<watch::Sender<u64>>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery {
+    /// Facts replayed.
+    pub facts: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `dir/tiergate.redb`. Refuses a newer schema, a corrupt file, or a
+    /// directory another process holds.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("tiergate.redb");
+        let db = if path.exists() {
+            Database::open(&path).map_err(|e| open_err(&path, e))?
+        } else {
+            Database::create(&path).map_err(|e| open_err(&path, e))?
+        };
+        // Schema version: written once, checked every time.
+        let txn = db.begin_write().map_err(|e| open_err(&path, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| open_err(&path, e))?;
+            let found = meta
+                .get("schema_version")
+                .map_err(|e| open_err(&path, e))?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema { path, found: v });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(|e| open_err(&path, e))?;
+                }
+            }
+            txn.open_table(FACTS).map_err(|e| open_err(&path, e))?;
+        }
+        txn.commit().map_err(|e| open_err(&path, e))?;
+        let (durable_tx, durable) = watch::channel(0);
+        Ok(Self {
+            path,
+            db: Arc::new(db),
+            queue: Mutex::new(None),
+            durable,
+            failed: Arc::new(AtomicBool::new(false)),
+            issued: AtomicU64::new(0),
+            writer: Mutex::new(None),
+            durable_tx: Mutex::new(Some(durable_tx)),
+        })
+    }
+
+    /// Replays every stored fact into `engine`, pinning `clock` to each fact's time, then starts
+    /// the writer so that new facts follow the stored ones.
+    pub fn replay(&self, engine: &Engine, clock: &ReplayClock) -> Result<Recovery, StoreError> {
+        let start = Instant::now();
+        let read = self.db.begin_read().map_err(|e| open_err(&self.path, e))?;
+        let table = read
+            .open_table(FACTS)
+            .map_err(|e| open_err(&self.path, e))?;
+        let mut last = 0u64;
+        let mut n = 0u64;
+        for item in table.iter().map_err(|e| open_err(&self.path, e))? {
+            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
+            let seq = k.value();
+            let fact_err = |message: String| StoreError::Fact {
+                path: self.path.clone(),
+                seq,
+                message,
+            };
+            let fact: Fact =
+                serde_json::from_slice(v.value()).map_err(|e| fact_err(e.to_string()))?;
+            clock.pin(fact.at());
+            if let Err(e) = engine.apply_fact(&fact) {
+                // A fact the engine refuses now (e.g. a policy change made it invalid) is
+                // reported and skipped, never silently dropped.
+                tracing::warn!(seq, error = %e, "stored fact not applied");
+            }
+            last = seq;
+            n += 1;
+        }
+        drop(table);
+        drop(read);
+        clock.release();
+        self.start_writer(last + 1);
+        Ok(Recovery {
+            facts: n,
+            took: start.elapsed(),
+        })
+    }
+
+    fn start_writer(&self, first_seq: u64) {
+        let (tx, rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        *self.queue.lock() = Some(Queue {
+            next: first_seq,
+            tx,
+        });
+        self.issued.store(first_seq - 1, Ordering::SeqCst);
+        let Some(durable_tx) = self.durable_tx.lock().take() else {
+            return;
+        };
+        durable_tx.send_replace(first_seq - 1);
+        let db = self.db.clone();
+        let failed = self.failed.clone();
+        let handle = std::thread::Builder::new()
+            .name("tiergate-store".into())
+            .spawn(move || writer(db, rx, durable_tx, failed))
+            .ok();
+        *self.writer.lock() = handle;
+    }
+
+    /// The number of the last fact handed to the store.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every fact up to `seq` is on disk.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.durable.clone();
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(StoreError::Write(
+                    "an earlier batch failed to commit".into(),
+                ));
+            }
+            if *rx.borrow_and_update() >= seq {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Write("the store writer stopped".into()));
+            }
+        }
+    }
+
+    /// Waits until everything handed to the store so far is on disk.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.wait_durable(self.issued()).await
+    }
+
+    /// Stops the writer after it flushed everything queued (shutdown).
+    pub fn close(&self) {
+        self.queue.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Journal for EmbeddedStore {
+    fn record(&self, fact: Fact) {
+        let bytes = match serde_json::to_vec(&fact) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "fact not serialisable");
+                self.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        let mut q = self.queue.lock();
+        let Some(q) = q.as_mut() else {
+            return;
+        };
+        let seq = q.next;
+        q.next += 1;
+        if q.tx.send((seq, bytes)).is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.issued.store(seq, Ordering::SeqCst);
+    }
+}
+
+/// Takes what is queued, writes it in one transaction, fsyncs once, tells the waiters.
+fn writer(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<(u64, Vec<u8>)>,
+    durable: watch::Sender<u64>,
+    failed: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            {
+                let mut t = txn.open_table(FACTS)?;
+                for (seq, bytes) in &batch {
+                    t.insert(*seq, bytes.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let last = batch.last().map_or(0, |b| b.0);
+                durable.send_replace(last);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed: no further sends are acknowledged");
+                failed.store(true, Ordering::SeqCst);
+                durable.send_replace(0);
+                return;
+            }
+        }
+    }
+}

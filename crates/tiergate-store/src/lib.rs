@@ -1,0 +1,19 @@
+//! # tiergate-store: state that survives a restart
+//!
+//! The engine hands every state change to a [`tiergate_core::Journal`] while it holds the org's
+//! lock. [`EmbeddedStore`] appends those facts to a redb database from one writer thread that
+//! commits them in batches (group commit: one fsync per batch, not per send), and a caller
+//! acknowledges an ALLOW only once [`EmbeddedStore::wait_durable`] says its batch is on disk.
+//! On start the facts are replayed in order through [`tiergate_core::Engine::apply_fact`], on a
+//! clock set to each fact's time, which rebuilds windows, counts, ratings, pending tiers,
+//! appeals, pauses and idempotency keys exactly.
+//!
+//! The database stores a schema version; a newer, unreadable or corrupt one is refused with a
+//! clear error, never reset. A second process on the same directory is refused by redb's lock.
+#![forbid(unsafe_code)]
+
+mod embedded;
+mod replay_clock;
+
+pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use replay_clock::ReplayClock;

@@ -1,0 +1,200 @@
+//! The embedded store: state survives restarts and `kill -9`; bad data directories are refused.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use support::*;
+use tiergate_proto::v1 as pb;
+
+fn data_dir(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("tiergate-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.to_string_lossy().into_owned()
+}
+
+async fn embedded(dir: &str) -> Sidecar {
+    Sidecar::start(&[
+        "--store",
+        "embedded",
+        "--data-dir",
+        dir,
+        "--manual-clock",
+        "--set",
+        "policy.auto_upgrade=false",
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn restart_restores_everything() {
+    let dir = data_dir("restart");
+    let s = embedded(&dir).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let mut permits = Vec::new();
+    for i in 0..20 {
+        let r = s.acquire("acme", i).await;
+        assert!(allowed(&r));
+        permits.push(r.permit_id);
+    }
+    s.admin()
+        .set_quality_rating(s.req(pb::SetQualityRatingRequest {
+            org_id: "acme".into(),
+            rating: pb::QualityRating::Red as i32,
+        }))
+        .await
+        .unwrap();
+    s.admin()
+        .file_appeal(s.req(pb::FileAppealRequest {
+            org_id: "acme".into(),
+            evidence: "help desk".into(),
+        }))
+        .await
+        .unwrap();
+    let mut idem = acquire("acme", 500);
+    idem.idempotency_key = "order-500".into();
+    let first = s.acquire_req(idem.clone()).await;
+    let before = s.get_org("acme").await;
+    assert!(s.terminate().await.success());
+
+    let s = embedded(&dir).await;
+    let after = s.get_org("acme").await;
+    assert_eq!(after.usage, before.usage);
+    assert_eq!(after.quality_rating, pb::QualityRating::Red as i32);
+    assert_eq!(after.flagged_since_unix_ms, before.flagged_since_unix_ms);
+    assert_eq!(after.appeal, before.appeal);
+    // a recipient counted before the restart is not counted again (past its pair rate)
+    s.advance(6_000).await;
+    let r = s.acquire("acme", 3).await;
+    assert!(allowed(&r));
+    assert_eq!(r.usage.unwrap().unique_recipients_24h, 21);
+    // the idempotency key still returns the first answer
+    assert_eq!(s.acquire_req(idem).await.permit_id, first.permit_id);
+    // a permit from before the restart can still be reported and refunds its slot
+    s.governor()
+        .report(pb::ReportRequest {
+            permit_id: permits[19].clone(),
+            outcome: pb::SendOutcome::NotSent as i32,
+            error_code: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
+        20
+    );
+    assert!(s.terminate().await.success());
+    let s = embedded(&dir).await;
+    assert_eq!(
+        s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
+        20
+    );
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_allow() {
+    let dir = data_dir("crash");
+    let s = embedded(&dir).await;
+    s.put_org(org("crash", pb::Tier::Unlimited)).await;
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..8u64 {
+        let mut g = s.governor();
+        let (acked, started, finished, stop) = (
+            acked.clone(),
+            started.clone(),
+            finished.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                started.fetch_add(1, Ordering::SeqCst);
+                let r = g.acquire(acquire("crash", 1_000_000 * (w + 1) + i)).await;
+                if let Ok(r) = r {
+                    if allowed(&r.into_inner()) {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    return;
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    s.kill9();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.load(Ordering::SeqCst);
+    let in_flight = started.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst);
+    assert!(
+        acked > 100,
+        "only {acked} sends acknowledged before the kill"
+    );
+    let s = embedded(&dir).await;
+    let counted = s.get_org("crash").await.usage.unwrap().templates_7d;
+    assert!(counted >= acked, "{counted} counted < {acked} acknowledged");
+    assert!(
+        counted <= acked + in_flight,
+        "{counted} counted > {acked} acknowledged + {in_flight} in flight"
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused() {
+    let dir = data_dir("lock");
+    let _s = embedded(&dir).await;
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--store",
+            "embedded",
+            "--data-dir",
+            &dir,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it must not listen");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tiergate.redb"), "{err}");
+}
+
+#[test]
+fn a_corrupt_store_is_refused_and_left_alone() {
+    let dir = data_dir("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = format!("{dir}/tiergate.redb");
+    let junk = vec![0x5au8; 64 * 1024];
+    std::fs::write(&file, &junk).unwrap();
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--store",
+            "embedded",
+            "--data-dir",
+            &dir,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tiergate.redb"));
+    assert_eq!(std::fs::read(&file).unwrap(), junk, "never silently reset");
+}

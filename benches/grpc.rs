@@ -3,7 +3,7 @@
 //! Starts `tiergate echo-serve` (same proto, always ALLOW, no policy) and `tiergate serve` on
 //! each available store, drives each with the same loadgen settings, and prints one table with
 //! every result's ratio to the echo floor. `TIERGATE_BENCH_SECS` sets each run's length (10 s),
-//! `TIERGATE_BENCH_STORES` the stores (`memory`).
+//! `TIERGATE_BENCH_STORES` the stores (`memory,embedded`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -69,9 +69,14 @@ fn main() {
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
     }
-    // Stores to measure; embedded and redis join once they are built.
-    let stores = std::env::var("TIERGATE_BENCH_STORES").unwrap_or_else(|_| "memory".into());
+    // Stores to measure; redis joins once it is built.
+    let stores =
+        std::env::var("TIERGATE_BENCH_STORES").unwrap_or_else(|_| "memory,embedded".into());
     for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let dir =
+            std::env::temp_dir().join(format!("tiergate-bench-{store}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir_s = dir.to_string_lossy().into_owned();
         let server = spawn(&[
             "serve",
             "--grpc-addr",
@@ -80,6 +85,8 @@ fn main() {
             "127.0.0.1:0",
             "--store",
             store,
+            "--data-dir",
+            &dir_s,
         ]);
         let cfg = LoadConfig {
             addr: server.1.clone(),
@@ -91,6 +98,8 @@ fn main() {
             format!("tiergate serve --store {store}"),
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
     }
     let floor = rows[0].1.throughput_rps;
     println!(
@@ -115,5 +124,5 @@ fn main() {
             s.errors
         );
     }
-    println!("\nembedded and Redis stores: not built yet, so not measured.");
+    println!("\nthe Redis store is not built yet, so not measured.");
 }

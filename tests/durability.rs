@@ -149,24 +149,20 @@ async fn kill_9_loses_no_acknowledged_allow() {
     );
 }
 
+/// `serve` on the embedded store in `dir`, run to completion (for the refusals).
+fn serve_once(dir: &str) -> std::process::Output {
+    Command::new(bin())
+        .args(["serve", "--store", "embedded", "--data-dir", dir])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_second_process_on_the_same_directory_is_refused() {
     let dir = data_dir("lock");
     let _s = embedded(&dir).await;
-    let out = Command::new(bin())
-        .args([
-            "serve",
-            "--store",
-            "embedded",
-            "--data-dir",
-            &dir,
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = serve_once(&dir);
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "it must not listen");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -180,20 +176,7 @@ fn a_corrupt_store_is_refused_and_left_alone() {
     let file = format!("{dir}/tiergate.redb");
     let junk = vec![0x5au8; 64 * 1024];
     std::fs::write(&file, &junk).unwrap();
-    let out = Command::new(bin())
-        .args([
-            "serve",
-            "--store",
-            "embedded",
-            "--data-dir",
-            &dir,
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = serve_once(&dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tiergate.redb"));
     assert_eq!(std::fs::read(&file).unwrap(), junk, "never silently reset");

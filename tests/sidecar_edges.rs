@@ -272,17 +272,6 @@ async fn health_and_reflection() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
 }
 
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly() {
     let s = Sidecar::start(&[]).await;

@@ -168,12 +168,7 @@ async fn loadgen_counts_agree_with_the_server_metrics() {
         denied > 0,
         "200 recipients over 600 calls must hit the pair rate"
     );
-    let m = reqwest::get(format!("http://{}/metrics", s.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     let sum = |verdict: &str| -> u64 {
         m.lines()
             .filter(|l| {

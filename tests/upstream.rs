@@ -255,14 +255,3 @@ async fn timeouts_and_connection_errors_give_the_slot_back() {
     assert!(r.error_title.contains("unreachable"), "{}", r.error_title);
     assert_eq!(s.get_org("acme").await.usage.unwrap().templates_7d, 0);
 }
-
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    out
-}

@@ -140,12 +140,7 @@ async fn unknown_ids_are_counted_and_answered_200() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["unknown_id"], 1);
-    let m = reqwest::get(format!("http://{}/metrics", s.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     assert!(
         m.contains(r#"tiergate_webhook_changes_total{field="phone_number_quality_update",result="unknown_id"} 1"#),
         "{m}"
@@ -229,12 +224,7 @@ async fn every_fixture_changes_state_as_specified() {
     // a failed status with 131056: that pair backs off
     post_signed(&s, &fixture("status_failed_pair_rate.json")).await;
     assert_eq!(s.get_org("acme").await.pair_backoffs, 1);
-    let m = reqwest::get(format!("http://{}/metrics", s.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     assert!(
         m.contains(r#"tiergate_feedback_reactions_total{result="pair_backoff"} 1"#),
         "{m}"

@@ -172,7 +172,24 @@ impl Sidecar {
     }
 }
 
+/// A plain HTTP/1.1 GET on a raw socket: status line, headers and body as text.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 impl Sidecar {
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        http_get(&self.http, "/metrics").await
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

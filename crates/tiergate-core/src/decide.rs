@@ -25,18 +25,27 @@ pub(crate) struct CheckedSend<'a> {
 }
 
 impl OrgState {
-    /// Decides one send at `now` and records it when allowed.
-    pub(crate) fn decide(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> Decision {
+    /// Brings what a send reads up to `now`: its window, the weekly log, permits and, when the
+    /// send has a key, idempotency keys. Returns the clamped time, the window and the weekly
+    /// cutoff.
+    fn catch_up(&mut self, policy: &Policy, send: &CheckedSend<'_>, now: u64) -> (u64, usize, u64) {
         let now = self.advance(now);
         let w = self.window_of(policy, send.slot);
         let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
         self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
         self.log.expire(cutoff7);
         self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
-
-        if let Some(key) = send.idempotency_key {
+        if send.idempotency_key.is_some() {
             self.idem
                 .expire(now.saturating_sub(policy.idempotency_ttl_ms));
+        }
+        (now, w, cutoff7)
+    }
+
+    /// Decides one send at `now` and records it when allowed.
+    pub(crate) fn decide(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> Decision {
+        let (now, w, cutoff7) = self.catch_up(policy, &send, now);
+        if let Some(key) = send.idempotency_key {
             if let Some(first) = self.idem.get(key) {
                 return Decision {
                     replayed: true,
@@ -134,16 +143,7 @@ impl OrgState {
     /// Counts a send that was allowed before (a replayed fact) without judging it again; the
     /// GCRA cells it used are taken again. Returns the permit's sequence number.
     pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
-        let now = self.advance(now);
-        let w = self.window_of(policy, send.slot);
-        let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
-        self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
-        self.log.expire(cutoff7);
-        self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
-        if send.idempotency_key.is_some() {
-            self.idem
-                .expire(now.saturating_sub(policy.idempotency_ttl_ms));
-        }
+        let (now, w, _) = self.catch_up(policy, &send, now);
         self.maybe_auto_upgrade(policy, now);
         let (usage, _) = self.standing(policy, w, now);
         self.refresh_throughput(policy, send.slot, now);

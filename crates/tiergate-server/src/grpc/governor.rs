@@ -60,23 +60,19 @@ impl GovernorService {
     }
 }
 
-#[allow(clippy::result_large_err)]
-fn send_request<'a>(
-    org_id: &'a str,
-    phone_number_id: &'a str,
-    recipient: &'a str,
-    template_name: &'a str,
-    category: i32,
-    idempotency_key: &'a str,
-) -> Result<SendRequest<'a>, Status> {
-    Ok(SendRequest {
-        org_id: convert::required("org_id", org_id)?,
-        phone_number_id: convert::required("phone_number_id", phone_number_id)?,
-        recipient: convert::required("recipient", recipient)?,
-        template_name: convert::required("template_name", template_name)?,
-        category: convert::category(category)?,
-        idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
-    })
+/// The send both `Acquire` and `SendTemplate` carry, checked at the edge.
+macro_rules! send_request {
+    ($r:expr) => {
+        SendRequest {
+            org_id: convert::required("org_id", &$r.org_id)?,
+            phone_number_id: convert::required("phone_number_id", &$r.phone_number_id)?,
+            recipient: convert::required("recipient", &$r.recipient)?,
+            template_name: convert::required("template_name", &$r.template_name)?,
+            category: convert::category($r.category)?,
+            idempotency_key: (!$r.idempotency_key.is_empty())
+                .then_some($r.idempotency_key.as_str()),
+        }
+    };
 }
 
 #[allow(clippy::result_large_err)]
@@ -117,14 +113,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = request.get_ref();
-        let send = send_request(
-            &r.org_id,
-            &r.phone_number_id,
-            &r.recipient,
-            &r.template_name,
-            r.category,
-            &r.idempotency_key,
-        )?;
+        let send = send_request!(r);
         let d = self.decide(&send)?;
         if d.is_allowed() && !d.replayed {
             durable::sync(&self.store).await?;
@@ -178,14 +167,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             ));
         };
         let r = request.get_ref();
-        let send = send_request(
-            &r.org_id,
-            &r.phone_number_id,
-            &r.recipient,
-            &r.template_name,
-            r.category,
-            &r.idempotency_key,
-        )?;
+        let send = send_request!(r);
         let language = language_code(&r.language_code)?;
         let components = components(&r.components_json)?;
         let d = self.decide(&send)?;

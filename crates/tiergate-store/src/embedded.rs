@@ -73,7 +73,7 @@ fn open_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 
 struct Queue {
     next: u64,
-    tx: mpsc::Sender<(u64, Vec<u8>)>,
+    tx: mpsc::Sender<(u64, Fact)>,
 }
 
 /// An open embedded store. Hand it to the engine with [`Engine::set_journal`] after replay.
@@ -193,7 +193,7 @@ impl EmbeddedStore {
     }
 
     fn start_writer(&self, first_seq: u64) {
-        let (tx, rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        let (tx, rx) = mpsc::channel::<(u64, Fact)>();
         *self.queue.lock() = Some(Queue {
             next: first_seq,
             tx,
@@ -250,22 +250,15 @@ impl EmbeddedStore {
 }
 
 impl Journal for EmbeddedStore {
+    /// Queues the fact; the writer thread encodes it, so the org's lock is held only for this.
     fn record(&self, fact: Fact) {
-        let bytes = match serde_json::to_vec(&fact) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "fact not serialisable");
-                self.failed.store(true, Ordering::SeqCst);
-                return;
-            }
-        };
         let mut q = self.queue.lock();
         let Some(q) = q.as_mut() else {
             return;
         };
         let seq = q.next;
         q.next += 1;
-        if q.tx.send((seq, bytes)).is_err() {
+        if q.tx.send((seq, fact)).is_err() {
             self.failed.store(true, Ordering::SeqCst);
         }
         self.issued.store(seq, Ordering::SeqCst);
@@ -275,18 +268,32 @@ impl Journal for EmbeddedStore {
 /// Takes what is queued, writes it in one transaction, fsyncs once, tells the waiters.
 fn writer(
     db: Arc<Database>,
-    rx: mpsc::Receiver<(u64, Vec<u8>)>,
+    rx: mpsc::Receiver<(u64, Fact)>,
     durable: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
+    let encode = |(seq, fact): (u64, Fact)| {
+        // Facts are plain data; encoding cannot fail, but a failure must not pass silently.
+        serde_json::to_vec(&fact).map(|b| (seq, b))
+    };
     while let Ok(first) = rx.recv() {
         batch.clear();
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(item) => items.push(item),
                 Err(_) => break,
+            }
+        }
+        for item in items {
+            match encode(item) {
+                Ok(b) => batch.push(b),
+                Err(e) => {
+                    tracing::error!(error = %e, "fact not encodable: no further sends are acknowledged");
+                    failed.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
         }
         let result = (|| -> Result<(), redb::Error> {

@@ -1,0 +1,134 @@
+"""A client from another gRPC implementation (Python grpcio), generated from proto/ alone.
+
+It drives the SPEC §2 rules through the names of SPEC §3 against a server started with
+--manual-clock and small policy thresholds (see tests/interop_python.rs). Exits non-zero on the
+first mismatch.
+"""
+import os
+import sys
+import tempfile
+
+from grpc_tools import protoc
+import grpc
+
+addr, proto_root = sys.argv[1], sys.argv[2]
+out = tempfile.mkdtemp()
+rc = protoc.main([
+    "protoc", f"-I{proto_root}", f"--python_out={out}", f"--grpc_python_out={out}",
+    os.path.join(proto_root, "tiergate/v1/tiergate.proto"),
+])
+assert rc == 0, "protoc failed"
+sys.path.insert(0, out)
+from tiergate.v1 import tiergate_pb2 as pb  # noqa: E402
+from tiergate.v1 import tiergate_pb2_grpc as rpc  # noqa: E402
+
+channel = grpc.insecure_channel(addr)
+gov = rpc.SendGovernorStub(channel)
+admin = rpc.GovernorAdminStub(channel)
+DAY = 86_400_000
+
+
+def org(org_id, tier, phone, mps=1000, path=True):
+    o = pb.Org(org_id=org_id, tier=tier,
+               phone_numbers=[pb.PhoneNumber(phone_number_id=phone, throughput_mps=mps)])
+    if path:
+        o.escalation_path.CopyFrom(pb.EscalationPath(kind=pb.ESCALATION_KIND_EMAIL,
+                                                     contact="help@example.com"))
+    return admin.PutOrg(pb.PutOrgRequest(org=o))
+
+
+def acquire(org_id, phone, to, key=""):
+    return gov.Acquire(pb.AcquireRequest(org_id=org_id, phone_number_id=phone, recipient=str(to),
+                                         template_name="order_update",
+                                         category=pb.CATEGORY_UTILITY, idempotency_key=key))
+
+
+def expect(resp, reason):
+    assert resp.verdict == pb.VERDICT_DENY and resp.reason == reason, resp
+
+
+def ok(resp):
+    assert resp.verdict == pb.VERDICT_ALLOW and resp.reason == pb.DENY_REASON_UNSPECIFIED, resp
+    return resp
+
+
+# Start gate, then a tier increase held until an escalation path is set.
+org("py", pb.TIER_250, "42", path=False)
+expect(acquire("py", "42", 1), pb.DENY_REASON_ESCALATION_PATH_REQUIRED)
+t = admin.RequestTierChange(pb.RequestTierChangeRequest(org_id="py", target_tier=pb.TIER_1K))
+assert not t.applied and t.pending_tier == pb.TIER_1K, t
+assert t.held_reason == pb.DENY_REASON_ESCALATION_PATH_REQUIRED, t
+o = admin.SetEscalationPath(pb.SetEscalationPathRequest(
+    org_id="py", path=pb.EscalationPath(kind=pb.ESCALATION_KIND_PHONE, contact="+4915112345678")))
+assert o.tier == pb.TIER_1K and o.pending_tier == pb.TIER_UNSPECIFIED, o
+
+# Pair rate, idempotency, and a NOT_SENT report giving the slot back.
+ok(acquire("py", "42", 1))
+r = acquire("py", "42", 1)
+expect(r, pb.DENY_REASON_PAIR_RATE)
+assert r.retry_after_ms == 6000, r
+a = ok(acquire("py", "42", 2, key="order-2"))
+assert acquire("py", "42", 2, key="order-2").permit_id == a.permit_id
+gov.Report(pb.ReportRequest(permit_id=a.permit_id, outcome=pb.SEND_OUTCOME_NOT_SENT))
+assert admin.GetOrg(pb.GetOrgRequest(org_id="py")).usage.templates_7d == 1
+
+# The weekly cap without an escalation path (5 in this server's policy).
+admin.ClearEscalationPath(pb.ClearEscalationPathRequest(org_id="py"))
+for to in range(10, 14):
+    ok(acquire("py", "42", to))
+expect(acquire("py", "42", 99), pb.DENY_REASON_WEEKLY_CAP_WITHOUT_ESCALATION)
+
+# Throughput of a number.
+org("tp", pb.TIER_250, "43", mps=2)
+ok(acquire("tp", "43", 1))
+ok(acquire("tp", "43", 2))
+r = acquire("tp", "43", 3)
+expect(r, pb.DENY_REASON_THROUGHPUT)
+assert r.retry_after_ms == 500, r
+
+# The tier window: 50 unique recipients, then a retry-after when the oldest leaves.
+org("tl", pb.TIER_50, "44")
+for to in range(50):
+    ok(acquire("tl", "44", to))
+admin.AdvanceClock(pb.AdvanceClockRequest(millis=6000))
+assert ok(acquire("tl", "44", 7)).usage.unique_recipients_24h == 50  # a repeat is not counted
+r = acquire("tl", "44", 1000)
+expect(r, pb.DENY_REASON_TIER_LIMIT)
+assert 0 < r.retry_after_ms <= DAY and r.usage.tier_limit == 50, r
+
+# RED for 7 days: small senders pass through, then the restricted tier (TIER_50 below 250).
+org("rq", pb.TIER_250, "45")
+o = admin.SetQualityRating(pb.SetQualityRatingRequest(org_id="rq", rating=pb.QUALITY_RATING_RED))
+assert o.flagged_since_unix_ms > 0 and not o.restricted, o
+admin.AdvanceClock(pb.AdvanceClockRequest(millis=7 * DAY))
+assert admin.GetOrg(pb.GetOrgRequest(org_id="rq")).restricted
+for to in range(3):
+    assert ok(acquire("rq", "45", to)).usage.passthrough
+for to in range(3, 50):
+    ok(acquire("rq", "45", to))
+r = acquire("rq", "45", 1000)
+expect(r, pb.DENY_REASON_QUALITY_RESTRICTED)
+assert r.usage.tier == pb.TIER_50 and not r.usage.passthrough, r
+
+# An approved appeal clears RED and the restriction.
+ap = admin.FileAppeal(pb.FileAppealRequest(org_id="rq", evidence="support form added"))
+assert ap.status == pb.APPEAL_STATUS_PENDING, ap
+ap = admin.ResolveAppeal(pb.ResolveAppealRequest(appeal_id=ap.appeal_id, approved=True))
+assert ap.status == pb.APPEAL_STATUS_APPROVED, ap
+o = admin.GetOrg(pb.GetOrgRequest(org_id="rq"))
+assert not o.restricted and o.flagged_since_unix_ms == 0, o
+ok(acquire("rq", "45", 1000))
+
+# Errors are gRPC errors; denials are not.
+try:
+    acquire("nobody", "1", 1)
+    raise AssertionError("unknown org must be NOT_FOUND")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.NOT_FOUND, e
+try:
+    acquire("py", "42", "+49 151")
+    raise AssertionError("bad recipient must be INVALID_ARGUMENT")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient" in e.details(), e
+assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 4
+print("interop ok")

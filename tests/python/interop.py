@@ -119,6 +119,25 @@ o = admin.GetOrg(pb.GetOrgRequest(org_id="rq"))
 assert not o.restricted and o.flagged_since_unix_ms == 0, o
 ok(acquire("rq", "45", 1000))
 
+# Account restricted (rule 3) and template paused (rule 4), in that order.
+admin.SetAccountRestricted(pb.SetAccountRestrictedRequest(org_id="rq", restricted=True))
+o = admin.PauseTemplate(pb.PauseTemplateRequest(org_id="rq", template_name="order_update",
+                                                until_unix_ms=0))
+assert o.account_restricted and o.paused_templates[0].disabled, o
+expect(acquire("rq", "45", 2000), pb.DENY_REASON_ACCOUNT_RESTRICTED)
+admin.SetAccountRestricted(pb.SetAccountRestrictedRequest(org_id="rq", restricted=False))
+r = acquire("rq", "45", 2000)
+expect(r, pb.DENY_REASON_TEMPLATE_PAUSED)
+assert r.retry_after_ms == 0, r
+now = admin.AdvanceClock(pb.AdvanceClockRequest(millis=0)).now_unix_ms
+admin.PauseTemplate(pb.PauseTemplateRequest(org_id="rq", template_name="order_update",
+                                            until_unix_ms=now + 3_600_000))
+r = acquire("rq", "45", 2000)
+expect(r, pb.DENY_REASON_TEMPLATE_PAUSED)
+assert r.retry_after_ms == 3_600_000, r
+admin.ReinstateTemplate(pb.ReinstateTemplateRequest(org_id="rq", template_name="order_update"))
+ok(acquire("rq", "45", 2000))
+
 # Errors are gRPC errors; denials are not.
 try:
     acquire("nobody", "1", 1)

@@ -179,6 +179,38 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         self.durable(convert::org_pb(&st)).await
     }
 
+    async fn pause_template(&self, request: Request<pb::PauseTemplateRequest>) -> Rpc<pb::Org> {
+        let r = request.get_ref();
+        let id = convert::required("org_id", &r.org_id)?;
+        let until = match r.until_unix_ms {
+            0 => None,
+            t if t > 0 => Some(t as u64),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "until_unix_ms: must not be negative",
+                ));
+            }
+        };
+        let st = self
+            .engine
+            .pause_template(id, &r.template_name, until)
+            .map_err(convert::status)?;
+        self.durable(convert::org_pb(&st)).await
+    }
+
+    async fn reinstate_template(
+        &self,
+        request: Request<pb::ReinstateTemplateRequest>,
+    ) -> Rpc<pb::Org> {
+        let r = request.get_ref();
+        let id = convert::required("org_id", &r.org_id)?;
+        let st = self
+            .engine
+            .reinstate_template(id, &r.template_name)
+            .map_err(convert::status)?;
+        self.durable(convert::org_pb(&st)).await
+    }
+
     async fn advance_clock(
         &self,
         request: Request<pb::AdvanceClockRequest>,

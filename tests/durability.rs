@@ -85,6 +85,12 @@ async fn restart_restores_everything() {
         s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
         20
     );
+    let m = s.metrics().await;
+    assert!(m.contains("tiergate_store_commit_seconds_count"), "{m}");
+    assert!(
+        !m.contains("tiergate_store_commit_seconds_count 0\n"),
+        "{m}"
+    );
     assert!(s.terminate().await.success());
     let s = embedded(&dir).await;
     assert_eq!(

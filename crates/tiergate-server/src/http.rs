@@ -89,7 +89,7 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let body = s.metrics.render(&s.engine);
+    let body = s.metrics.render(&s.engine, &s.store);
     (
         [(
             header::CONTENT_TYPE,

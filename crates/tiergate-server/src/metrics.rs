@@ -139,8 +139,9 @@ impl Metrics {
         self.reactions.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// The text exposition, with per-org gauges read from `engine` now.
-    pub fn render(&self, engine: &Engine) -> String {
+    /// The text exposition, with per-org gauges read from `engine` now and the store's commit
+    /// latency when there is a store.
+    pub fn render(&self, engine: &Engine, store: &crate::durable::Durable) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
             out.clear();
@@ -198,6 +199,37 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tiergate_orgs gauge");
         let _ = writeln!(out, "tiergate_orgs {total}");
+        if let Some(store) = store {
+            let st = store.stats();
+            let _ = writeln!(
+                out,
+                "# HELP tiergate_store_commit_seconds Latency of one group commit (write + fsync)."
+            );
+            let _ = writeln!(out, "# TYPE tiergate_store_commit_seconds histogram");
+            for (le, n) in tiergate_store::COMMIT_BUCKETS.iter().zip(st.buckets()) {
+                let _ = writeln!(
+                    out,
+                    "tiergate_store_commit_seconds_bucket{{le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tiergate_store_commit_seconds_bucket{{le=\"+Inf\"}} {}",
+                st.count()
+            );
+            let _ = writeln!(
+                out,
+                "tiergate_store_commit_seconds_sum {}",
+                st.sum_seconds()
+            );
+            let _ = writeln!(out, "tiergate_store_commit_seconds_count {}", st.count());
+            let _ = writeln!(
+                out,
+                "# HELP tiergate_store_facts Facts committed to the store."
+            );
+            let _ = writeln!(out, "# TYPE tiergate_store_facts counter");
+            let _ = writeln!(out, "tiergate_store_facts_total {}", st.facts());
+        }
         // encode_registry ends with "# EOF"; keep it last.
         if let Some(i) = out.find("# EOF\n") {
             out.replace_range(i..i + 6, "");

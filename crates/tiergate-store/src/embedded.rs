@@ -20,6 +20,58 @@ const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MAX_BATCH: usize = 4_096;
 
+/// Upper bounds (seconds) of the commit-latency histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.25, 1.0,
+];
+
+/// Commit latencies, for `/metrics` (a Prometheus histogram without the dependency).
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+    facts: AtomicU64,
+}
+
+impl CommitStats {
+    fn observe(&self, took: Duration, facts: usize) {
+        let secs = took.as_secs_f64();
+        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.facts.fetch_add(facts as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket of [`COMMIT_BUCKETS`].
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Total seconds spent committing.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Commits (batches) made.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Facts committed.
+    pub fn facts(&self) -> u64 {
+        self.facts.load(Ordering::Relaxed)
+    }
+}
+
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +138,7 @@ pub struct EmbeddedStore {
     issued: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     durable_tx: Mutex<Option<watch::Sender<u64>>>,
+    stats: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -150,6 +203,7 @@ impl EmbeddedStore {
             issued: AtomicU64::new(0),
             writer: Mutex::new(None),
             durable_tx: Mutex::new(Some(durable_tx)),
+            stats: Arc::new(CommitStats::default()),
         })
     }
 
@@ -205,11 +259,17 @@ impl EmbeddedStore {
         durable_tx.send_replace(first_seq - 1);
         let db = self.db.clone();
         let failed = self.failed.clone();
+        let stats = self.stats.clone();
         let handle = std::thread::Builder::new()
             .name("tiergate-store".into())
-            .spawn(move || writer(db, rx, durable_tx, failed))
+            .spawn(move || writer(db, rx, durable_tx, failed, stats))
             .ok();
         *self.writer.lock() = handle;
+    }
+
+    /// Commit latencies so far.
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// The number of the last fact handed to the store.
@@ -271,6 +331,7 @@ fn writer(
     rx: mpsc::Receiver<(u64, Fact)>,
     durable: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
+    stats: Arc<CommitStats>,
 ) {
     let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
     let encode = |(seq, fact): (u64, Fact)| {
@@ -296,6 +357,7 @@ fn writer(
                 }
             }
         }
+        let started = Instant::now();
         let result = (|| -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
             {
@@ -309,6 +371,7 @@ fn writer(
         })();
         match result {
             Ok(()) => {
+                stats.observe(started.elapsed(), batch.len());
                 let last = batch.last().map_or(0, |b| b.0);
                 durable.send_replace(last);
             }

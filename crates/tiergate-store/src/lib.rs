@@ -15,5 +15,5 @@
 mod embedded;
 mod replay_clock;
 
-pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use embedded::{COMMIT_BUCKETS, CommitStats, EmbeddedStore, SCHEMA_VERSION, StoreError};
 pub use replay_clock::ReplayClock;

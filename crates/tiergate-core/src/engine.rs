@@ -118,12 +118,7 @@ impl Engine {
             .get(req.org_id)
             .ok_or_else(|| EngineError::UnknownOrg(req.org_id.to_owned()))?;
         let mut st = org.lock();
-        let slot = st
-            .phone_slot(phone)
-            .ok_or_else(|| EngineError::UnknownPhoneNumber {
-                org_id: req.org_id.to_owned(),
-                phone_number_id: req.phone_number_id.to_owned(),
-            })?;
+        let slot = st.slot_of(req.phone_number_id, phone)?;
         let send = CheckedSend {
             slot,
             recipient,
@@ -159,12 +154,7 @@ impl Engine {
         let recipient = RecipientKey::parse(recipient)?;
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
-            let slot = st
-                .phone_slot(phone)
-                .ok_or_else(|| EngineError::UnknownPhoneNumber {
-                    org_id: org_id.to_owned(),
-                    phone_number_id: phone_number_id.to_owned(),
-                })?;
+            let slot = st.slot_of(phone_number_id, phone)?;
             let send = CheckedSend {
                 slot,
                 recipient,
@@ -334,17 +324,9 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
-            let slot = match phone {
-                Some(p) => {
-                    Some(
-                        st.phone_slot(p)
-                            .ok_or_else(|| EngineError::UnknownPhoneNumber {
-                                org_id: org_id.to_owned(),
-                                phone_number_id: phone_number_id.unwrap_or_default().to_owned(),
-                            })?,
-                    )
-                }
-                None => None,
+            let slot = match (phone_number_id, phone) {
+                (Some(id), Some(key)) => Some(st.slot_of(id, key)?),
+                _ => None,
             };
             let r = st.feedback(policy, slot, recipient, template_name, error_code, now);
             self.emit(|| Fact::Feedback {
@@ -376,12 +358,7 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         self.with_org(org_id, |st, policy| {
-            let slot = st
-                .phone_slot(key)
-                .ok_or_else(|| EngineError::UnknownPhoneNumber {
-                    org_id: org_id.to_owned(),
-                    phone_number_id: phone_number_id.to_owned(),
-                })?;
+            let slot = st.slot_of(phone_number_id, key)?;
             let now = st.advance(now);
             let mut phones = st.config.phone_numbers.clone();
             for p in &mut phones {

@@ -239,10 +239,9 @@ impl OrgState {
     }
 
     pub(crate) fn configured_mps(&self, policy: &Policy, slot: u16) -> u32 {
-        match self.phones[slot as usize].config.throughput_mps {
-            0 => policy.default_throughput_mps,
-            n => n,
-        }
+        self.phones[slot as usize]
+            .config
+            .mps(policy.default_throughput_mps)
     }
 
     /// The number's rate now: its configured rate, or the AIMD-cut rate recovering by

@@ -29,6 +29,17 @@ pub struct PhoneNumberConfig {
     pub throughput_mps: u32,
 }
 
+impl PhoneNumberConfig {
+    /// Messages per second this number is configured for: its own rate, or the policy's
+    /// default when it gives 0.
+    pub fn mps(&self, default_mps: u32) -> u32 {
+        match self.throughput_mps {
+            0 => default_mps,
+            n => n,
+        }
+    }
+}
+
 /// What an operator registers for an org (`PutOrg`, or `[[orgs]]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -174,6 +174,15 @@ impl OrgState {
         self.phone_index.get(&key).copied()
     }
 
+    /// The slot of `phone_number_id` (whose key is `key`), or the NOT_FOUND error naming it.
+    pub(crate) fn slot_of(&self, phone_number_id: &str, key: u128) -> Result<u16, EngineError> {
+        self.phone_slot(key)
+            .ok_or_else(|| EngineError::UnknownPhoneNumber {
+                org_id: self.id.to_string(),
+                phone_number_id: phone_number_id.to_owned(),
+            })
+    }
+
     pub(crate) fn has_history(&self) -> bool {
         self.config.has_template_history || self.sends_total > 0
     }
@@ -235,11 +244,7 @@ impl OrgState {
         }
         self.phone_index.clear();
         for p in &phones {
-            let mps = if p.throughput_mps == 0 {
-                policy.default_throughput_mps
-            } else {
-                p.throughput_mps
-            };
+            let mps = p.mps(policy.default_throughput_mps);
             let existing = self
                 .phones
                 .iter()

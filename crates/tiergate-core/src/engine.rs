@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::appeal::{Appeal, AppealId, validate_evidence};
 use crate::clock::Clock;
+use crate::command::{Command, Outcome};
 use crate::decide::CheckedSend;
 use crate::decision::{Decision, Permit, SendOutcome, SendRequest};
 use crate::error::{EngineError, PolicyError, ValidationError};
@@ -31,6 +32,15 @@ use crate::validate::{self, RecipientKey};
 /// Keys are inline strings (org ids up to 24 bytes need no heap), so a lookup compares the key
 /// in the table's own memory instead of chasing a pointer per probe.
 type OrgMap = DashMap<CompactString, Mutex<OrgState>, foldhash::fast::RandomState>;
+
+thread_local! {
+    /// The time [`Engine::execute_at`] runs a command at, on this thread.
+    static AT_MS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+fn org_outcome(st: OrgStatus) -> Outcome {
+    Outcome::Org(Box::new(st))
+}
 
 /// Shards of the org map (a power of two).
 const ORG_SHARDS: usize = 256;
@@ -112,7 +122,7 @@ impl Engine {
         if let Some(k) = req.idempotency_key {
             validate::idempotency_key(k)?;
         }
-        let now = self.clock.now_ms();
+        let now = self.now();
         let org = self
             .orgs
             .get(req.org_id)
@@ -140,6 +150,82 @@ impl Engine {
         Ok(d)
     }
 
+    /// Checks a send without deciding it: its fields, its org and its number. A replicated
+    /// store asks this before it orders a send in its log, so that malformed sends and unknown
+    /// ids never reach the log (or grow it).
+    pub fn check_send(&self, req: &SendRequest<'_>) -> Result<(), EngineError> {
+        validate::org_id(req.org_id)?;
+        let phone = validate::phone_key(req.phone_number_id)?;
+        RecipientKey::parse(req.recipient)?;
+        validate::template_name(req.template_name)?;
+        if let Some(k) = req.idempotency_key {
+            validate::idempotency_key(k)?;
+        }
+        let org = self
+            .orgs
+            .get(req.org_id)
+            .ok_or_else(|| EngineError::UnknownOrg(req.org_id.to_owned()))?;
+        org.lock().slot_of(req.phone_number_id, phone).map(drop)
+    }
+
+    /// Checks what a fact's fields must satisfy, without applying it: a replicated store asks
+    /// this before it writes the fact to its log, so a malformed change never reaches the log.
+    pub fn check_fact(&self, fact: &Fact) -> Result<(), EngineError> {
+        validate::org_id(fact.org())?;
+        match fact {
+            Fact::PutOrg { org, .. } => org.validate(self.policy.max_throughput_mps)?,
+            Fact::TemplatePaused { template, .. } | Fact::TemplateReinstated { template, .. } => {
+                validate::template_name(template).map(drop)?
+            }
+            Fact::AppealFiled { evidence, .. } => validate_evidence(evidence)?,
+            Fact::Feedback {
+                phone,
+                recipient,
+                template,
+                ..
+            } => {
+                if let Some(p) = phone {
+                    validate::phone_key(p)?;
+                }
+                if let Some(r) = recipient {
+                    RecipientKey::parse(r)?;
+                }
+                if let Some(t) = template {
+                    validate::template_name(t)?;
+                }
+            }
+            Fact::NumberThroughput { phone, mps, .. } => {
+                validate::phone_key(phone)?;
+                if *mps == 0 || *mps > self.policy.max_throughput_mps {
+                    return Err(ValidationError::new(
+                        "throughput_mps",
+                        format!("must be 1..={}", self.policy.max_throughput_mps),
+                    )
+                    .into());
+                }
+            }
+            Fact::Send {
+                phone, recipient, ..
+            } => {
+                validate::phone_key(phone)?;
+                RecipientKey::parse(recipient)?;
+            }
+            Fact::Report { .. }
+            | Fact::EscalationSet { .. }
+            | Fact::EscalationCleared { .. }
+            | Fact::Rating { .. }
+            | Fact::TierRequest { .. }
+            | Fact::AccountRestricted { .. }
+            | Fact::AppealResolved { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Whether an org is registered.
+    pub fn has_org(&self, org_id: &str) -> bool {
+        self.orgs.contains_key(org_id)
+    }
+
     /// Replays a recorded send: counts it exactly as it was counted, without judging it again
     /// (the rules already allowed it once). For stores restoring their facts.
     fn restore_send(
@@ -152,7 +238,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let phone = validate::phone_key(phone_number_id)?;
         let recipient = RecipientKey::parse(recipient)?;
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             let slot = st.slot_of(phone_number_id, phone)?;
             let send = CheckedSend {
@@ -175,8 +261,59 @@ impl Engine {
 
     /// Applies one fact from a journal, on a clock the caller set to the fact's time.
     pub fn apply_fact(&self, fact: &Fact) -> Result<(), EngineError> {
+        self.apply(fact).map(drop)
+    }
+
+    /// Runs one command at `at_ms` instead of the clock's time, and returns its answer. A
+    /// replicated store applies its log through this: the same log gives every replica the same
+    /// answers and the same state. Time is per thread, so other calls are not affected.
+    pub fn execute_at(&self, cmd: &Command, at_ms: u64) -> Result<Outcome, EngineError> {
+        struct Reset(Option<u64>);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                AT_MS.with(|c| c.set(self.0));
+            }
+        }
+        let _reset = Reset(AT_MS.with(|c| c.replace(Some(at_ms))));
+        self.execute(cmd)
+    }
+
+    /// Runs one command now, and returns its answer.
+    pub fn execute(&self, cmd: &Command) -> Result<Outcome, EngineError> {
+        match cmd {
+            Command::Decide {
+                org,
+                phone,
+                recipient,
+                template,
+                category,
+                key,
+            } => self
+                .decide(&SendRequest {
+                    org_id: org,
+                    phone_number_id: phone,
+                    recipient,
+                    template_name: template,
+                    category: *category,
+                    idempotency_key: key.as_deref(),
+                })
+                .map(Outcome::Decision),
+            Command::Status { org } => self.get_org(org).map(org_outcome),
+            Command::Apply { fact } => self.apply(fact),
+        }
+    }
+
+    /// The time a call uses: the command's when [`Engine::execute_at`] set one, else the clock's.
+    #[inline]
+    fn now(&self) -> u64 {
+        AT_MS
+            .with(std::cell::Cell::get)
+            .unwrap_or_else(|| self.clock.now_ms())
+    }
+
+    fn apply(&self, fact: &Fact) -> Result<Outcome, EngineError> {
         match fact {
-            Fact::PutOrg { org, .. } => self.put_org(org.clone()).map(drop),
+            Fact::PutOrg { org, .. } => self.put_org(org.clone()).map(org_outcome),
             Fact::Send {
                 org,
                 phone,
@@ -184,7 +321,9 @@ impl Engine {
                 key,
                 seq,
                 ..
-            } => self.restore_send(org, phone, recipient, key.as_deref(), *seq),
+            } => self
+                .restore_send(org, phone, recipient, key.as_deref(), *seq)
+                .map(|()| Outcome::Restored),
             Fact::Report {
                 org, seq, outcome, ..
             } => {
@@ -197,27 +336,35 @@ impl Engine {
                     org_id: Arc::from(org.as_str()),
                     seq: *seq,
                 };
-                self.report(&permit, outcome).map(drop)
+                self.report(&permit, outcome).map(Outcome::Reaction)
             }
             Fact::EscalationSet { org, path, .. } => {
-                self.set_escalation_path(org, path.clone()).map(drop)
+                self.set_escalation_path(org, path.clone()).map(org_outcome)
             }
-            Fact::EscalationCleared { org, .. } => self.clear_escalation_path(org).map(drop),
-            Fact::Rating { org, rating, .. } => self.set_quality_rating(org, *rating).map(drop),
-            Fact::TierRequest { org, tier, .. } => self.request_tier_change(org, *tier).map(drop),
+            Fact::EscalationCleared { org, .. } => self.clear_escalation_path(org).map(org_outcome),
+            Fact::Rating { org, rating, .. } => {
+                self.set_quality_rating(org, *rating).map(org_outcome)
+            }
+            Fact::TierRequest { org, tier, .. } => {
+                self.request_tier_change(org, *tier).map(Outcome::Tier)
+            }
             Fact::AccountRestricted {
                 org, restricted, ..
-            } => self.set_account_restricted(org, *restricted).map(drop),
+            } => self
+                .set_account_restricted(org, *restricted)
+                .map(org_outcome),
             Fact::TemplatePaused {
                 org,
                 template,
                 until,
                 ..
-            } => self.pause_template(org, template, *until).map(drop),
+            } => self.pause_template(org, template, *until).map(org_outcome),
             Fact::TemplateReinstated { org, template, .. } => {
-                self.reinstate_template(org, template).map(drop)
+                self.reinstate_template(org, template).map(org_outcome)
             }
-            Fact::AppealFiled { org, evidence, .. } => self.file_appeal(org, evidence).map(drop),
+            Fact::AppealFiled { org, evidence, .. } => {
+                self.file_appeal(org, evidence).map(Outcome::Appeal)
+            }
             Fact::AppealResolved {
                 org, n, approved, ..
             } => {
@@ -225,7 +372,7 @@ impl Engine {
                     org_id: org.clone(),
                     n: *n,
                 };
-                self.resolve_appeal(&id, *approved).map(drop)
+                self.resolve_appeal(&id, *approved).map(Outcome::Appeal)
             }
             Fact::Feedback {
                 org,
@@ -242,10 +389,12 @@ impl Engine {
                     template.as_deref(),
                     *code,
                 )
-                .map(drop),
+                .map(Outcome::Reaction),
             Fact::NumberThroughput {
                 org, phone, mps, ..
-            } => self.set_number_throughput(org, phone, *mps).map(drop),
+            } => self
+                .set_number_throughput(org, phone, *mps)
+                .map(org_outcome),
         }
     }
 
@@ -253,7 +402,7 @@ impl Engine {
     /// `Rejected` applies the error code's reaction (see [`crate::Reaction`]); reporting twice is
     /// refused so nothing is refunded or punished twice.
     pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(&permit.org_id, |st, policy| {
             let r = st.report(policy, permit, outcome, now)?;
             self.emit(|| Fact::Report {
@@ -273,7 +422,7 @@ impl Engine {
         // One registration at a time, so two orgs cannot claim the same id at once.
         let _admin = self.admin.lock();
         let old_ids = self.ids.check_claim(&config)?;
-        let now = self.clock.now_ms();
+        let now = self.now();
         let entry = self.orgs.entry(CompactString::from(config.org_id.as_str()));
         let status = match entry {
             dashmap::Entry::Occupied(o) => {
@@ -322,7 +471,7 @@ impl Engine {
         if let Some(t) = template_name {
             validate::template_name(t)?;
         }
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             let slot = match (phone_number_id, phone) {
                 (Some(id), Some(key)) => Some(st.slot_of(id, key)?),
@@ -356,7 +505,7 @@ impl Engine {
             )
             .into());
         }
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             let slot = st.slot_of(phone_number_id, key)?;
             let now = st.advance(now);
@@ -379,13 +528,29 @@ impl Engine {
 
     /// An org's live status.
     pub fn get_org(&self, org_id: &str) -> Result<OrgStatus, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| st.status(policy, now))
+    }
+
+    /// An org's status as of the last call that touched it, without moving its clock: for
+    /// observers (metrics) of a replica whose time must come only from its log.
+    pub fn peek_org(&self, org_id: &str) -> Result<OrgStatus, EngineError> {
+        self.with_org(org_id, |st, policy| {
+            let t = st.last_now;
+            st.status(policy, t)
+        })
+    }
+
+    /// The ids of every org, ordered.
+    pub fn org_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.orgs.iter().map(|e| e.key().to_string()).collect();
+        ids.sort();
+        ids
     }
 
     /// Every org's status, ordered by id.
     pub fn list_orgs(&self) -> Vec<OrgStatus> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         let mut out: Vec<OrgStatus> = self
             .orgs
             .iter()
@@ -401,7 +566,7 @@ impl Engine {
         org_id: &str,
         path: EscalationPath,
     ) -> Result<OrgStatus, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             self.emit(|| Fact::EscalationSet {
                 at: now,
@@ -415,7 +580,7 @@ impl Engine {
 
     /// Removes the org's escalation path.
     pub fn clear_escalation_path(&self, org_id: &str) -> Result<OrgStatus, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             st.config.escalation_path = None;
             self.emit(|| Fact::EscalationCleared {
@@ -432,7 +597,7 @@ impl Engine {
         org_id: &str,
         rating: QualityRating,
     ) -> Result<OrgStatus, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             let now = st.advance(now);
             st.set_quality_rating(rating, now);
@@ -451,7 +616,7 @@ impl Engine {
         org_id: &str,
         target: Tier,
     ) -> Result<TierChange, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             self.emit(|| Fact::TierRequest {
                 at: now,
@@ -468,7 +633,7 @@ impl Engine {
         org_id: &str,
         restricted: bool,
     ) -> Result<OrgStatus, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             st.account_restricted = restricted;
             self.emit(|| Fact::AccountRestricted {
@@ -488,7 +653,7 @@ impl Engine {
         until_ms: Option<u64>,
     ) -> Result<OrgStatus, EngineError> {
         validate::template_name(template_name)?;
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             let now = st.advance(now);
             st.pause_template(template_name, until_ms, now)?;
@@ -509,7 +674,7 @@ impl Engine {
         template_name: &str,
     ) -> Result<OrgStatus, EngineError> {
         validate::template_name(template_name)?;
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, policy| {
             st.paused.remove(template_name);
             self.emit(|| Fact::TemplateReinstated {
@@ -524,7 +689,7 @@ impl Engine {
     /// Files an appeal against a low rating; it is pending until resolved.
     pub fn file_appeal(&self, org_id: &str, evidence: &str) -> Result<Appeal, EngineError> {
         validate_evidence(evidence)?;
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(org_id, |st, _| {
             let now = st.advance(now);
             let a = st.file_appeal(evidence, now)?;
@@ -539,7 +704,7 @@ impl Engine {
 
     /// Resolves an appeal. Approval clears RED and the restriction; rejection changes nothing.
     pub fn resolve_appeal(&self, id: &AppealId, approved: bool) -> Result<Appeal, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.with_org(&id.org_id, |st, _| {
             let a = st.resolve_appeal(id, approved)?;
             self.emit(|| Fact::AppealResolved {

@@ -183,7 +183,28 @@ impl Fact {
         }
     }
 
-    pub(crate) fn outcome(o: SendOutcome) -> Option<i32> {
+    /// The org the fact changes.
+    pub fn org(&self) -> &str {
+        match self {
+            Fact::PutOrg { org, .. } => &org.org_id,
+            Fact::Send { org, .. }
+            | Fact::Report { org, .. }
+            | Fact::EscalationSet { org, .. }
+            | Fact::EscalationCleared { org, .. }
+            | Fact::Rating { org, .. }
+            | Fact::TierRequest { org, .. }
+            | Fact::AccountRestricted { org, .. }
+            | Fact::TemplatePaused { org, .. }
+            | Fact::TemplateReinstated { org, .. }
+            | Fact::AppealFiled { org, .. }
+            | Fact::AppealResolved { org, .. }
+            | Fact::Feedback { org, .. }
+            | Fact::NumberThroughput { org, .. } => org,
+        }
+    }
+
+    /// A report's outcome as a fact stores it.
+    pub fn outcome(o: SendOutcome) -> Option<i32> {
         match o {
             SendOutcome::Sent => None,
             SendOutcome::NotSent => Some(0),

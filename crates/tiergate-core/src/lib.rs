@@ -38,6 +38,7 @@
 
 mod appeal;
 mod clock;
+mod command;
 mod decide;
 mod decision;
 mod engine;
@@ -61,6 +62,7 @@ mod window;
 
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{Command, Outcome};
 pub use decision::{
     Category, Decision, DenyReason, Permit, SendOutcome, SendRequest, Usage, Verdict,
 };

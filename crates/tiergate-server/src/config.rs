@@ -26,8 +26,19 @@ pub enum StoreKind {
     /// An embedded database (redb) in `data_dir`: the default.
     #[default]
     Embedded,
-    /// Redis, shared by replicas (not built yet).
+    /// Redis, shared by replicas: one command log per org that every replica applies.
     Redis,
+}
+
+/// What a sender is told while the store cannot be reached (Redis down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Refuse with `UNAVAILABLE`: nothing goes out that the shared budget did not count.
+    #[default]
+    Deny,
+    /// Let sends through uncounted (no permit): availability over the tier.
+    Allow,
 }
 
 impl std::str::FromStr for StoreKind {
@@ -57,6 +68,10 @@ pub struct ServerSection {
     pub store: StoreKind,
     /// Redis URL for `store = "redis"`.
     pub redis_url: Option<String>,
+    /// Longest wait for one Redis reply, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// What senders get while the store is unreachable: `deny` (UNAVAILABLE) or `allow`.
+    pub on_store_error: OnStoreError,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,
     /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
@@ -83,6 +98,8 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./tiergate-data"),
             store: StoreKind::Embedded,
             redis_url: None,
+            redis_timeout_ms: 1_000,
+            on_store_error: OnStoreError::Deny,
             upstream_url: None,
             manual_clock: false,
             request_timeout_ms: 5_000,
@@ -356,6 +373,31 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
                 message: format!("{addr:?} is not an address like 127.0.0.1:50051"),
             });
         }
+    }
+    if file.server.store == StoreKind::Redis {
+        match file.server.redis_url.as_deref() {
+            None => issues.push(ConfigIssue {
+                key: "server.redis_url".into(),
+                line: line_of_key(src, "server", "store"),
+                message: "store = \"redis\" needs a redis_url (--redis-url redis://host:port)"
+                    .into(),
+            }),
+            Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+                issues.push(ConfigIssue {
+                    key: "server.redis_url".into(),
+                    line: line_of_key(src, "server", "redis_url"),
+                    message: format!("{u:?} is not a redis:// URL"),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if file.server.redis_timeout_ms == 0 {
+        issues.push(ConfigIssue {
+            key: "server.redis_timeout_ms".into(),
+            line: line_of_key(src, "server", "redis_timeout_ms"),
+            message: "must be at least 1".into(),
+        });
     }
     for (key, tok) in [
         ("admin_token", &file.auth.admin_token),

@@ -1,7 +1,8 @@
 //! The HTTP port: probes, metrics and WhatsApp webhooks.
 //!
 //! * `/healthz`: 200 while the process serves.
-//! * `/readyz`: 200 while it accepts sends, 503 once shutdown has begun.
+//! * `/readyz`: 200 while it accepts sends; 503 once shutdown has begun, or while the state
+//!   store cannot take changes (Redis unreachable, an embedded write failed).
 //! * `/metrics`: Prometheus text.
 //! * `GET /webhooks/whatsapp`: Meta's verification handshake.
 //! * `POST /webhooks/whatsapp`: signed notifications, verified, parsed whole, then applied.
@@ -17,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use subtle::ConstantTimeEq;
-use tiergate_core::Engine;
 
 use crate::metrics::Metrics;
 use crate::webhook::{apply, parse, signature};
@@ -54,12 +54,10 @@ pub struct WebhookConfig {
 pub struct HttpState {
     /// Readiness.
     pub ready: Readiness,
-    /// The engine.
-    pub engine: Arc<Engine>,
+    /// Where webhook changes go (and are acknowledged only once they are durable).
+    pub gate: crate::gate::Gate,
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    /// The store webhook changes must reach before they are acknowledged.
-    pub store: crate::durable::Durable,
     /// Webhook settings.
     pub webhook: Arc<WebhookConfig>,
 }
@@ -81,15 +79,23 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    if s.ready.is_ready() {
-        (StatusCode::OK, "ready\n")
+    if !s.ready.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+    } else if !s.gate.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: state store unavailable\n",
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::OK, "ready\n")
     }
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let body = s.metrics.render(&s.engine, &s.store);
+    let body = s.metrics.render(&s.gate);
     (
         [(
             header::CONTENT_TYPE,
@@ -144,7 +150,7 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    let (outcomes, summary) = apply::apply(&s.engine, &changes);
+    let (outcomes, summary) = apply::apply(&s.gate, &changes).await;
     for (c, o) in changes.iter().zip(&outcomes) {
         s.metrics.webhook_change(c.field(), o.label());
         if let apply::Outcome::Reacted(r) = o
@@ -153,7 +159,9 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
             s.metrics.reaction(r.label());
         }
     }
-    if crate::durable::sync(&s.store).await.is_err() {
+    let flushed = s.gate.flush().await;
+    if flushed.is_err() || outcomes.contains(&apply::Outcome::StoreUnavailable) {
+        // WhatsApp retries a webhook it did not get a 200 for: the changes come again.
         s.metrics.webhook_request("store_unavailable");
         return (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response();
     }

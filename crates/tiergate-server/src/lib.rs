@@ -7,7 +7,8 @@
 //! * [`auth`]: bearer tokens, compared in constant time;
 //! * [`convert`]: wire types ↔ engine types, validating at the edge;
 //! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
-//! * [`durable`]: answering only once the store has committed;
+//! * [`gate`]: the one way state is changed or read, per store (memory, embedded, Redis):
+//!   answers only once the change is committed or replicated;
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
 //! * [`webhook`]: signature, parser and application of WhatsApp webhooks;
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
@@ -17,7 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
-pub mod durable;
+pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

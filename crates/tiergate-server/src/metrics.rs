@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tiergate_core::{Decision, Engine, QualityRating};
+use tiergate_core::{Decision, QualityRating};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -141,12 +141,12 @@ impl Metrics {
 
     /// The text exposition, with per-org gauges read from `engine` now and the store's commit
     /// latency when there is a store.
-    pub fn render(&self, engine: &Engine, store: &crate::durable::Durable) -> String {
+    pub fn render(&self, gate: &crate::gate::Gate) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        let mut orgs = engine.list_orgs();
+        let mut orgs = gate.observe_orgs();
         let total = orgs.len();
         orgs.sort_by(|a, b| {
             b.usage
@@ -199,7 +199,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tiergate_orgs gauge");
         let _ = writeln!(out, "tiergate_orgs {total}");
-        if let Some(store) = store {
+        let _ = writeln!(
+            out,
+            "# HELP tiergate_store_up 1 while the state store ({}) takes changes.",
+            gate.store_name()
+        );
+        let _ = writeln!(out, "# TYPE tiergate_store_up gauge");
+        let _ = writeln!(out, "tiergate_store_up {}", i64::from(gate.is_ready()));
+        if let Some(store) = gate.embedded() {
             let st = store.stats();
             let _ = writeln!(
                 out,

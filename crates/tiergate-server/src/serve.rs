@@ -15,21 +15,23 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::BearerAuth;
 use crate::config::{Config, StoreKind};
+use crate::gate::Gate;
 use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
-use tiergate_store::{EmbeddedStore, ReplayClock};
+use tiergate_core::Fact;
+use tiergate_store::{EmbeddedStore, RedisLog, RedisOptions, ReplayClock, Replica};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configured store is not available in this build.
-    #[error("--store {0:?} is not available yet: `memory` and `embedded` are built")]
-    StoreUnavailable(StoreKind),
     /// The embedded store could not be opened or replayed.
     #[error("{0}")]
     Store(#[from] tiergate_store::StoreError),
+    /// Redis could not be reached or read at start.
+    #[error("--store redis: {0}")]
+    Redis(#[from] tiergate_store::RedisStoreError),
     /// Admin would be reachable from other machines without a token.
     #[error(
         "refusing to serve the admin API on non-loopback {0} without a token: set TIERGATE_ADMIN_TOKEN"
@@ -63,19 +65,60 @@ pub struct Bound {
     pub http: SocketAddr,
 }
 
-/// The engine, its manual clock (with `--manual-clock`) and its durable store (embedded).
+/// The engine behind its gate, and its manual clock (with `--manual-clock`).
 pub struct Built {
-    /// The engine.
-    pub engine: Arc<Engine>,
+    /// Where every change goes.
+    pub gate: Gate,
     /// The manual clock, when enabled.
     pub manual: Option<Arc<ManualClock>>,
-    /// The embedded store, when in use.
-    pub store: Option<Arc<EmbeddedStore>>,
 }
 
-/// Builds the engine from a config: policy, clock, the store's replayed facts, then the
-/// config's orgs.
-pub fn build_engine(config: &Config) -> Result<Built, ServeError> {
+/// Builds the engine from a config: policy, clock, the store (its replayed facts, or the Redis
+/// logs), then the config's orgs.
+pub async fn build(config: &Config) -> Result<Built, ServeError> {
+    if config.server.store != StoreKind::Redis {
+        return build_local(config);
+    }
+    let manual = config
+        .server
+        .manual_clock
+        .then(|| Arc::new(ManualClock::new(SystemClock.now_ms())));
+    let clock: Arc<dyn Clock> = match &manual {
+        Some(m) => m.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let engine = Arc::new(
+        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?,
+    );
+    let timeout = Duration::from_millis(config.server.redis_timeout_ms);
+    let opts = RedisOptions {
+        url: config.server.redis_url.clone().unwrap_or_default(),
+        response_timeout: timeout,
+        connect_timeout: timeout,
+    };
+    let started = std::time::Instant::now();
+    let log = RedisLog::connect(&opts).await?;
+    let replica = Arc::new(Replica::start(engine.clone(), log).await?);
+    tracing::info!(
+        replica = replica.id(),
+        orgs = engine.org_count(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "state loaded from redis"
+    );
+    tokio::spawn(replica.clone().watch(Duration::from_millis(250)));
+    let gate = Gate::redis(replica, config.server.on_store_error);
+    for org in &config.orgs {
+        gate.apply(Fact::PutOrg {
+            at: 0,
+            org: org.clone(),
+        })
+        .await
+        .map_err(|e| ServeError::Engine(format!("org {}: {}", org.org_id, e.message())))?;
+    }
+    Ok(Built { gate, manual })
+}
+
+fn build_local(config: &Config) -> Result<Built, ServeError> {
     let manual = config
         .server
         .manual_clock
@@ -85,9 +128,8 @@ pub fn build_engine(config: &Config) -> Result<Built, ServeError> {
         None => Arc::new(SystemClock),
     };
     let store = match config.server.store {
-        StoreKind::Memory => None,
         StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
-        other => return Err(ServeError::StoreUnavailable(other)),
+        _ => None,
     };
     let clock = Arc::new(ReplayClock::new(base));
     let engine = Engine::new(config.policy.clone(), clock.clone())
@@ -109,9 +151,8 @@ pub fn build_engine(config: &Config) -> Result<Built, ServeError> {
             .map_err(|e| ServeError::Engine(format!("org {}: {e}", org.org_id)))?;
     }
     Ok(Built {
-        engine: Arc::new(engine),
+        gate: Gate::local(Arc::new(engine), store),
         manual,
-        store,
     })
 }
 
@@ -138,11 +179,7 @@ pub async fn serve(
         return Err(ServeError::AdminExposed(addr));
     }
     // The store first: a locked or unreadable data directory must stop us before we listen.
-    let Built {
-        engine,
-        manual,
-        store,
-    } = build_engine(&config)?;
+    let Built { gate, manual } = build(&config).await?;
     let grpc_listener = bind(&config.server.grpc_addr).await?;
     let grpc_addr = grpc_listener
         .local_addr()
@@ -196,16 +233,15 @@ pub async fn serve(
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
     let governor = InterceptedService::new(
         SendGovernorServer::new(GovernorService::new(
-            engine.clone(),
+            gate.clone(),
             metrics.clone(),
             upstream,
-            store.clone(),
         ))
         .max_decoding_message_size(max),
         move |r| sender_auth.check(r),
     );
     let admin = InterceptedService::new(
-        GovernorAdminServer::new(AdminService::new(engine.clone(), manual, store.clone()))
+        GovernorAdminServer::new(AdminService::new(gate.clone(), manual))
             .max_decoding_message_size(max),
         move |r| admin_auth.check(r),
     );
@@ -230,9 +266,8 @@ pub async fn serve(
         );
     let http_state = HttpState {
         ready: ready.clone(),
-        engine: engine.clone(),
+        gate: gate.clone(),
         metrics: metrics.clone(),
-        store: store.clone(),
         webhook: Arc::new(WebhookConfig {
             secret: config.auth.webhook_secret.clone(),
             verify_token: config.auth.webhook_verify_token.clone(),
@@ -247,7 +282,7 @@ pub async fn serve(
         grpc: grpc_addr,
         http: http_addr,
     });
-    tracing::info!(%grpc_addr, %http_addr, orgs = engine.org_count(), "serving");
+    tracing::info!(%grpc_addr, %http_addr, orgs = gate.engine().org_count(), store = gate.store_name(), "serving");
 
     let ready_on_stop = ready.clone();
     tokio::spawn(async move {
@@ -271,9 +306,7 @@ pub async fn serve(
     }
     http.abort();
     let _ = http.await;
-    if let Some(store) = &store {
-        store.close();
-    }
+    gate.close();
     tracing::info!("stopped");
     Ok(())
 }

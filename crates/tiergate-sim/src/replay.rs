@@ -5,9 +5,13 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::future::Future;
 use tiergate_core::{
     AppealId, Category, Engine, ManualClock, OrgConfig, Policy, SendOutcome, SendRequest,
 };
+
+use tiergate_server::gate::Gate;
+use tiergate_server::webhook::parse::Change;
 use tiergate_server::webhook::{apply, parse};
 
 use crate::plot::Samples;
@@ -33,9 +37,30 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
 }
 
+/// Applies webhook changes to an in-memory gate. With no store behind it nothing in the
+/// application waits, so its future completes on the first poll: the simulator stays a plain
+/// loop, with no runtime.
+fn apply_now(gate: &Gate, changes: &[Change]) -> (Vec<apply::Outcome>, apply::Summary) {
+    let mut fut = std::pin::pin!(apply::apply(gate, changes));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        // Unreachable with a memory gate; counted as refusals rather than hidden.
+        std::task::Poll::Pending => {
+            let summary = apply::Summary {
+                rejected: changes.len(),
+                ..Default::default()
+            };
+            (Vec::new(), summary)
+        }
+    }
+}
+
 /// A replay in progress.
 pub struct Simulator {
-    engine: Engine,
+    engine: Arc<Engine>,
+    /// The same engine behind the sidecar's gate, so webhooks apply exactly as `serve` does.
+    gate: Gate,
     clock: Arc<ManualClock>,
     report: Report,
     /// Per-org counts while replaying (a hash map: one lookup per send); sorted into the report
@@ -60,9 +85,11 @@ impl Simulator {
         plot_org: Option<String>,
     ) -> Result<Self, ReplayError> {
         let clock = Arc::new(ManualClock::new(0));
-        let engine =
-            Engine::new(policy, clock.clone()).map_err(|e| ReplayError::Policy(e.to_string()))?;
+        let engine = Arc::new(
+            Engine::new(policy, clock.clone()).map_err(|e| ReplayError::Policy(e.to_string()))?,
+        );
         let mut sim = Self {
+            gate: Gate::local(engine.clone(), None),
             engine,
             clock,
             report: Report::default(),
@@ -155,7 +182,7 @@ impl Simulator {
             self.resolve_latest(&r.org, r.approved)
         } else if let Some(w) = l.webhook {
             parse::parse(w.get().as_bytes())
-                .map(|changes| drop(apply::apply(&self.engine, &changes)))
+                .map(|changes| drop(apply_now(&self.gate, &changes)))
                 .map_err(|e| e.to_string())
         } else {
             Ok(())

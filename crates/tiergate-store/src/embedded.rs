@@ -295,6 +295,11 @@ impl EmbeddedStore {
         }
     }
 
+    /// Whether every batch so far committed (a failed write stops acknowledgements for good).
+    pub fn is_healthy(&self) -> bool {
+        !self.failed.load(Ordering::SeqCst)
+    }
+
     /// Waits until everything handed to the store so far is on disk.
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.wait_durable(self.issued()).await

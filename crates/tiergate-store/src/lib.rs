@@ -8,12 +8,21 @@
 //! clock set to each fact's time, which rebuilds windows, counts, ratings, pending tiers,
 //! appeals, pauses and idempotency keys exactly.
 //!
+//! [`Replica`] is the other backend: several sidecars share one budget through Redis, where each
+//! org has a log of commands that every replica applies in the same order (see `replica.rs`).
+//!
 //! The database stores a schema version; a newer, unreadable or corrupt one is refused with a
 //! clear error, never reset. A second process on the same directory is refused by redb's lock.
 #![forbid(unsafe_code)]
 
 mod embedded;
+mod redis_log;
 mod replay_clock;
+mod replica;
 
 pub use embedded::{COMMIT_BUCKETS, CommitStats, EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use redis_log::{
+    APPEND, Entry, LogId, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions, RedisStoreError,
+};
 pub use replay_clock::ReplayClock;
+pub use replica::{Health, Replica};

@@ -5,39 +5,55 @@
 
 use std::sync::Arc;
 
-use tiergate_core::{AppealId, Engine, ManualClock};
+use tiergate_core::{AppealId, Fact, ManualClock, OrgStatus, Outcome, TierChange};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::durable::{self, Durable};
+use crate::gate::Gate;
 
 /// The admin service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    engine: Arc<Engine>,
+    gate: Gate,
     manual_clock: Option<Arc<ManualClock>>,
-    store: Durable,
+}
+
+fn unexpected(o: &Outcome) -> Status {
+    Status::internal(format!("unexpected result {o:?}"))
 }
 
 impl AdminService {
-    /// A service over `engine`; `manual_clock` enables `AdvanceClock`.
-    pub fn new(
-        engine: Arc<Engine>,
-        manual_clock: Option<Arc<ManualClock>>,
-        store: Durable,
-    ) -> Self {
-        Self {
-            engine,
-            manual_clock,
-            store,
+    /// A service over `gate`; `manual_clock` enables `AdvanceClock`.
+    pub fn new(gate: Gate, manual_clock: Option<Arc<ManualClock>>) -> Self {
+        Self { gate, manual_clock }
+    }
+
+    /// Applies a change that answers with the org; returns once it is durable (or replicated).
+    async fn org_change(&self, fact: Fact) -> Result<OrgStatus, Status> {
+        match self.gate.apply(fact).await? {
+            Outcome::Org(st) => Ok(*st),
+            o => Err(unexpected(&o)),
         }
     }
 
-    /// Answers once the change is durable.
-    async fn durable<T>(&self, v: T) -> Rpc<T> {
-        durable::sync(&self.store).await?;
-        Ok(Response::new(v))
+    async fn org_reply(&self, fact: Fact) -> Rpc<pb::Org> {
+        let st = self.org_change(fact).await?;
+        Ok(Response::new(convert::org_pb(&st)))
+    }
+
+    async fn appeal_change(&self, fact: Fact) -> Rpc<pb::Appeal> {
+        match self.gate.apply(fact).await? {
+            Outcome::Appeal(a) => Ok(Response::new(convert::appeal_pb(&a))),
+            o => Err(unexpected(&o)),
+        }
+    }
+
+    async fn tier_change(&self, fact: Fact) -> Result<TierChange, Status> {
+        match self.gate.apply(fact).await? {
+            Outcome::Tier(c) => Ok(c),
+            o => Err(unexpected(&o)),
+        }
     }
 }
 
@@ -52,21 +68,22 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("org: must be set"))?;
         let cfg = convert::org_config(org)?;
-        let st = self.engine.put_org(cfg).map_err(convert::status)?;
+        let st = self.org_change(Fact::PutOrg { at: 0, org: cfg }).await?;
         tracing::info!(org_id = %st.config.org_id, tier = %st.config.tier, "org registered");
-        self.durable(convert::org_pb(&st)).await
+        Ok(Response::new(convert::org_pb(&st)))
     }
 
     async fn get_org(&self, request: Request<pb::GetOrgRequest>) -> Rpc<pb::Org> {
         let id = convert::required("org_id", &request.get_ref().org_id)?;
-        let st = self.engine.get_org(id).map_err(convert::status)?;
+        let st = self.gate.org(id).await?;
         Ok(Response::new(convert::org_pb(&st)))
     }
 
     async fn list_orgs(&self, _request: Request<pb::ListOrgsRequest>) -> Rpc<pb::ListOrgsResponse> {
         let orgs = self
-            .engine
-            .list_orgs()
+            .gate
+            .orgs()
+            .await?
             .iter()
             .map(convert::org_pb)
             .collect();
@@ -84,11 +101,12 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("path: must be set"))?;
         let path = convert::escalation("path", path)?;
-        let st = self
-            .engine
-            .set_escalation_path(id, path)
-            .map_err(convert::status)?;
-        self.durable(convert::org_pb(&st)).await
+        self.org_reply(Fact::EscalationSet {
+            at: 0,
+            org: id.to_owned(),
+            path,
+        })
+        .await
     }
 
     async fn clear_escalation_path(
@@ -96,11 +114,11 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         request: Request<pb::ClearEscalationPathRequest>,
     ) -> Rpc<pb::Org> {
         let id = convert::required("org_id", &request.get_ref().org_id)?;
-        let st = self
-            .engine
-            .clear_escalation_path(id)
-            .map_err(convert::status)?;
-        self.durable(convert::org_pb(&st)).await
+        self.org_reply(Fact::EscalationCleared {
+            at: 0,
+            org: id.to_owned(),
+        })
+        .await
     }
 
     async fn set_quality_rating(
@@ -110,11 +128,12 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
         let rating = convert::rating("rating", r.rating, false)?;
-        let st = self
-            .engine
-            .set_quality_rating(id, rating)
-            .map_err(convert::status)?;
-        self.durable(convert::org_pb(&st)).await
+        self.org_reply(Fact::Rating {
+            at: 0,
+            org: id.to_owned(),
+            rating,
+        })
+        .await
     }
 
     async fn request_tier_change(
@@ -125,28 +144,31 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let id = convert::required("org_id", &r.org_id)?;
         let target = convert::tier("target_tier", r.target_tier)?;
         let c = self
-            .engine
-            .request_tier_change(id, target)
-            .map_err(convert::status)?;
-        self.durable(pb::TierChangeResponse {
+            .tier_change(Fact::TierRequest {
+                at: 0,
+                org: id.to_owned(),
+                tier: target,
+            })
+            .await?;
+        Ok(Response::new(pb::TierChangeResponse {
             applied: c.applied,
             tier: convert::tier_pb(c.tier) as i32,
             pending_tier: c
                 .pending_tier
                 .map_or(pb::Tier::Unspecified, convert::tier_pb) as i32,
             held_reason: convert::reason_pb(c.held_reason) as i32,
-        })
-        .await
+        }))
     }
 
     async fn file_appeal(&self, request: Request<pb::FileAppealRequest>) -> Rpc<pb::Appeal> {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
-        let a = self
-            .engine
-            .file_appeal(id, &r.evidence)
-            .map_err(convert::status)?;
-        self.durable(convert::appeal_pb(&a)).await
+        self.appeal_change(Fact::AppealFiled {
+            at: 0,
+            org: id.to_owned(),
+            evidence: r.evidence.clone(),
+        })
+        .await
     }
 
     async fn resolve_appeal(&self, request: Request<pb::ResolveAppealRequest>) -> Rpc<pb::Appeal> {
@@ -154,11 +176,13 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let id: AppealId = convert::required("appeal_id", &r.appeal_id)?
             .parse()
             .map_err(|e: tiergate_core::ValidationError| Status::invalid_argument(e.to_string()))?;
-        let a = self
-            .engine
-            .resolve_appeal(&id, r.approved)
-            .map_err(convert::status)?;
-        self.durable(convert::appeal_pb(&a)).await
+        self.appeal_change(Fact::AppealResolved {
+            at: 0,
+            org: id.org_id,
+            n: id.n,
+            approved: r.approved,
+        })
+        .await
     }
 
     async fn set_account_restricted(
@@ -167,16 +191,19 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
     ) -> Rpc<pb::Org> {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
-        let st = self
-            .engine
-            .set_account_restricted(id, r.restricted)
-            .map_err(convert::status)?;
+        let reply = self
+            .org_reply(Fact::AccountRestricted {
+                at: 0,
+                org: id.to_owned(),
+                restricted: r.restricted,
+            })
+            .await?;
         tracing::info!(
             org_id = id,
             restricted = r.restricted,
             "account restriction set"
         );
-        self.durable(convert::org_pb(&st)).await
+        Ok(reply)
     }
 
     async fn pause_template(&self, request: Request<pb::PauseTemplateRequest>) -> Rpc<pb::Org> {
@@ -191,11 +218,13 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
                 ));
             }
         };
-        let st = self
-            .engine
-            .pause_template(id, &r.template_name, until)
-            .map_err(convert::status)?;
-        self.durable(convert::org_pb(&st)).await
+        self.org_reply(Fact::TemplatePaused {
+            at: 0,
+            org: id.to_owned(),
+            template: r.template_name.clone(),
+            until,
+        })
+        .await
     }
 
     async fn reinstate_template(
@@ -204,11 +233,12 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
     ) -> Rpc<pb::Org> {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
-        let st = self
-            .engine
-            .reinstate_template(id, &r.template_name)
-            .map_err(convert::status)?;
-        self.durable(convert::org_pb(&st)).await
+        self.org_reply(Fact::TemplateReinstated {
+            at: 0,
+            org: id.to_owned(),
+            template: r.template_name.clone(),
+        })
+        .await
     }
 
     async fn advance_clock(

@@ -5,53 +5,60 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tiergate_core::{Decision, Engine, Permit, Reaction, SendOutcome, SendRequest};
+use tiergate_core::{Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::durable::{self, Durable};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
 
 /// Decides sends and takes their outcomes.
 #[derive(Debug, Clone)]
 pub struct GovernorService {
-    engine: Arc<Engine>,
+    gate: Gate,
     metrics: Arc<Metrics>,
     upstream: Option<Arc<Upstream>>,
-    store: Durable,
 }
 
 impl GovernorService {
-    /// A service over `engine`, counting into `metrics`; `SendTemplate` forwards to `upstream`.
-    pub fn new(
-        engine: Arc<Engine>,
-        metrics: Arc<Metrics>,
-        upstream: Option<Arc<Upstream>>,
-        store: Durable,
-    ) -> Self {
+    /// A service over `gate`, counting into `metrics`; `SendTemplate` forwards to `upstream`.
+    pub fn new(gate: Gate, metrics: Arc<Metrics>, upstream: Option<Arc<Upstream>>) -> Self {
         Self {
-            engine,
+            gate,
             metrics,
             upstream,
-            store,
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, Status> {
+    /// Decides (and, when allowed, records durably) one send.
+    async fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, Status> {
         let start = Instant::now();
-        let d = self.engine.decide(send).map_err(convert::status)?;
+        let d = self.gate.decide(send).await?;
         self.metrics.decision(&d, start.elapsed());
         Ok(d)
     }
 
-    fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, Status> {
+    /// Applies a change and returns the reaction it caused.
+    async fn reaction(&self, fact: Fact) -> Result<Reaction, Status> {
+        match self.gate.apply(fact).await? {
+            Outcome::Reaction(r) => Ok(r),
+            other => Err(Status::internal(format!(
+                "expected a reaction, got {other:?}"
+            ))),
+        }
+    }
+
+    async fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, Status> {
         let reaction = self
-            .engine
-            .report(permit, outcome)
-            .map_err(convert::status)?;
+            .reaction(Fact::Report {
+                at: 0,
+                org: permit.org_id.to_string(),
+                seq: permit.seq,
+                outcome: Fact::outcome(outcome),
+            })
+            .await?;
         if reaction != Reaction::None {
             self.metrics.reaction(reaction.label());
             tracing::info!(permit = %permit, ?outcome, reaction = reaction.label(), "feedback");
@@ -114,10 +121,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = request.get_ref();
         let send = send_request!(r);
-        let d = self.decide(&send)?;
-        if d.is_allowed() && !d.replayed {
-            durable::sync(&self.store).await?;
-        }
+        let d = self.decide(&send).await?;
         Ok(Response::new(convert::decision_pb(&d)))
     }
 
@@ -152,8 +156,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 )));
             }
         };
-        self.react(&permit, outcome)?;
-        durable::sync(&self.store).await?;
+        self.react(&permit, outcome).await?;
         Ok(Response::new(pb::ReportResponse {}))
     }
 
@@ -170,7 +173,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let send = send_request!(r);
         let language = language_code(&r.language_code)?;
         let components = components(&r.components_json)?;
-        let d = self.decide(&send)?;
+        let d = self.decide(&send).await?;
         let mut resp = pb::SendTemplateResponse {
             verdict: convert::decision_pb(&d).verdict,
             reason: convert::reason_pb(d.reason) as i32,
@@ -186,8 +189,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             }
             return Ok(Response::new(resp));
         };
-        // Forward only what a restart would remember.
-        durable::sync(&self.store).await?;
+        // `decide` answered once the send was durable: forward only what a restart remembers.
         let msg = TemplateMessage {
             phone_number_id: send.phone_number_id,
             to: send.recipient,
@@ -207,16 +209,18 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 resp.error_title = title.clone();
                 // Here the template is known too (a Report carries only the permit), so the
                 // reaction goes through `feedback` with everything it may need.
-                match self.engine.feedback(
-                    send.org_id,
-                    Some(send.phone_number_id),
-                    Some(send.recipient),
-                    Some(send.template_name),
-                    *code,
-                ) {
+                let fact = Fact::Feedback {
+                    at: 0,
+                    org: send.org_id.to_owned(),
+                    phone: Some(send.phone_number_id.to_owned()),
+                    recipient: Some(send.recipient.to_owned()),
+                    template: Some(send.template_name.to_owned()),
+                    code: *code,
+                };
+                match self.reaction(fact).await {
                     Ok(r) if r != Reaction::None => self.metrics.reaction(r.label()),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "feedback after upstream"),
+                    Err(e) => tracing::warn!(error = %e.message(), "feedback after upstream"),
                 }
                 SendOutcome::Sent
             }
@@ -230,10 +234,12 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 SendOutcome::NotSent
             }
         };
-        if let Err(e) = self.react(&permit, outcome) {
+        if let Err(e) = self.react(&permit, outcome).await {
             tracing::warn!(permit = %permit, error = %e.message(), "report after upstream");
+            if e.code() == tonic::Code::Unavailable {
+                return Err(e);
+            }
         }
-        durable::sync(&self.store).await?;
         Ok(Response::new(resp))
     }
 }

@@ -1,9 +1,13 @@
-//! Applying parsed webhook changes to the engine, each to the org whose id it names.
+//! Applying parsed webhook changes, each to the org whose id it names, through the
+//! [`Gate`] like any admin change (so they are durable, or replicated, before the 200).
 //!
 //! An upgrade arriving here passes the same escalation gate as any other tier increase.
 
 use serde::Serialize;
-use tiergate_core::{Engine, IdRef, QualityRating, Reaction};
+use tiergate_core::{Fact, IdRef, QualityRating, Reaction, Tier};
+use tonic::Status;
+
+use crate::gate::Gate;
 
 use super::parse::{Change, QualityEvent, TemplateStatus};
 
@@ -22,6 +26,8 @@ pub enum Outcome {
     Ignored,
     /// The org refused it (e.g. a template name Meta would not issue).
     Rejected(String),
+    /// The state store could not take it; the webhook is answered 503 so WhatsApp retries.
+    StoreUnavailable,
 }
 
 impl Outcome {
@@ -33,6 +39,7 @@ impl Outcome {
             Outcome::UnknownId => "unknown_id",
             Outcome::Ignored => "ignored",
             Outcome::Rejected(_) => "rejected",
+            Outcome::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -59,29 +66,42 @@ impl Summary {
             Outcome::Held => self.held += 1,
             Outcome::UnknownId => self.unknown_id += 1,
             Outcome::Ignored => self.ignored += 1,
-            Outcome::Rejected(_) => self.rejected += 1,
+            Outcome::Rejected(_) | Outcome::StoreUnavailable => self.rejected += 1,
         }
     }
 }
 
-fn tier_change(engine: &Engine, org: &str, tier: tiergate_core::Tier) -> Outcome {
-    match engine.request_tier_change(org, tier) {
-        Ok(c) if c.applied => Outcome::Applied,
-        Ok(_) => Outcome::Held,
-        Err(e) => Outcome::Rejected(e.to_string()),
+fn failed(e: Status) -> Outcome {
+    if e.code() == tonic::Code::Unavailable {
+        Outcome::StoreUnavailable
+    } else {
+        Outcome::Rejected(e.message().to_owned())
     }
 }
 
-fn done<T, E: std::fmt::Display>(r: Result<T, E>) -> Outcome {
-    match r {
+async fn tier_change(gate: &Gate, org: &str, tier: Tier) -> Outcome {
+    let fact = Fact::TierRequest {
+        at: 0,
+        org: org.to_owned(),
+        tier,
+    };
+    match gate.apply_unflushed(fact).await {
+        Ok(tiergate_core::Outcome::Tier(c)) if c.applied => Outcome::Applied,
+        Ok(_) => Outcome::Held,
+        Err(e) => failed(e),
+    }
+}
+
+async fn done(gate: &Gate, fact: Fact) -> Outcome {
+    match gate.apply_unflushed(fact).await {
         Ok(_) => Outcome::Applied,
-        Err(e) => Outcome::Rejected(e.to_string()),
+        Err(e) => failed(e),
     }
 }
 
 /// Applies one change.
-pub fn apply_one(engine: &Engine, change: &Change) -> Outcome {
-    let org_of = |waba: &str| engine.lookup_id(IdRef::Waba(waba)).map(|o| o.org_id);
+pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
+    let org_of = async |waba: &str| gate.lookup(IdRef::Waba(waba)).await.map(|o| o.org_id);
     match change {
         Change::Ignored { .. } => Outcome::Ignored,
         Change::PhoneQuality {
@@ -90,25 +110,34 @@ pub fn apply_one(engine: &Engine, change: &Change) -> Outcome {
             event,
             current_limit,
         } => {
-            let number = engine.lookup_id(IdRef::DisplayNumber(display_phone_number));
-            let Some(org) = number
-                .as_ref()
-                .map(|n| n.org_id.clone())
-                .or_else(|| org_of(waba_id))
-            else {
+            let number = gate
+                .lookup(IdRef::DisplayNumber(display_phone_number))
+                .await;
+            let org = match number.as_ref() {
+                Some(n) => Some(n.org_id.clone()),
+                None => org_of(waba_id).await,
+            };
+            let Some(org) = org else {
                 return Outcome::UnknownId;
             };
+            let rating = |rating| Fact::Rating {
+                at: 0,
+                org: org.clone(),
+                rating,
+            };
             let mut outcome = match event {
-                QualityEvent::Flagged => done(engine.set_quality_rating(&org, QualityRating::Red)),
-                QualityEvent::Unflagged => {
-                    done(engine.set_quality_rating(&org, QualityRating::Green))
-                }
+                QualityEvent::Flagged => done(gate, rating(QualityRating::Red)).await,
+                QualityEvent::Unflagged => done(gate, rating(QualityRating::Green)).await,
                 QualityEvent::ThroughputUpgrade => match number.and_then(|n| n.phone_number_id) {
-                    Some(p) => done(engine.set_number_throughput(
-                        &org,
-                        &p,
-                        engine.policy().max_throughput_mps,
-                    )),
+                    Some(phone) => {
+                        let fact = Fact::NumberThroughput {
+                            at: 0,
+                            org: org.clone(),
+                            phone,
+                            mps: gate.engine().policy().max_throughput_mps,
+                        };
+                        done(gate, fact).await
+                    }
                     None => Outcome::UnknownId,
                 },
                 QualityEvent::Upgrade | QualityEvent::Downgrade | QualityEvent::Onboarding => {
@@ -119,39 +148,59 @@ pub fn apply_one(engine: &Engine, change: &Change) -> Outcome {
             if outcome == Outcome::Applied
                 && let Some(t) = current_limit
             {
-                outcome = tier_change(engine, &org, *t);
+                outcome = tier_change(gate, &org, *t).await;
             }
             outcome
         }
-        Change::Capability { waba_id, limit } => match org_of(waba_id) {
-            Some(org) => tier_change(engine, &org, *limit),
+        Change::Capability { waba_id, limit } => match org_of(waba_id).await {
+            Some(org) => tier_change(gate, &org, *limit).await,
             None => Outcome::UnknownId,
         },
-        Change::Account { waba_id, restrict } => match (org_of(waba_id), restrict) {
+        Change::Account { waba_id, restrict } => match (org_of(waba_id).await, restrict) {
             (None, _) => Outcome::UnknownId,
             (Some(_), None) => Outcome::Applied,
-            (Some(org), Some(r)) => done(engine.set_account_restricted(&org, *r)),
+            (Some(org), Some(r)) => {
+                let fact = Fact::AccountRestricted {
+                    at: 0,
+                    org,
+                    restricted: *r,
+                };
+                done(gate, fact).await
+            }
         },
         Change::TemplateStatus {
             waba_id,
             template_name,
             status,
         } => {
-            let Some(org) = org_of(waba_id) else {
+            let Some(org) = org_of(waba_id).await else {
                 return Outcome::UnknownId;
             };
-            let now = engine.clock().now_ms();
+            let now = gate.engine().clock().now_ms();
+            let pause = |until| Fact::TemplatePaused {
+                at: 0,
+                org: org.clone(),
+                template: template_name.clone(),
+                until,
+            };
             match status {
                 TemplateStatus::Paused(ms) => {
-                    let ms = ms.unwrap_or(engine.policy().template_pause_ms);
-                    done(engine.pause_template(&org, template_name, Some(now + ms)))
+                    let ms = ms.unwrap_or(gate.engine().policy().template_pause_ms);
+                    done(gate, pause(Some(now + ms))).await
                 }
-                TemplateStatus::Disabled => done(engine.pause_template(&org, template_name, None)),
-                TemplateStatus::Reinstated => done(engine.reinstate_template(&org, template_name)),
+                TemplateStatus::Disabled => done(gate, pause(None)).await,
+                TemplateStatus::Reinstated => {
+                    let fact = Fact::TemplateReinstated {
+                        at: 0,
+                        org: org.clone(),
+                        template: template_name.clone(),
+                    };
+                    done(gate, fact).await
+                }
                 TemplateStatus::Other => Outcome::Applied,
             }
         }
-        Change::TemplateQuality { waba_id, .. } => match org_of(waba_id) {
+        Change::TemplateQuality { waba_id, .. } => match org_of(waba_id).await {
             Some(_) => Outcome::Applied,
             None => Outcome::UnknownId,
         },
@@ -161,39 +210,40 @@ pub fn apply_one(engine: &Engine, change: &Change) -> Outcome {
             code,
             ..
         } => {
-            let Some(owner) = engine.lookup_id(IdRef::PhoneNumberId(phone_number_id)) else {
+            let Some(owner) = gate.lookup(IdRef::PhoneNumberId(phone_number_id)).await else {
                 return Outcome::UnknownId;
             };
-            match engine.feedback(
-                &owner.org_id,
-                Some(phone_number_id),
-                recipient.as_deref(),
-                None,
-                *code,
-            ) {
-                Ok(Reaction::Incomplete) => {
+            let fact = Fact::Feedback {
+                at: 0,
+                org: owner.org_id,
+                phone: Some(phone_number_id.clone()),
+                recipient: recipient.clone(),
+                template: None,
+                code: *code,
+            };
+            match gate.apply_unflushed(fact).await {
+                Ok(tiergate_core::Outcome::Reaction(Reaction::Incomplete)) => {
                     Outcome::Rejected("needs more than a status carries".into())
                 }
-                Ok(r) => Outcome::Reacted(r),
-                Err(e) => Outcome::Rejected(e.to_string()),
+                Ok(tiergate_core::Outcome::Reaction(r)) => Outcome::Reacted(r),
+                Ok(_) => Outcome::Applied,
+                Err(e) => failed(e),
             }
         }
     }
 }
 
 /// Applies every change; returns each outcome (for metrics) and the totals.
-pub fn apply(engine: &Engine, changes: &[Change]) -> (Vec<Outcome>, Summary) {
+pub async fn apply(gate: &Gate, changes: &[Change]) -> (Vec<Outcome>, Summary) {
     let mut summary = Summary::default();
-    let outcomes: Vec<Outcome> = changes
-        .iter()
-        .map(|c| {
-            let o = apply_one(engine, c);
-            if let Outcome::Rejected(why) = &o {
-                tracing::warn!(field = c.field(), why, "webhook change refused");
-            }
-            summary.add(&o);
-            o
-        })
-        .collect();
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for c in changes {
+        let o = apply_one(gate, c).await;
+        if let Outcome::Rejected(why) = &o {
+            tracing::warn!(field = c.field(), why, "webhook change refused");
+        }
+        summary.add(&o);
+        outcomes.push(o);
+    }
     (outcomes, summary)
 }

@@ -1,0 +1,264 @@
+//! The one way the servers change or read state, whatever the store.
+//!
+//! * memory: straight into the engine;
+//! * embedded: into the engine, whose journal feeds the store; a call that changed state answers
+//!   only once the store committed it (group commit), and calls that changed nothing do not wait;
+//! * redis: through the org's command log ([`Replica`]), which orders the call among every
+//!   replica's and applies it here. When Redis cannot be reached, senders get `UNAVAILABLE`
+//!   (`on_store_error = "deny"`, the default) or an uncounted ALLOW (`"allow"`); admin calls
+//!   always get `UNAVAILABLE`.
+//!
+//! gRPC handlers and webhooks call only this, so every backend runs the same code above it.
+
+use std::sync::Arc;
+
+use tiergate_core::{
+    Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome, SendRequest,
+    Verdict,
+};
+use tiergate_store::{EmbeddedStore, Health, RedisStoreError, Replica};
+use tonic::Status;
+
+use crate::config::OnStoreError;
+use crate::convert;
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// The engine alone, or with the embedded store as its journal.
+    Local(Option<Arc<EmbeddedStore>>),
+    /// Shared with other replicas through Redis.
+    Redis(Arc<Replica>),
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    engine: Arc<Engine>,
+    backend: Backend,
+    on_error: OnStoreError,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "state store unavailable");
+    Status::unavailable(format!("state store: {e}"))
+}
+
+impl Gate {
+    /// State in this process only (`embedded` = `None`: memory).
+    pub fn local(engine: Arc<Engine>, embedded: Option<Arc<EmbeddedStore>>) -> Self {
+        Self {
+            engine,
+            backend: Backend::Local(embedded),
+            on_error: OnStoreError::Deny,
+        }
+    }
+
+    /// State shared through Redis.
+    pub fn redis(replica: Arc<Replica>, on_error: OnStoreError) -> Self {
+        Self {
+            engine: replica.engine().clone(),
+            backend: Backend::Redis(replica),
+            on_error,
+        }
+    }
+
+    /// The engine (for observers: metrics; never for changes).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The embedded store, if that is the backend.
+    pub fn embedded(&self) -> Option<&Arc<EmbeddedStore>> {
+        match &self.backend {
+            Backend::Local(s) => s.as_ref(),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// Whether the store can take changes (for `/readyz`).
+    pub fn is_ready(&self) -> bool {
+        match &self.backend {
+            Backend::Local(Some(s)) => s.is_healthy(),
+            Backend::Local(None) => true,
+            Backend::Redis(r) => r.health() == Health::Up,
+        }
+    }
+
+    /// The store's name, for logs and metrics.
+    pub fn store_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Local(None) => "memory",
+            Backend::Local(Some(_)) => "embedded",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    async fn sync(&self) -> Result<(), Status> {
+        match &self.backend {
+            Backend::Local(Some(s)) => s.sync().await.map_err(unavailable),
+            _ => Ok(()),
+        }
+    }
+
+    async fn replicated(
+        &self,
+        r: &Replica,
+        cmd: &Command,
+    ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
+        let org = cmd.org();
+        let creates = matches!(
+            cmd,
+            Command::Apply {
+                fact: Fact::PutOrg { .. }
+            }
+        );
+        // An unknown org is refused before anything is written: unknown ids grow nothing.
+        if !creates && !r.discover(org).await? {
+            return Ok(Err(EngineError::UnknownOrg(org.to_owned())));
+        }
+        r.execute(cmd).await
+    }
+
+    /// Decides one send (SPEC §2), recording it when allowed.
+    pub async fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, Status> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let d = self.engine.decide(req).map_err(convert::status)?;
+                if d.is_allowed() && !d.replayed {
+                    self.sync().await?;
+                }
+                Ok(d)
+            }
+            Backend::Redis(r) => {
+                let checked = match r.discover(req.org_id).await {
+                    Ok(_) => self.engine.check_send(req),
+                    Err(e) => return self.store_down(req, e),
+                };
+                checked.map_err(convert::status)?;
+                match r.execute(&Command::decide(req)).await {
+                    Ok(Ok(Outcome::Decision(d))) => Ok(d),
+                    Ok(Ok(other)) => Err(Status::internal(format!("decide gave {other:?}"))),
+                    Ok(Err(e)) => Err(convert::status(e)),
+                    Err(e) => self.store_down(req, e),
+                }
+            }
+        }
+    }
+
+    /// A sender's answer while Redis is unreachable.
+    fn store_down(&self, req: &SendRequest<'_>, e: RedisStoreError) -> Result<Decision, Status> {
+        // The last usage this replica saw, as it saw it (its clock must not move outside the log).
+        let usage = self.engine.peek_org(req.org_id).map(|s| s.usage);
+        match (self.on_error, usage) {
+            (OnStoreError::Deny, _) | (_, Err(_)) => Err(unavailable(e)),
+            (OnStoreError::Allow, Ok(usage)) => {
+                tracing::warn!(error = %e, "state store unavailable: allowing uncounted (on_store_error = allow)");
+                Ok(Decision {
+                    verdict: Verdict::Allow,
+                    reason: None,
+                    retry_after_ms: 0,
+                    permit: None,
+                    usage,
+                    replayed: false,
+                })
+            }
+        }
+    }
+
+    /// Applies a change (anything but a send) and answers once it is durable or replicated.
+    pub async fn apply(&self, fact: Fact) -> Result<Outcome, Status> {
+        let r = self.apply_unflushed(fact).await?;
+        self.sync().await?;
+        Ok(r)
+    }
+
+    /// Waits until every change applied so far is durable (after [`Gate::apply_unflushed`]).
+    pub async fn flush(&self) -> Result<(), Status> {
+        self.sync().await
+    }
+
+    /// Applies a change without waiting for the embedded store's commit, so a batch (a webhook
+    /// with many changes) waits for one commit at the end ([`Gate::flush`]). With Redis the
+    /// change is replicated before this returns.
+    pub async fn apply_unflushed(&self, fact: Fact) -> Result<Outcome, Status> {
+        self.engine.check_fact(&fact).map_err(convert::status)?;
+        let cmd = Command::Apply { fact };
+        match &self.backend {
+            Backend::Local(_) => self.engine.execute(&cmd).map_err(convert::status),
+            Backend::Redis(r) => match self.replicated(r, &cmd).await {
+                Ok(r) => r.map_err(convert::status),
+                Err(e) => Err(unavailable(e)),
+            },
+        }
+    }
+
+    /// An org's status now.
+    pub async fn org(&self, org_id: &str) -> Result<OrgStatus, Status> {
+        match &self.backend {
+            Backend::Local(_) => self.engine.get_org(org_id).map_err(convert::status),
+            Backend::Redis(r) => {
+                let cmd = Command::Status {
+                    org: org_id.to_owned(),
+                };
+                match self.replicated(r, &cmd).await {
+                    Ok(Ok(Outcome::Org(st))) => Ok(*st),
+                    Ok(Ok(other)) => Err(Status::internal(format!("status gave {other:?}"))),
+                    Ok(Err(e)) => Err(convert::status(e)),
+                    Err(e) => Err(unavailable(e)),
+                }
+            }
+        }
+    }
+
+    /// Every org's status now, ordered by id.
+    pub async fn orgs(&self) -> Result<Vec<OrgStatus>, Status> {
+        match &self.backend {
+            Backend::Local(_) => Ok(self.engine.list_orgs()),
+            Backend::Redis(r) => {
+                r.discover_all().await.map_err(unavailable)?;
+                let mut out = Vec::new();
+                for id in self.engine.org_ids() {
+                    out.push(self.org(&id).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Every org's status as this process last saw it, without touching the store: for
+    /// `/metrics`, which must neither wait on Redis nor move a replica's clocks.
+    pub fn observe_orgs(&self) -> Vec<OrgStatus> {
+        match &self.backend {
+            Backend::Local(_) => self.engine.list_orgs(),
+            Backend::Redis(_) => self
+                .engine
+                .org_ids()
+                .iter()
+                .filter_map(|id| self.engine.peek_org(id).ok())
+                .collect(),
+        }
+    }
+
+    /// The org a WhatsApp id belongs to. With Redis, an id not known here makes the replica
+    /// look for orgs other replicas registered.
+    pub async fn lookup(&self, id: IdRef<'_>) -> Option<IdOwner> {
+        if let Some(o) = self.engine.lookup_id(id) {
+            return Some(o);
+        }
+        if let Backend::Redis(r) = &self.backend {
+            if let Err(e) = r.discover_all().await {
+                tracing::warn!(error = %e, "could not look for new orgs");
+            }
+            return self.engine.lookup_id(id);
+        }
+        None
+    }
+
+    /// Closes the store (flushes the embedded store's last batch).
+    pub fn close(&self) {
+        if let Backend::Local(Some(s)) = &self.backend {
+            s.close();
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The Redis side of replication: one ordered log of [`Command`]s per org.
+//!
+//! Keys (every key of one org carries the hash tag `{org}`, so Redis Cluster keeps an org on one
+//! slot and the script may touch all of them):
+//!
+//! * `tg:{org}:log`: a stream of commands. An entry's id is `<ms>-<n>`: `ms` is the time the
+//!   command runs at, never less than the entry before it, so log order is time order.
+//! * `tg:{org}:at`: the last `ms` handed out (a stream only remembers its top id while it exists).
+//! * `tg:orgs`: the set of org ids, for replicas that start later or meet an org they never saw.
+//! * `tg:schema`: the layout version; a newer one is refused.
+//!
+//! [`APPEND`] runs atomically inside Redis: it orders the command after every earlier one of the
+//! org and returns the entries the caller has not applied yet, its own last. It is loaded once
+//! and called by SHA (`redis::Script` reloads it after a Redis restart empties the cache).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+use tiergate_core::Command;
+
+/// The layout of the keys above.
+pub const REDIS_SCHEMA_VERSION: u64 = 1;
+
+/// Entries returned by one call at most; the rest are paged with `XRANGE`.
+const PAGE: usize = 512;
+
+/// Orders one command after the org's others and returns what the caller has not applied.
+///
+/// KEYS: log, at. ARGV: proposed ms, replica id, command JSON, the caller's last applied id,
+/// the page size.
+/// Returns `{id, entries}` where entries are `(after, id]`, at most `PAGE` of them.
+pub const APPEND: &str = r#"
+local at = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if at < last then at = last end
+redis.call('SET', KEYS[2], at)
+local id = redis.call('XADD', KEYS[1], at .. '-*', 'r', ARGV[2], 'c', ARGV[3])
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[4], id, 'COUNT', ARGV[5])
+return {id, entries}
+"#;
+
+/// A stream entry id: the entry's time in ms, then its number within that ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogId {
+    /// The time the command runs at (Unix ms).
+    pub ms: u64,
+    /// Its number within the millisecond.
+    pub n: u64,
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.n)
+    }
+}
+
+impl FromStr for LogId {
+    type Err = RedisStoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RedisStoreError::Protocol(format!("bad stream id {s:?}"));
+        let (ms, n) = s.split_once('-').ok_or_else(bad)?;
+        Ok(LogId {
+            ms: ms.parse().map_err(|_| bad())?,
+            n: n.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One command of an org's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place (and time).
+    pub id: LogId,
+    /// The replica that appended it.
+    pub replica: String,
+    /// The command.
+    pub command: Command,
+}
+
+/// Why Redis could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedisStoreError {
+    /// Redis is unreachable, timed out or answered with an error.
+    #[error("redis: {0}")]
+    Unavailable(String),
+    /// Redis answered something this version cannot read.
+    #[error("redis: unexpected reply: {0}")]
+    Protocol(String),
+    /// The keys were written by a newer tiergate.
+    #[error(
+        "redis holds tiergate schema version {found}; this tiergate reads up to {REDIS_SCHEMA_VERSION}: refusing to touch it"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: u64,
+    },
+}
+
+impl From<redis::RedisError> for RedisStoreError {
+    fn from(e: redis::RedisError) -> Self {
+        RedisStoreError::Unavailable(e.to_string())
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Longest wait for one reply; past it the call fails (and the store's error rule applies).
+    pub response_timeout: Duration,
+    /// Longest wait to connect.
+    pub connect_timeout: Duration,
+}
+
+/// The per-org logs in Redis, over one managed, multiplexed connection that reconnects by
+/// itself.
+#[derive(Clone)]
+pub struct RedisLog {
+    conn: ConnectionManager,
+    append: Script,
+}
+
+impl fmt::Debug for RedisLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLog").finish_non_exhaustive()
+    }
+}
+
+fn log_key(org: &str) -> String {
+    format!("tg:{{{org}}}:log")
+}
+
+fn at_key(org: &str) -> String {
+    format!("tg:{{{org}}}:at")
+}
+
+const ORGS_KEY: &str = "tg:orgs";
+const SCHEMA_KEY: &str = "tg:schema";
+
+impl RedisLog {
+    /// Connects, checks (or writes) the schema version and loads the script.
+    pub async fn connect(opts: &RedisOptions) -> Result<Self, RedisStoreError> {
+        let client = redis::Client::open(opts.url.as_str())
+            .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.response_timeout))
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
+        let log = Self {
+            conn,
+            append: Script::new(APPEND),
+        };
+        log.check_schema().await?;
+        let mut c = log.conn.clone();
+        log.append.prepare_invoke().load_async(&mut c).await?;
+        Ok(log)
+    }
+
+    async fn check_schema(&self) -> Result<(), RedisStoreError> {
+        let mut c = self.conn.clone();
+        let _: bool = c.set_nx(SCHEMA_KEY, REDIS_SCHEMA_VERSION).await?;
+        let found: String = c.get(SCHEMA_KEY).await?;
+        let found: u64 = found
+            .parse()
+            .map_err(|_| RedisStoreError::Protocol(format!("{SCHEMA_KEY} = {found:?}")))?;
+        if found > REDIS_SCHEMA_VERSION {
+            return Err(RedisStoreError::NewerSchema { found });
+        }
+        Ok(())
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), RedisStoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Appends `command` for its org at `at_ms` (or later, if the log is already later) and
+    /// returns its id and the entries after `after`, its own last (at most a page: when the
+    /// last entry is not `id`, page on with [`RedisLog::read`]).
+    pub async fn append(
+        &self,
+        replica: &str,
+        command: &Command,
+        at_ms: u64,
+        after: LogId,
+    ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
+        let org = command.org();
+        let json = serde_json::to_string(command)
+            .map_err(|e| RedisStoreError::Protocol(format!("encode command: {e}")))?;
+        let mut c = self.conn.clone();
+        let (id, entries): (String, Value) = self
+            .append
+            .key(log_key(org))
+            .key(at_key(org))
+            .arg(at_ms)
+            .arg(replica)
+            .arg(json)
+            .arg(after.to_string())
+            .arg(PAGE)
+            .invoke_async(&mut c)
+            .await?;
+        Ok((id.parse()?, decode_entries(entries)?))
+    }
+
+    /// Entries of `org` after `after`, up to `until` (inclusive) or the end, a page at a time.
+    pub async fn read(
+        &self,
+        org: &str,
+        after: LogId,
+        until: Option<LogId>,
+    ) -> Result<Vec<Entry>, RedisStoreError> {
+        let mut c = self.conn.clone();
+        let end = until.map_or_else(|| "+".to_owned(), |u| u.to_string());
+        let v: Value = redis::cmd("XRANGE")
+            .arg(log_key(org))
+            .arg(format!("({after}"))
+            .arg(end)
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut c)
+            .await?;
+        decode_entries(v)
+    }
+
+    /// Whether tiergate's schema key is still there (a Redis that restarted without its data
+    /// answers, but has lost every log).
+    pub async fn schema_present(&self) -> Result<bool, RedisStoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.exists(SCHEMA_KEY).await?)
+    }
+
+    /// Adds an org to the set replicas discover orgs from.
+    pub async fn register(&self, org: &str) -> Result<(), RedisStoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c.sadd(ORGS_KEY, org).await?;
+        Ok(())
+    }
+
+    /// Whether an org was ever registered.
+    pub async fn is_registered(&self, org: &str) -> Result<bool, RedisStoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.sismember(ORGS_KEY, org).await?)
+    }
+
+    /// Every registered org.
+    pub async fn orgs(&self) -> Result<Vec<String>, RedisStoreError> {
+        let mut c = self.conn.clone();
+        let mut v: Vec<String> = c.smembers(ORGS_KEY).await?;
+        v.sort();
+        Ok(v)
+    }
+}
+
+fn text(v: &Value) -> Result<String, RedisStoreError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone())
+            .map_err(|_| RedisStoreError::Protocol("entry field is not UTF-8".into())),
+        Value::SimpleString(s) => Ok(s.clone()),
+        other => Err(RedisStoreError::Protocol(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
+fn decode_entries(v: Value) -> Result<Vec<Entry>, RedisStoreError> {
+    let Value::Array(items) = v else {
+        return Err(RedisStoreError::Protocol(format!(
+            "expected entries, got {v:?}"
+        )));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(mut pair) = item else {
+                return Err(RedisStoreError::Protocol(
+                    "entry is not [id, fields]".into(),
+                ));
+            };
+            if pair.len() != 2 {
+                return Err(RedisStoreError::Protocol(
+                    "entry is not [id, fields]".into(),
+                ));
+            }
+            let fields = pair.pop().unwrap_or(Value::Nil);
+            let id: LogId = text(&pair[0])?.parse()?;
+            let Value::Array(fields) = fields else {
+                return Err(RedisStoreError::Protocol("entry fields".into()));
+            };
+            let (mut replica, mut command) = (None, None);
+            for kv in fields.chunks(2) {
+                if let [k, v] = kv {
+                    match text(k)?.as_str() {
+                        "r" => replica = Some(text(v)?),
+                        "c" => {
+                            let json = text(v)?;
+                            command =
+                                Some(serde_json::from_str::<Command>(&json).map_err(|e| {
+                                    RedisStoreError::Protocol(format!("entry {id}: {e}"))
+                                })?);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            match (replica, command) {
+                (Some(replica), Some(command)) => Ok(Entry {
+                    id,
+                    replica,
+                    command,
+                }),
+                _ => Err(RedisStoreError::Protocol(format!(
+                    "entry {id} lacks its command"
+                ))),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,278 @@
+//! A replica: this process's engine, kept equal to every other replica's by applying the same
+//! per-org command logs in the same order.
+//!
+//! To run a command, a replica appends it to the org's log in Redis (one atomic script call,
+//! which also returns the entries of other replicas it has not applied yet), then applies every
+//! entry up to its own, in order, at the time the log gave each, and answers with what its own
+//! entry returned. The engine is deterministic, so two replicas sharing a Redis make the same
+//! decision for every entry: they cannot both hand out the last slot of a tier.
+//!
+//! Nothing outside the log may move an org's state or its clock on a replica. Reads that want
+//! the present go through the log too ([`Command::Status`]); observers use
+//! [`tiergate_core::Engine::peek_org`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tiergate_core::{Command, Engine, EngineError, Fact, Outcome};
+
+use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
+
+/// Results of this replica's own entries that another call applied first, kept until their
+/// caller takes them. Past this many, results older than a minute are dropped (their callers
+/// gave up).
+const STASH_SOFT_CAP: usize = 4_096;
+
+#[derive(Debug, Default)]
+struct Cursor {
+    applied: LogId,
+    stash: HashMap<LogId, Result<Outcome, EngineError>>,
+}
+
+/// What the store's connection looks like from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Redis answers.
+    Up,
+    /// Redis does not answer; calls fail until it does.
+    Down,
+    /// Redis answers but lost tiergate's keys (restarted without persistence, or flushed):
+    /// the shared budget is gone, so this replica refuses until it is restarted.
+    Lost,
+}
+
+/// This process's engine, replicated through Redis.
+pub struct Replica {
+    engine: Arc<Engine>,
+    log: RedisLog,
+    id: String,
+    cursors: DashMap<String, Arc<Mutex<Cursor>>>,
+    health: AtomicU8,
+    discovering: AtomicBool,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("orgs", &self.cursors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn health_code(h: Health) -> u8 {
+    match h {
+        Health::Up => 0,
+        Health::Down => 1,
+        Health::Lost => 2,
+    }
+}
+
+impl Replica {
+    /// A replica of `engine` (which must be empty) over `log`: applies every registered org's
+    /// log before it returns.
+    pub async fn start(engine: Arc<Engine>, log: RedisLog) -> Result<Self, RedisStoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let replica = Self {
+            engine,
+            log,
+            id: format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id()),
+            cursors: DashMap::new(),
+            health: AtomicU8::new(health_code(Health::Up)),
+            discovering: AtomicBool::new(false),
+        };
+        for org in replica.log.orgs().await? {
+            replica.catch_up(&org, None).await?;
+        }
+        Ok(replica)
+    }
+
+    /// This replica's id, as written in the entries it appends.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The store's health as last seen.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Lost,
+        }
+    }
+
+    fn set_health(&self, h: Health) {
+        // Lost stays lost: only a restart (a full reload) can trust the log again.
+        let _ = self
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur != health_code(Health::Lost)).then_some(health_code(h))
+            });
+    }
+
+    fn failed(&self, e: RedisStoreError) -> RedisStoreError {
+        if matches!(e, RedisStoreError::Unavailable(_)) {
+            self.set_health(Health::Down);
+        }
+        e
+    }
+
+    fn check_usable(&self) -> Result<(), RedisStoreError> {
+        match self.health() {
+            Health::Lost => Err(RedisStoreError::Unavailable(
+                "redis lost tiergate's keys (restarted without persistence?); restart the sidecars"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks Redis every `every` and updates [`Replica::health`]; runs until dropped.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let h = match self.log.schema_present().await {
+                Ok(true) => Health::Up,
+                Ok(false) => Health::Lost,
+                Err(_) => Health::Down,
+            };
+            let before = self.health();
+            self.set_health(h);
+            if before != self.health() {
+                match self.health() {
+                    Health::Up => tracing::info!("redis reachable again"),
+                    Health::Down => tracing::warn!("redis unreachable"),
+                    Health::Lost => {
+                        tracing::error!("redis lost tiergate's keys; refusing until restarted")
+                    }
+                }
+            }
+        }
+    }
+
+    fn cursor(&self, org: &str) -> Arc<Mutex<Cursor>> {
+        if let Some(c) = self.cursors.get(org) {
+            return c.clone();
+        }
+        self.cursors.entry(org.to_owned()).or_default().clone()
+    }
+
+    /// Applies `entries` past the cursor, in order; keeps the results of this replica's own.
+    fn apply(&self, cur: &mut Cursor, entries: &[Entry]) {
+        for e in entries {
+            if e.id <= cur.applied {
+                continue;
+            }
+            let r = self.engine.execute_at(&e.command, e.id.ms);
+            if e.replica == self.id {
+                cur.stash.insert(e.id, r);
+            }
+            cur.applied = e.id;
+        }
+        if cur.stash.len() > STASH_SOFT_CAP {
+            let horizon = cur.applied.ms.saturating_sub(60_000);
+            cur.stash.retain(|id, _| id.ms >= horizon);
+        }
+    }
+
+    /// Applies the org's log up to `until` (or its end).
+    async fn catch_up(&self, org: &str, until: Option<LogId>) -> Result<(), RedisStoreError> {
+        let cur = self.cursor(org);
+        loop {
+            let after = cur.lock().applied;
+            if until.is_some_and(|u| after >= u) {
+                return Ok(());
+            }
+            let page = self
+                .log
+                .read(org, after, until)
+                .await
+                .map_err(|e| self.failed(e))?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            self.apply(&mut cur.lock(), &page);
+        }
+    }
+
+    /// Makes sure an org another replica registered is known here. Returns whether it is.
+    pub async fn discover(&self, org: &str) -> Result<bool, RedisStoreError> {
+        self.check_usable()?;
+        if self.engine.has_org(org) {
+            return Ok(true);
+        }
+        if !self
+            .log
+            .is_registered(org)
+            .await
+            .map_err(|e| self.failed(e))?
+        {
+            return Ok(false);
+        }
+        self.catch_up(org, None).await?;
+        Ok(self.engine.has_org(org))
+    }
+
+    /// Loads every org registered since the last call (for lookups by WhatsApp id, which do not
+    /// name the org). At most one runs at a time; others return at once.
+    pub async fn discover_all(&self) -> Result<(), RedisStoreError> {
+        self.check_usable()?;
+        if self.discovering.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = async {
+            for org in self.log.orgs().await.map_err(|e| self.failed(e))? {
+                if !self.engine.has_org(&org) {
+                    self.catch_up(&org, None).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.discovering.store(false, Ordering::Release);
+        r
+    }
+
+    /// Runs a command: orders it in the org's log, applies the log up to it and returns its
+    /// result. The outer error is Redis's; the inner one the engine's (the same on every
+    /// replica). A `PutOrg` registers the org first, so other replicas can find it.
+    pub async fn execute(
+        &self,
+        command: &Command,
+    ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
+        self.check_usable()?;
+        let org = command.org();
+        if let Command::Apply {
+            fact: Fact::PutOrg { .. },
+        } = command
+        {
+            self.log.register(org).await.map_err(|e| self.failed(e))?;
+        }
+        let cur = self.cursor(org);
+        let after = cur.lock().applied;
+        let now = self.engine.clock().now_ms();
+        let (id, entries) = self
+            .log
+            .append(&self.id, command, now, after)
+            .await
+            .map_err(|e| self.failed(e))?;
+        self.set_health(Health::Up);
+        self.apply(&mut cur.lock(), &entries);
+        self.catch_up(org, Some(id)).await?;
+        cur.lock().stash.remove(&id).ok_or_else(|| {
+            RedisStoreError::Protocol(format!("entry {id} of {org} was not applied"))
+        })
+    }
+}

@@ -7,9 +7,9 @@ use tiergate_proto::v1 as pb;
 
 const MANUAL: &[&str] = &["--manual-clock"];
 
-#[tokio::test]
+every_backend! {
 async fn start_gate_then_escalation_path() {
-    let s = Sidecar::start(MANUAL).await;
+    let s = start!(MANUAL);
     let mut o = org("acme", pb::Tier::Tier250);
     o.escalation_path = None;
     s.put_org(o).await;
@@ -27,16 +27,14 @@ async fn start_gate_then_escalation_path() {
     assert!(allowed(&s.acquire("acme", 1).await));
 }
 
-#[tokio::test]
 async fn weekly_cap_without_escalation_path() {
-    let s = Sidecar::start(&[
+    let s = start!(&[
         "--manual-clock",
         "--set",
         "policy.weekly_cap_without_escalation=20",
         "--set",
         "policy.auto_upgrade=false",
-    ])
-    .await;
+    ]);
     let mut o = org("acme", pb::Tier::Tier250);
     o.escalation_path = None;
     o.has_template_history = true;
@@ -53,9 +51,8 @@ async fn weekly_cap_without_escalation_path() {
     assert!(allowed(&s.acquire("acme", 99).await));
 }
 
-#[tokio::test]
 async fn tier_window_with_retry_after_and_repeat_recipients() {
-    let s = Sidecar::start(&["--manual-clock", "--set", "policy.auto_upgrade=false"]).await;
+    let s = start!(&["--manual-clock", "--set", "policy.auto_upgrade=false"]);
     s.put_org(org("acme", pb::Tier::Tier250)).await;
     let start = s.advance(0).await;
     for i in 0..250 {
@@ -76,16 +73,14 @@ async fn tier_window_with_retry_after_and_repeat_recipients() {
     assert!(allowed(&s.acquire("acme", 1_000).await));
 }
 
-#[tokio::test]
 async fn red_grace_then_restricted_tier_and_appeal() {
-    let s = Sidecar::start(&[
+    let s = start!(&[
         "--manual-clock",
         "--set",
         "policy.small_sender_weekly_limit=50",
         "--set",
         "policy.auto_upgrade=false",
-    ])
-    .await;
+    ]);
     // TIER_2K, restricted one step down = TIER_250
     s.put_org(org("acme", pb::Tier::Tier2k)).await;
     let o = s
@@ -142,9 +137,8 @@ async fn red_grace_then_restricted_tier_and_appeal() {
     assert!(allowed(&s.acquire("acme", 5_000).await));
 }
 
-#[tokio::test]
 async fn small_sender_passes_through() {
-    let s = Sidecar::start(&[
+    let s = start!(&[
         "--manual-clock",
         "--set",
         "policy.small_sender_weekly_limit=100",
@@ -152,8 +146,7 @@ async fn small_sender_passes_through() {
         "policy.auto_upgrade=false",
         "--set",
         "policy.ladder=[\"TIER_50\",\"TIER_250\",\"TIER_1K\",\"TIER_10K\",\"TIER_100K\",\"TIER_UNLIMITED\"]",
-    ])
-    .await;
+    ]);
     // TIER_250 on the legacy ladder: restricted = TIER_50
     let mut o = org("small", pb::Tier::Tier250);
     o.quality_rating = pb::QualityRating::Red as i32;
@@ -170,9 +163,8 @@ async fn small_sender_passes_through() {
     assert_eq!(r.usage.unwrap().tier_limit, 50);
 }
 
-#[tokio::test]
 async fn tier_increase_held_then_applied() {
-    let s = Sidecar::start(MANUAL).await;
+    let s = start!(MANUAL);
     let mut o = org("acme", pb::Tier::Tier250);
     o.escalation_path = None;
     s.put_org(o).await;
@@ -209,9 +201,8 @@ async fn tier_increase_held_then_applied() {
     assert_eq!(o.pending_tier, pb::Tier::Unspecified as i32);
 }
 
-#[tokio::test]
 async fn throughput_and_pair_rate() {
-    let s = Sidecar::start(MANUAL).await;
+    let s = start!(MANUAL);
     let mut o = org("acme", pb::Tier::Tier10k);
     o.phone_numbers[0].throughput_mps = 2;
     s.put_org(o).await;
@@ -228,9 +219,8 @@ async fn throughput_and_pair_rate() {
     assert!(allowed(&s.acquire("acme", 1).await));
 }
 
-#[tokio::test]
 async fn idempotency_and_not_sent_refund() {
-    let s = Sidecar::start(&["--manual-clock", "--set", "policy.auto_upgrade=false"]).await;
+    let s = start!(&["--manual-clock", "--set", "policy.auto_upgrade=false"]);
     s.put_org(org("acme", pb::Tier::Tier250)).await;
     let mut req = acquire("acme", 42);
     req.idempotency_key = "order-42".into();
@@ -273,11 +263,10 @@ async fn idempotency_and_not_sent_refund() {
     assert!(allowed(&s.acquire("acme", 6_000).await));
 }
 
-#[tokio::test]
 async fn account_restriction_is_reported_in_get_org() {
     // Rule 3 is driven by WhatsApp error codes (368, 131031); until those feed back, a REJECTED
     // report is accepted and recorded as sent.
-    let s = Sidecar::start(MANUAL).await;
+    let s = start!(MANUAL);
     s.put_org(org("acme", pb::Tier::Tier250)).await;
     let a = s.acquire("acme", 1).await;
     s.governor()
@@ -291,4 +280,5 @@ async fn account_restriction_is_reported_in_get_org() {
     let o = s.get_org("acme").await;
     assert!(!o.account_restricted);
     assert_eq!(o.usage.unwrap().templates_7d, 1);
+}
 }

@@ -12,6 +12,110 @@ use tiergate_proto::v1::send_governor_client::SendGovernorClient;
 use tonic::Request;
 use tonic::transport::Channel;
 
+pub mod redis;
+
+pub use redis::RedisServer;
+
+/// The stores one suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Embedded,
+    Redis,
+}
+
+/// A sidecar on a backend, with what that backend needs (its own data directory, its own
+/// `redis-server`), all removed on drop.
+pub struct OnBackend {
+    pub sidecar: Sidecar,
+    pub redis: Option<RedisServer>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl std::ops::Deref for OnBackend {
+    type Target = Sidecar;
+    fn deref(&self) -> &Sidecar {
+        &self.sidecar
+    }
+}
+
+impl Drop for OnBackend {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Backend {
+    /// Starts a sidecar with `args` on this backend; `None` when Redis is needed but not
+    /// installed (and not required).
+    pub async fn start(self, name: &str, args: &[&str]) -> Option<OnBackend> {
+        match self {
+            Backend::Memory => Some(OnBackend {
+                sidecar: Sidecar::start(args).await,
+                redis: None,
+                dir: None,
+            }),
+            Backend::Embedded => {
+                let dir = std::env::temp_dir()
+                    .join(format!("tiergate-suite-{name}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let d = dir.to_str().unwrap().to_owned();
+                let mut all = vec!["--store", "embedded", "--data-dir", &d];
+                all.extend_from_slice(args);
+                Some(OnBackend {
+                    sidecar: Sidecar::start(&all).await,
+                    redis: None,
+                    dir: Some(dir),
+                })
+            }
+            Backend::Redis => {
+                let redis = RedisServer::start(name)?;
+                let url = redis.url();
+                let mut all = vec!["--store", "redis", "--redis-url", &url];
+                all.extend_from_slice(args);
+                Some(OnBackend {
+                    sidecar: Sidecar::start(&all).await,
+                    redis: Some(redis),
+                    dir: None,
+                })
+            }
+        }
+    }
+}
+
+/// Runs the test functions given against every backend: one module per store, the same
+/// bodies. A body starts its sidecar with `start!(args)`.
+#[macro_export]
+macro_rules! every_backend {
+    ($( async fn $name:ident() $body:block )*) => {
+        macro_rules! start {
+            ($args:expr) => {
+                match BACKEND.start(NAME, $args).await {
+                    Some(s) => s,
+                    None => return,
+                }
+            };
+        }
+        mod memory {
+            use super::*;
+            const BACKEND: Backend = Backend::Memory;
+            $( #[tokio::test] async fn $name() { const NAME: &str = stringify!($name); $body } )*
+        }
+        mod embedded {
+            use super::*;
+            const BACKEND: Backend = Backend::Embedded;
+            $( #[tokio::test] async fn $name() { const NAME: &str = stringify!($name); $body } )*
+        }
+        mod redis {
+            use super::*;
+            const BACKEND: Backend = Backend::Redis;
+            $( #[tokio::test] async fn $name() { const NAME: &str = stringify!($name); $body } )*
+        }
+    };
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A running sidecar, killed on drop.

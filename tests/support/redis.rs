@@ -48,7 +48,9 @@ impl RedisServer {
             if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() == Ok("1") {
                 panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server is not on PATH");
             }
-            eprintln!("skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)");
+            eprintln!(
+                "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
+            );
             return None;
         }
         let dir = std::env::temp_dir().join(format!(
@@ -92,7 +94,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !pong(self.port) {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -95,6 +95,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
         url: config.server.redis_url.clone().unwrap_or_default(),
         response_timeout: timeout,
         connect_timeout: timeout,
+        replica: RedisLog::new_replica_id(),
     };
     let started = std::time::Instant::now();
     let log = RedisLog::connect(&opts).await?;

@@ -4,8 +4,8 @@
 //! slot and the script may touch all of them):
 //!
 //! * `tg:{org}:log`: a stream of commands. An entry's id is `<ms>-<n>`: `ms` is the time the
-//!   command runs at, never less than the entry before it, so log order is time order.
-//! * `tg:{org}:at`: the last `ms` handed out (a stream only remembers its top id while it exists).
+//!   command runs at, never less than the entry before it, so log order is time order (a stream
+//!   refuses a smaller id, and the script then uses the stream's latest time).
 //! * `tg:orgs`: the set of org ids, for replicas that start later or meet an org they never saw.
 //! * `tg:schema`: the layout version; a newer one is refused.
 //!
@@ -20,6 +20,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::Command;
+use tokio::sync::{mpsc, oneshot};
 
 /// The layout of the keys above.
 pub const REDIS_SCHEMA_VERSION: u64 = 1;
@@ -27,19 +28,36 @@ pub const REDIS_SCHEMA_VERSION: u64 = 1;
 /// Entries returned by one call at most; the rest are paged with `XRANGE`.
 const PAGE: usize = 512;
 
-/// Orders one command after the org's others and returns what the caller has not applied.
+/// Orders commands after their orgs' others and returns, for each, what the caller has not
+/// applied.
 ///
-/// KEYS: log, at. ARGV: proposed ms, replica id, command JSON, the caller's last applied id,
-/// the page size.
-/// Returns `{id, entries}` where entries are `(after, id]`, at most `PAGE` of them.
+/// KEYS: one org log per command (an org may repeat). ARGV: the replica id, the page size,
+/// then for each command its proposed ms, its JSON and the caller's last applied id.
+/// Returns, per command, `{id, entries}` where entries are the other entries in `(after, id)`,
+/// at most a page of them (the caller knows its own command; with one replica there are none).
+///
+/// The whole batch is one atomic script run: one round trip, one append to Redis's file. With
+/// Redis Cluster a batch must hold orgs of one slot; the connection used here is a single
+/// Redis, where any batch is allowed.
 pub const APPEND: &str = r#"
-local at = tonumber(ARGV[1])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if at < last then at = last end
-redis.call('SET', KEYS[2], at)
-local id = redis.call('XADD', KEYS[1], at .. '-*', 'r', ARGV[2], 'c', ARGV[3])
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[4], id, 'COUNT', ARGV[5])
-return {id, entries}
+local replica, page = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
+  if not ok then
+    -- The log is already later (another replica's clock is ahead): run at its latest time.
+    local info = redis.call('XINFO', 'STREAM', key)
+    local last
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then last = info[j + 1] end
+    end
+    id = redis.call('XADD', key, string.match(last, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
+  end
+  out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+end
+return out
 "#;
 
 /// A stream entry id: the entry's time in ms, then its number within that ms.
@@ -115,6 +133,8 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Longest wait to connect.
     pub connect_timeout: Duration,
+    /// This replica's id, written in every entry it appends.
+    pub replica: String,
 }
 
 /// The per-org logs in Redis, over one managed, multiplexed connection that reconnects by
@@ -123,6 +143,73 @@ pub struct RedisOptions {
 pub struct RedisLog {
     conn: ConnectionManager,
     append: Script,
+    batches: mpsc::Sender<Call>,
+    replica: String,
+}
+
+/// One `APPEND` waiting for its batch.
+struct Call {
+    key: String,
+    at_ms: u64,
+    json: String,
+    after: String,
+    reply: oneshot::Sender<Result<(String, Value), RedisStoreError>>,
+}
+
+/// Appends in one script call at most.
+const BATCH: usize = 256;
+
+/// Sends the `APPEND`s waiting at that moment as one script call: while one batch is in
+/// Redis, the next gathers (group commit, as in the embedded store).
+async fn batcher(
+    conn: ConnectionManager,
+    script: Script,
+    replica: String,
+    mut rx: mpsc::Receiver<Call>,
+) {
+    let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let calls = std::mem::take(&mut batch);
+        send_batch(conn.clone(), script.clone(), replica.clone(), calls).await;
+    }
+}
+
+async fn send_batch(conn: ConnectionManager, script: Script, replica: String, calls: Vec<Call>) {
+    let mut inv = script.prepare_invoke();
+    inv.arg(&replica).arg(PAGE);
+    for c in &calls {
+        inv.key(&c.key).arg(c.at_ms).arg(&c.json).arg(&c.after);
+    }
+    let mut conn = conn;
+    // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
+    // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
+    let result: Result<Vec<(String, Value)>, RedisStoreError> = inv
+        .invoke_async(&mut conn)
+        .await
+        .map_err(RedisStoreError::from)
+        .and_then(|v: Vec<(String, Value)>| {
+            if v.len() == calls.len() {
+                Ok(v)
+            } else {
+                Err(RedisStoreError::Protocol(format!(
+                    "{} results for {} appends",
+                    v.len(),
+                    calls.len()
+                )))
+            }
+        });
+    match result {
+        Ok(results) => {
+            for (c, r) in calls.into_iter().zip(results) {
+                let _ = c.reply.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            for c in calls {
+                let _ = c.reply.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 impl fmt::Debug for RedisLog {
@@ -133,10 +220,6 @@ impl fmt::Debug for RedisLog {
 
 fn log_key(org: &str) -> String {
     format!("tg:{{{org}}}:log")
-}
-
-fn at_key(org: &str) -> String {
-    format!("tg:{{{org}}}:at")
 }
 
 const ORGS_KEY: &str = "tg:orgs";
@@ -155,9 +238,19 @@ impl RedisLog {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
+        let append = Script::new(APPEND);
+        let (tx, rx) = mpsc::channel(4 * BATCH);
+        tokio::spawn(batcher(
+            conn.clone(),
+            append.clone(),
+            opts.replica.clone(),
+            rx,
+        ));
         let log = Self {
             conn,
-            append: Script::new(APPEND),
+            append,
+            batches: tx,
+            replica: opts.replica.clone(),
         };
         log.check_schema().await?;
         let mut c = log.conn.clone();
@@ -178,6 +271,20 @@ impl RedisLog {
         Ok(())
     }
 
+    /// The id of the replica this log appends for.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// A fresh replica id: unique per process start.
+    pub fn new_replica_id() -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id())
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), RedisStoreError> {
         let mut c = self.conn.clone();
@@ -186,11 +293,10 @@ impl RedisLog {
     }
 
     /// Appends `command` for its org at `at_ms` (or later, if the log is already later) and
-    /// returns its id and the entries after `after`, its own last (at most a page: when the
-    /// last entry is not `id`, page on with [`RedisLog::read`]).
+    /// returns its id and the entries between `after` and it (at most a page: when the page is
+    /// full, page on with [`RedisLog::read`]). The caller's own entry is not sent back.
     pub async fn append(
         &self,
-        replica: &str,
         command: &Command,
         at_ms: u64,
         after: LogId,
@@ -198,19 +304,28 @@ impl RedisLog {
         let org = command.org();
         let json = serde_json::to_string(command)
             .map_err(|e| RedisStoreError::Protocol(format!("encode command: {e}")))?;
-        let mut c = self.conn.clone();
-        let (id, entries): (String, Value) = self
-            .append
-            .key(log_key(org))
-            .key(at_key(org))
-            .arg(at_ms)
-            .arg(replica)
-            .arg(json)
-            .arg(after.to_string())
-            .arg(PAGE)
-            .invoke_async(&mut c)
-            .await?;
-        Ok((id.parse()?, decode_entries(entries)?))
+        let (reply, rx) = oneshot::channel();
+        let gone = || RedisStoreError::Unavailable("the redis batcher stopped".into());
+        let call = Call {
+            key: log_key(org),
+            at_ms,
+            json,
+            after: after.to_string(),
+            reply,
+        };
+        self.batches.send(call).await.map_err(|_| gone())?;
+        let (id, entries) = rx.await.map_err(|_| gone())??;
+        let id: LogId = id.parse()?;
+        let mut entries = decode_entries(entries)?;
+        if entries.len() < PAGE {
+            // Nothing is missing between the others and ours: append ours as sent.
+            entries.push(Entry {
+                id,
+                replica: self.replica.clone(),
+                command: command.clone(),
+            });
+        }
+        Ok((id, entries))
     }
 
     /// Entries of `org` after `after`, up to `until` (inclusive) or the end, a page at a time.

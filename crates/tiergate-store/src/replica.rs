@@ -76,14 +76,10 @@ impl Replica {
     /// A replica of `engine` (which must be empty) over `log`: applies every registered org's
     /// log before it returns.
     pub async fn start(engine: Arc<Engine>, log: RedisLog) -> Result<Self, RedisStoreError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         let replica = Self {
             engine,
+            id: log.replica().to_owned(),
             log,
-            id: format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id()),
             cursors: DashMap::new(),
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
@@ -265,7 +261,7 @@ impl Replica {
         let now = self.engine.clock().now_ms();
         let (id, entries) = self
             .log
-            .append(&self.id, command, now, after)
+            .append(command, now, after)
             .await
             .map_err(|e| self.failed(e))?;
         self.set_health(Health::Up);

@@ -5,7 +5,8 @@
 //! every result's ratio to the echo floor and to the in-memory sidecar. `TIERGATE_BENCH_SECS`
 //! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores (`memory,embedded,redis`).
 //! For `redis` the bench starts its own `redis-server` on a free port, with the append-only
-//! file fsynced on every write (`appendfsync always`), the same promise the embedded store keeps.
+//! file fsynced on every write (`appendfsync always`), the same promise the embedded store
+//! keeps; `redis-everysec` is Redis's usual setting (fsync once a second).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -45,7 +46,7 @@ fn spawn(args: &[&str]) -> Proc {
 }
 
 /// A `redis-server` of the bench's own, or `None` when it is not installed.
-fn redis_server(dir: &std::path::Path) -> Option<(Child, String)> {
+fn redis_server(dir: &std::path::Path, fsync: &str) -> Option<(Child, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -61,7 +62,7 @@ fn redis_server(dir: &std::path::Path) -> Option<(Child, String)> {
             "--save",
             "",
         ])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .args(["--appendonly", "yes", "--appendfsync", fsync])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -113,6 +114,10 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let dir_s = dir.to_string_lossy().into_owned();
         let mut redis = None;
+        let (kind, fsync) = match store.split_once('-') {
+            Some(("redis", f)) => ("redis", f),
+            _ => (store, "always"),
+        };
         let mut args = vec![
             "serve",
             "--grpc-addr",
@@ -120,15 +125,15 @@ fn main() {
             "--http-addr",
             "127.0.0.1:0",
             "--store",
-            store,
+            kind,
             "--data-dir",
             &dir_s,
         ];
-        if store == "redis" {
-            match redis_server(&dir) {
+        if kind == "redis" {
+            match redis_server(&dir, fsync) {
                 Some(r) => redis = Some(r),
                 None => {
-                    skipped.push("redis (redis-server not on PATH)");
+                    skipped.push(format!("{store} (redis-server not on PATH)"));
                     continue;
                 }
             }
@@ -145,7 +150,10 @@ fn main() {
         rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
             .unwrap();
         rows.push((
-            format!("tiergate serve --store {store}"),
+            match kind {
+                "redis" => format!("tiergate serve --store redis (appendfsync {fsync})"),
+                _ => format!("tiergate serve --store {store}"),
+            },
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
         drop(server);

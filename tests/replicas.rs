@@ -114,6 +114,15 @@ async fn two_replicas_never_exceed_the_tier_together() {
             "the refund is seen by both replicas"
         );
     }
+    // Redis's commits are in /metrics like the embedded store's.
+    let m = a.metrics().await;
+    assert!(m.contains("tiergate_store_up 1"), "{m}");
+    let commits: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("tiergate_store_commit_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("commit count");
+    assert!(commits > 0);
 }
 
 async fn readyz(s: &Sidecar) -> bool {

@@ -76,6 +76,15 @@ impl Gate {
         }
     }
 
+    /// The store's commit latencies, if it commits (embedded: transaction + fsync; Redis: the
+    /// script call that appended a batch).
+    pub fn commit_stats(&self) -> Option<&tiergate_store::CommitStats> {
+        match &self.backend {
+            Backend::Local(s) => s.as_ref().map(|s| s.stats()),
+            Backend::Redis(r) => Some(r.log().stats()),
+        }
+    }
+
     /// Whether the store can take changes (for `/readyz`).
     pub fn is_ready(&self) -> bool {
         match &self.backend {

@@ -206,11 +206,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tiergate_store_up gauge");
         let _ = writeln!(out, "tiergate_store_up {}", i64::from(gate.is_ready()));
-        if let Some(store) = gate.embedded() {
-            let st = store.stats();
+        if let Some(st) = gate.commit_stats() {
             let _ = writeln!(
                 out,
-                "# HELP tiergate_store_commit_seconds Latency of one group commit (write + fsync)."
+                "# HELP tiergate_store_commit_seconds Latency of one group commit (embedded: write + fsync; redis: the script call)."
             );
             let _ = writeln!(out, "# TYPE tiergate_store_commit_seconds histogram");
             for (le, n) in tiergate_store::COMMIT_BUCKETS.iter().zip(st.buckets()) {
@@ -232,7 +231,7 @@ impl Metrics {
             let _ = writeln!(out, "tiergate_store_commit_seconds_count {}", st.count());
             let _ = writeln!(
                 out,
-                "# HELP tiergate_store_facts Facts committed to the store."
+                "# HELP tiergate_store_facts Facts (embedded) or log entries (redis) committed."
             );
             let _ = writeln!(out, "# TYPE tiergate_store_facts counter");
             let _ = writeln!(out, "tiergate_store_facts_total {}", st.facts());

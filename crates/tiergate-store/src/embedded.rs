@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::commit_stats::CommitStats;
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tiergate_core::{Engine, Fact, Journal};
@@ -19,58 +20,6 @@ pub const SCHEMA_VERSION: u64 = 1;
 const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MAX_BATCH: usize = 4_096;
-
-/// Upper bounds (seconds) of the commit-latency histogram's buckets.
-pub const COMMIT_BUCKETS: [f64; 10] = [
-    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.25, 1.0,
-];
-
-/// Commit latencies, for `/metrics` (a Prometheus histogram without the dependency).
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    buckets: [AtomicU64; COMMIT_BUCKETS.len()],
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
-    facts: AtomicU64,
-}
-
-impl CommitStats {
-    fn observe(&self, took: Duration, facts: usize) {
-        let secs = took.as_secs_f64();
-        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.facts.fetch_add(facts as u64, Ordering::Relaxed);
-    }
-
-    /// Cumulative counts per bucket of [`COMMIT_BUCKETS`].
-    pub fn buckets(&self) -> Vec<u64> {
-        self.buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// Total seconds spent committing.
-    pub fn sum_seconds(&self) -> f64 {
-        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
-    }
-
-    /// Commits (batches) made.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Facts committed.
-    pub fn facts(&self) -> u64 {
-        self.facts.load(Ordering::Relaxed)
-    }
-}
 
 /// Why the store could not be opened or written.
 #[derive(Debug, thiserror::Error)]

@@ -15,12 +15,14 @@
 //! clear error, never reset. A second process on the same directory is refused by redb's lock.
 #![forbid(unsafe_code)]
 
+mod commit_stats;
 mod embedded;
 mod redis_log;
 mod replay_clock;
 mod replica;
 
-pub use embedded::{COMMIT_BUCKETS, CommitStats, EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
+pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};
 pub use redis_log::{
     APPEND, Entry, LogId, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions, RedisStoreError,
 };

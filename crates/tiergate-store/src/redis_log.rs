@@ -15,11 +15,14 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::Command;
+
+use crate::commit_stats::CommitStats;
 use tokio::sync::{mpsc, oneshot};
 
 /// The layout of the keys above.
@@ -145,6 +148,7 @@ pub struct RedisLog {
     append: Script,
     batches: mpsc::Sender<Call>,
     replica: String,
+    stats: Arc<CommitStats>,
 }
 
 /// One `APPEND` waiting for its batch.
@@ -165,16 +169,26 @@ async fn batcher(
     conn: ConnectionManager,
     script: Script,
     replica: String,
+    stats: Arc<CommitStats>,
     mut rx: mpsc::Receiver<Call>,
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let calls = std::mem::take(&mut batch);
-        send_batch(conn.clone(), script.clone(), replica.clone(), calls).await;
+        let (n, start) = (calls.len(), Instant::now());
+        if send_batch(conn.clone(), script.clone(), replica.clone(), calls).await {
+            stats.observe(start.elapsed(), n);
+        }
     }
 }
 
-async fn send_batch(conn: ConnectionManager, script: Script, replica: String, calls: Vec<Call>) {
+/// Runs one batch and answers its callers; returns whether Redis took it.
+async fn send_batch(
+    conn: ConnectionManager,
+    script: Script,
+    replica: String,
+    calls: Vec<Call>,
+) -> bool {
     let mut inv = script.prepare_invoke();
     inv.arg(&replica).arg(PAGE);
     for c in &calls {
@@ -203,11 +217,13 @@ async fn send_batch(conn: ConnectionManager, script: Script, replica: String, ca
             for (c, r) in calls.into_iter().zip(results) {
                 let _ = c.reply.send(Ok(r));
             }
+            true
         }
         Err(e) => {
             for c in calls {
                 let _ = c.reply.send(Err(e.clone()));
             }
+            false
         }
     }
 }
@@ -240,10 +256,12 @@ impl RedisLog {
             .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
         let append = Script::new(APPEND);
         let (tx, rx) = mpsc::channel(4 * BATCH);
+        let stats = Arc::new(CommitStats::default());
         tokio::spawn(batcher(
             conn.clone(),
             append.clone(),
             opts.replica.clone(),
+            stats.clone(),
             rx,
         ));
         let log = Self {
@@ -251,6 +269,7 @@ impl RedisLog {
             append,
             batches: tx,
             replica: opts.replica.clone(),
+            stats,
         };
         log.check_schema().await?;
         let mut c = log.conn.clone();
@@ -269,6 +288,11 @@ impl RedisLog {
             return Err(RedisStoreError::NewerSchema { found });
         }
         Ok(())
+    }
+
+    /// Latency of the script calls that appended batches, and the entries they carried.
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// The id of the replica this log appends for.

@@ -95,6 +95,11 @@ impl Replica {
         &self.id
     }
 
+    /// The Redis log (for its commit statistics).
+    pub fn log(&self) -> &RedisLog {
+        &self.log
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine

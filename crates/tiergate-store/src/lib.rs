@@ -20,6 +20,7 @@ mod embedded;
 mod redis_log;
 mod replay_clock;
 mod replica;
+mod waiters;
 
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};

@@ -28,8 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 /// The layout of the keys above.
 pub const REDIS_SCHEMA_VERSION: u64 = 1;
 
-/// Entries returned by one call at most; the rest are paged with `XRANGE`.
+/// Entries an append returns at most; the rest are paged with `XRANGE`.
 const PAGE: usize = 512;
+
+/// Entries one `XRANGE` page carries when catching up (a start reads whole logs).
+const READ_PAGE: usize = 4_096;
 
 /// Orders commands after their orgs' others and returns, for each, what the caller has not
 /// applied.
@@ -366,7 +369,7 @@ impl RedisLog {
             .arg(format!("({after}"))
             .arg(end)
             .arg("COUNT")
-            .arg(PAGE)
+            .arg(READ_PAGE)
             .query_async(&mut c)
             .await?;
         decode_entries(v)

@@ -27,6 +27,9 @@ use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 /// gave up).
 const STASH_SOFT_CAP: usize = 4_096;
 
+/// Orgs loaded at once when a replica starts.
+const LOAD_PARALLEL: usize = 4;
+
 #[derive(Debug, Default)]
 struct Cursor {
     applied: LogId,
@@ -84,10 +87,25 @@ impl Replica {
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
         };
-        for org in replica.log.orgs().await? {
-            replica.catch_up(&org, None).await?;
+        // Orgs are independent: load a few at once (the engine takes them in parallel), so a
+        // start costs the slowest org's log more than the sum of all.
+        let replica = Arc::new(replica);
+        let mut loads = tokio::task::JoinSet::new();
+        let mut orgs = replica.log.orgs().await?.into_iter();
+        loop {
+            while loads.len() < LOAD_PARALLEL {
+                let Some(org) = orgs.next() else { break };
+                let r = replica.clone();
+                loads.spawn(async move { r.catch_up(&org, None).await });
+            }
+            match loads.join_next().await {
+                None => break,
+                Some(Ok(r)) => r?,
+                Some(Err(e)) => return Err(RedisStoreError::Protocol(format!("load task: {e}"))),
+            }
         }
-        Ok(replica)
+        Arc::into_inner(replica)
+            .ok_or_else(|| RedisStoreError::Protocol("a load task outlived the start".into()))
     }
 
     /// This replica's id, as written in the entries it appends.

@@ -28,7 +28,7 @@ pub enum AppealStatus {
 }
 
 /// One appeal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appeal {
     /// `org_id:appeal:n`.
     pub appeal_id: AppealId,
@@ -41,7 +41,7 @@ pub struct Appeal {
 }
 
 /// An appeal's id: its org and its number within the org.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppealId {
     /// The org.
     pub org_id: String,

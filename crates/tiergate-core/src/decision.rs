@@ -129,7 +129,7 @@ impl fmt::Display for DenyReason {
 }
 
 /// An org's usage as seen by one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// The effective tier now (the restricted tier while the quality restriction bites).
     pub tier: Tier,
@@ -149,7 +149,7 @@ pub struct Usage {
 }
 
 /// Proof that a send was allowed; hand it back to [`crate::Engine::report`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Permit {
     /// The org that allowed it.
     pub org_id: Arc<str>,
@@ -180,7 +180,7 @@ impl FromStr for Permit {
 }
 
 /// The answer to one send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// Allow or deny.
     pub verdict: Verdict,

@@ -25,6 +25,7 @@ use crate::org::{OrgConfig, OrgStatus};
 use crate::org_state::OrgState;
 use crate::policy::Policy;
 use crate::quality::QualityRating;
+use crate::snapshot::OrgSnapshot;
 use crate::tier::Tier;
 use crate::tier_change::TierChange;
 use crate::validate::{self, RecipientKey};
@@ -218,6 +219,25 @@ impl Engine {
             | Fact::AccountRestricted { .. }
             | Fact::AppealResolved { .. } => {}
         }
+        Ok(())
+    }
+
+    /// The org's whole state as of the last call that touched it (its clock is not moved).
+    pub fn snapshot_org(&self, org_id: &str) -> Result<OrgSnapshot, EngineError> {
+        self.with_org(org_id, |st, _| st.snapshot())
+    }
+
+    /// Puts an org back in the state `snap` kept, replacing what is there. The org's ids are
+    /// claimed as a registration would (and refused the same way).
+    pub fn restore_org(&self, snap: OrgSnapshot) -> Result<(), EngineError> {
+        validate::org_id(snap.org_id())?;
+        let _admin = self.admin.lock();
+        let old_ids = self.ids.check_claim(snap.config())?;
+        let config = snap.config().clone();
+        let st = OrgState::from_snapshot(snap, &self.policy);
+        self.orgs
+            .insert(CompactString::from(config.org_id.as_str()), Mutex::new(st));
+        self.ids.claim(&config, &old_ids);
         Ok(())
     }
 

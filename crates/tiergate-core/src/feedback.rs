@@ -92,7 +92,7 @@ impl Reaction {
 }
 
 /// Per-number feedback state.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct NumberFeedback {
     /// The rate after the last 130429 and when it was cut; `None` when at full rate.
     pub(crate) cut: Option<(u32, u64)>,
@@ -140,6 +140,18 @@ impl<K: std::hash::Hash + Eq + Copy> Backoffs<K> {
         self.map
             .insert(k, (now.saturating_add(ms), hits.saturating_add(1)));
         ms
+    }
+
+    /// The entries, for a snapshot.
+    pub(crate) fn entries(&self) -> Vec<(K, (u64, u8))> {
+        self.map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Back-offs holding `entries` (from a snapshot).
+    pub(crate) fn from_entries(entries: Vec<(K, (u64, u8))>) -> Self {
+        Self {
+            map: entries.into_iter().collect(),
+        }
     }
 
     pub(crate) fn live(&self, now: u64) -> usize {

@@ -23,7 +23,46 @@ pub(crate) struct IdempotencyCache {
     order: VecDeque<(u64, Box<str>)>,
 }
 
+/// An [`IdempotencyCache`], for a snapshot: its expiry order and its entries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct IdempotencyState {
+    order: Vec<(u64, String)>,
+    entries: Vec<(String, u64, Decision)>,
+}
+
 impl IdempotencyCache {
+    /// Its state, for a snapshot.
+    pub(crate) fn state(&self) -> IdempotencyState {
+        IdempotencyState {
+            order: self
+                .order
+                .iter()
+                .map(|(at, k)| (*at, k.to_string()))
+                .collect(),
+            entries: self
+                .map
+                .iter()
+                .map(|(k, e)| (k.to_string(), e.at, e.decision.clone()))
+                .collect(),
+        }
+    }
+
+    /// A cache in the state a snapshot kept.
+    pub(crate) fn restore(state: IdempotencyState) -> Self {
+        Self {
+            map: state
+                .entries
+                .into_iter()
+                .map(|(k, at, decision)| (k.into_boxed_str(), Entry { at, decision }))
+                .collect(),
+            order: state
+                .order
+                .into_iter()
+                .map(|(at, k)| (at, k.into_boxed_str()))
+                .collect(),
+        }
+    }
+
     /// Drops keys older than the TTL (at or before `cutoff`).
     pub(crate) fn expire(&mut self, cutoff: u64) {
         while let Some((at, _)) = self.order.front() {

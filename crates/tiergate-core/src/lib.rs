@@ -55,6 +55,7 @@ mod policy;
 mod quality;
 mod rate;
 mod send_log;
+mod snapshot;
 mod tier;
 mod tier_change;
 mod validate;
@@ -76,6 +77,7 @@ pub use org::{NumberStatus, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePau
 pub use policy::{Policy, TierScope};
 pub use quality::QualityRating;
 pub use send_log::SendLog;
+pub use snapshot::OrgSnapshot;
 pub use tier::{Ladder, Tier};
 pub use tier_change::TierChange;
 pub use validate::RecipientKey;

@@ -45,6 +45,28 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
+    /// Each window's (recipient, last send), oldest first: what a snapshot keeps.
+    pub(crate) fn entries(&self) -> Vec<Vec<(u64, u64)>> {
+        self.iter()
+            .map(|w| w.iter().map(|(k, t)| (k.0, t)).collect())
+            .collect()
+    }
+
+    /// Windows holding `entries` (from a snapshot); at least one.
+    pub(crate) fn from_entries(entries: &[Vec<(u64, u64)>]) -> Self {
+        let mut ws = entries.iter().map(|list| {
+            let mut w = RecipientWindow::new();
+            for &(k, t) in list {
+                w.touch(crate::validate::RecipientKey(k), t);
+            }
+            w
+        });
+        Windows {
+            first: ws.next().unwrap_or_default(),
+            rest: ws.collect(),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         1 + self.rest.len()
     }
@@ -54,6 +76,10 @@ impl Windows {
         if n > self.len() {
             self.rest.resize_with(n - 1, RecipientWindow::new);
         }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RecipientWindow> {
+        std::iter::once(&self.first).chain(self.rest.iter())
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RecipientWindow> {

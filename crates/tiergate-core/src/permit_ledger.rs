@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use crate::validate::RecipientKey;
 
 /// What one allowed send changed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PermitRecord {
     pub(crate) at: u64,
     pub(crate) recipient: RecipientKey,
@@ -24,7 +24,7 @@ pub(crate) struct PermitRecord {
 }
 
 /// One org's permits, by sequence number.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PermitLedger {
     first_seq: u64,
     /// When the oldest record was made (kept inline so expiry needs no look at the buffer).

@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::state::{NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use hashbrown::HashMap;
 
 use crate::clock::DecisionClock;
 
-type Direct = RateLimiter<NotKeyed, InMemoryState, DecisionClock, NoOpMiddleware<Nanos>>;
 type Slotted = RateLimiter<NotKeyed, Slot, DecisionClock, NoOpMiddleware<Nanos>>;
 /// (phone slot, recipient key).
 type PairKey = (u16, u64);
@@ -69,26 +68,63 @@ fn ceil_ms(d: Duration) -> u64 {
 }
 
 /// Messages per second of one phone number.
+///
+/// Its GCRA state (one theoretical arrival time) is a plain field, loaded into the [`Slot`]
+/// for each check like a pair's, so that a snapshot can carry it.
 #[derive(Debug)]
 pub(crate) struct Throughput {
-    limiter: Direct,
+    limiter: Slotted,
+    /// When the limiter was made (ms): `governor` counts time from there.
+    start_ms: u64,
+    tat: u64,
+}
+
+/// A limiter's state, for a snapshot: when it was made and its theoretical arrival time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GcraState {
+    pub(crate) start_ms: u64,
+    pub(crate) tat: u64,
 }
 
 impl Throughput {
     /// A limiter at `mps`; the caller has set the [`DecisionClock`] to now.
     pub(crate) fn new(mps: u32) -> Self {
+        use governor::clock::Clock;
         let mps = NonZeroU32::new(mps.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::direct_with_clock(Quota::per_second(mps), DecisionClock),
+            start_ms: DecisionClock.now().as_u64() / 1_000_000,
+            limiter: RateLimiter::new(Quota::per_second(mps), Slot, DecisionClock),
+            tat: EMPTY,
         }
     }
 
     /// `Ok` and one cell used, or the milliseconds until one is free.
-    pub(crate) fn check(&self) -> Result<(), u64> {
+    pub(crate) fn check(&mut self) -> Result<(), u64> {
         use governor::clock::Clock;
-        self.limiter
-            .check()
-            .map_err(|nu| ceil_ms(nu.wait_time_from(DecisionClock.now())).max(1))
+        Slot::put(self.tat);
+        match self.limiter.check() {
+            Ok(_) => {
+                self.tat = Slot::take();
+                Ok(())
+            }
+            Err(nu) => Err(ceil_ms(nu.wait_time_from(DecisionClock.now())).max(1)),
+        }
+    }
+
+    /// Its state, for a snapshot.
+    pub(crate) fn state(&self) -> GcraState {
+        GcraState {
+            start_ms: self.start_ms,
+            tat: self.tat,
+        }
+    }
+
+    /// A limiter at `mps` in the state a snapshot kept. Leaves the [`DecisionClock`] moved.
+    pub(crate) fn restore(mps: u32, state: GcraState) -> Self {
+        DecisionClock::set(state.start_ms);
+        let mut t = Self::new(mps);
+        t.tat = state.tat;
+        t
     }
 }
 
@@ -104,6 +140,14 @@ pub(crate) struct PairRate {
 }
 
 const PRUNE_FLOOR: usize = 1_024;
+
+/// A [`PairRate`]'s state, for a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PairState {
+    start_ns: u64,
+    pairs: Vec<(PairKey, u64)>,
+    prune_at: usize,
+}
 
 impl PairRate {
     /// A limiter of one message per `period_ms` per pair with `burst`; the caller has set the
@@ -151,6 +195,25 @@ impl PairRate {
         self.prune_at = (self.pairs.len() * 2).max(PRUNE_FLOOR);
     }
 
+    /// Its state, for a snapshot: when it was made, each pair's TAT, and its prune mark.
+    pub(crate) fn state(&self) -> PairState {
+        PairState {
+            start_ns: self.start.as_u64(),
+            pairs: self.pairs.iter().map(|(k, v)| (*k, *v)).collect(),
+            prune_at: self.prune_at,
+        }
+    }
+
+    /// A limiter like [`PairRate::new`] in the state a snapshot kept. Leaves the
+    /// [`DecisionClock`] moved.
+    pub(crate) fn restore(period_ms: u64, burst: u32, state: PairState) -> Self {
+        DecisionClock::set(state.start_ns / 1_000_000);
+        let mut p = Self::new(period_ms, burst);
+        p.pairs = state.pairs.into_iter().collect();
+        p.prune_at = state.prune_at;
+        p
+    }
+
     /// Pairs currently held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -165,7 +228,7 @@ mod tests {
     #[test]
     fn throughput_follows_the_decision_clock() {
         DecisionClock::set(1_000_000);
-        let t = Throughput::new(2);
+        let mut t = Throughput::new(2);
         assert!(t.check().is_ok());
         assert!(t.check().is_ok());
         let wait = t.check().unwrap_err();

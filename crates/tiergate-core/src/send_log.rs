@@ -21,7 +21,7 @@ pub const REFUND_SLACK: usize = 1_024;
 ///
 /// The oldest time and the current hour's bucket are kept inline: on the hot path the log is
 /// checked for expiry and appended to, and neither then needs to touch the far end of a buffer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SendLog {
     recent: VecDeque<u64>,
     /// `recent.front()`, or `None` when empty.

@@ -19,7 +19,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// A recipient's WhatsApp id (digits of its phone number), encoded exactly as `1` followed by its
 /// digits read as an integer, so `"0123"` and `"123"` stay distinct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RecipientKey(pub u64);
 
 impl RecipientKey {

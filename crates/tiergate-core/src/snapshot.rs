@@ -1,0 +1,158 @@
+//! An org's whole state as a value: what a replicated log keeps instead of its history.
+//!
+//! A log that only grows makes a replica's start, and Redis's memory, grow with traffic. With a
+//! snapshot of an org as of one log entry, the entries before it can go: a replica that starts
+//! (or falls behind) restores the snapshot and applies only what came after. The snapshot holds
+//! everything a later decision can read (windows, the weekly log, GCRA cells, permits,
+//! idempotency keys, feedback, appeals, pauses), so a restored org decides exactly as the
+//! original would (`tests/snapshot.rs`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::appeal::Appeal;
+use crate::feedback::{Backoffs, NumberFeedback};
+use crate::idempotency::{IdempotencyCache, IdempotencyState};
+use crate::org::{OrgConfig, PhoneNumberConfig};
+use crate::org_state::{OrgState, PhoneSlot, Windows};
+use crate::permit_ledger::PermitLedger;
+use crate::policy::Policy;
+use crate::rate::{GcraState, PairRate, PairState, Throughput};
+use crate::send_log::SendLog;
+use crate::tier::Tier;
+use crate::validate;
+
+/// One org's state, serialisable. Opaque: take one with
+/// [`crate::Engine::snapshot_org`], give it back with [`crate::Engine::restore_org`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrgSnapshot {
+    config: OrgConfig,
+    phones: Vec<PhoneSnapshot>,
+    windows: Vec<Vec<(u64, u64)>>,
+    log: SendLog,
+    pair: PairState,
+    ledger: PermitLedger,
+    idem: IdempotencyState,
+    pending_tier: Option<Tier>,
+    flagged_since: Option<u64>,
+    account_restricted: bool,
+    paused: Vec<(String, Option<u64>)>,
+    pair_backoff: Vec<((u16, u64), (u64, u8))>,
+    marketing_block: Vec<(u64, (u64, u8))>,
+    appeals: Vec<Appeal>,
+    appeals_filed: u64,
+    sends_total: u64,
+    last_now: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PhoneSnapshot {
+    config: PhoneNumberConfig,
+    active: bool,
+    throughput: GcraState,
+    feedback: NumberFeedback,
+}
+
+impl OrgSnapshot {
+    /// The org it is a snapshot of.
+    pub fn org_id(&self) -> &str {
+        &self.config.org_id
+    }
+
+    /// The org's config as of the snapshot (for the id index).
+    pub fn config(&self) -> &OrgConfig {
+        &self.config
+    }
+
+    /// Recipients held in its windows: a measure of its size.
+    pub fn recipients(&self) -> usize {
+        self.windows.iter().map(Vec::len).sum()
+    }
+}
+
+impl OrgState {
+    /// The state as a snapshot (at the org's own time: taking one moves nothing).
+    pub(crate) fn snapshot(&self) -> OrgSnapshot {
+        let mut paused: Vec<(String, Option<u64>)> = self
+            .paused
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        paused.sort();
+        OrgSnapshot {
+            config: self.config.clone(),
+            phones: self
+                .phones
+                .iter()
+                .map(|p| PhoneSnapshot {
+                    config: p.config.clone(),
+                    active: p.active,
+                    throughput: p.throughput.state(),
+                    feedback: p.feedback.clone(),
+                })
+                .collect(),
+            windows: self.windows.entries(),
+            log: self.log.clone(),
+            pair: self.pair.state(),
+            ledger: self.ledger.clone(),
+            idem: self.idem.state(),
+            pending_tier: self.pending_tier,
+            flagged_since: self.flagged_since,
+            account_restricted: self.account_restricted,
+            paused,
+            pair_backoff: self.pair_backoff.entries(),
+            marketing_block: self.marketing_block.entries(),
+            appeals: self.appeals.iter().cloned().collect(),
+            appeals_filed: self.appeals_filed,
+            sends_total: self.sends_total,
+            last_now: self.last_now,
+        }
+    }
+
+    /// The state a snapshot kept.
+    pub(crate) fn from_snapshot(snap: OrgSnapshot, policy: &Policy) -> OrgState {
+        let mut st = OrgState::new(snap.config.clone(), policy, snap.last_now);
+        st.phones = snap
+            .phones
+            .into_iter()
+            .map(|p| PhoneSlot {
+                key: validate::phone_key(&p.config.phone_number_id).unwrap_or_default(),
+                throughput: Throughput::restore(p.feedback.built_mps, p.throughput),
+                config: p.config,
+                active: p.active,
+                feedback: p.feedback,
+            })
+            .collect();
+        st.phone_index.clear();
+        for (i, p) in st.phones.iter().enumerate() {
+            if p.active {
+                st.phone_index.insert(p.key, i as u16);
+            }
+        }
+        st.config = snap.config;
+        st.windows = Windows::from_entries(&snap.windows);
+        st.log = snap.log;
+        st.pair = PairRate::restore(
+            policy.pair_rate_period_ms,
+            policy.pair_rate_burst,
+            snap.pair,
+        );
+        st.ledger = snap.ledger;
+        st.idem = IdempotencyCache::restore(snap.idem);
+        st.pending_tier = snap.pending_tier;
+        st.flagged_since = snap.flagged_since;
+        st.account_restricted = snap.account_restricted;
+        st.paused = snap
+            .paused
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+        st.pair_backoff = Backoffs::from_entries(snap.pair_backoff);
+        st.marketing_block = Backoffs::from_entries(snap.marketing_block);
+        st.appeals = snap.appeals.into_iter().collect();
+        st.appeals_filed = snap.appeals_filed;
+        st.sends_total = snap.sends_total;
+        st.last_now = snap.last_now;
+        st.advance(snap.last_now);
+        st
+    }
+}

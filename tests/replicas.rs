@@ -375,3 +375,56 @@ async fn a_replica_killed_and_started_again_reloads_from_redis() {
     assert_eq!(after.flagged_since_unix_ms, before.flagged_since_unix_ms);
     assert_eq!(after.tier, before.tier);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_replace_the_log_and_replicas_restore_them() {
+    let Some(redis) = RedisServer::start("snapshots") else {
+        return;
+    };
+    let snap = ["--set", "server.redis_snapshot_entries=20"];
+    let a = replica(&redis, &snap).await;
+    let b = replica(&redis, &snap).await;
+    // A replica that stays idle while the log it has not applied is replaced by snapshots.
+    let idle = replica(&redis, &snap).await;
+    a.put_org(org("snap", pb::Tier::Tier1k)).await;
+    assert!(idle.get_org("snap").await.usage.is_some());
+    let first = settle(&a, "snap", BASE).await;
+    assert!(allowed(&first));
+    for i in 1..150 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert!(allowed(&settle(s, "snap", BASE + i).await), "send {i}");
+    }
+    // The log holds the entries since the last snapshot (at most the larger of the setting
+    // and twice the recipients), not the 152 of its history.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let len: u64 = redis_cli(&redis, &["XLEN", "tg:{snap}:log"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(len < 150, "{len} entries left in the log");
+    assert!(
+        !redis_cli(&redis, &["HGET", "tg:{snap}:snap", "id"])
+            .trim()
+            .is_empty()
+    );
+
+    // A permit from before the snapshots can still be reported, through another replica.
+    b.governor()
+        .report(pb::ReportRequest {
+            permit_id: first.permit_id.clone(),
+            outcome: pb::SendOutcome::NotSent as i32,
+            error_code: 0,
+        })
+        .await
+        .expect("report a permit older than the snapshot");
+    let want = a.get_org("snap").await.usage.unwrap();
+    assert_eq!(want.unique_recipients_24h, 149);
+
+    // A new replica starts from the snapshot; the idle one restores it on its next call.
+    let fresh = replica(&redis, &snap).await;
+    assert_eq!(fresh.get_org("snap").await.usage.unwrap(), want);
+    assert_eq!(idle.get_org("snap").await.usage.unwrap(), want);
+    let r = settle(&idle, "snap", BASE + 10_000).await;
+    assert!(allowed(&r));
+    assert_eq!(r.usage.unwrap().unique_recipients_24h, 150);
+}

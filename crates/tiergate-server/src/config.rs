@@ -72,6 +72,9 @@ pub struct ServerSection {
     pub redis_timeout_ms: u64,
     /// What senders get while the store is unreachable: `deny` (UNAVAILABLE) or `allow`.
     pub on_store_error: OnStoreError,
+    /// With Redis, an org's log is replaced by a snapshot of its state after this many entries
+    /// (or twice its recipients, if more), so Redis holds live state, not history.
+    pub redis_snapshot_entries: u64,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,
     /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
@@ -100,6 +103,7 @@ impl Default for ServerSection {
             redis_url: None,
             redis_timeout_ms: 1_000,
             on_store_error: OnStoreError::Deny,
+            redis_snapshot_entries: 100_000,
             upstream_url: None,
             manual_clock: false,
             request_timeout_ms: 5_000,
@@ -391,6 +395,13 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             }
             Some(_) => {}
         }
+    }
+    if file.server.redis_snapshot_entries < 2 {
+        issues.push(ConfigIssue {
+            key: "server.redis_snapshot_entries".into(),
+            line: line_of_key(src, "server", "redis_snapshot_entries"),
+            message: "must be at least 2".into(),
+        });
     }
     if file.server.redis_timeout_ms == 0 {
         issues.push(ConfigIssue {

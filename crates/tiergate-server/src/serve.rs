@@ -99,7 +99,8 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     };
     let started = std::time::Instant::now();
     let log = RedisLog::connect(&opts).await?;
-    let replica = Arc::new(Replica::start(engine.clone(), log).await?);
+    let replica =
+        Arc::new(Replica::start(engine.clone(), log, config.server.redis_snapshot_entries).await?);
     tracing::info!(
         replica = replica.id(),
         orgs = engine.org_count(),

@@ -25,7 +25,8 @@ mod waiters;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};
 pub use redis_log::{
-    APPEND, Entry, LogId, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions, RedisStoreError,
+    APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
+    RedisStoreError, SNAPSHOT,
 };
 pub use replay_clock::ReplayClock;
 pub use replica::{Health, Replica};

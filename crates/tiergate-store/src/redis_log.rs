@@ -6,12 +6,17 @@
 //! * `tg:{org}:log`: a stream of commands. An entry's id is `<ms>-<n>`: `ms` is the time the
 //!   command runs at, never less than the entry before it, so log order is time order (a stream
 //!   refuses a smaller id, and the script then uses the stream's latest time).
+//! * `tg:{org}:snap`: the org's state as of one entry (`id`, `state`); the entries up to it are
+//!   trimmed from the stream, so an org's keys hold its live state and the entries since, not
+//!   its history.
 //! * `tg:orgs`: the set of org ids, for replicas that start later or meet an org they never saw.
 //! * `tg:schema`: the layout version; a newer one is refused.
 //!
 //! [`APPEND`] runs atomically inside Redis: it orders the command after every earlier one of the
-//! org and returns the entries the caller has not applied yet, its own last. It is loaded once
-//! and called by SHA (`redis::Script` reloads it after a Redis restart empties the cache).
+//! org and returns the entries the caller has not applied yet. [`READ`] pages a log together
+//! with the snapshot that replaced its older entries; [`SNAPSHOT`] stores one and trims. Each is
+//! loaded once and called by SHA (`redis::Script` reloads it after a Redis restart emptied the
+//! cache).
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,13 +39,25 @@ const PAGE: usize = 512;
 /// Entries one `XRANGE` page carries when catching up (a start reads whole logs).
 const READ_PAGE: usize = 4_096;
 
+/// Compares two stream ids (`ms-n`); Lua numbers hold every millisecond time exactly.
+const ID_LESS: &str = r#"
+local function id_less(a, b)
+  local am, an = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bn = string.match(b, '^(%d+)-(%d+)$')
+  am, an, bm, bn = tonumber(am), tonumber(an), tonumber(bm), tonumber(bn)
+  return am < bm or (am == bm and an < bn)
+end
+"#;
+
 /// Orders commands after their orgs' others and returns, for each, what the caller has not
 /// applied.
 ///
-/// KEYS: one org log per command (an org may repeat). ARGV: the replica id, the page size,
-/// then for each command its proposed ms, its JSON and the caller's last applied id.
+/// KEYS: per command, its org's log and snapshot (an org may repeat). ARGV: the replica id, the
+/// page size, then per command its proposed ms, its JSON and the caller's last applied id.
 /// Returns, per command, `{id, entries}` where entries are the other entries in `(after, id)`,
-/// at most a page of them (the caller knows its own command; with one replica there are none).
+/// at most a page of them (the caller knows its own command; with one replica there are none),
+/// or `{id, false}` when a snapshot has replaced entries the caller never applied (it then
+/// reads the snapshot with [`READ`]).
 ///
 /// The whole batch is one atomic script run: one round trip, one append to Redis's file. With
 /// Redis Cluster a batch must hold orgs of one slot; the connection used here is a single
@@ -48,8 +65,8 @@ const READ_PAGE: usize = 4_096;
 pub const APPEND: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
 local out = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
+for i = 1, #KEYS / 2 do
+  local key, snap = KEYS[2 * i - 1], KEYS[2 * i]
   local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
   local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
   if not ok then
@@ -61,10 +78,46 @@ for i = 1, #KEYS do
     end
     id = redis.call('XADD', key, string.match(last, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
   end
-  out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+  local sid = redis.call('HGET', snap, 'id')
+  if sid and id_less(after, sid) then
+    out[i] = {id, false}
+  else
+    out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+  end
 end
 return out
 "#;
+
+/// Reads an org's log after the caller's last applied entry, atomically with its snapshot.
+///
+/// KEYS: log, snapshot. ARGV: after, until (an id or `+`), page size.
+/// Returns `{snapshot id or false, snapshot or false, entries}`: the snapshot when it replaced
+/// entries after `after` (the entries then follow the snapshot), else only the entries.
+pub const READ: &str = r#"
+local after = ARGV[1]
+local snap = redis.call('HMGET', KEYS[2], 'id', 'state')
+if snap[1] and id_less(after, snap[1]) then
+  return {snap[1], snap[2], redis.call('XRANGE', KEYS[1], '(' .. snap[1], ARGV[2], 'COUNT', ARGV[3])}
+end
+return {false, false, redis.call('XRANGE', KEYS[1], '(' .. after, ARGV[2], 'COUNT', ARGV[3])}
+"#;
+
+/// Stores an org's snapshot as of entry `id` and drops the entries it replaces.
+///
+/// KEYS: log, snapshot. ARGV: id, state. A snapshot older than the stored one changes nothing.
+/// Returns 1 when stored.
+pub const SNAPSHOT: &str = r#"
+local cur = redis.call('HGET', KEYS[2], 'id')
+if cur and not id_less(cur, ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'state', ARGV[2])
+local ms, n = string.match(ARGV[1], '^(%d+)-(%d+)$')
+redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (tonumber(n) + 1))
+return 1
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{ID_LESS}{body}"))
+}
 
 /// A stream entry id: the entry's time in ms, then its number within that ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -103,6 +156,15 @@ pub struct Entry {
     pub replica: String,
     /// The command.
     pub command: Command,
+}
+
+/// One page of an org's log, with the snapshot that must be restored first, if any.
+#[derive(Debug)]
+pub struct Page {
+    /// The snapshot (as of its entry id), when it replaced entries the reader had not applied.
+    pub snapshot: Option<(LogId, String)>,
+    /// Entries after the snapshot, or after the reader's last applied entry.
+    pub entries: Vec<Entry>,
 }
 
 /// Why Redis could not be used.
@@ -149,6 +211,8 @@ pub struct RedisOptions {
 pub struct RedisLog {
     conn: ConnectionManager,
     append: Script,
+    read: Script,
+    snapshot: Script,
     batches: mpsc::Sender<Call>,
     replica: String,
     stats: Arc<CommitStats>,
@@ -156,7 +220,7 @@ pub struct RedisLog {
 
 /// One `APPEND` waiting for its batch.
 struct Call {
-    key: String,
+    org: String,
     at_ms: u64,
     json: String,
     after: String,
@@ -195,7 +259,11 @@ async fn send_batch(
     let mut inv = script.prepare_invoke();
     inv.arg(&replica).arg(PAGE);
     for c in &calls {
-        inv.key(&c.key).arg(c.at_ms).arg(&c.json).arg(&c.after);
+        inv.key(log_key(&c.org))
+            .key(snap_key(&c.org))
+            .arg(c.at_ms)
+            .arg(&c.json)
+            .arg(&c.after);
     }
     let mut conn = conn;
     // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
@@ -241,6 +309,10 @@ fn log_key(org: &str) -> String {
     format!("tg:{{{org}}}:log")
 }
 
+fn snap_key(org: &str) -> String {
+    format!("tg:{{{org}}}:snap")
+}
+
 const ORGS_KEY: &str = "tg:orgs";
 const SCHEMA_KEY: &str = "tg:schema";
 
@@ -257,7 +329,7 @@ impl RedisLog {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
-        let append = Script::new(APPEND);
+        let append = script(APPEND);
         let (tx, rx) = mpsc::channel(4 * BATCH);
         let stats = Arc::new(CommitStats::default());
         tokio::spawn(batcher(
@@ -270,13 +342,17 @@ impl RedisLog {
         let log = Self {
             conn,
             append,
+            read: script(READ),
+            snapshot: script(SNAPSHOT),
             batches: tx,
             replica: opts.replica.clone(),
             stats,
         };
         log.check_schema().await?;
         let mut c = log.conn.clone();
-        log.append.prepare_invoke().load_async(&mut c).await?;
+        for s in [&log.append, &log.read, &log.snapshot] {
+            s.prepare_invoke().load_async(&mut c).await?;
+        }
         Ok(log)
     }
 
@@ -334,7 +410,7 @@ impl RedisLog {
         let (reply, rx) = oneshot::channel();
         let gone = || RedisStoreError::Unavailable("the redis batcher stopped".into());
         let call = Call {
-            key: log_key(org),
+            org: org.to_owned(),
             at_ms,
             json,
             after: after.to_string(),
@@ -343,6 +419,10 @@ impl RedisLog {
         self.batches.send(call).await.map_err(|_| gone())?;
         let (id, entries) = rx.await.map_err(|_| gone())??;
         let id: LogId = id.parse()?;
+        if matches!(entries, Value::Nil | Value::Boolean(false)) {
+            // A snapshot replaced entries this replica has not applied: it must read it.
+            return Ok((id, Vec::new()));
+        }
         let mut entries = decode_entries(entries)?;
         if entries.len() < PAGE {
             // Nothing is missing between the others and ours: append ours as sent.
@@ -355,24 +435,53 @@ impl RedisLog {
         Ok((id, entries))
     }
 
-    /// Entries of `org` after `after`, up to `until` (inclusive) or the end, a page at a time.
+    /// The next page of `org`'s log after `after`, up to `until` (inclusive) or the end; with
+    /// the snapshot that replaced entries after `after`, if one did.
     pub async fn read(
         &self,
         org: &str,
         after: LogId,
         until: Option<LogId>,
-    ) -> Result<Vec<Entry>, RedisStoreError> {
+    ) -> Result<Page, RedisStoreError> {
         let mut c = self.conn.clone();
         let end = until.map_or_else(|| "+".to_owned(), |u| u.to_string());
-        let v: Value = redis::cmd("XRANGE")
-            .arg(log_key(org))
-            .arg(format!("({after}"))
+        let (sid, state, entries): (Option<String>, Option<String>, Value) = self
+            .read
+            .key(log_key(org))
+            .key(snap_key(org))
+            .arg(after.to_string())
             .arg(end)
-            .arg("COUNT")
             .arg(READ_PAGE)
-            .query_async(&mut c)
+            .invoke_async(&mut c)
             .await?;
-        decode_entries(v)
+        let snapshot = match (sid, state) {
+            (Some(id), Some(state)) => Some((id.parse()?, state)),
+            _ => None,
+        };
+        Ok(Page {
+            snapshot,
+            entries: decode_entries(entries)?,
+        })
+    }
+
+    /// Stores `org`'s snapshot as of entry `id` and trims the entries before it. Returns
+    /// whether it was stored (a newer one may already be there).
+    pub async fn store_snapshot(
+        &self,
+        org: &str,
+        id: LogId,
+        state: &str,
+    ) -> Result<bool, RedisStoreError> {
+        let mut c = self.conn.clone();
+        let stored: i64 = self
+            .snapshot
+            .key(log_key(org))
+            .key(snap_key(org))
+            .arg(id.to_string())
+            .arg(state)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(stored == 1)
     }
 
     /// Whether tiergate's schema key is still there (a Redis that restarted without its data

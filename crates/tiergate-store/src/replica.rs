@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tiergate_core::{Command, Engine, EngineError, Fact, Outcome};
+use tiergate_core::{Command, Engine, EngineError, Fact, OrgSnapshot, Outcome};
 
 use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 
@@ -34,6 +34,11 @@ const LOAD_PARALLEL: usize = 4;
 struct Cursor {
     applied: LogId,
     stash: HashMap<LogId, Result<Outcome, EngineError>>,
+    /// Entries applied since the org's last snapshot (taken or restored here).
+    since_snapshot: u64,
+    /// Recipients in that snapshot: a big org is snapshotted less often, so that writing
+    /// snapshots costs a bounded share of the entries they replace.
+    snapshot_recipients: u64,
 }
 
 /// What the store's connection looks like from here.
@@ -56,6 +61,7 @@ pub struct Replica {
     cursors: DashMap<String, Arc<Mutex<Cursor>>>,
     health: AtomicU8,
     discovering: AtomicBool,
+    snapshot_every: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -76,9 +82,14 @@ fn health_code(h: Health) -> u8 {
 }
 
 impl Replica {
-    /// A replica of `engine` (which must be empty) over `log`: applies every registered org's
-    /// log before it returns.
-    pub async fn start(engine: Arc<Engine>, log: RedisLog) -> Result<Self, RedisStoreError> {
+    /// A replica of `engine` (which must be empty) over `log`: restores every registered org's
+    /// snapshot and applies its log before it returns. An org is snapshotted (and its log
+    /// trimmed) after `snapshot_every` entries, or twice its recipients if more.
+    pub async fn start(
+        engine: Arc<Engine>,
+        log: RedisLog,
+        snapshot_every: u64,
+    ) -> Result<Self, RedisStoreError> {
         let replica = Self {
             engine,
             id: log.replica().to_owned(),
@@ -86,6 +97,7 @@ impl Replica {
             cursors: DashMap::new(),
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
+            snapshot_every: snapshot_every.max(1),
         };
         // Orgs are independent: load a few at once (the engine takes them in parallel), so a
         // start costs the slowest org's log more than the sum of all.
@@ -189,21 +201,70 @@ impl Replica {
     }
 
     /// Applies `entries` past the cursor, in order; keeps the results of this replica's own.
-    fn apply(&self, cur: &mut Cursor, entries: &[Entry]) {
+    /// When the org is due a snapshot and the entry is this replica's own (so that one replica
+    /// writes it, not all), takes it and stores it in the background.
+    fn apply(&self, org: &str, cur: &mut Cursor, entries: &[Entry]) {
         for e in entries {
             if e.id <= cur.applied {
                 continue;
             }
             let r = self.engine.execute_at(&e.command, e.id.ms);
+            cur.applied = e.id;
+            cur.since_snapshot += 1;
             if e.replica == self.id {
                 cur.stash.insert(e.id, r);
+                let due = self.snapshot_every.max(2 * cur.snapshot_recipients);
+                if cur.since_snapshot >= due {
+                    self.snapshot(org, cur);
+                }
             }
-            cur.applied = e.id;
         }
         if cur.stash.len() > STASH_SOFT_CAP {
             let horizon = cur.applied.ms.saturating_sub(60_000);
             cur.stash.retain(|id, _| id.ms >= horizon);
         }
+    }
+
+    /// Takes the org's snapshot as of the cursor and stores it (and trims the log) in the
+    /// background; a failure only means the log stays longer.
+    fn snapshot(&self, org: &str, cur: &mut Cursor) {
+        cur.since_snapshot = 0;
+        let snap = match self.engine.snapshot_org(org) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(org, error = %e, "no snapshot taken");
+                return;
+            }
+        };
+        cur.snapshot_recipients = snap.recipients() as u64;
+        let state = match serde_json::to_string(&snap) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(org, error = %e, "snapshot not encodable");
+                return;
+            }
+        };
+        let (log, org, id) = (self.log.clone(), org.to_owned(), cur.applied);
+        tokio::spawn(async move {
+            match log.store_snapshot(&org, id, &state).await {
+                Ok(stored) => tracing::debug!(org, %id, bytes = state.len(), stored, "snapshot"),
+                Err(e) => tracing::warn!(org, %id, error = %e, "snapshot not stored"),
+            }
+        });
+    }
+
+    /// Puts the org in the state of a snapshot another replica stored (which replaced entries
+    /// this one had not applied).
+    fn restore(&self, cur: &mut Cursor, id: LogId, state: &str) -> Result<(), RedisStoreError> {
+        let snap: OrgSnapshot = serde_json::from_str(state)
+            .map_err(|e| RedisStoreError::Protocol(format!("snapshot {id}: {e}")))?;
+        cur.snapshot_recipients = snap.recipients() as u64;
+        self.engine
+            .restore_org(snap)
+            .map_err(|e| RedisStoreError::Protocol(format!("snapshot {id}: {e}")))?;
+        cur.applied = id;
+        cur.since_snapshot = 0;
+        Ok(())
     }
 
     /// Applies the org's log up to `until` (or its end).
@@ -219,10 +280,18 @@ impl Replica {
                 .read(org, after, until)
                 .await
                 .map_err(|e| self.failed(e))?;
-            if page.is_empty() {
+            let mut c = cur.lock();
+            let mut moved = false;
+            if let Some((id, state)) = &page.snapshot
+                && *id > c.applied
+            {
+                self.restore(&mut c, *id, state)?;
+                moved = true;
+            }
+            if page.entries.is_empty() && !moved {
                 return Ok(());
             }
-            self.apply(&mut cur.lock(), &page);
+            self.apply(org, &mut c, &page.entries);
         }
     }
 
@@ -288,10 +357,13 @@ impl Replica {
             .await
             .map_err(|e| self.failed(e))?;
         self.set_health(Health::Up);
-        self.apply(&mut cur.lock(), &entries);
+        self.apply(org, &mut cur.lock(), &entries);
         self.catch_up(org, Some(id)).await?;
         cur.lock().stash.remove(&id).ok_or_else(|| {
-            RedisStoreError::Protocol(format!("entry {id} of {org} was not applied"))
+            RedisStoreError::Protocol(format!(
+                "entry {id} of {org} was replaced by a snapshot before this replica applied it; \
+                 its effect stands"
+            ))
         })
     }
 }

@@ -92,10 +92,31 @@ async fn restart_restores_everything() {
         "{m}"
     );
     assert!(s.terminate().await.success());
+    // The first restart compacted the facts into snapshots: this start restores the snapshot
+    // and then the facts recorded since.
+    let s = embedded(&dir).await;
+    let again = s.get_org("acme").await;
+    assert_eq!(again.usage.unwrap().unique_recipients_24h, 20);
+    assert_eq!(again.quality_rating, pb::QualityRating::Red as i32);
+    assert_eq!(again.flagged_since_unix_ms, before.flagged_since_unix_ms);
+    assert_eq!(again.appeal, before.appeal);
+    // a permit from before both restarts still refunds exactly once
+    let report = |permit: String| pb::ReportRequest {
+        permit_id: permit,
+        outcome: pb::SendOutcome::NotSent as i32,
+        error_code: 0,
+    };
+    s.governor()
+        .report(report(permits[18].clone()))
+        .await
+        .unwrap();
+    let twice = s.governor().report(report(permits[19].clone())).await;
+    assert_eq!(twice.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    assert!(s.terminate().await.success());
     let s = embedded(&dir).await;
     assert_eq!(
         s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
-        20
+        19
     );
 }
 

@@ -139,8 +139,10 @@ fn build_local(config: &Config) -> Result<Built, ServeError> {
     if let Some(store) = &store {
         let r = store.replay(&engine, &clock)?;
         tracing::info!(
+            snapshots = r.snapshots,
             facts = r.facts,
             took_ms = r.took.as_millis() as u64,
+            compact_ms = r.compact.as_millis() as u64,
             orgs = engine.org_count(),
             data_dir = %config.server.data_dir.display(),
             "state restored"

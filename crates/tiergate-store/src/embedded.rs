@@ -10,15 +10,17 @@ use crate::commit_stats::CommitStats;
 use crate::waiters::{WaitError, Waiters};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tiergate_core::{Engine, Fact, Journal};
+use tiergate_core::{Engine, Fact, Journal, OrgSnapshot};
 
 use crate::replay_clock::ReplayClock;
 
 /// The on-disk format this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Each org's state as of the last start (`OrgSnapshot` JSON), which the facts then follow.
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const MAX_BATCH: usize = 4_096;
 
 /// How long the writer waits for more facts before it commits a batch.
@@ -52,6 +54,16 @@ pub enum StoreError {
         path: PathBuf,
         /// The version found.
         found: u64,
+    },
+    /// A stored snapshot could not be read or restored.
+    #[error("store {path}: snapshot of org {org}: {message}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// The org.
+        org: String,
+        /// Why.
+        message: String,
     },
     /// A stored fact could not be read or applied.
     #[error("store {path}: fact {seq}: {message}")]
@@ -103,10 +115,14 @@ impl std::fmt::Debug for EmbeddedStore {
 /// What a replay did.
 #[derive(Debug, Clone, Copy)]
 pub struct Recovery {
-    /// Facts replayed.
+    /// Org snapshots restored.
+    pub snapshots: u64,
+    /// Facts replayed after them.
     pub facts: u64,
-    /// How long it took.
+    /// How long restoring and replaying took.
     pub took: Duration,
+    /// How long compacting took (snapshots written, facts dropped), when there were facts.
+    pub compact: Duration,
 }
 
 impl EmbeddedStore {
@@ -135,13 +151,16 @@ impl EmbeddedStore {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::NewerSchema { path, found: v });
                 }
-                Some(_) => {}
-                None => {
+                // Version 1 had no snapshots: it reads as a version 2 store without any, and is
+                // marked 2 so that a version-1 binary refuses it from now on.
+                Some(SCHEMA_VERSION) => {}
+                Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(|e| open_err(&path, e))?;
                 }
             }
             txn.open_table(FACTS).map_err(|e| open_err(&path, e))?;
+            txn.open_table(SNAPSHOTS).map_err(|e| open_err(&path, e))?;
         }
         txn.commit().map_err(|e| open_err(&path, e))?;
         Ok(Self {
@@ -156,11 +175,32 @@ impl EmbeddedStore {
         })
     }
 
-    /// Replays every stored fact into `engine`, pinning `clock` to each fact's time, then starts
-    /// the writer so that new facts follow the stored ones.
+    /// Restores every org's snapshot, replays the facts stored since, in order, pinning `clock`
+    /// to each fact's time, then compacts (each org's state becomes its new snapshot and the
+    /// facts are dropped, in one transaction) and starts the writer. So a start replays what
+    /// happened since the last start, not the whole history.
     pub fn replay(&self, engine: &Engine, clock: &ReplayClock) -> Result<Recovery, StoreError> {
         let start = Instant::now();
         let read = self.db.begin_read().map_err(|e| open_err(&self.path, e))?;
+        let snaps = read
+            .open_table(SNAPSHOTS)
+            .map_err(|e| open_err(&self.path, e))?;
+        let mut snapshots = 0u64;
+        for item in snaps.iter().map_err(|e| open_err(&self.path, e))? {
+            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
+            let snap_err = |message: String| StoreError::Snapshot {
+                path: self.path.clone(),
+                org: k.value().to_owned(),
+                message,
+            };
+            let snap: OrgSnapshot =
+                serde_json::from_slice(v.value()).map_err(|e| snap_err(e.to_string()))?;
+            engine
+                .restore_org(snap)
+                .map_err(|e| snap_err(e.to_string()))?;
+            snapshots += 1;
+        }
+        drop(snaps);
         let table = read
             .open_table(FACTS)
             .map_err(|e| open_err(&self.path, e))?;
@@ -188,11 +228,42 @@ impl EmbeddedStore {
         drop(table);
         drop(read);
         clock.release();
+        let took = start.elapsed();
+        let compacting = Instant::now();
+        if n > 0 {
+            self.compact(engine)?;
+        }
         self.start_writer(last + 1);
         Ok(Recovery {
+            snapshots,
             facts: n,
-            took: start.elapsed(),
+            took,
+            compact: compacting.elapsed(),
         })
+    }
+
+    /// Writes every org's state as its snapshot and drops the facts, in one transaction: a crash
+    /// leaves either the old snapshots and facts or the new snapshots, never a mix.
+    fn compact(&self, engine: &Engine) -> Result<(), StoreError> {
+        let write_err = |e: redb::Error| StoreError::Write(e.to_string());
+        let txn = self.db.begin_write().map_err(|e| write_err(e.into()))?;
+        {
+            let mut snaps = txn.open_table(SNAPSHOTS).map_err(|e| write_err(e.into()))?;
+            for org in engine.org_ids() {
+                let snap = engine
+                    .snapshot_org(&org)
+                    .map_err(|e| StoreError::Write(e.to_string()))?;
+                let bytes = serde_json::to_vec(&snap)
+                    .map_err(|e| StoreError::Write(format!("snapshot of {org}: {e}")))?;
+                snaps
+                    .insert(org.as_str(), bytes.as_slice())
+                    .map_err(|e| write_err(e.into()))?;
+            }
+        }
+        txn.delete_table(FACTS).map_err(|e| write_err(e.into()))?;
+        txn.open_table(FACTS).map_err(|e| write_err(e.into()))?;
+        txn.commit().map_err(|e| write_err(e.into()))?;
+        Ok(())
     }
 
     fn start_writer(&self, first_seq: u64) {

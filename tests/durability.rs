@@ -73,14 +73,7 @@ async fn restart_restores_everything() {
     // the idempotency key still returns the first answer
     assert_eq!(s.acquire_req(idem).await.permit_id, first.permit_id);
     // a permit from before the restart can still be reported and refunds its slot
-    s.governor()
-        .report(pb::ReportRequest {
-            permit_id: permits[19].clone(),
-            outcome: pb::SendOutcome::NotSent as i32,
-            error_code: 0,
-        })
-        .await
-        .unwrap();
+    s.governor().report(not_sent(&permits[19])).await.unwrap();
     assert_eq!(
         s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
         20
@@ -101,16 +94,8 @@ async fn restart_restores_everything() {
     assert_eq!(again.flagged_since_unix_ms, before.flagged_since_unix_ms);
     assert_eq!(again.appeal, before.appeal);
     // a permit from before both restarts still refunds exactly once
-    let report = |permit: String| pb::ReportRequest {
-        permit_id: permit,
-        outcome: pb::SendOutcome::NotSent as i32,
-        error_code: 0,
-    };
-    s.governor()
-        .report(report(permits[18].clone()))
-        .await
-        .unwrap();
-    let twice = s.governor().report(report(permits[19].clone())).await;
+    s.governor().report(not_sent(&permits[18])).await.unwrap();
+    let twice = s.governor().report(not_sent(&permits[19])).await;
     assert_eq!(twice.unwrap_err().code(), tonic::Code::FailedPrecondition);
     assert!(s.terminate().await.success());
     let s = embedded(&dir).await;

@@ -100,11 +100,7 @@ async fn two_replicas_never_exceed_the_tier_together() {
     assert_eq!(a.get_org("race").await.usage.unwrap().templates_7d, 251);
     // Report the repeat send's permit as NOT_SENT through the other replica.
     b.governor()
-        .report(pb::ReportRequest {
-            permit_id: r.permit_id.clone(),
-            outcome: pb::SendOutcome::NotSent as i32,
-            error_code: 0,
-        })
+        .report(not_sent(&r.permit_id))
         .await
         .expect("report through the other replica");
     for s in [&a, &b] {
@@ -410,11 +406,7 @@ async fn snapshots_replace_the_log_and_replicas_restore_them() {
 
     // A permit from before the snapshots can still be reported, through another replica.
     b.governor()
-        .report(pb::ReportRequest {
-            permit_id: first.permit_id.clone(),
-            outcome: pb::SendOutcome::NotSent as i32,
-            error_code: 0,
-        })
+        .report(not_sent(&first.permit_id))
         .await
         .expect("report a permit older than the snapshot");
     let want = a.get_org("snap").await.usage.unwrap();

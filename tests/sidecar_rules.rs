@@ -241,20 +241,12 @@ async fn idempotency_and_not_sent_refund() {
         pb::DenyReason::TierLimit
     );
     s.governor()
-        .report(pb::ReportRequest {
-            permit_id: last.permit_id.clone(),
-            outcome: pb::SendOutcome::NotSent as i32,
-            error_code: 0,
-        })
+        .report(not_sent(&last.permit_id))
         .await
         .unwrap();
     let again = s
         .governor()
-        .report(pb::ReportRequest {
-            permit_id: last.permit_id,
-            outcome: pb::SendOutcome::NotSent as i32,
-            error_code: 0,
-        })
+        .report(not_sent(&last.permit_id))
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);

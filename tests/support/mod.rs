@@ -344,6 +344,15 @@ pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
     }
 }
 
+/// A report that the send of `permit_id` never reached WhatsApp (its slot is given back).
+pub fn not_sent(permit_id: &str) -> pb::ReportRequest {
+    pb::ReportRequest {
+        permit_id: permit_id.into(),
+        outcome: pb::SendOutcome::NotSent as i32,
+        error_code: 0,
+    }
+}
+
 pub fn allowed(r: &pb::AcquireResponse) -> bool {
     r.verdict == pb::Verdict::Allow as i32
 }

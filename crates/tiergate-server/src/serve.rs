@@ -79,14 +79,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     if config.server.store != StoreKind::Redis {
         return build_local(config);
     }
-    let manual = config
-        .server
-        .manual_clock
-        .then(|| Arc::new(ManualClock::new(SystemClock.now_ms())));
-    let clock: Arc<dyn Clock> = match &manual {
-        Some(m) => m.clone(),
-        None => Arc::new(SystemClock),
-    };
+    let (manual, clock) = clocks(config);
     let engine = Arc::new(
         Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?,
     );
@@ -120,15 +113,22 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     Ok(Built { gate, manual })
 }
 
-fn build_local(config: &Config) -> Result<Built, ServeError> {
+/// The engine's clock: the system's, or with `--manual-clock` one that `AdvanceClock` moves
+/// (returned too, for the admin service).
+fn clocks(config: &Config) -> (Option<Arc<ManualClock>>, Arc<dyn Clock>) {
     let manual = config
         .server
         .manual_clock
         .then(|| Arc::new(ManualClock::new(SystemClock.now_ms())));
-    let base: Arc<dyn Clock> = match &manual {
+    let clock: Arc<dyn Clock> = match &manual {
         Some(m) => m.clone(),
         None => Arc::new(SystemClock),
     };
+    (manual, clock)
+}
+
+fn build_local(config: &Config) -> Result<Built, ServeError> {
+    let (manual, base) = clocks(config);
     let store = match config.server.store {
         StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
         _ => None,

@@ -3,7 +3,8 @@
 //! Starts `tiergate echo-serve` (same proto, always ALLOW, no policy) and `tiergate serve` on
 //! each available store, drives each with the same loadgen settings, and prints one table with
 //! every result's ratio to the echo floor and to the in-memory sidecar. `TIERGATE_BENCH_SECS`
-//! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores (`memory,embedded,redis`).
+//! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores
+//! (`memory,embedded,redis,redis-everysec`).
 //! For `redis` the bench starts its own `redis-server` on a free port, with the append-only
 //! file fsynced on every write (`appendfsync always`), the same promise the embedded store
 //! keeps; `redis-everysec` is Redis's usual setting (fsync once a second).
@@ -105,8 +106,8 @@ fn main() {
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
     }
-    let stores =
-        std::env::var("TIERGATE_BENCH_STORES").unwrap_or_else(|_| "memory,embedded,redis".into());
+    let stores = std::env::var("TIERGATE_BENCH_STORES")
+        .unwrap_or_else(|_| "memory,embedded,redis,redis-everysec".into());
     let mut skipped = Vec::new();
     for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let dir =

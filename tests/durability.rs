@@ -16,7 +16,11 @@ fn data_dir(name: &str) -> String {
 }
 
 async fn embedded(dir: &str) -> Sidecar {
-    Sidecar::start(&[
+    embedded_with(dir, &[]).await
+}
+
+async fn embedded_with(dir: &str, extra: &[&str]) -> Sidecar {
+    let mut args = vec![
         "--store",
         "embedded",
         "--data-dir",
@@ -24,8 +28,25 @@ async fn embedded(dir: &str) -> Sidecar {
         "--manual-clock",
         "--set",
         "policy.auto_upgrade=false",
-    ])
-    .await
+    ];
+    args.extend_from_slice(extra);
+    Sidecar::start(&args).await
+}
+
+/// Compacts every 200 facts, checked every 20 ms: compaction runs again and again under load.
+const COMPACT_OFTEN: &[&str] = &[
+    "--set",
+    "server.compact_facts=200",
+    "--set",
+    "server.compact_check_ms=20",
+];
+
+fn snapshots_written(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tiergate_store_snapshots_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -108,7 +129,8 @@ async fn restart_restores_everything() {
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_allow() {
     let dir = data_dir("crash");
-    let s = embedded(&dir).await;
+    // Compacting all the while, so the kill also lands during compactions.
+    let s = embedded_with(&dir, COMPACT_OFTEN).await;
     s.put_org(org("crash", pb::Tier::Unlimited)).await;
     let acked = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
@@ -141,6 +163,10 @@ async fn kill_9_loses_no_acknowledged_allow() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        snapshots_written(&s.metrics().await) > 0,
+        "no compaction ran during the load"
+    );
     s.kill9();
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
@@ -192,4 +218,48 @@ fn a_corrupt_store_is_refused_and_left_alone() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tiergate.redb"));
     assert_eq!(std::fs::read(&file).unwrap(), junk, "never silently reset");
+}
+
+#[tokio::test]
+async fn compaction_while_running_keeps_everything() {
+    let dir = data_dir("compact");
+    let s = embedded_with(&dir, COMPACT_OFTEN).await;
+    s.put_org(org("acme", pb::Tier::Tier1k)).await;
+    let mut permits = Vec::new();
+    for i in 0..300 {
+        let r = s.acquire("acme", i).await;
+        assert!(allowed(&r), "send {i}");
+        permits.push(r.permit_id);
+    }
+    // Wait for a compaction that covers the sends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while snapshots_written(&s.metrics().await) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no compaction ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // An org registered after the compaction, with sends of its own.
+    let mut late = org("late", pb::Tier::Tier250);
+    late.waba_ids = vec!["999000111".into()];
+    late.phone_numbers[0].phone_number_id = "555000111".into();
+    late.phone_numbers[0].display_phone_number = "+1 555 0199".into();
+    s.put_org(late).await;
+    for i in 0..5 {
+        let mut req = acquire("late", 1_000 + i);
+        req.phone_number_id = "555000111".into();
+        assert!(allowed(&s.acquire_req(req).await));
+    }
+    let before = s.get_org("acme").await;
+    s.kill9();
+    let s = embedded(&dir).await;
+    assert_eq!(s.get_org("acme").await.usage, before.usage);
+    assert_eq!(
+        s.get_org("late").await.usage.unwrap().unique_recipients_24h,
+        5
+    );
+    // A permit from before the compaction is still known, and refunds once.
+    s.governor().report(not_sent(&permits[0])).await.unwrap();
+    assert_eq!(
+        s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
+        299
+    );
 }

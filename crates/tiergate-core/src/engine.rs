@@ -227,6 +227,16 @@ impl Engine {
         self.with_org(org_id, |st, _| st.snapshot())
     }
 
+    /// The org's snapshot and the journal's position at that instant (read under the org's
+    /// lock): every fact of the org numbered up to it is in the snapshot, every later one is
+    /// not. What a store compacting while it runs needs.
+    pub fn snapshot_org_journaled(&self, org_id: &str) -> Result<(OrgSnapshot, u64), EngineError> {
+        self.with_org(org_id, |st, _| {
+            let at = self.journal.get().map_or(0, |j| j.position());
+            (st.snapshot(), at)
+        })
+    }
+
     /// Puts an org back in the state `snap` kept, replacing what is there. The org's ids are
     /// claimed as a registration would (and refused the same way).
     pub fn restore_org(&self, snap: OrgSnapshot) -> Result<(), EngineError> {

@@ -218,4 +218,10 @@ impl Fact {
 pub trait Journal: Send + Sync {
     /// Records one fact, in order.
     fn record(&self, fact: Fact);
+
+    /// The number of the last fact recorded (0 for a journal that does not number them). Read
+    /// under an org's lock, it says which of that org's facts a snapshot taken there reflects.
+    fn position(&self) -> u64 {
+        0
+    }
 }

@@ -72,6 +72,11 @@ pub struct ServerSection {
     pub redis_timeout_ms: u64,
     /// What senders get while the store is unreachable: `deny` (UNAVAILABLE) or `allow`.
     pub on_store_error: OnStoreError,
+    /// With the embedded store, compact (every org's snapshot stored, the facts before it
+    /// dropped) once this many facts were committed since the last time; 0: only at start.
+    pub compact_facts: u64,
+    /// How often the embedded store checks whether to compact, in milliseconds.
+    pub compact_check_ms: u64,
     /// With Redis, an org's log is replaced by a snapshot of its state after this many entries
     /// (or twice its recipients, if more), so Redis holds live state, not history.
     pub redis_snapshot_entries: u64,
@@ -104,6 +109,8 @@ impl Default for ServerSection {
             redis_timeout_ms: 1_000,
             on_store_error: OnStoreError::Deny,
             redis_snapshot_entries: 100_000,
+            compact_facts: 1_000_000,
+            compact_check_ms: 60_000,
             upstream_url: None,
             manual_clock: false,
             request_timeout_ms: 5_000,
@@ -401,6 +408,13 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             key: "server.redis_snapshot_entries".into(),
             line: line_of_key(src, "server", "redis_snapshot_entries"),
             message: "must be at least 2".into(),
+        });
+    }
+    if file.server.compact_check_ms == 0 {
+        issues.push(ConfigIssue {
+            key: "server.compact_check_ms".into(),
+            line: line_of_key(src, "server", "compact_check_ms"),
+            message: "must be at least 1".into(),
         });
     }
     if file.server.redis_timeout_ms == 0 {

@@ -235,6 +235,12 @@ impl Metrics {
             );
             let _ = writeln!(out, "# TYPE tiergate_store_facts counter");
             let _ = writeln!(out, "tiergate_store_facts_total {}", st.facts());
+            let _ = writeln!(
+                out,
+                "# HELP tiergate_store_snapshots Org snapshots written (each replacing the facts or log entries before it)."
+            );
+            let _ = writeln!(out, "# TYPE tiergate_store_snapshots counter");
+            let _ = writeln!(out, "tiergate_store_snapshots_total {}", st.snapshots());
         }
         // encode_registry ends with "# EOF"; keep it last.
         if let Some(i) = out.find("# EOF\n") {

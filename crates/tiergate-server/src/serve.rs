@@ -160,6 +160,50 @@ fn build_local(config: &Config) -> Result<Built, ServeError> {
     })
 }
 
+/// Compacts the embedded store whenever `every` facts were committed since the last time:
+/// snapshots are taken (off the runtime), the facts they reflect awaited, then stored.
+async fn compact_while_running(
+    store: Arc<EmbeddedStore>,
+    engine: Arc<Engine>,
+    every: u64,
+    check: Duration,
+) {
+    loop {
+        tokio::time::sleep(check).await;
+        if store.facts_since_compaction() < every {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let (s, e) = (store.clone(), engine.clone());
+        let prepared = match tokio::task::spawn_blocking(move || s.prepare_compaction(&e)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "compaction not prepared");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction task failed");
+                continue;
+            }
+        };
+        if let Err(e) = store.wait_durable(prepared.reflects()).await {
+            tracing::warn!(error = %e, "compaction abandoned: the store stopped committing");
+            return;
+        }
+        let orgs = prepared.orgs();
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.commit_compaction(&prepared)).await {
+            Ok(Ok(())) => tracing::info!(
+                orgs,
+                took_ms = started.elapsed().as_millis() as u64,
+                "store compacted"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction not stored"),
+            Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+    }
+}
+
 async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
@@ -184,6 +228,16 @@ pub async fn serve(
     }
     // The store first: a locked or unreadable data directory must stop us before we listen.
     let Built { gate, manual } = build(&config).await?;
+    if let Some(store) = gate.embedded()
+        && config.server.compact_facts > 0
+    {
+        tokio::spawn(compact_while_running(
+            store.clone(),
+            gate.engine().clone(),
+            config.server.compact_facts,
+            Duration::from_millis(config.server.compact_check_ms),
+        ));
+    }
     let grpc_listener = bind(&config.server.grpc_addr).await?;
     let grpc_addr = grpc_listener
         .local_addr()

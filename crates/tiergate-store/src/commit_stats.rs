@@ -18,6 +18,7 @@ pub struct CommitStats {
     sum_nanos: AtomicU64,
     count: AtomicU64,
     facts: AtomicU64,
+    snapshots: AtomicU64,
 }
 
 impl CommitStats {
@@ -50,6 +51,16 @@ impl CommitStats {
     /// Commits (batches) made.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts org snapshots written (each replacing the log entries or facts before it).
+    pub(crate) fn snapshot_written(&self, n: u64) {
+        self.snapshots.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Org snapshots written.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots.load(Ordering::Relaxed)
     }
 
     /// Facts committed.

@@ -1,5 +1,6 @@
 //! The embedded store: facts in redb, one writer thread, group commit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +20,11 @@ pub const SCHEMA_VERSION: u64 = 2;
 
 const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Each org's state as of the last start (`OrgSnapshot` JSON), which the facts then follow.
+/// Each org's state as of its last compaction (`OrgSnapshot` JSON), which the facts then follow.
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// For each snapshot, the number of the last fact it reflects: the org's facts numbered up to
+/// it are skipped on replay (a compaction while running leaves some of them in the table).
+const SNAPSHOT_AT: TableDefinition<&str, u64> = TableDefinition::new("snapshot_at");
 const MAX_BATCH: usize = 4_096;
 
 /// How long the writer waits for more facts before it commits a batch.
@@ -102,6 +106,8 @@ pub struct EmbeddedStore {
     issued: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<CommitStats>,
+    /// Facts committed when the last compaction was stored.
+    compacted_at: AtomicU64,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -110,6 +116,34 @@ impl std::fmt::Debug for EmbeddedStore {
             .field("path", &self.path)
             .finish()
     }
+}
+
+/// Snapshots taken for a compaction, not yet stored.
+#[derive(Debug)]
+pub struct Compaction {
+    /// Facts numbered up to this are dropped.
+    upto: u64,
+    /// (org, the last fact its snapshot reflects, the snapshot).
+    snaps: Vec<(String, u64, Vec<u8>)>,
+}
+
+impl Compaction {
+    /// The last fact any of the snapshots reflects. It must be durable before the snapshots are
+    /// stored: a snapshot must not keep a send whose fact, and whose caller's answer, a crash
+    /// could still lose.
+    pub fn reflects(&self) -> u64 {
+        self.snaps.iter().map(|s| s.1).max().unwrap_or(self.upto)
+    }
+
+    /// Orgs in it.
+    pub fn orgs(&self) -> usize {
+        self.snaps.len()
+    }
+}
+
+fn encode_snapshot(snap: &OrgSnapshot) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(snap)
+        .map_err(|e| StoreError::Write(format!("snapshot of {}: {e}", snap.org_id())))
 }
 
 /// What a replay did.
@@ -161,6 +195,8 @@ impl EmbeddedStore {
             }
             txn.open_table(FACTS).map_err(|e| open_err(&path, e))?;
             txn.open_table(SNAPSHOTS).map_err(|e| open_err(&path, e))?;
+            txn.open_table(SNAPSHOT_AT)
+                .map_err(|e| open_err(&path, e))?;
         }
         txn.commit().map_err(|e| open_err(&path, e))?;
         Ok(Self {
@@ -172,6 +208,7 @@ impl EmbeddedStore {
             issued: AtomicU64::new(0),
             writer: Mutex::new(None),
             stats: Arc::new(CommitStats::default()),
+            compacted_at: AtomicU64::new(0),
         })
     }
 
@@ -185,6 +222,15 @@ impl EmbeddedStore {
         let snaps = read
             .open_table(SNAPSHOTS)
             .map_err(|e| open_err(&self.path, e))?;
+        let at_table = read
+            .open_table(SNAPSHOT_AT)
+            .map_err(|e| open_err(&self.path, e))?;
+        let mut covered: HashMap<String, u64> = HashMap::new();
+        for item in at_table.iter().map_err(|e| open_err(&self.path, e))? {
+            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
+            covered.insert(k.value().to_owned(), v.value());
+        }
+        drop(at_table);
         let mut snapshots = 0u64;
         for item in snaps.iter().map_err(|e| open_err(&self.path, e))? {
             let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
@@ -204,7 +250,10 @@ impl EmbeddedStore {
         let table = read
             .open_table(FACTS)
             .map_err(|e| open_err(&self.path, e))?;
-        let mut last = 0u64;
+        // Fact numbers never go back, even when every fact was compacted away: a snapshot says
+        // which numbers it covers, and a reused number would be skipped as covered.
+        let mut last = covered.values().copied().max().unwrap_or(0);
+        let mut rows = 0u64;
         let mut n = 0u64;
         for item in table.iter().map_err(|e| open_err(&self.path, e))? {
             let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
@@ -216,13 +265,18 @@ impl EmbeddedStore {
             };
             let fact: Fact =
                 serde_json::from_slice(v.value()).map_err(|e| fact_err(e.to_string()))?;
+            last = last.max(seq);
+            rows += 1;
+            if covered.get(fact.org()).is_some_and(|&at| seq <= at) {
+                // Already in the org's snapshot.
+                continue;
+            }
             clock.pin(fact.at());
             if let Err(e) = engine.apply_fact(&fact) {
                 // A fact the engine refuses now (e.g. a policy change made it invalid) is
                 // reported and skipped, never silently dropped.
                 tracing::warn!(seq, error = %e, "stored fact not applied");
             }
-            last = seq;
             n += 1;
         }
         drop(table);
@@ -230,8 +284,8 @@ impl EmbeddedStore {
         clock.release();
         let took = start.elapsed();
         let compacting = Instant::now();
-        if n > 0 {
-            self.compact(engine)?;
+        if rows > 0 {
+            self.compact(engine, last)?;
         }
         self.start_writer(last + 1);
         Ok(Recovery {
@@ -243,26 +297,69 @@ impl EmbeddedStore {
     }
 
     /// Writes every org's state as its snapshot and drops the facts, in one transaction: a crash
-    /// leaves either the old snapshots and facts or the new snapshots, never a mix.
-    fn compact(&self, engine: &Engine) -> Result<(), StoreError> {
+    /// leaves either the old snapshots and facts or the new snapshots, never a mix. At start,
+    /// before any new fact: every snapshot reflects every fact up to `last`.
+    fn compact(&self, engine: &Engine, last: u64) -> Result<(), StoreError> {
+        let mut snaps = Vec::new();
+        for org in engine.org_ids() {
+            let snap = engine
+                .snapshot_org(&org)
+                .map_err(|e| StoreError::Write(e.to_string()))?;
+            snaps.push((org, last, encode_snapshot(&snap)?));
+        }
+        self.commit_compaction(&Compaction { upto: last, snaps })
+    }
+
+    /// Facts committed since the last compaction.
+    pub fn facts_since_compaction(&self) -> u64 {
+        self.stats
+            .facts()
+            .saturating_sub(self.compacted_at.load(Ordering::Relaxed))
+    }
+
+    /// Takes every org's snapshot, each with the journal position it reflects, while the store
+    /// keeps running. Then [`EmbeddedStore::wait_durable`] for [`Compaction::reflects`] and
+    /// [`EmbeddedStore::commit_compaction`].
+    ///
+    /// Facts are dropped only up to the position read *before* listing the orgs: an org
+    /// registered later has no snapshot yet, and all its facts come after that position.
+    pub fn prepare_compaction(&self, engine: &Engine) -> Result<Compaction, StoreError> {
+        let upto = self.issued();
+        let mut snaps = Vec::new();
+        for org in engine.org_ids() {
+            let (snap, at) = engine
+                .snapshot_org_journaled(&org)
+                .map_err(|e| StoreError::Write(e.to_string()))?;
+            snaps.push((org, at.max(upto), encode_snapshot(&snap)?));
+        }
+        Ok(Compaction { upto, snaps })
+    }
+
+    /// Stores the snapshots and drops the facts they replace, in one transaction.
+    pub fn commit_compaction(&self, c: &Compaction) -> Result<(), StoreError> {
         let write_err = |e: redb::Error| StoreError::Write(e.to_string());
+        let committed = self.stats.facts();
         let txn = self.db.begin_write().map_err(|e| write_err(e.into()))?;
         {
             let mut snaps = txn.open_table(SNAPSHOTS).map_err(|e| write_err(e.into()))?;
-            for org in engine.org_ids() {
-                let snap = engine
-                    .snapshot_org(&org)
-                    .map_err(|e| StoreError::Write(e.to_string()))?;
-                let bytes = serde_json::to_vec(&snap)
-                    .map_err(|e| StoreError::Write(format!("snapshot of {org}: {e}")))?;
+            let mut at = txn
+                .open_table(SNAPSHOT_AT)
+                .map_err(|e| write_err(e.into()))?;
+            for (org, reflects, bytes) in &c.snaps {
                 snaps
                     .insert(org.as_str(), bytes.as_slice())
                     .map_err(|e| write_err(e.into()))?;
+                at.insert(org.as_str(), *reflects)
+                    .map_err(|e| write_err(e.into()))?;
             }
+            let mut facts = txn.open_table(FACTS).map_err(|e| write_err(e.into()))?;
+            facts
+                .retain_in(..=c.upto, |_, _| false)
+                .map_err(|e| write_err(e.into()))?;
         }
-        txn.delete_table(FACTS).map_err(|e| write_err(e.into()))?;
-        txn.open_table(FACTS).map_err(|e| write_err(e.into()))?;
         txn.commit().map_err(|e| write_err(e.into()))?;
+        self.compacted_at.store(committed, Ordering::Relaxed);
+        self.stats.snapshot_written(c.snaps.len() as u64);
         Ok(())
     }
 
@@ -328,6 +425,10 @@ impl EmbeddedStore {
 }
 
 impl Journal for EmbeddedStore {
+    fn position(&self) -> u64 {
+        self.issued()
+    }
+
     /// Queues the fact; the writer thread encodes it, so the org's lock is held only for this.
     fn record(&self, fact: Fact) {
         let mut q = self.queue.lock();

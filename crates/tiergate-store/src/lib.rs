@@ -23,7 +23,7 @@ mod replica;
 mod waiters;
 
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
-pub use embedded::{EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use embedded::{Compaction, EmbeddedStore, SCHEMA_VERSION, StoreError};
 pub use redis_log::{
     APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
     RedisStoreError, SNAPSHOT,

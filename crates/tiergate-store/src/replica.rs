@@ -237,17 +237,22 @@ impl Replica {
             }
         };
         cur.snapshot_recipients = snap.recipients() as u64;
-        let state = match serde_json::to_string(&snap) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(org, error = %e, "snapshot not encodable");
-                return;
-            }
-        };
         let (log, org, id) = (self.log.clone(), org.to_owned(), cur.applied);
+        // Encoding a big org takes a while: not under the org's cursor, not on the runtime.
         tokio::spawn(async move {
+            let state =
+                match tokio::task::spawn_blocking(move || serde_json::to_string(&snap)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::warn!(org, error = %e, "snapshot not encodable"),
+                    Err(e) => return tracing::warn!(org, error = %e, "snapshot not encoded"),
+                };
             match log.store_snapshot(&org, id, &state).await {
-                Ok(stored) => tracing::debug!(org, %id, bytes = state.len(), stored, "snapshot"),
+                Ok(stored) => {
+                    if stored {
+                        log.stats().snapshot_written(1);
+                    }
+                    tracing::debug!(org, %id, bytes = state.len(), stored, "snapshot")
+                }
                 Err(e) => tracing::warn!(org, %id, error = %e, "snapshot not stored"),
             }
         });

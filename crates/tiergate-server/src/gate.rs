@@ -103,7 +103,8 @@ impl Gate {
         }
     }
 
-    async fn sync(&self) -> Result<(), Status> {
+    /// Waits until every change applied so far is durable (after [`Gate::apply_unflushed`]).
+    pub async fn flush(&self) -> Result<(), Status> {
         match &self.backend {
             Backend::Local(Some(s)) => s.sync().await.map_err(unavailable),
             _ => Ok(()),
@@ -135,7 +136,7 @@ impl Gate {
             Backend::Local(_) => {
                 let d = self.engine.decide(req).map_err(convert::status)?;
                 if d.is_allowed() && !d.replayed {
-                    self.sync().await?;
+                    self.flush().await?;
                 }
                 Ok(d)
             }
@@ -178,13 +179,8 @@ impl Gate {
     /// Applies a change (anything but a send) and answers once it is durable or replicated.
     pub async fn apply(&self, fact: Fact) -> Result<Outcome, Status> {
         let r = self.apply_unflushed(fact).await?;
-        self.sync().await?;
+        self.flush().await?;
         Ok(r)
-    }
-
-    /// Waits until every change applied so far is durable (after [`Gate::apply_unflushed`]).
-    pub async fn flush(&self) -> Result<(), Status> {
-        self.sync().await
     }
 
     /// Applies a change without waiting for the embedded store's commit, so a batch (a webhook

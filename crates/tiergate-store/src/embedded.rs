@@ -300,14 +300,8 @@ impl EmbeddedStore {
     /// leaves either the old snapshots and facts or the new snapshots, never a mix. At start,
     /// before any new fact: every snapshot reflects every fact up to `last`.
     fn compact(&self, engine: &Engine, last: u64) -> Result<(), StoreError> {
-        let mut snaps = Vec::new();
-        for org in engine.org_ids() {
-            let snap = engine
-                .snapshot_org(&org)
-                .map_err(|e| StoreError::Write(e.to_string()))?;
-            snaps.push((org, last, encode_snapshot(&snap)?));
-        }
-        self.commit_compaction(&Compaction { upto: last, snaps })
+        // No journal is set yet, so every snapshot's position is `last` itself.
+        self.commit_compaction(&self.snapshot_all(engine, last)?)
     }
 
     /// Facts committed since the last compaction.
@@ -324,7 +318,12 @@ impl EmbeddedStore {
     /// Facts are dropped only up to the position read *before* listing the orgs: an org
     /// registered later has no snapshot yet, and all its facts come after that position.
     pub fn prepare_compaction(&self, engine: &Engine) -> Result<Compaction, StoreError> {
-        let upto = self.issued();
+        self.snapshot_all(engine, self.issued())
+    }
+
+    /// Every org's snapshot with the journal position it reflects (at least `upto`), to drop
+    /// the facts up to `upto`.
+    fn snapshot_all(&self, engine: &Engine, upto: u64) -> Result<Compaction, StoreError> {
         let mut snaps = Vec::new();
         for org in engine.org_ids() {
             let (snap, at) = engine

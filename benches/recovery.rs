@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tiergate::*;
-use tiergate_store::{EmbeddedStore, ReplayClock};
+use tiergate_store::EmbeddedStore;
 
 fn main() {
     let n: u64 = std::env::var("TIERGATE_RECOVERY_RECIPIENTS")
@@ -23,9 +23,9 @@ fn main() {
     {
         let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
         let base = SystemClock.now_ms() - 3_600_000;
-        let clock = Arc::new(ReplayClock::new(Arc::new(ManualClock::new(base))));
-        let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
-        store.replay(&engine, &clock).unwrap();
+        let manual = Arc::new(ManualClock::new(base));
+        let engine = Engine::new(Policy::default(), manual.clone()).unwrap();
+        store.replay(&engine).unwrap();
         engine.set_journal(store.clone());
         let path = EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap();
         for o in 0..orgs {
@@ -37,11 +37,10 @@ fn main() {
                 )
                 .unwrap();
         }
-        let manual = ManualClock::new(base);
         let start = Instant::now();
         for i in 0..n {
             if i % orgs == 0 {
-                clock.pin(manual.advance(1));
+                manual.advance(1);
             }
             let o = i % orgs;
             let org = format!("org{o}");
@@ -72,9 +71,8 @@ fn main() {
     for pass in ["from facts", "from snapshots"] {
         let start = Instant::now();
         let store = EmbeddedStore::open(&dir).unwrap();
-        let clock = Arc::new(ReplayClock::new(Arc::new(SystemClock)));
-        let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
-        let r = store.replay(&engine, &clock).unwrap();
+        let engine = Engine::new(Policy::default(), Arc::new(SystemClock)).unwrap();
+        let r = store.replay(&engine).unwrap();
         let took = start.elapsed();
         let windows: u64 = engine
             .list_orgs()

@@ -67,37 +67,6 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
-/// The clock the per-org GCRA limiters read: the time of the decision being made.
-///
-/// `governor` asks its clock for "now" inside every check. Pointing it at the decision's own
-/// timestamp means throughput and pair rate see exactly the instant the tier window sees, and
-/// the OS clock is read once per decision. The time lives in a thread-local, set by the org
-/// (under its lock, on the deciding thread) right before any limiter is built or checked: a
-/// thread-local costs no cache miss, where a shared cell would cost one per decision.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct DecisionClock;
-
-thread_local! {
-    static DECISION_NOW_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-impl DecisionClock {
-    /// Sets the time every limiter on this thread sees until the next call.
-    #[inline]
-    pub(crate) fn set(now_ms: u64) {
-        DECISION_NOW_NS.with(|c| c.set(now_ms.saturating_mul(1_000_000)));
-    }
-}
-
-impl governor::clock::Clock for DecisionClock {
-    type Instant = governor::nanos::Nanos;
-
-    #[inline]
-    fn now(&self) -> Self::Instant {
-        governor::nanos::Nanos::from(DECISION_NOW_NS.with(std::cell::Cell::get))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

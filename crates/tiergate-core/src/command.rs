@@ -10,40 +10,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::appeal::Appeal;
 use crate::decision::{Category, Decision, SendRequest};
-use crate::feedback::Reaction;
+use crate::error::EngineError;
 use crate::journal::Fact;
 use crate::org::OrgStatus;
-use crate::tier_change::TierChange;
+use crate::org_state::{Reaction, TierChange};
 
 /// One call that may change an org.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    /// Decide a send (and record it when allowed): `Acquire` and `SendTemplate`.
+    /// Decide a send (and record it when allowed): `Acquire` and `SendTemplate`. The fields
+    /// are a [`SendRequest`]'s, owned so the command can travel through a log.
     Decide {
-        /// The org.
+        /// [`SendRequest::org_id`].
         org: String,
-        /// The phone number id.
+        /// [`SendRequest::phone_number_id`].
         phone: String,
-        /// The recipient.
+        /// [`SendRequest::recipient`].
         recipient: String,
-        /// The template.
+        /// [`SendRequest::template_name`].
         template: String,
-        /// The template's category.
+        /// [`SendRequest::category`].
         category: Category,
-        /// The idempotency key.
+        /// [`SendRequest::idempotency_key`].
         key: Option<String>,
     },
     /// Read an org's status at the command's time. A replica must not move an org's clock
     /// outside the log (its windows would expire at a time the others never saw), so a read
     /// that wants "now" goes through the log like a change.
     Status {
-        /// The org.
+        /// The org to read.
         org: String,
     },
-    /// Any other change, in the journal's own terms (its `at` is ignored: the log's time wins).
+    /// Any other change, as the journal records it. The fact's `at` is ignored: the log's time
+    /// wins, so every replica applies it at the same instant.
     Apply {
-        /// The change.
+        /// The org and the change (stored in the journal's shape).
         fact: Fact,
     },
 }
@@ -61,11 +63,25 @@ impl Command {
         }
     }
 
+    /// Whether the command may create its org (a registration): a replicated store lets it
+    /// reach the log for an org it does not know yet, and refuses every other command there.
+    pub fn registers(&self) -> bool {
+        matches!(
+            self,
+            Command::Apply {
+                fact: Fact {
+                    change: crate::Change::PutOrg { .. },
+                    ..
+                }
+            }
+        )
+    }
+
     /// The org the command changes: what a replicated log is keyed by.
     pub fn org(&self) -> &str {
         match self {
             Command::Decide { org, .. } | Command::Status { org } => org,
-            Command::Apply { fact } => fact.org(),
+            Command::Apply { fact } => &fact.org,
         }
     }
 }
@@ -85,4 +101,38 @@ pub enum Outcome {
     Appeal(Appeal),
     /// A recorded send replayed.
     Restored,
+}
+
+impl Outcome {
+    /// The org's status, for a change that answers with it.
+    pub fn into_org(self) -> Result<OrgStatus, EngineError> {
+        match self {
+            Outcome::Org(s) => Ok(*s),
+            _ => Err(EngineError::Internal("expected the org's status")),
+        }
+    }
+
+    /// The reaction, for a report or an error code.
+    pub fn into_reaction(self) -> Result<Reaction, EngineError> {
+        match self {
+            Outcome::Reaction(r) => Ok(r),
+            _ => Err(EngineError::Internal("expected a reaction")),
+        }
+    }
+
+    /// The tier change, for a tier request.
+    pub fn into_tier(self) -> Result<TierChange, EngineError> {
+        match self {
+            Outcome::Tier(t) => Ok(t),
+            _ => Err(EngineError::Internal("expected a tier change")),
+        }
+    }
+
+    /// The appeal, for an appeal filed or resolved.
+    pub fn into_appeal(self) -> Result<Appeal, EngineError> {
+        match self {
+            Outcome::Appeal(a) => Ok(a),
+            _ => Err(EngineError::Internal("expected an appeal")),
+        }
+    }
 }

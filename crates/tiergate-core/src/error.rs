@@ -53,6 +53,10 @@ pub enum EngineError {
     /// The appeal was already resolved, or another one is pending (gRPC `FAILED_PRECONDITION`).
     #[error("{0}")]
     AppealConflict(String),
+    /// An invariant of the engine broke: a change was answered with an outcome of another kind.
+    /// A bug, reported instead of panicking (gRPC `INTERNAL`); the change may have been applied.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// A policy that cannot be used: which key, and why.

@@ -5,7 +5,8 @@
 //! a business inside WhatsApp's messaging tier (unique recipients in a moving 24 h), throughput
 //! and pair rate, and applies the quality-rating and human-escalation-path policy.
 //!
-//! The crate has no I/O and no async runtime; time comes from an injected [`Clock`]. Servers,
+//! The crate has no I/O and no async runtime. Time comes from an injected [`Clock`], read once
+//! per call at the edge and passed down as an argument (`*_at` methods take it directly); servers,
 //! stores and webhooks are shells around [`Engine`].
 //!
 //! ```
@@ -37,31 +38,34 @@
 #![forbid(unsafe_code)]
 
 mod appeal;
+mod backoff;
+mod change;
 mod clock;
 mod command;
-mod decide;
 mod decision;
 mod engine;
 mod error;
 mod escalation;
-mod feedback;
+mod execute;
+mod fact_wire;
 mod id_index;
 mod idempotency;
 mod journal;
+mod number;
 mod org;
 mod org_state;
 mod permit_ledger;
 mod policy;
 mod quality;
 mod rate;
+mod registry;
 mod send_log;
-mod snapshot;
 mod tier;
-mod tier_change;
 mod validate;
 mod window;
 
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
+pub use change::Change;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Outcome};
 pub use decision::{
@@ -70,15 +74,13 @@ pub use decision::{
 pub use engine::Engine;
 pub use error::{EngineError, PolicyError, ValidationError};
 pub use escalation::{EscalationKind, EscalationPath, MAX_CONTACT_LEN};
-pub use feedback::Reaction;
 pub use id_index::{IdOwner, IdRef};
 pub use journal::{Fact, Journal};
 pub use org::{NumberStatus, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause};
+pub use org_state::{OrgSnapshot, Reaction, TierChange};
 pub use policy::{Policy, TierScope};
 pub use quality::QualityRating;
 pub use send_log::SendLog;
-pub use snapshot::OrgSnapshot;
 pub use tier::{Ladder, Tier};
-pub use tier_change::TierChange;
 pub use validate::RecipientKey;
 pub use window::{Found, RecipientWindow, Touch};

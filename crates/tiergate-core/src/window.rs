@@ -333,6 +333,92 @@ impl RecipientWindow {
     }
 }
 
+/// An org's windows: one in `org` scope, one per phone slot in `phone_number` scope.
+///
+/// The first is inline because in `org` scope it is the only one, and a decision should not
+/// chase a pointer to reach it.
+#[derive(Debug, Default)]
+pub(crate) struct Windows {
+    first: RecipientWindow,
+    rest: Vec<RecipientWindow>,
+}
+
+impl Windows {
+    /// Each window's (recipient, last send), oldest first: what a snapshot keeps.
+    pub(crate) fn entries(&self) -> Vec<Vec<(u64, u64)>> {
+        self.iter()
+            .map(|w| w.iter().map(|(k, t)| (k.0, t)).collect())
+            .collect()
+    }
+
+    /// Windows holding `entries` (from a snapshot); at least one.
+    pub(crate) fn from_entries(entries: &[Vec<(u64, u64)>]) -> Self {
+        let mut ws = entries.iter().map(|list| {
+            let mut w = RecipientWindow::new();
+            for &(k, t) in list {
+                w.touch(RecipientKey(k), t);
+            }
+            w
+        });
+        Windows {
+            first: ws.next().unwrap_or_default(),
+            rest: ws.collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Grows to at least `n` windows.
+    pub(crate) fn ensure(&mut self, n: usize) {
+        if n > self.len() {
+            self.rest.resize_with(n - 1, RecipientWindow::new);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RecipientWindow> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    /// Expires every window up to `cutoff`.
+    pub(crate) fn expire_all(&mut self, cutoff: u64) {
+        self.first.expire(cutoff);
+        for w in &mut self.rest {
+            w.expire(cutoff);
+        }
+    }
+
+    /// The index of the fullest window (what `GetOrg` reports).
+    pub(crate) fn fullest(&self) -> usize {
+        (0..self.len()).max_by_key(|&w| self[w].len()).unwrap_or(0)
+    }
+}
+
+impl std::ops::Index<usize> for Windows {
+    type Output = RecipientWindow;
+
+    #[inline]
+    fn index(&self, i: usize) -> &RecipientWindow {
+        if i == 0 {
+            &self.first
+        } else {
+            &self.rest[i - 1]
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Windows {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut RecipientWindow {
+        if i == 0 {
+            &mut self.first
+        } else {
+            &mut self.rest[i - 1]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,7 @@ fn a_snapshot_replaces_what_was_there_and_claims_its_ids() {
     let cfg = OrgConfig::new("o", Tier::Tier250).with_phone("1", 80);
     a.execute_at(
         &Command::Apply {
-            fact: Fact::PutOrg { at: 0, org: cfg },
+            fact: Fact::put_org(0, cfg),
         },
         T0,
     )

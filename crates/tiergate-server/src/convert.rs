@@ -17,6 +17,7 @@ pub fn status(e: core::EngineError) -> Status {
             Status::not_found(msg)
         }
         PermitAlreadyReported(_) | AppealConflict(_) => Status::failed_precondition(msg),
+        Internal(_) => Status::internal(msg),
     }
 }
 

@@ -117,12 +117,7 @@ impl Gate {
         cmd: &Command,
     ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
         let org = cmd.org();
-        let creates = matches!(
-            cmd,
-            Command::Apply {
-                fact: Fact::PutOrg { .. }
-            }
-        );
+        let creates = cmd.registers();
         // An unknown org is refused before anything is written: unknown ids grow nothing.
         if !creates && !r.discover(org).await? {
             return Ok(Err(EngineError::UnknownOrg(org.to_owned())));

@@ -21,7 +21,7 @@ use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use tiergate_core::Fact;
-use tiergate_store::{EmbeddedStore, RedisLog, RedisOptions, ReplayClock, Replica};
+use tiergate_store::{EmbeddedStore, RedisLog, RedisOptions, Replica};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -103,12 +103,9 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     tokio::spawn(replica.clone().watch(Duration::from_millis(250)));
     let gate = Gate::redis(replica, config.server.on_store_error);
     for org in &config.orgs {
-        gate.apply(Fact::PutOrg {
-            at: 0,
-            org: org.clone(),
-        })
-        .await
-        .map_err(|e| ServeError::Engine(format!("org {}: {}", org.org_id, e.message())))?;
+        gate.apply(Fact::put_org(0, org.clone()))
+            .await
+            .map_err(|e| ServeError::Engine(format!("org {}: {}", org.org_id, e.message())))?;
     }
     Ok(Built { gate, manual })
 }
@@ -128,16 +125,15 @@ fn clocks(config: &Config) -> (Option<Arc<ManualClock>>, Arc<dyn Clock>) {
 }
 
 fn build_local(config: &Config) -> Result<Built, ServeError> {
-    let (manual, base) = clocks(config);
+    let (manual, clock) = clocks(config);
     let store = match config.server.store {
         StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
         _ => None,
     };
-    let clock = Arc::new(ReplayClock::new(base));
-    let engine = Engine::new(config.policy.clone(), clock.clone())
-        .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine =
+        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?;
     if let Some(store) = &store {
-        let r = store.replay(&engine, &clock)?;
+        let r = store.replay(&engine)?;
         tracing::info!(
             snapshots = r.snapshots,
             facts = r.facts,

@@ -13,8 +13,6 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tiergate_core::{Engine, Fact, Journal, OrgSnapshot};
 
-use crate::replay_clock::ReplayClock;
-
 /// The on-disk format this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 2;
 
@@ -212,11 +210,11 @@ impl EmbeddedStore {
         })
     }
 
-    /// Restores every org's snapshot, replays the facts stored since, in order, pinning `clock`
-    /// to each fact's time, then compacts (each org's state becomes its new snapshot and the
+    /// Restores every org's snapshot, replays the facts stored since, in order, each at its own
+    /// time ([`Engine::apply_fact`]), then compacts (each org's state becomes its new snapshot and the
     /// facts are dropped, in one transaction) and starts the writer. So a start replays what
     /// happened since the last start, not the whole history.
-    pub fn replay(&self, engine: &Engine, clock: &ReplayClock) -> Result<Recovery, StoreError> {
+    pub fn replay(&self, engine: &Engine) -> Result<Recovery, StoreError> {
         let start = Instant::now();
         let read = self.db.begin_read().map_err(|e| open_err(&self.path, e))?;
         let snaps = read
@@ -267,11 +265,10 @@ impl EmbeddedStore {
                 serde_json::from_slice(v.value()).map_err(|e| fact_err(e.to_string()))?;
             last = last.max(seq);
             rows += 1;
-            if covered.get(fact.org()).is_some_and(|&at| seq <= at) {
+            if covered.get(fact.org.as_str()).is_some_and(|&at| seq <= at) {
                 // Already in the org's snapshot.
                 continue;
             }
-            clock.pin(fact.at());
             if let Err(e) = engine.apply_fact(&fact) {
                 // A fact the engine refuses now (e.g. a policy change made it invalid) is
                 // reported and skipped, never silently dropped.
@@ -281,7 +278,6 @@ impl EmbeddedStore {
         }
         drop(table);
         drop(read);
-        clock.release();
         let took = start.elapsed();
         let compacting = Instant::now();
         if rows > 0 {

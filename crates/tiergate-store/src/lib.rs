@@ -4,8 +4,8 @@
 //! lock. [`EmbeddedStore`] appends those facts to a redb database from one writer thread that
 //! commits them in batches (group commit: one fsync per batch, not per send), and a caller
 //! acknowledges an ALLOW only once [`EmbeddedStore::wait_durable`] says its batch is on disk.
-//! On start the facts are replayed in order through [`tiergate_core::Engine::apply_fact`], on a
-//! clock set to each fact's time, which rebuilds windows, counts, ratings, pending tiers,
+//! On start the facts are replayed in order through [`tiergate_core::Engine::apply_fact`], each at
+//! its own time, which rebuilds windows, counts, ratings, pending tiers,
 //! appeals, pauses and idempotency keys exactly.
 //!
 //! [`Replica`] is the other backend: several sidecars share one budget through Redis, where each
@@ -18,7 +18,6 @@
 mod commit_stats;
 mod embedded;
 mod redis_log;
-mod replay_clock;
 mod replica;
 mod waiters;
 
@@ -28,5 +27,4 @@ pub use redis_log::{
     APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
     RedisStoreError, SNAPSHOT,
 };
-pub use replay_clock::ReplayClock;
 pub use replica::{Health, Replica};

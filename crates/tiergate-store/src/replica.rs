@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tiergate_core::{Command, Engine, EngineError, Fact, OrgSnapshot, Outcome};
+use tiergate_core::{Command, Engine, EngineError, OrgSnapshot, Outcome};
 
 use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 
@@ -347,10 +347,7 @@ impl Replica {
     ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
         self.check_usable()?;
         let org = command.org();
-        if let Command::Apply {
-            fact: Fact::PutOrg { .. },
-        } = command
-        {
+        if command.registers() {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
         let cur = self.cursor(org);

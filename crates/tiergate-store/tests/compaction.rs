@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tiergate_core::*;
-use tiergate_store::{EmbeddedStore, ReplayClock};
+use tiergate_store::EmbeddedStore;
 
 const T0: u64 = 1_700_000_000_000;
 
 fn open(dir: &std::path::Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
     let store = Arc::new(EmbeddedStore::open(dir).unwrap());
-    let clock = Arc::new(ReplayClock::new(Arc::new(ManualClock::new(T0))));
-    let engine = Arc::new(Engine::new(Policy::default(), clock.clone()).unwrap());
-    store.replay(&engine, &clock).unwrap();
+    let engine = Arc::new(Engine::new(Policy::default(), Arc::new(ManualClock::new(T0))).unwrap());
+    store.replay(&engine).unwrap();
     engine.set_journal(store.clone());
     (store, engine)
 }

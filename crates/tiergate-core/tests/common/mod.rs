@@ -27,12 +27,12 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
     let mut out = vec![(
         at,
         Command::Apply {
-            fact: Fact::PutOrg {
-                at: 0,
-                org: OrgConfig::new("o", Tier::Tier50)
+            fact: Fact::put_org(
+                0,
+                OrgConfig::new("o", Tier::Tier50)
                     .with_phone("1", 1)
                     .with_escalation(EscalationPath::new(EscalationKind::Email, "a@b.co").unwrap()),
-            },
+            ),
         },
     )];
     let mut seq = 0u64;
@@ -40,64 +40,78 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
         at += rng.below(4) * rng.below(60_000);
         let cmd = match rng.below(20) {
             0 => Command::Apply {
-                fact: Fact::Rating {
-                    at: 0,
-                    org: "o".into(),
-                    rating: if rng.below(2) == 0 {
-                        QualityRating::Red
-                    } else {
-                        QualityRating::Green
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::Rating {
+                        rating: if rng.below(2) == 0 {
+                            QualityRating::Red
+                        } else {
+                            QualityRating::Green
+                        },
                     },
-                },
+                ),
             },
             1 => Command::Apply {
-                fact: Fact::Report {
-                    at: 0,
-                    org: "o".into(),
-                    seq: rng.below(seq + 1),
-                    outcome: Some(0),
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::Report {
+                        seq: rng.below(seq + 1),
+                        outcome: SendOutcome::NotSent,
+                    },
+                ),
             },
             2 => Command::Apply {
-                fact: Fact::Feedback {
-                    at: 0,
-                    org: "o".into(),
-                    phone: Some("1".into()),
-                    recipient: Some(format!("49151{}", rng.below(80))),
-                    template: None,
-                    code: [130429, 131056, 131049][rng.below(3) as usize],
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::Feedback {
+                        phone: Some("1".into()),
+                        recipient: Some(format!("49151{}", rng.below(80))),
+                        template: None,
+                        code: [130429, 131056, 131049][rng.below(3) as usize],
+                    },
+                ),
             },
             3 => Command::Status { org: "o".into() },
             4 if rng.below(4) == 0 => Command::Apply {
-                fact: Fact::AppealFiled {
-                    at: 0,
-                    org: "o".into(),
-                    evidence: "support form added".into(),
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::AppealFiled {
+                        evidence: "support form added".into(),
+                    },
+                ),
             },
             5 if rng.below(4) == 0 => Command::Apply {
-                fact: Fact::AppealResolved {
-                    at: 0,
-                    org: "o".into(),
-                    n: 1 + rng.below(3),
-                    approved: rng.below(2) == 0,
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::AppealResolved {
+                        n: 1 + rng.below(3),
+                        approved: rng.below(2) == 0,
+                    },
+                ),
             },
             6 if rng.below(4) == 0 => Command::Apply {
-                fact: Fact::TemplatePaused {
-                    at: 0,
-                    org: "o".into(),
-                    template: "t".into(),
-                    until: Some(at + rng.below(3_600_000)),
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::TemplatePaused {
+                        template: "t".into(),
+                        until: Some(at + rng.below(3_600_000)),
+                    },
+                ),
             },
             7 if rng.below(4) == 0 => Command::Apply {
-                fact: Fact::TierRequest {
-                    at: 0,
-                    org: "o".into(),
-                    tier: [Tier::Tier50, Tier::Tier250, Tier::Tier1K][rng.below(3) as usize],
-                },
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::TierRequest {
+                        tier: [Tier::Tier50, Tier::Tier250, Tier::Tier1K][rng.below(3) as usize],
+                    },
+                ),
             },
             _ => {
                 seq += 1;

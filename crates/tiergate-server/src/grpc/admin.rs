@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tiergate_core::{AppealId, Fact, ManualClock, OrgStatus, Outcome, TierChange};
+use tiergate_core::{AppealId, Change, Fact, ManualClock, OrgStatus, Outcome, TierChange};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -68,7 +68,7 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("org: must be set"))?;
         let cfg = convert::org_config(org)?;
-        let st = self.org_change(Fact::PutOrg { at: 0, org: cfg }).await?;
+        let st = self.org_change(Fact::put_org(0, cfg)).await?;
         tracing::info!(org_id = %st.config.org_id, tier = %st.config.tier, "org registered");
         Ok(Response::new(convert::org_pb(&st)))
     }
@@ -101,12 +101,8 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("path: must be set"))?;
         let path = convert::escalation("path", path)?;
-        self.org_reply(Fact::EscalationSet {
-            at: 0,
-            org: id.to_owned(),
-            path,
-        })
-        .await
+        self.org_reply(Fact::new(0, id.to_owned(), Change::EscalationSet { path }))
+            .await
     }
 
     async fn clear_escalation_path(
@@ -114,11 +110,8 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         request: Request<pb::ClearEscalationPathRequest>,
     ) -> Rpc<pb::Org> {
         let id = convert::required("org_id", &request.get_ref().org_id)?;
-        self.org_reply(Fact::EscalationCleared {
-            at: 0,
-            org: id.to_owned(),
-        })
-        .await
+        self.org_reply(Fact::new(0, id.to_owned(), Change::EscalationCleared))
+            .await
     }
 
     async fn set_quality_rating(
@@ -128,12 +121,8 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
         let rating = convert::rating("rating", r.rating, false)?;
-        self.org_reply(Fact::Rating {
-            at: 0,
-            org: id.to_owned(),
-            rating,
-        })
-        .await
+        self.org_reply(Fact::new(0, id.to_owned(), Change::Rating { rating }))
+            .await
     }
 
     async fn request_tier_change(
@@ -144,11 +133,11 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let id = convert::required("org_id", &r.org_id)?;
         let target = convert::tier("target_tier", r.target_tier)?;
         let c = self
-            .tier_change(Fact::TierRequest {
-                at: 0,
-                org: id.to_owned(),
-                tier: target,
-            })
+            .tier_change(Fact::new(
+                0,
+                id.to_owned(),
+                Change::TierRequest { tier: target },
+            ))
             .await?;
         Ok(Response::new(pb::TierChangeResponse {
             applied: c.applied,
@@ -163,11 +152,13 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
     async fn file_appeal(&self, request: Request<pb::FileAppealRequest>) -> Rpc<pb::Appeal> {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
-        self.appeal_change(Fact::AppealFiled {
-            at: 0,
-            org: id.to_owned(),
-            evidence: r.evidence.clone(),
-        })
+        self.appeal_change(Fact::new(
+            0,
+            id.to_owned(),
+            Change::AppealFiled {
+                evidence: r.evidence.clone(),
+            },
+        ))
         .await
     }
 
@@ -176,12 +167,14 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let id: AppealId = convert::required("appeal_id", &r.appeal_id)?
             .parse()
             .map_err(|e: tiergate_core::ValidationError| Status::invalid_argument(e.to_string()))?;
-        self.appeal_change(Fact::AppealResolved {
-            at: 0,
-            org: id.org_id,
-            n: id.n,
-            approved: r.approved,
-        })
+        self.appeal_change(Fact::new(
+            0,
+            id.org_id,
+            Change::AppealResolved {
+                n: id.n,
+                approved: r.approved,
+            },
+        ))
         .await
     }
 
@@ -192,11 +185,13 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
         let reply = self
-            .org_reply(Fact::AccountRestricted {
-                at: 0,
-                org: id.to_owned(),
-                restricted: r.restricted,
-            })
+            .org_reply(Fact::new(
+                0,
+                id.to_owned(),
+                Change::AccountRestricted {
+                    restricted: r.restricted,
+                },
+            ))
             .await?;
         tracing::info!(
             org_id = id,
@@ -218,12 +213,14 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
                 ));
             }
         };
-        self.org_reply(Fact::TemplatePaused {
-            at: 0,
-            org: id.to_owned(),
-            template: r.template_name.clone(),
-            until,
-        })
+        self.org_reply(Fact::new(
+            0,
+            id.to_owned(),
+            Change::TemplatePaused {
+                template: r.template_name.clone(),
+                until,
+            },
+        ))
         .await
     }
 
@@ -233,11 +230,13 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
     ) -> Rpc<pb::Org> {
         let r = request.get_ref();
         let id = convert::required("org_id", &r.org_id)?;
-        self.org_reply(Fact::TemplateReinstated {
-            at: 0,
-            org: id.to_owned(),
-            template: r.template_name.clone(),
-        })
+        self.org_reply(Fact::new(
+            0,
+            id.to_owned(),
+            Change::TemplateReinstated {
+                template: r.template_name.clone(),
+            },
+        ))
         .await
     }
 

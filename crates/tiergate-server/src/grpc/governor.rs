@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tiergate_core::{Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest};
+use tiergate_core::{Change, Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -52,12 +52,14 @@ impl GovernorService {
 
     async fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, Status> {
         let reaction = self
-            .reaction(Fact::Report {
-                at: 0,
-                org: permit.org_id.to_string(),
-                seq: permit.seq,
-                outcome: Fact::outcome(outcome),
-            })
+            .reaction(Fact::new(
+                0,
+                permit.org_id.to_string(),
+                Change::Report {
+                    seq: permit.seq,
+                    outcome,
+                },
+            ))
             .await?;
         if reaction != Reaction::None {
             self.metrics.reaction(reaction.label());
@@ -209,14 +211,16 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 resp.error_title = title.clone();
                 // Here the template is known too (a Report carries only the permit), so the
                 // reaction goes through `feedback` with everything it may need.
-                let fact = Fact::Feedback {
-                    at: 0,
-                    org: send.org_id.to_owned(),
-                    phone: Some(send.phone_number_id.to_owned()),
-                    recipient: Some(send.recipient.to_owned()),
-                    template: Some(send.template_name.to_owned()),
-                    code: *code,
-                };
+                let fact = Fact::new(
+                    0,
+                    send.org_id.to_owned(),
+                    Change::Feedback {
+                        phone: Some(send.phone_number_id.to_owned()),
+                        recipient: Some(send.recipient.to_owned()),
+                        template: Some(send.template_name.to_owned()),
+                        code: *code,
+                    },
+                );
                 match self.reaction(fact).await {
                     Ok(r) if r != Reaction::None => self.metrics.reaction(r.label()),
                     Ok(_) => {}

@@ -80,11 +80,11 @@ fn failed(e: Status) -> Outcome {
 }
 
 async fn tier_change(gate: &Gate, org: &str, tier: Tier) -> Outcome {
-    let fact = Fact::TierRequest {
-        at: 0,
-        org: org.to_owned(),
-        tier,
-    };
+    let fact = Fact::new(
+        0,
+        org.to_owned(),
+        tiergate_core::Change::TierRequest { tier },
+    );
     match gate.apply_unflushed(fact).await {
         Ok(tiergate_core::Outcome::Tier(c)) if c.applied => Outcome::Applied,
         Ok(_) => Outcome::Held,
@@ -120,22 +120,21 @@ pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
             let Some(org) = org else {
                 return Outcome::UnknownId;
             };
-            let rating = |rating| Fact::Rating {
-                at: 0,
-                org: org.clone(),
-                rating,
-            };
+            let rating =
+                |rating| Fact::new(0, org.clone(), tiergate_core::Change::Rating { rating });
             let mut outcome = match event {
                 QualityEvent::Flagged => done(gate, rating(QualityRating::Red)).await,
                 QualityEvent::Unflagged => done(gate, rating(QualityRating::Green)).await,
                 QualityEvent::ThroughputUpgrade => match number.and_then(|n| n.phone_number_id) {
                     Some(phone) => {
-                        let fact = Fact::NumberThroughput {
-                            at: 0,
-                            org: org.clone(),
-                            phone,
-                            mps: gate.engine().policy().max_throughput_mps,
-                        };
+                        let fact = Fact::new(
+                            0,
+                            org.clone(),
+                            tiergate_core::Change::NumberThroughput {
+                                phone,
+                                mps: gate.engine().policy().max_throughput_mps,
+                            },
+                        );
                         done(gate, fact).await
                     }
                     None => Outcome::UnknownId,
@@ -160,11 +159,11 @@ pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
             (None, _) => Outcome::UnknownId,
             (Some(_), None) => Outcome::Applied,
             (Some(org), Some(r)) => {
-                let fact = Fact::AccountRestricted {
-                    at: 0,
+                let fact = Fact::new(
+                    0,
                     org,
-                    restricted: *r,
-                };
+                    tiergate_core::Change::AccountRestricted { restricted: *r },
+                );
                 done(gate, fact).await
             }
         },
@@ -177,11 +176,15 @@ pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
                 return Outcome::UnknownId;
             };
             let now = gate.engine().clock().now_ms();
-            let pause = |until| Fact::TemplatePaused {
-                at: 0,
-                org: org.clone(),
-                template: template_name.clone(),
-                until,
+            let pause = |until| {
+                Fact::new(
+                    0,
+                    org.clone(),
+                    tiergate_core::Change::TemplatePaused {
+                        template: template_name.clone(),
+                        until,
+                    },
+                )
             };
             match status {
                 TemplateStatus::Paused(ms) => {
@@ -190,11 +193,13 @@ pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
                 }
                 TemplateStatus::Disabled => done(gate, pause(None)).await,
                 TemplateStatus::Reinstated => {
-                    let fact = Fact::TemplateReinstated {
-                        at: 0,
-                        org: org.clone(),
-                        template: template_name.clone(),
-                    };
+                    let fact = Fact::new(
+                        0,
+                        org.clone(),
+                        tiergate_core::Change::TemplateReinstated {
+                            template: template_name.clone(),
+                        },
+                    );
                     done(gate, fact).await
                 }
                 TemplateStatus::Other => Outcome::Applied,
@@ -213,14 +218,16 @@ pub async fn apply_one(gate: &Gate, change: &Change) -> Outcome {
             let Some(owner) = gate.lookup(IdRef::PhoneNumberId(phone_number_id)).await else {
                 return Outcome::UnknownId;
             };
-            let fact = Fact::Feedback {
-                at: 0,
-                org: owner.org_id,
-                phone: Some(phone_number_id.clone()),
-                recipient: recipient.clone(),
-                template: None,
-                code: *code,
-            };
+            let fact = Fact::new(
+                0,
+                owner.org_id,
+                tiergate_core::Change::Feedback {
+                    phone: Some(phone_number_id.clone()),
+                    recipient: recipient.clone(),
+                    template: None,
+                    code: *code,
+                },
+            );
             match gate.apply_unflushed(fact).await {
                 Ok(tiergate_core::Outcome::Reaction(Reaction::Incomplete)) => {
                     Outcome::Rejected("needs more than a status carries".into())

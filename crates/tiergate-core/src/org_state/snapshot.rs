@@ -10,16 +10,18 @@
 use serde::{Deserialize, Serialize};
 
 use crate::appeal::Appeal;
-use crate::feedback::{Backoffs, NumberFeedback};
+use crate::backoff::Backoffs;
 use crate::idempotency::{IdempotencyCache, IdempotencyState};
+use crate::number::{NumberFeedback, PhoneSlot};
 use crate::org::{OrgConfig, PhoneNumberConfig};
-use crate::org_state::{OrgState, PhoneSlot, Windows};
 use crate::permit_ledger::PermitLedger;
 use crate::policy::Policy;
-use crate::rate::{GcraState, PairRate, PairState, Throughput};
+use crate::rate::{GcraState, PairRate, PairState};
 use crate::send_log::SendLog;
 use crate::tier::Tier;
-use crate::validate;
+use crate::window::Windows;
+
+use super::OrgState;
 
 /// One org's state, serialisable. Opaque: take one with
 /// [`crate::Engine::snapshot_org`], give it back with [`crate::Engine::restore_org`].
@@ -83,11 +85,14 @@ impl OrgState {
             phones: self
                 .phones
                 .iter()
-                .map(|p| PhoneSnapshot {
-                    config: p.config.clone(),
-                    active: p.active,
-                    throughput: p.throughput.state(),
-                    feedback: p.feedback.clone(),
+                .map(|p| {
+                    let (throughput, feedback) = p.state();
+                    PhoneSnapshot {
+                        config: p.config.clone(),
+                        active: p.active,
+                        throughput,
+                        feedback,
+                    }
                 })
                 .collect(),
             windows: self.windows.entries(),
@@ -114,13 +119,7 @@ impl OrgState {
         st.phones = snap
             .phones
             .into_iter()
-            .map(|p| PhoneSlot {
-                key: validate::phone_key(&p.config.phone_number_id).unwrap_or_default(),
-                throughput: Throughput::restore(p.feedback.built_mps, p.throughput),
-                config: p.config,
-                active: p.active,
-                feedback: p.feedback,
-            })
+            .map(|p| PhoneSlot::restore(p.config, p.active, p.throughput, p.feedback))
             .collect();
         st.phone_index.clear();
         for (i, p) in st.phones.iter().enumerate() {
@@ -152,7 +151,6 @@ impl OrgState {
         st.appeals_filed = snap.appeals_filed;
         st.sends_total = snap.sends_total;
         st.last_now = snap.last_now;
-        st.advance(snap.last_now);
         st
     }
 }

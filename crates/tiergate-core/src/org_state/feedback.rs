@@ -17,13 +17,12 @@
 //! State is bounded: pair back-offs and marketing blocks live in capped maps, pruned when they
 //! fill.
 
-use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::org_state::OrgState;
 use crate::policy::Policy;
-use crate::rate::Throughput;
 use crate::validate::RecipientKey;
+
+use super::OrgState;
 
 /// Throughput cut (error 130429).
 pub const ERR_THROUGHPUT: i32 = 130_429;
@@ -45,7 +44,6 @@ pub const ERR_TEMPLATE_PAUSED: i32 = 132_015;
 pub const ERR_TEMPLATE_DISABLED: i32 = 132_016;
 
 const MAX_PAIR_BACKOFF_X: u8 = 5;
-const MAX_SPAM_STRIKES: u32 = 10;
 
 /// What an error code did, for logs, metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,77 +89,9 @@ impl Reaction {
     }
 }
 
-/// Per-number feedback state.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct NumberFeedback {
-    /// The rate after the last 130429 and when it was cut; `None` when at full rate.
-    pub(crate) cut: Option<(u32, u64)>,
-    /// The rate the limiter was built for.
-    pub(crate) built_mps: u32,
-    /// Paused (131048) until this time.
-    pub(crate) paused_until: u64,
-    pub(crate) spam_strikes: u32,
-}
-
-/// A capped map of per-recipient (or per-pair) back-offs: until when, and how many hits.
-#[derive(Debug, Default)]
-pub(crate) struct Backoffs<K: std::hash::Hash + Eq> {
-    map: HashMap<K, (u64, u8), foldhash::fast::RandomState>,
-}
-
-impl<K: std::hash::Hash + Eq + Copy> Backoffs<K> {
-    /// Until when `k` is backed off, if it is at `now`.
-    #[inline]
-    pub(crate) fn until(&self, k: &K, now: u64) -> Option<u64> {
-        if self.map.is_empty() {
-            return None;
-        }
-        self.map.get(k).map(|&(u, _)| u).filter(|&u| u > now)
-    }
-
-    /// Records a hit; `wait(hits_before)` gives the back-off. Returns the wait.
-    pub(crate) fn hit(&mut self, k: K, now: u64, cap: usize, wait: impl Fn(u8) -> u64) -> u64 {
-        if self.map.len() >= cap && !self.map.contains_key(&k) {
-            self.map.retain(|_, (u, _)| *u > now);
-            if self.map.len() >= cap {
-                // Still full of live entries: drop the one that ends first.
-                if let Some(first) = self
-                    .map
-                    .iter()
-                    .min_by_key(|(_, (u, _))| *u)
-                    .map(|(k, _)| *k)
-                {
-                    self.map.remove(&first);
-                }
-            }
-        }
-        let (_, hits) = self.map.get(&k).copied().unwrap_or((0, 0));
-        let ms = wait(hits);
-        self.map
-            .insert(k, (now.saturating_add(ms), hits.saturating_add(1)));
-        ms
-    }
-
-    /// The entries, for a snapshot.
-    pub(crate) fn entries(&self) -> Vec<(K, (u64, u8))> {
-        self.map.iter().map(|(k, v)| (*k, *v)).collect()
-    }
-
-    /// Back-offs holding `entries` (from a snapshot).
-    pub(crate) fn from_entries(entries: Vec<(K, (u64, u8))>) -> Self {
-        Self {
-            map: entries.into_iter().collect(),
-        }
-    }
-
-    pub(crate) fn live(&self, now: u64) -> usize {
-        self.map.values().filter(|(u, _)| *u > now).count()
-    }
-}
-
 impl OrgState {
     /// Applies one WhatsApp error code seen for a send from phone `slot` to `recipient`.
-    pub(crate) fn feedback(
+    pub(super) fn feedback(
         &mut self,
         policy: &Policy,
         slot: Option<u16>,
@@ -170,18 +100,12 @@ impl OrgState {
         code: i32,
         now: u64,
     ) -> Reaction {
-        let now = self.advance(now);
         match code {
             ERR_THROUGHPUT => {
                 let Some(s) = slot else {
                     return Reaction::Incomplete;
                 };
-                let configured = self.configured_mps(policy, s);
-                let current = self.effective_mps(policy, s, now);
-                let cut = (current / 2).max(1);
-                let fb = &mut self.phones[s as usize].feedback;
-                fb.cut = (cut < configured).then_some((cut, now));
-                Reaction::ThroughputCut(cut)
+                Reaction::ThroughputCut(self.phones[s as usize].cut_throughput(policy, now))
             }
             ERR_PAIR_RATE => {
                 let (Some(s), Some(r)) = (slot, recipient) else {
@@ -198,14 +122,7 @@ impl OrgState {
                 let Some(s) = slot else {
                     return Reaction::Incomplete;
                 };
-                let fb = &mut self.phones[s as usize].feedback;
-                let ms = policy
-                    .number_pause_ms
-                    .saturating_mul(1 << fb.spam_strikes.min(MAX_SPAM_STRIKES))
-                    .min(policy.number_pause_max_ms);
-                fb.spam_strikes += 1;
-                fb.paused_until = now.saturating_add(ms);
-                Reaction::NumberPaused(ms)
+                Reaction::NumberPaused(self.phones[s as usize].pause_for_spam(policy, now))
             }
             ERR_ACCOUNT_BLOCKED | ERR_ACCOUNT_LOCKED => {
                 self.account_restricted = true;
@@ -248,63 +165,5 @@ impl OrgState {
             }
             _ => Reaction::None,
         }
-    }
-
-    pub(crate) fn configured_mps(&self, policy: &Policy, slot: u16) -> u32 {
-        self.phones[slot as usize]
-            .config
-            .mps(policy.default_throughput_mps)
-    }
-
-    /// The number's rate now: its configured rate, or the AIMD-cut rate recovering by
-    /// `aimd_recover_step_mps` every `aimd_recover_interval_ms`.
-    pub(crate) fn effective_mps(&self, policy: &Policy, slot: u16, now: u64) -> u32 {
-        let configured = self.configured_mps(policy, slot);
-        match self.phones[slot as usize].feedback.cut {
-            None => configured,
-            Some((cut, at)) => {
-                let steps = now.saturating_sub(at) / policy.aimd_recover_interval_ms.max(1);
-                let mps = u64::from(cut)
-                    .saturating_add(steps.saturating_mul(u64::from(policy.aimd_recover_step_mps)));
-                mps.min(u64::from(configured)) as u32
-            }
-        }
-    }
-
-    /// Rebuilds the number's limiter when AIMD moved its rate; clears a fully recovered cut.
-    #[inline]
-    pub(crate) fn refresh_throughput(&mut self, policy: &Policy, slot: u16, now: u64) {
-        if self.phones[slot as usize].feedback.cut.is_none() {
-            return;
-        }
-        let mps = self.effective_mps(policy, slot, now);
-        let configured = self.configured_mps(policy, slot);
-        let p = &mut self.phones[slot as usize];
-        if mps >= configured {
-            p.feedback.cut = None;
-        }
-        if p.feedback.built_mps != mps {
-            p.throughput = Throughput::new(mps);
-            p.feedback.built_mps = mps;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoffs_grow_and_stay_bounded() {
-        let mut b: Backoffs<u64> = Backoffs::default();
-        let w = |x: u8| 1_000 * 4u64.pow(u32::from(x));
-        assert_eq!(b.hit(7, 0, 2, w), 1_000);
-        assert_eq!(b.hit(7, 0, 2, w), 4_000);
-        assert_eq!(b.until(&7, 0), Some(4_000));
-        assert_eq!(b.until(&7, 4_000), None);
-        b.hit(8, 0, 2, w);
-        b.hit(9, 0, 2, w);
-        assert!(b.map.len() <= 2);
-        assert_eq!(b.live(0), 2);
     }
 }

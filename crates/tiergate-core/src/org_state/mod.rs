@@ -10,146 +10,71 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::appeal::{Appeal, AppealId, AppealStatus};
-use crate::clock::DecisionClock;
+use crate::appeal::Appeal;
+use crate::backoff::Backoffs;
 use crate::decision::Usage;
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
-use crate::feedback::{Backoffs, NumberFeedback};
 use crate::idempotency::IdempotencyCache;
+use crate::number::PhoneSlot;
 use crate::org::{
     MAX_PHONE_NUMBERS, NumberStatus, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause,
 };
 use crate::permit_ledger::PermitLedger;
 use crate::policy::{Policy, TierScope};
 use crate::quality::QualityRating;
-use crate::rate::{PairRate, Throughput};
+use crate::rate::PairRate;
 use crate::send_log::SendLog;
-use crate::validate;
-use crate::window::RecipientWindow;
+use crate::window::Windows;
 
-/// Appeals kept per org (the newest).
-const APPEALS_KEPT: usize = 8;
+mod appeals;
+mod apply;
+mod decide;
+mod feedback;
+mod snapshot;
+mod tier_change;
+
+pub(crate) use decide::CheckedSend;
+pub use feedback::Reaction;
+pub use snapshot::OrgSnapshot;
+pub use tier_change::TierChange;
+
 /// Paused or disabled templates tracked per org.
 pub const MAX_PAUSED_TEMPLATES: usize = 1_024;
 /// Phone slots per org, counting numbers that were removed (their windows live on until they
 /// empty, so a removed number cannot be re-added to dodge its window).
 const MAX_PHONE_SLOTS: usize = 2 * MAX_PHONE_NUMBERS;
 
-/// An org's windows: the first inline (it is the only one in `org` scope, and a decision should
-/// not chase a pointer to reach it), more for `phone_number` scope.
-#[derive(Debug, Default)]
-pub(crate) struct Windows {
-    first: RecipientWindow,
-    rest: Vec<RecipientWindow>,
-}
-
-impl Windows {
-    /// Each window's (recipient, last send), oldest first: what a snapshot keeps.
-    pub(crate) fn entries(&self) -> Vec<Vec<(u64, u64)>> {
-        self.iter()
-            .map(|w| w.iter().map(|(k, t)| (k.0, t)).collect())
-            .collect()
-    }
-
-    /// Windows holding `entries` (from a snapshot); at least one.
-    pub(crate) fn from_entries(entries: &[Vec<(u64, u64)>]) -> Self {
-        let mut ws = entries.iter().map(|list| {
-            let mut w = RecipientWindow::new();
-            for &(k, t) in list {
-                w.touch(crate::validate::RecipientKey(k), t);
-            }
-            w
-        });
-        Windows {
-            first: ws.next().unwrap_or_default(),
-            rest: ws.collect(),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        1 + self.rest.len()
-    }
-
-    /// Grows to at least `n` windows.
-    pub(crate) fn ensure(&mut self, n: usize) {
-        if n > self.len() {
-            self.rest.resize_with(n - 1, RecipientWindow::new);
-        }
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &RecipientWindow> {
-        std::iter::once(&self.first).chain(self.rest.iter())
-    }
-
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RecipientWindow> {
-        std::iter::once(&mut self.first).chain(self.rest.iter_mut())
-    }
-}
-
-impl std::ops::Index<usize> for Windows {
-    type Output = RecipientWindow;
-
-    #[inline]
-    fn index(&self, i: usize) -> &RecipientWindow {
-        if i == 0 {
-            &self.first
-        } else {
-            &self.rest[i - 1]
-        }
-    }
-}
-
-impl std::ops::IndexMut<usize> for Windows {
-    #[inline]
-    fn index_mut(&mut self, i: usize) -> &mut RecipientWindow {
-        if i == 0 {
-            &mut self.first
-        } else {
-            &mut self.rest[i - 1]
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct PhoneSlot {
-    /// [`validate::phone_key`] of the id.
-    pub(crate) key: u128,
-    pub(crate) config: PhoneNumberConfig,
-    pub(crate) active: bool,
-    pub(crate) throughput: Throughput,
-    pub(crate) feedback: NumberFeedback,
-}
-
+/// One org's state. Its fields are its own: the engine changes it only through its methods
+/// (one [`OrgState::apply`] for every [`crate::Change`]), and its topics live in child modules.
 #[derive(Debug)]
 pub(crate) struct OrgState {
-    pub(crate) id: Arc<str>,
-    pub(crate) config: OrgConfig,
-    pub(crate) phones: Vec<PhoneSlot>,
-    pub(crate) phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
-    pub(crate) windows: Windows,
-    pub(crate) log: SendLog,
-    pub(crate) pair: PairRate,
-    pub(crate) ledger: PermitLedger,
-    pub(crate) idem: IdempotencyCache,
-    pub(crate) pending_tier: Option<crate::tier::Tier>,
-    pub(crate) flagged_since: Option<u64>,
-    pub(crate) account_restricted: bool,
-    pub(crate) paused: HashMap<Box<str>, Option<u64>, foldhash::fast::RandomState>,
+    id: Arc<str>,
+    config: OrgConfig,
+    phones: Vec<PhoneSlot>,
+    phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
+    windows: Windows,
+    log: SendLog,
+    pair: PairRate,
+    ledger: PermitLedger,
+    idem: IdempotencyCache,
+    pending_tier: Option<crate::tier::Tier>,
+    flagged_since: Option<u64>,
+    account_restricted: bool,
+    paused: HashMap<Box<str>, Option<u64>, foldhash::fast::RandomState>,
     /// Pairs backed off after error 131056, by (phone slot, recipient).
-    pub(crate) pair_backoff: Backoffs<(u16, u64)>,
+    pair_backoff: Backoffs<(u16, u64)>,
     /// Recipients not to market to (131050) or to back off (131049).
-    pub(crate) marketing_block: Backoffs<u64>,
-    pub(crate) appeals: VecDeque<Appeal>,
-    pub(crate) appeals_filed: u64,
-    pub(crate) sends_total: u64,
-    pub(crate) last_now: u64,
+    marketing_block: Backoffs<u64>,
+    appeals: VecDeque<Appeal>,
+    appeals_filed: u64,
+    sends_total: u64,
+    last_now: u64,
 }
 
 impl OrgState {
     /// A new org from a validated config.
     pub(crate) fn new(config: OrgConfig, policy: &Policy, now: u64) -> Self {
-        DecisionClock::set(now);
         let mut st = OrgState {
             id: Arc::from(config.org_id.as_str()),
             pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst),
@@ -178,18 +103,24 @@ impl OrgState {
     }
 
     /// Time as this org sees it: never earlier than any time it saw before, so its windows stay
-    /// ordered even if the wall clock steps back.
+    /// ordered even if the wall clock steps back. Every call that reaches the org passes its
+    /// time through here first, under the org's lock, and uses only the result.
     #[inline]
     pub(crate) fn advance(&mut self, now: u64) -> u64 {
         self.last_now = self.last_now.max(now);
-        DecisionClock::set(self.last_now);
+        self.last_now
+    }
+
+    /// The latest time the org has seen: where an observer that must not move its clock reads
+    /// it (metrics of a replica, snapshots).
+    pub(crate) fn last_now(&self) -> u64 {
         self.last_now
     }
 
     /// The slot of an active phone number. Most orgs have a handful of numbers, and scanning
     /// them touches memory the decision reads anyway; the index serves the rest.
     #[inline]
-    pub(crate) fn phone_slot(&self, key: u128) -> Option<u16> {
+    fn phone_slot(&self, key: u128) -> Option<u16> {
         if self.phones.len() <= 8 {
             return self
                 .phones
@@ -201,7 +132,7 @@ impl OrgState {
     }
 
     /// The slot of `phone_number_id` (whose key is `key`), or the NOT_FOUND error naming it.
-    pub(crate) fn slot_of(&self, phone_number_id: &str, key: u128) -> Result<u16, EngineError> {
+    fn slot_of(&self, phone_number_id: &str, key: u128) -> Result<u16, EngineError> {
         self.phone_slot(key)
             .ok_or_else(|| EngineError::UnknownPhoneNumber {
                 org_id: self.id.to_string(),
@@ -209,13 +140,13 @@ impl OrgState {
             })
     }
 
-    pub(crate) fn has_history(&self) -> bool {
+    fn has_history(&self) -> bool {
         self.config.has_template_history || self.sends_total > 0
     }
 
     /// The window a send from phone `slot` counts in.
     #[inline]
-    pub(crate) fn window_of(&self, policy: &Policy, slot: u16) -> usize {
+    fn window_of(&self, policy: &Policy, slot: u16) -> usize {
         match policy.tier_scope {
             TierScope::Org => 0,
             TierScope::PhoneNumber => slot as usize,
@@ -223,7 +154,7 @@ impl OrgState {
     }
 
     /// Whether the quality restriction is in force: RED for at least the grace period.
-    pub(crate) fn is_restricted(&self, policy: &Policy, now: u64) -> bool {
+    fn is_restricted(&self, policy: &Policy, now: u64) -> bool {
         self.config.quality_rating == QualityRating::Red
             && self
                 .flagged_since
@@ -231,7 +162,7 @@ impl OrgState {
     }
 
     /// The log must answer every threshold the policy asks about for the current tier.
-    pub(crate) fn resize_log(&mut self, policy: &Policy) {
+    fn resize_log(&mut self, policy: &Policy) {
         let upgrade = match self.config.tier.limit() {
             Some(l) if policy.auto_upgrade => policy.upgrade_threshold(l),
             _ => 0,
@@ -244,7 +175,7 @@ impl OrgState {
     }
 
     /// Checks that `phones` can replace the current numbers without running out of slots.
-    pub(crate) fn check_phones(&self, phones: &[PhoneNumberConfig]) -> Result<(), ValidationError> {
+    fn check_phones(&self, phones: &[PhoneNumberConfig]) -> Result<(), ValidationError> {
         let added = phones
             .iter()
             .filter(|p| {
@@ -264,40 +195,23 @@ impl OrgState {
     }
 
     /// Replaces the org's numbers. Existing numbers keep their slot, window and rate state.
-    pub(crate) fn set_phones(&mut self, phones: Vec<PhoneNumberConfig>, policy: &Policy) {
+    fn set_phones(&mut self, phones: Vec<PhoneNumberConfig>, policy: &Policy) {
         for s in &mut self.phones {
             s.active = false;
         }
         self.phone_index.clear();
         for p in &phones {
-            let mps = p.mps(policy.default_throughput_mps);
             let existing = self
                 .phones
                 .iter()
                 .position(|s| s.config.phone_number_id == p.phone_number_id);
             let slot = match existing {
                 Some(i) => {
-                    let s = &mut self.phones[i];
-                    if s.config.throughput_mps != p.throughput_mps {
-                        s.throughput = Throughput::new(mps);
-                        s.feedback.cut = None;
-                        s.feedback.built_mps = mps;
-                    }
-                    s.config = p.clone();
-                    s.active = true;
+                    self.phones[i].reconfigure(p, policy);
                     i
                 }
                 None => {
-                    self.phones.push(PhoneSlot {
-                        key: validate::phone_key(&p.phone_number_id).unwrap_or_default(),
-                        config: p.clone(),
-                        active: true,
-                        throughput: Throughput::new(mps),
-                        feedback: NumberFeedback {
-                            built_mps: mps,
-                            ..NumberFeedback::default()
-                        },
-                    });
+                    self.phones.push(PhoneSlot::new(p.clone(), policy));
                     self.phones.len() - 1
                 }
             };
@@ -309,9 +223,19 @@ impl OrgState {
         self.config.phone_numbers = phones;
     }
 
+    /// Sets one number's configured rate (WhatsApp's THROUGHPUT_UPGRADE, or an operator).
+    fn set_number_throughput(&mut self, slot: u16, mps: u32, policy: &Policy) {
+        let id = &self.phones[slot as usize].config.phone_number_id;
+        let mut phones = self.config.phone_numbers.clone();
+        for p in phones.iter_mut().filter(|p| &p.phone_number_id == id) {
+            p.throughput_mps = mps;
+        }
+        self.set_phones(phones, policy);
+    }
+
     /// Applies a new config to an existing org. The caller validated it; tier increases pass
     /// the same escalation gate as every other increase.
-    pub(crate) fn update(&mut self, mut cfg: OrgConfig, policy: &Policy, now: u64) {
+    fn update(&mut self, mut cfg: OrgConfig, policy: &Policy, now: u64) {
         let phones = std::mem::take(&mut cfg.phone_numbers);
         self.set_phones(phones, policy);
         self.config.waba_ids = cfg.waba_ids;
@@ -325,7 +249,7 @@ impl OrgState {
     }
 
     /// Sets a validated path; a held tier increase is applied at once.
-    pub(crate) fn set_escalation_path(&mut self, path: EscalationPath, policy: &Policy) {
+    fn set_escalation_path(&mut self, path: EscalationPath, policy: &Policy) {
         self.config.escalation_path = Some(path);
         if let Some(p) = self.pending_tier.take()
             && p > self.config.tier
@@ -335,8 +259,18 @@ impl OrgState {
         }
     }
 
+    /// Removes the escalation path (later increases are held again).
+    fn clear_escalation_path(&mut self) {
+        self.config.escalation_path = None;
+    }
+
+    /// Blocks or unblocks the whole account (rule 3).
+    fn set_account_restricted(&mut self, restricted: bool) {
+        self.account_restricted = restricted;
+    }
+
     /// A rating change. Turning RED starts the grace period; leaving RED ends the flag.
-    pub(crate) fn set_quality_rating(&mut self, rating: QualityRating, now: u64) {
+    fn set_quality_rating(&mut self, rating: QualityRating, now: u64) {
         if rating == QualityRating::Red {
             if self.config.quality_rating != QualityRating::Red || self.flagged_since.is_none() {
                 self.flagged_since = Some(now);
@@ -347,66 +281,8 @@ impl OrgState {
         self.config.quality_rating = rating;
     }
 
-    /// Files an appeal; one may be pending at a time.
-    pub(crate) fn file_appeal(&mut self, evidence: &str, now: u64) -> Result<Appeal, EngineError> {
-        if let Some(a) = self
-            .appeals
-            .back()
-            .filter(|a| a.status == AppealStatus::Pending)
-        {
-            return Err(EngineError::AppealConflict(format!(
-                "appeal {} is still pending",
-                a.appeal_id
-            )));
-        }
-        self.appeals_filed += 1;
-        let appeal = Appeal {
-            appeal_id: AppealId {
-                org_id: self.id.to_string(),
-                n: self.appeals_filed,
-            },
-            status: AppealStatus::Pending,
-            evidence: evidence.trim().to_owned(),
-            filed_at_ms: now,
-        };
-        if self.appeals.len() == APPEALS_KEPT {
-            self.appeals.pop_front();
-        }
-        self.appeals.push_back(appeal.clone());
-        Ok(appeal)
-    }
-
-    /// Resolves a pending appeal; approval clears RED and the restriction.
-    pub(crate) fn resolve_appeal(
-        &mut self,
-        id: &AppealId,
-        approved: bool,
-    ) -> Result<Appeal, EngineError> {
-        let a = self
-            .appeals
-            .iter_mut()
-            .find(|a| a.appeal_id.n == id.n)
-            .ok_or_else(|| EngineError::UnknownAppeal(id.to_string()))?;
-        if a.status != AppealStatus::Pending {
-            return Err(EngineError::AppealConflict(format!(
-                "appeal {id} was already resolved"
-            )));
-        }
-        a.status = if approved {
-            AppealStatus::Approved
-        } else {
-            AppealStatus::Rejected
-        };
-        let out = a.clone();
-        if approved && self.config.quality_rating == QualityRating::Red {
-            self.config.quality_rating = QualityRating::Unknown;
-            self.flagged_since = None;
-        }
-        Ok(out)
-    }
-
     /// Pauses `template` until `until` (`None`: disabled until reinstated).
-    pub(crate) fn pause_template(
+    fn pause_template(
         &mut self,
         template: &str,
         until: Option<u64>,
@@ -423,12 +299,15 @@ impl OrgState {
         Ok(())
     }
 
+    /// Lifts a template's pause or disable.
+    fn reinstate_template(&mut self, template: &str) {
+        self.paused.remove(template);
+    }
+
     /// Brings every window and log up to `now`.
-    pub(crate) fn expire_all(&mut self, policy: &Policy, now: u64) {
-        let tier_cutoff = now.saturating_sub(policy.tier_window_ms);
-        for w in self.windows.iter_mut() {
-            w.expire(tier_cutoff);
-        }
+    fn expire_all(&mut self, policy: &Policy, now: u64) {
+        self.windows
+            .expire_all(now.saturating_sub(policy.tier_window_ms));
         self.log.expire(now.saturating_sub(policy.weekly_window_ms));
         self.idem
             .expire(now.saturating_sub(policy.idempotency_ttl_ms));
@@ -438,7 +317,7 @@ impl OrgState {
 
     /// Usage as the next send to window `w` would see it, and whether the quality restriction
     /// applies to that send (RED past its grace and not a small sender).
-    pub(crate) fn standing(&self, policy: &Policy, w: usize, now: u64) -> (Usage, bool) {
+    fn standing(&self, policy: &Policy, w: usize, now: u64) -> (Usage, bool) {
         let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
         let passthrough = !self.log.at_least(policy.small_sender_weekly_limit, cutoff7);
         let red_past_grace = self.is_restricted(policy, now);
@@ -462,13 +341,10 @@ impl OrgState {
         (usage, restricted)
     }
 
-    /// A snapshot for `GetOrg`.
+    /// What `GetOrg` shows at `now` (an advanced time).
     pub(crate) fn status(&mut self, policy: &Policy, now: u64) -> OrgStatus {
-        let now = self.advance(now);
         self.expire_all(policy, now);
-        let fullest = (0..self.windows.len())
-            .max_by_key(|&w| self.windows[w].len())
-            .unwrap_or(0);
+        let fullest = self.windows.fullest();
         let mut paused: Vec<TemplatePause> = self
             .paused
             .iter()
@@ -488,22 +364,18 @@ impl OrgState {
             usage: self.standing(policy, fullest, now).0,
             appeal: self.appeals.back().cloned(),
             paused_templates: paused,
-            numbers: (0..self.phones.len() as u16)
-                .filter(|&s| self.phones[s as usize].active)
-                .map(|s| NumberStatus {
-                    phone_number_id: self.phones[s as usize].config.phone_number_id.clone(),
-                    effective_mps: self.effective_mps(policy, s, now),
-                    paused_until_ms: Some(self.phones[s as usize].feedback.paused_until)
-                        .filter(|&u| u > now),
+            numbers: self
+                .phones
+                .iter()
+                .filter(|p| p.active)
+                .map(|p| NumberStatus {
+                    phone_number_id: p.config.phone_number_id.clone(),
+                    effective_mps: p.effective_mps(policy, now),
+                    paused_until_ms: Some(p.paused_until()).filter(|&u| u > now),
                 })
                 .collect(),
             pair_backoffs: self.pair_backoff.live(now),
             marketing_blocked_recipients: self.marketing_block.live(now),
         }
-    }
-
-    /// Finds an appeal by number (for the engine's lookup by id).
-    pub(crate) fn appeal(&self, n: u64) -> Option<&Appeal> {
-        self.appeals.iter().find(|a| a.appeal_id.n == n)
     }
 }

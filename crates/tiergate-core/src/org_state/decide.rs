@@ -5,14 +5,16 @@
 //! errors raised by the engine before it gets here; rules 3–10 are below, in order; rule 11
 //! records the send, in the same critical section as the decision.
 
-use crate::decision::{Category, Decision, DenyReason, Permit, SendOutcome, Usage, Verdict};
+use crate::decision::{
+    Category, Decision, DenyReason, Permit, SendOutcome, SendRequest, Usage, Verdict,
+};
 use crate::error::EngineError;
-use crate::feedback::Reaction;
-use crate::org_state::OrgState;
 use crate::permit_ledger::PermitRecord;
 use crate::policy::Policy;
-use crate::validate::RecipientKey;
+use crate::validate::{self, RecipientKey};
 use crate::window::{Found, Touch};
+
+use super::{OrgState, Reaction};
 
 /// A send whose fields were validated and whose phone number was found.
 #[derive(Debug, Clone, Copy)]
@@ -24,12 +26,38 @@ pub(crate) struct CheckedSend<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
+impl<'a> CheckedSend<'a> {
+    /// Checks a request's fields (rule 1) and finds its number in `st` (rule 2). Decisions,
+    /// pre-checks and replays all start here, so a send is validated one way.
+    pub(crate) fn check(st: &OrgState, req: &SendRequest<'a>) -> Result<Self, EngineError> {
+        let (phone, recipient) = Self::fields(req)?;
+        Ok(CheckedSend {
+            slot: st.slot_of(req.phone_number_id, phone)?,
+            recipient,
+            template_name: req.template_name,
+            category: req.category,
+            idempotency_key: req.idempotency_key,
+        })
+    }
+
+    /// The request's fields alone (no org needed): its number's key and its recipient.
+    pub(crate) fn fields(req: &SendRequest<'_>) -> Result<(u128, RecipientKey), EngineError> {
+        validate::org_id(req.org_id)?;
+        let phone = validate::phone_key(req.phone_number_id)?;
+        let recipient = RecipientKey::parse(req.recipient)?;
+        validate::template_name(req.template_name)?;
+        if let Some(k) = req.idempotency_key {
+            validate::idempotency_key(k)?;
+        }
+        Ok((phone, recipient))
+    }
+}
+
 impl OrgState {
-    /// Brings what a send reads up to `now`: its window, the weekly log, permits and, when the
-    /// send has a key, idempotency keys. Returns the clamped time, the window and the weekly
+    /// Brings what a send reads up to `now` (an advanced time): its window, the weekly log,
+    /// permits and, when the send has a key, idempotency keys. Returns the window and the weekly
     /// cutoff.
-    fn catch_up(&mut self, policy: &Policy, send: &CheckedSend<'_>, now: u64) -> (u64, usize, u64) {
-        let now = self.advance(now);
+    fn catch_up(&mut self, policy: &Policy, send: &CheckedSend<'_>, now: u64) -> (usize, u64) {
         let w = self.window_of(policy, send.slot);
         let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
         self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
@@ -39,12 +67,12 @@ impl OrgState {
             self.idem
                 .expire(now.saturating_sub(policy.idempotency_ttl_ms));
         }
-        (now, w, cutoff7)
+        (w, cutoff7)
     }
 
-    /// Decides one send at `now` and records it when allowed.
+    /// Decides one send at `now` (an advanced time) and records it when allowed.
     pub(crate) fn decide(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> Decision {
-        let (now, w, cutoff7) = self.catch_up(policy, &send, now);
+        let (w, cutoff7) = self.catch_up(policy, &send, now);
         if let Some(key) = send.idempotency_key {
             if let Some(first) = self.idem.get(key) {
                 return Decision {
@@ -69,7 +97,7 @@ impl OrgState {
         if self.account_restricted {
             return deny(DenyReason::AccountRestricted, 0);
         }
-        let paused_until = self.phones[send.slot as usize].feedback.paused_until;
+        let paused_until = self.phones[send.slot as usize].paused_until();
         if paused_until > now {
             return deny(DenyReason::AccountRestricted, paused_until - now);
         }
@@ -125,15 +153,14 @@ impl OrgState {
             return deny(reason, retry);
         }
         // 9. throughput of the number (at its AIMD rate after a 130429)
-        self.refresh_throughput(policy, send.slot, now);
-        if let Err(ms) = self.phones[send.slot as usize].throughput.check() {
+        if let Err(ms) = self.phones[send.slot as usize].check_throughput(policy, now) {
             return deny(DenyReason::Throughput, ms);
         }
         // 10. pair rate, and WhatsApp's own back-off after a 131056
         if let Some(until) = self.pair_backoff.until(&(send.slot, send.recipient.0), now) {
             return deny(DenyReason::PairRate, until - now);
         }
-        if let Err(ms) = self.pair.check(send.slot, send.recipient.0) {
+        if let Err(ms) = self.pair.check(send.slot, send.recipient.0, now) {
             return deny(DenyReason::PairRate, ms);
         }
         // 11. allow, and record
@@ -143,12 +170,14 @@ impl OrgState {
     /// Counts a send that was allowed before (a replayed fact) without judging it again; the
     /// GCRA cells it used are taken again. Returns the permit's sequence number.
     pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
-        let (now, w, _) = self.catch_up(policy, &send, now);
+        let (w, _) = self.catch_up(policy, &send, now);
         self.maybe_auto_upgrade(policy, now);
         let (usage, _) = self.standing(policy, w, now);
-        self.refresh_throughput(policy, send.slot, now);
-        let _ = self.phones[send.slot as usize].throughput.check();
-        let _ = self.pair.check(send.slot, send.recipient.0);
+        // The send was allowed once; a cell it finds taken now (a replay may see a rate the
+        // original did not, e.g. after a config change) does not undo it, so the answers are
+        // deliberately not used.
+        let _ = self.phones[send.slot as usize].check_throughput(policy, now);
+        let _ = self.pair.check(send.slot, send.recipient.0, now);
         let found = self.windows[w].lookup(send.recipient);
         let d = self.record(policy, send, w, found, usage, now);
         d.permit.map_or(0, |p| p.seq)
@@ -203,20 +232,20 @@ impl OrgState {
     }
 
     /// Records the outcome of permit `seq`. NOT_SENT gives back the window slot and the counts.
-    pub(crate) fn report(
+    pub(super) fn report(
         &mut self,
         policy: &Policy,
-        permit: &Permit,
+        seq: u64,
         outcome: SendOutcome,
         now: u64,
     ) -> Result<Reaction, EngineError> {
-        let now = self.advance(now);
         self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
-        let seq = permit.seq;
+        let org_id = self.id.clone();
+        let permit = || Permit { org_id, seq }.to_string();
         let rec = match self.ledger.get_mut(seq) {
-            None => return Err(EngineError::UnknownPermit(permit.to_string())),
+            None => return Err(EngineError::UnknownPermit(permit())),
             Some(r) if r.reported => {
-                return Err(EngineError::PermitAlreadyReported(permit.to_string()));
+                return Err(EngineError::PermitAlreadyReported(permit()));
             }
             Some(r) => {
                 r.reported = true;

@@ -8,10 +8,11 @@
 use serde::Serialize;
 
 use crate::decision::DenyReason;
-use crate::org_state::OrgState;
 use crate::policy::Policy;
 use crate::quality::QualityRating;
 use crate::tier::Tier;
+
+use super::OrgState;
 
 /// The result of asking for a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,7 +29,7 @@ pub struct TierChange {
 
 impl OrgState {
     /// Moves the org toward `target`: decreases apply, increases pass the escalation gate.
-    pub(crate) fn change_tier(&mut self, target: Tier, policy: &Policy) -> TierChange {
+    pub(super) fn change_tier(&mut self, target: Tier, policy: &Policy) -> TierChange {
         let applied = if target > self.config.tier && self.config.escalation_path.is_none() {
             self.pending_tier = Some(self.pending_tier.map_or(target, |p| p.max(target)));
             false
@@ -50,7 +51,7 @@ impl OrgState {
 
     /// Automatic eligibility: quality not RED and at least `upgrade_usage_percent` of the limit
     /// sent in the weekly window → the next rung, through the same gate.
-    pub(crate) fn maybe_auto_upgrade(&mut self, policy: &Policy, now: u64) {
+    pub(super) fn maybe_auto_upgrade(&mut self, policy: &Policy, now: u64) {
         if !policy.auto_upgrade || self.config.quality_rating == QualityRating::Red {
             return;
         }

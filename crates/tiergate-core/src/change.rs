@@ -1,0 +1,175 @@
+//! Changes: everything that can happen to an org besides a decision, as values.
+//!
+//! The engine's public calls (`report`, `set_quality_rating`, …), a replay of the embedded
+//! journal and a replica applying its Redis log all turn into a [`Change`] and take one route:
+//! validate it ([`Change::validate`], the only place its fields are checked), lock the org,
+//! advance its clock, apply it (`OrgState::apply`, one `match`), and hand the [`crate::Fact`]
+//! to the journal. A send allowed by a decision is recorded as [`Change::Send`], so replay counts
+//! it without judging it again.
+
+use crate::appeal::validate_evidence;
+use crate::decision::SendOutcome;
+use crate::error::{EngineError, ValidationError};
+use crate::escalation::EscalationPath;
+use crate::org::OrgConfig;
+use crate::policy::Policy;
+use crate::quality::QualityRating;
+use crate::tier::Tier;
+use crate::validate::{self, RecipientKey};
+
+/// One change to one org. Which org, and when, is the [`crate::Fact`] envelope's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Registers the org or replaces its config. An update keeps windows and counts, and a tier
+    /// increase in it passes the escalation gate like any other.
+    PutOrg {
+        /// The whole config; its `org_id` must be the envelope's org.
+        config: OrgConfig,
+    },
+    /// A send the rules allowed. Replaying it counts it again without judging it.
+    Send {
+        /// The phone number id it was sent from.
+        phone: String,
+        /// The recipient, as the request gave it.
+        recipient: String,
+        /// Its idempotency key, so a retry after a restart still finds the first answer.
+        key: Option<String>,
+        /// The permit number it was given; replay checks it comes out the same, which proves
+        /// the replayed state matches the original.
+        seq: u64,
+    },
+    /// What happened to an allowed send (`Report`).
+    Report {
+        /// The permit's number within the org.
+        seq: u64,
+        /// Sent, not sent (its slot is given back) or rejected with a WhatsApp error code.
+        outcome: SendOutcome,
+    },
+    /// A human escalation path is set; a held tier increase applies at once.
+    EscalationSet {
+        /// The validated path.
+        path: EscalationPath,
+    },
+    /// The escalation path is removed; later increases are held again.
+    EscalationCleared,
+    /// A quality rating from an admin or a webhook; RED starts the grace period.
+    Rating {
+        /// The new rating.
+        rating: QualityRating,
+    },
+    /// A tier asked for (admin, webhook, Meta's reported limit): decreases apply, increases
+    /// pass the escalation gate.
+    TierRequest {
+        /// The tier asked for.
+        tier: Tier,
+    },
+    /// The account is blocked (error 368/131031) or unblocked by an admin.
+    AccountRestricted {
+        /// Whether it is blocked.
+        restricted: bool,
+    },
+    /// A template is paused until a time, or disabled until reinstated.
+    TemplatePaused {
+        /// The template's name.
+        template: String,
+        /// Paused until this time (Unix ms); `None` means disabled.
+        until: Option<u64>,
+    },
+    /// A template's pause or disable is lifted.
+    TemplateReinstated {
+        /// The template's name.
+        template: String,
+    },
+    /// An appeal against a low rating is filed; it stays pending until resolved.
+    AppealFiled {
+        /// What the business says in its defence.
+        evidence: String,
+    },
+    /// An appeal is resolved; approval clears RED and the restriction.
+    AppealResolved {
+        /// The appeal's number within the org.
+        n: u64,
+        /// Whether it was approved.
+        approved: bool,
+    },
+    /// A WhatsApp error code seen for a send (webhook, upstream answer or report); see
+    /// [`crate::Reaction`] for what each code does.
+    Feedback {
+        /// The phone number id the send came from, when the source said.
+        phone: Option<String>,
+        /// The recipient, when the source said.
+        recipient: Option<String>,
+        /// The template, when the source said (132015/132016 need it).
+        template: Option<String>,
+        /// WhatsApp's error code.
+        code: i32,
+    },
+    /// A number's configured rate (WhatsApp's THROUGHPUT_UPGRADE, or an operator).
+    NumberThroughput {
+        /// The phone number id.
+        phone: String,
+        /// Messages per second, `1..=policy.max_throughput_mps`.
+        mps: u32,
+    },
+}
+
+impl Change {
+    /// Checks every field the change carries, without touching an org. The one place a change
+    /// is validated: the engine calls it before applying, and a replicated store calls it (via
+    /// [`crate::Engine::check_fact`]) before a change reaches its log.
+    pub fn validate(&self, policy: &Policy) -> Result<(), EngineError> {
+        match self {
+            Change::PutOrg { config } => config.validate(policy.max_throughput_mps)?,
+            Change::Send {
+                phone,
+                recipient,
+                key,
+                ..
+            } => {
+                validate::phone_key(phone)?;
+                RecipientKey::parse(recipient)?;
+                if let Some(k) = key {
+                    validate::idempotency_key(k)?;
+                }
+            }
+            Change::TemplatePaused { template, .. } | Change::TemplateReinstated { template } => {
+                validate::template_name(template)?;
+            }
+            Change::AppealFiled { evidence } => validate_evidence(evidence)?,
+            Change::Feedback {
+                phone,
+                recipient,
+                template,
+                ..
+            } => {
+                if let Some(p) = phone {
+                    validate::phone_key(p)?;
+                }
+                if let Some(r) = recipient {
+                    RecipientKey::parse(r)?;
+                }
+                if let Some(t) = template {
+                    validate::template_name(t)?;
+                }
+            }
+            Change::NumberThroughput { phone, mps } => {
+                validate::phone_key(phone)?;
+                if *mps == 0 || *mps > policy.max_throughput_mps {
+                    return Err(ValidationError::new(
+                        "throughput_mps",
+                        format!("must be 1..={}", policy.max_throughput_mps),
+                    )
+                    .into());
+                }
+            }
+            Change::Report { .. }
+            | Change::EscalationSet { .. }
+            | Change::EscalationCleared
+            | Change::Rating { .. }
+            | Change::TierRequest { .. }
+            | Change::AccountRestricted { .. }
+            | Change::AppealResolved { .. } => {}
+        }
+        Ok(())
+    }
+}

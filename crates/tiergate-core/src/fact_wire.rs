@@ -1,0 +1,296 @@
+//! The stored shape of a [`Fact`]: one flat, tagged JSON object per fact, as every version so
+//! far has written it. The envelope is how the engine thinks of a fact; this is how stores keep
+//! it, so that data written before the envelope replays unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::Change;
+use crate::decision::SendOutcome;
+use crate::escalation::EscalationPath;
+use crate::journal::Fact;
+use crate::org::OrgConfig;
+use crate::quality::QualityRating;
+use crate::tier::Tier;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub(crate) enum WireFact {
+    PutOrg {
+        at: u64,
+        org: OrgConfig,
+    },
+    Send {
+        at: u64,
+        org: String,
+        phone: String,
+        recipient: String,
+        key: Option<String>,
+        seq: u64,
+    },
+    Report {
+        at: u64,
+        org: String,
+        seq: u64,
+        /// `None`: sent; `Some(0)`: not sent; `Some(code)`: rejected with a WhatsApp code.
+        outcome: Option<i32>,
+    },
+    EscalationSet {
+        at: u64,
+        org: String,
+        path: EscalationPath,
+    },
+    EscalationCleared {
+        at: u64,
+        org: String,
+    },
+    Rating {
+        at: u64,
+        org: String,
+        rating: QualityRating,
+    },
+    TierRequest {
+        at: u64,
+        org: String,
+        tier: Tier,
+    },
+    AccountRestricted {
+        at: u64,
+        org: String,
+        restricted: bool,
+    },
+    TemplatePaused {
+        at: u64,
+        org: String,
+        template: String,
+        until: Option<u64>,
+    },
+    TemplateReinstated {
+        at: u64,
+        org: String,
+        template: String,
+    },
+    AppealFiled {
+        at: u64,
+        org: String,
+        evidence: String,
+    },
+    AppealResolved {
+        at: u64,
+        org: String,
+        n: u64,
+        approved: bool,
+    },
+    Feedback {
+        at: u64,
+        org: String,
+        phone: Option<String>,
+        recipient: Option<String>,
+        template: Option<String>,
+        code: i32,
+    },
+    NumberThroughput {
+        at: u64,
+        org: String,
+        phone: String,
+        mps: u32,
+    },
+}
+
+impl From<Fact> for WireFact {
+    fn from(Fact { at, org, change }: Fact) -> Self {
+        match change {
+            // The config names its org; the envelope's is the same (see `Fact::validate`).
+            Change::PutOrg { config } => WireFact::PutOrg { at, org: config },
+            Change::Send {
+                phone,
+                recipient,
+                key,
+                seq,
+            } => WireFact::Send {
+                at,
+                org,
+                phone,
+                recipient,
+                key,
+                seq,
+            },
+            Change::Report { seq, outcome } => WireFact::Report {
+                at,
+                org,
+                seq,
+                outcome: match outcome {
+                    SendOutcome::Sent => None,
+                    SendOutcome::NotSent => Some(0),
+                    SendOutcome::Rejected { error_code } => Some(error_code),
+                },
+            },
+            Change::EscalationSet { path } => WireFact::EscalationSet { at, org, path },
+            Change::EscalationCleared => WireFact::EscalationCleared { at, org },
+            Change::Rating { rating } => WireFact::Rating { at, org, rating },
+            Change::TierRequest { tier } => WireFact::TierRequest { at, org, tier },
+            Change::AccountRestricted { restricted } => WireFact::AccountRestricted {
+                at,
+                org,
+                restricted,
+            },
+            Change::TemplatePaused { template, until } => WireFact::TemplatePaused {
+                at,
+                org,
+                template,
+                until,
+            },
+            Change::TemplateReinstated { template } => {
+                WireFact::TemplateReinstated { at, org, template }
+            }
+            Change::AppealFiled { evidence } => WireFact::AppealFiled { at, org, evidence },
+            Change::AppealResolved { n, approved } => WireFact::AppealResolved {
+                at,
+                org,
+                n,
+                approved,
+            },
+            Change::Feedback {
+                phone,
+                recipient,
+                template,
+                code,
+            } => WireFact::Feedback {
+                at,
+                org,
+                phone,
+                recipient,
+                template,
+                code,
+            },
+            Change::NumberThroughput { phone, mps } => WireFact::NumberThroughput {
+                at,
+                org,
+                phone,
+                mps,
+            },
+        }
+    }
+}
+
+impl From<WireFact> for Fact {
+    fn from(w: WireFact) -> Self {
+        let (at, org, change) = match w {
+            WireFact::PutOrg { at, org } => {
+                (at, org.org_id.clone(), Change::PutOrg { config: org })
+            }
+            WireFact::Send {
+                at,
+                org,
+                phone,
+                recipient,
+                key,
+                seq,
+            } => (
+                at,
+                org,
+                Change::Send {
+                    phone,
+                    recipient,
+                    key,
+                    seq,
+                },
+            ),
+            WireFact::Report {
+                at,
+                org,
+                seq,
+                outcome,
+            } => {
+                let outcome = match outcome {
+                    None => SendOutcome::Sent,
+                    Some(0) => SendOutcome::NotSent,
+                    Some(error_code) => SendOutcome::Rejected { error_code },
+                };
+                (at, org, Change::Report { seq, outcome })
+            }
+            WireFact::EscalationSet { at, org, path } => (at, org, Change::EscalationSet { path }),
+            WireFact::EscalationCleared { at, org } => (at, org, Change::EscalationCleared),
+            WireFact::Rating { at, org, rating } => (at, org, Change::Rating { rating }),
+            WireFact::TierRequest { at, org, tier } => (at, org, Change::TierRequest { tier }),
+            WireFact::AccountRestricted {
+                at,
+                org,
+                restricted,
+            } => (at, org, Change::AccountRestricted { restricted }),
+            WireFact::TemplatePaused {
+                at,
+                org,
+                template,
+                until,
+            } => (at, org, Change::TemplatePaused { template, until }),
+            WireFact::TemplateReinstated { at, org, template } => {
+                (at, org, Change::TemplateReinstated { template })
+            }
+            WireFact::AppealFiled { at, org, evidence } => {
+                (at, org, Change::AppealFiled { evidence })
+            }
+            WireFact::AppealResolved {
+                at,
+                org,
+                n,
+                approved,
+            } => (at, org, Change::AppealResolved { n, approved }),
+            WireFact::Feedback {
+                at,
+                org,
+                phone,
+                recipient,
+                template,
+                code,
+            } => (
+                at,
+                org,
+                Change::Feedback {
+                    phone,
+                    recipient,
+                    template,
+                    code,
+                },
+            ),
+            WireFact::NumberThroughput {
+                at,
+                org,
+                phone,
+                mps,
+            } => (at, org, Change::NumberThroughput { phone, mps }),
+        };
+        Fact { at, org, change }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fact as the pre-envelope versions wrote it still reads, and writes back byte for byte.
+    #[test]
+    fn stored_facts_keep_their_shape() {
+        for old in [
+            r#"{"fact":"send","at":5,"org":"acme","phone":"1001","recipient":"4915112345678","key":null,"seq":3}"#,
+            r#"{"fact":"report","at":6,"org":"acme","seq":3,"outcome":0}"#,
+            r#"{"fact":"report","at":6,"org":"acme","seq":4,"outcome":131056}"#,
+            r#"{"fact":"escalation_cleared","at":7,"org":"acme"}"#,
+            r#"{"fact":"template_paused","at":8,"org":"acme","template":"t","until":null}"#,
+            r#"{"fact":"feedback","at":9,"org":"acme","phone":"1001","recipient":null,"template":null,"code":130429}"#,
+        ] {
+            let fact: Fact = serde_json::from_str(old).unwrap();
+            assert_eq!(fact.org, "acme");
+            assert_eq!(serde_json::to_string(&fact).unwrap(), old);
+        }
+        let report: Fact =
+            serde_json::from_str(r#"{"fact":"report","at":6,"org":"a","seq":3,"outcome":null}"#)
+                .unwrap();
+        assert_eq!(
+            report.change,
+            Change::Report {
+                seq: 3,
+                outcome: SendOutcome::Sent
+            }
+        );
+    }
+}

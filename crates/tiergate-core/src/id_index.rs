@@ -26,9 +26,10 @@ pub enum IdRef<'a> {
 /// Who holds an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdOwner {
-    /// The org.
+    /// The org that registered the id; a webhook naming it changes this org.
     pub org_id: String,
-    /// The phone number id, when the id names a number.
+    /// The phone number id, when the id names a number (a webhook's display number resolves
+    /// to the number it belongs to).
     pub phone_number_id: Option<String>,
 }
 

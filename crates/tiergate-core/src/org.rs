@@ -153,7 +153,7 @@ pub struct TemplatePause {
 /// A number's live state after WhatsApp's feedback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NumberStatus {
-    /// The number.
+    /// The number's id, as registered in the org's config.
     pub phone_number_id: String,
     /// Messages per second now (below the configured rate after an AIMD cut).
     pub effective_mps: u32,

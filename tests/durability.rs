@@ -162,11 +162,17 @@ async fn kill_9_loses_no_acknowledged_allow() {
             }
         }));
     }
+    // Kill it only once a compaction ran under the load (on a busy machine that can take
+    // longer than the usual fraction of a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    assert!(
-        snapshots_written(&s.metrics().await) > 0,
-        "no compaction ran during the load"
-    );
+    while snapshots_written(&s.metrics().await) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction ran during the load"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     s.kill9();
     stop.store(true, Ordering::SeqCst);
     for t in tasks {

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tiergate_dist::{Dist, Rng};
 use tiergate_proto::v1 as pb;
 use tiergate_proto::v1::governor_admin_client::GovernorAdminClient;
 use tiergate_proto::v1::send_governor_client::SendGovernorClient;
 use tonic::transport::{Channel, Endpoint};
-
-use crate::dist::{Dist, Rng};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -18,9 +18,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use subtle::ConstantTimeEq;
+use tiergate_webhook::{Outcome, parse};
 
 use crate::metrics::Metrics;
-use crate::webhook::{apply, parse, signature};
+use crate::webhook::{apply, signature};
 
 /// Whether the sidecar should receive traffic.
 #[derive(Debug, Default, Clone)]
@@ -153,14 +154,14 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
     let (outcomes, summary) = apply::apply(&s.gate, &changes).await;
     for (c, o) in changes.iter().zip(&outcomes) {
         s.metrics.webhook_change(c.field(), o.label());
-        if let apply::Outcome::Reacted(r) = o
+        if let Outcome::Reacted(r) = o
             && *r != tiergate_core::Reaction::None
         {
             s.metrics.reaction(r.label());
         }
     }
     let flushed = s.gate.flush().await;
-    if flushed.is_err() || outcomes.contains(&apply::Outcome::StoreUnavailable) {
+    if flushed.is_err() || outcomes.contains(&Outcome::StoreUnavailable) {
         // WhatsApp retries a webhook it did not get a 200 for: the changes come again.
         s.metrics.webhook_request("store_unavailable");
         return (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response();

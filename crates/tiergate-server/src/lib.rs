@@ -10,7 +10,8 @@
 //! * [`gate`]: the one way state is changed or read, per store (memory, embedded, Redis):
 //!   answers only once the change is committed or replicated;
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
-//! * [`webhook`]: signature, parser and application of WhatsApp webhooks;
+//! * [`webhook`]: signature of WhatsApp webhooks, and their application through the gate
+//!   (parsing and meaning are `tiergate-webhook`'s);
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
 //! * [`serve`]: binds the ports and runs until shutdown.
 #![forbid(unsafe_code)]

@@ -5,14 +5,10 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::future::Future;
 use tiergate_core::{
-    AppealId, Category, Engine, ManualClock, OrgConfig, Policy, SendOutcome, SendRequest,
+    AppealId, Category, Command, Engine, ManualClock, OrgConfig, Policy, SendOutcome, SendRequest,
 };
-
-use tiergate_server::gate::Gate;
-use tiergate_server::webhook::parse::Change;
-use tiergate_server::webhook::{apply, parse};
+use tiergate_webhook::{Plan, Summary, parse, plan};
 
 use crate::plot::Samples;
 use crate::report::{OrgStats, Report};
@@ -37,30 +33,9 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
 }
 
-/// Applies webhook changes to an in-memory gate. With no store behind it nothing in the
-/// application waits, so its future completes on the first poll: the simulator stays a plain
-/// loop, with no runtime.
-fn apply_now(gate: &Gate, changes: &[Change]) -> (Vec<apply::Outcome>, apply::Summary) {
-    let mut fut = std::pin::pin!(apply::apply(gate, changes));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(r) => r,
-        // Unreachable with a memory gate; counted as refusals rather than hidden.
-        std::task::Poll::Pending => {
-            let summary = apply::Summary {
-                rejected: changes.len(),
-                ..Default::default()
-            };
-            (Vec::new(), summary)
-        }
-    }
-}
-
 /// A replay in progress.
 pub struct Simulator {
     engine: Arc<Engine>,
-    /// The same engine behind the sidecar's gate, so webhooks apply exactly as `serve` does.
-    gate: Gate,
     clock: Arc<ManualClock>,
     report: Report,
     /// Per-org counts while replaying (a hash map: one lookup per send); sorted into the report
@@ -89,7 +64,6 @@ impl Simulator {
             Engine::new(policy, clock.clone()).map_err(|e| ReplayError::Policy(e.to_string()))?,
         );
         let mut sim = Self {
-            gate: Gate::local(engine.clone(), None),
             engine,
             clock,
             report: Report::default(),
@@ -181,8 +155,8 @@ impl Simulator {
         } else if let Some(r) = l.resolve_appeal {
             self.resolve_latest(&r.org, r.approved)
         } else if let Some(w) = l.webhook {
-            parse::parse(w.get().as_bytes())
-                .map(|changes| drop(apply_now(&self.gate, &changes)))
+            self.webhook(w.get().as_bytes(), l.t)
+                .map(drop)
                 .map_err(|e| e.to_string())
         } else {
             Ok(())
@@ -191,6 +165,28 @@ impl Simulator {
             self.event_error(line, e);
         }
         Ok(())
+    }
+
+    /// Applies a webhook body at `t` as the sidecar does (`tiergate-webhook`'s plan, the same
+    /// edge check the gate makes, then the engine), minus the signature: the trace is trusted.
+    fn webhook(&self, body: &[u8], t: u64) -> Result<Summary, parse::ParseError> {
+        let mut summary = Summary::default();
+        for change in &parse::parse(body)? {
+            let named = plan::resolve(change, |id| self.engine.lookup_id(id));
+            let mut plan = Plan::new(change, named, self.engine.policy(), t);
+            while let Some(fact) = plan.next_fact() {
+                let answer = self
+                    .engine
+                    .check_fact(&fact)
+                    .and_then(|()| self.engine.execute_at(&Command::Apply { fact }, t));
+                match answer {
+                    Ok(answer) => plan.answered(&answer),
+                    Err(e) => plan.refused(e.to_string()),
+                }
+            }
+            summary.add(&plan.outcome());
+        }
+        Ok(summary)
     }
 
     fn resolve_latest(&mut self, org: &str, approved: bool) -> Result<(), String> {

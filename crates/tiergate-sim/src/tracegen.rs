@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use tiergate_load::dist::{Dist, Rng};
+use tiergate_dist::{Dist, Rng};
 
 /// What to generate.
 #[derive(Debug, Clone)]

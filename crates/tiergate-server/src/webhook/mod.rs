@@ -4,7 +4,9 @@
 //! completely, and only then applied: a bad signature or a malformed body changes nothing.
 //! Changes naming ids no org holds are counted and answered 200, so WhatsApp does not retry
 //! them forever.
+//!
+//! Parsing and what each change means live in `tiergate-webhook`, shared with the simulator;
+//! the signature (a transport concern) and the loop through the [`crate::gate::Gate`] live here.
 
 pub mod apply;
-pub mod parse;
 pub mod signature;

@@ -1,7 +1,12 @@
-//! Deterministic randomness for load and traces: SplitMix64 and uniform/Zipf choices.
+//! # tiergate-dist: deterministic randomness for load and traces
 //!
-//! Runs must be reproducible from a seed, and the distributions are simple enough that a
-//! dependency would add more API surface than code.
+//! SplitMix64 and uniform/Zipf choices. Runs must be reproducible from a seed, and the
+//! distributions are simple enough that a dependency would add more API surface than code.
+//!
+//! A crate of its own, with no dependencies, because both the gRPC load generator
+//! (`tiergate-load`) and the offline trace generator (`tiergate-sim`) draw from it, and the
+//! simulator must not pull in a gRPC stack to do so.
+#![forbid(unsafe_code)]
 
 /// SplitMix64: fast, small, good enough for workloads (not for cryptography).
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! The webhook body, parsed completely before anything is applied.
 //!
+//! WhatsApp retries a body it was not answered 200 for, so a body must be applied whole or not at
+//! all: every change is checked here before [`crate::plan`] maps any of them.
 //! Field names follow Meta's webhook reference. Unknown `field`s are kept as
 //! [`Change::Ignored`] (counted, answered 200); a body that is not a WhatsApp Business Account
 //! notification, or a known field whose value lacks what the governor needs, is an error and
@@ -9,15 +11,17 @@ use serde::Deserialize;
 use serde_json::Value;
 use tiergate_core::Tier;
 
-/// Most changes one body may carry.
+/// Most changes one body may carry: a bound on the work one signed request can cause.
 pub const MAX_CHANGES: usize = 1_000;
 
-/// Why a body was refused (HTTP 400).
+/// Why a body was refused (HTTP 400): the first field that lacks what the governor needs, so
+/// whoever configured the webhook can see which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub String);
 
-/// The events of `phone_number_quality_update`.
+/// The events of `phone_number_quality_update`: which one decides whether the rating changes,
+/// the number's throughput is raised, or only the reported limit is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QualityEvent {
     /// Legacy: rated low quality.
@@ -34,72 +38,75 @@ pub enum QualityEvent {
     ThroughputUpgrade,
 }
 
-/// One change, ready to apply.
+/// One change, ready to map to engine facts ([`crate::Plan`]). Each carries the ids that say
+/// which org it is for ([`crate::plan::ids`]) and only the values the governor acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// `phone_number_quality_update`.
     PhoneQuality {
-        /// The WABA (`entry[].id`).
+        /// The WABA (`entry[].id`): names the org when the number does not.
         waba_id: String,
-        /// `display_phone_number`.
+        /// `display_phone_number`: names the number, and through it the org, first.
         display_phone_number: String,
-        /// `event`.
+        /// `event`: what happened to the rating or the throughput.
         event: QualityEvent,
-        /// `current_limit`, when given.
+        /// `current_limit`, when given: the tier WhatsApp now holds the number to.
         current_limit: Option<Tier>,
     },
     /// `business_capability_update`: the portfolio's messaging limit.
     Capability {
-        /// The WABA.
+        /// The WABA, which names the org.
         waba_id: String,
-        /// The limit as a tier.
+        /// The limit as a tier: requested like any tier change, so an increase is gated.
         limit: Tier,
     },
     /// `account_update`.
     Account {
-        /// The WABA.
+        /// The WABA, which names the org.
         waba_id: String,
         /// `Some(true)`: restrict; `Some(false)`: reinstate; `None`: nothing to do.
         restrict: Option<bool>,
     },
     /// `message_template_status_update`.
     TemplateStatus {
-        /// The WABA.
+        /// The WABA, which names the org.
         waba_id: String,
-        /// The template's name.
+        /// The template's name: pauses are per template.
         template_name: String,
-        /// What happened.
+        /// What happened, and so how long sends of it are refused.
         status: TemplateStatus,
     },
     /// `message_template_quality_update` (noted; WhatsApp pauses by a status update).
     TemplateQuality {
-        /// The WABA.
+        /// The WABA, which names the org.
         waba_id: String,
-        /// The template's name.
+        /// The template's name. Not acted on (WhatsApp pauses by a status update), kept so the
+        /// change reads whole in logs and tests.
         template_name: String,
-        /// The new score (GREEN, YELLOW, RED, UNKNOWN).
+        /// The new score (GREEN, YELLOW, RED, UNKNOWN); likewise not acted on.
         new_score: String,
     },
     /// A `messages` status carrying WhatsApp error codes.
     SendError {
-        /// The WABA.
+        /// The WABA the notification came under (the number names the org).
         waba_id: String,
-        /// `metadata.phone_number_id`.
+        /// `metadata.phone_number_id`: the sending number, which names the org and is the one
+        /// throughput cuts and pauses apply to.
         phone_number_id: String,
-        /// `statuses[].recipient_id`.
+        /// `statuses[].recipient_id`: the pair that pair-rate back-off applies to.
         recipient: Option<String>,
-        /// `statuses[].errors[].code`.
+        /// `statuses[].errors[].code`: which reaction applies.
         code: i32,
     },
     /// A field the governor does not use.
     Ignored {
-        /// The field's name.
+        /// The field's name (at most 64 characters), counted by name in metrics.
         field: String,
     },
 }
 
 impl Change {
-    /// The webhook field, for metrics.
+    /// The webhook field, so metrics count changes by what Meta calls them.
     pub fn field(&self) -> &str {
         match self {
             Change::PhoneQuality { .. } => "phone_number_quality_update",
@@ -113,12 +120,12 @@ impl Change {
     }
 }
 
-/// A template status change.
+/// A template status change, reduced to what it means for sends of the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateStatus {
     /// Paused for this long (FIRST_PAUSE 3 h, SECOND_PAUSE 6 h; `None`: the policy default).
     Paused(Option<u64>),
-    /// Disabled.
+    /// Disabled: refused until reinstated.
     Disabled,
     /// Back in service (REINSTATED, UNPAUSE).
     Reinstated,

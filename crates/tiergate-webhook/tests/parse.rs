@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tiergate_server::webhook::parse::{Change, parse};
+use tiergate_webhook::parse;
 
 fn valid_change() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -84,7 +84,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = parse(&bytes);
+        let _ = parse::parse(&bytes);
     }
 
     #[test]
@@ -95,29 +95,29 @@ proptest! {
             let i = cut % b.len();
             b[i] = byte;
         }
-        let _ = parse(&b);
+        let _ = parse::parse(&b);
     }
 
     #[test]
     fn whole_or_nothing(changes in proptest::collection::vec(valid_change(), 0..12),
                         bad in invalid_change(), at in 0usize..13) {
         let n = changes.len();
-        let parsed = parse(&body(changes.clone())).unwrap();
+        let parsed = parse::parse(&body(changes.clone())).unwrap();
         prop_assert_eq!(parsed.len(), n);
         let known = parsed
             .iter()
-            .all(|c| !matches!(c, Change::Ignored { field } if !field.starts_with("x_")));
+            .all(|c| !matches!(c, parse::Change::Ignored { field } if !field.starts_with("x_")));
         prop_assert!(known, "a known field was ignored");
         let mut with_bad = changes;
         with_bad.insert(at.min(n), bad);
-        prop_assert!(parse(&body(with_bad)).is_err());
+        prop_assert!(parse::parse(&body(with_bad)).is_err());
     }
 }
 
 #[test]
 fn too_many_changes_are_refused() {
     let changes = vec![json!({"field": "x", "value": {}}); 1_001];
-    assert!(parse(&body(changes)).is_err());
+    assert!(parse::parse(&body(changes)).is_err());
     let changes = vec![json!({"field": "x", "value": {}}); 1_000];
-    assert_eq!(parse(&body(changes)).unwrap().len(), 1_000);
+    assert_eq!(parse::parse(&body(changes)).unwrap().len(), 1_000);
 }

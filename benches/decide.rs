@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tiergate::*;
-
-const T0: u64 = 1_700_000_000_000;
+use tiergate_testkit::engine_at_t0;
 
 fn path() -> EscalationPath {
     EscalationPath::new(EscalationKind::WebForm, "https://example.com/help").unwrap()
@@ -37,8 +36,7 @@ fn send<'a>(org: &'a str, phone: &'a str, r: &'a str) -> SendRequest<'a> {
 /// An org at TIER_100K whose window holds 100,000 recipients; each iteration sends to one of
 /// them (in rotation, so the pair rate never bites) 1 ms after the previous send.
 fn repeat_recipient_100k_window(c: &mut Criterion) {
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
+    let (engine, clock) = engine_at_t0(Policy::default());
     engine
         .put_org(
             OrgConfig::new("big", Tier::Tier100K)
@@ -76,12 +74,10 @@ fn repeat_recipient_100k_window(c: &mut Criterion) {
 /// the bench runs in steady state (each decision also expires the oldest recipient) without
 /// gigabytes of windows.
 fn new_recipient(c: &mut Criterion) {
-    let clock = Arc::new(ManualClock::new(T0));
-    let policy = Policy {
+    let (engine, clock) = engine_at_t0(Policy {
         tier_window_ms: 60_000,
         ..Policy::default()
-    };
-    let engine = Engine::new(policy, clock.clone()).unwrap();
+    });
     engine
         .put_org(
             OrgConfig::new("grow", Tier::Tier100K)
@@ -119,12 +115,10 @@ fn new_recipient(c: &mut Criterion) {
 /// run. So the week is scaled down instead: a 1 s "week" with the 1,000 limit and one send
 /// every 2 ms (500 per scaled week). The rules run exactly as with the real week.
 fn passthrough_small_sender(c: &mut Criterion) {
-    let clock = Arc::new(ManualClock::new(T0));
-    let policy = Policy {
+    let (engine, clock) = engine_at_t0(Policy {
         weekly_window_ms: 1_000,
         ..Policy::default()
-    };
-    let engine = Engine::new(policy, clock.clone()).unwrap();
+    });
     let mut cfg = OrgConfig::new("small", Tier::Tier10K)
         .with_phone("1", 1_000)
         .with_escalation(path());

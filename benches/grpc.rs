@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tiergate_load::loadgen::{self, LoadConfig, Summary};
 use tiergate_proto::v1 as pb;
+use tiergate_testkit::redis::RedisServer;
 
 struct Proc(Child, String);
 
@@ -44,39 +45,6 @@ fn spawn(args: &[&str]) -> Proc {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
     Proc(child, format!("http://{addr}"))
-}
-
-/// A `redis-server` of the bench's own, or `None` when it is not installed.
-fn redis_server(dir: &std::path::Path, fsync: &str) -> Option<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    std::fs::create_dir_all(dir).ok()?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", fsync])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, format!("redis://127.0.0.1:{port}")));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 fn main() {
@@ -131,15 +99,15 @@ fn main() {
             &dir_s,
         ];
         if kind == "redis" {
-            match redis_server(&dir, fsync) {
-                Some(r) => redis = Some(r),
-                None => {
-                    skipped.push(format!("{store} (redis-server not on PATH)"));
+            match RedisServer::start_with_fsync(&format!("bench-{store}"), fsync) {
+                Ok(r) => redis = Some(r),
+                Err(e) => {
+                    skipped.push(format!("{store} ({e})"));
                     continue;
                 }
             }
         }
-        let url = redis.as_ref().map(|r| r.1.clone()).unwrap_or_default();
+        let url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
         if redis.is_some() {
             args.extend(["--redis-url", &url]);
         }
@@ -158,10 +126,7 @@ fn main() {
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
         drop(server);
-        if let Some((mut child, _)) = redis {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(redis);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let floor = rows[0].1.throughput_rps;

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tiergate::*;
 use tiergate_store::EmbeddedStore;
+use tiergate_testkit::email;
 
 fn main() {
     let n: u64 = std::env::var("TIERGATE_RECOVERY_RECIPIENTS")
@@ -27,13 +28,12 @@ fn main() {
         let engine = Engine::new(Policy::default(), manual.clone()).unwrap();
         store.replay(&engine).unwrap();
         engine.set_journal(store.clone());
-        let path = EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap();
         for o in 0..orgs {
             engine
                 .put_org(
                     OrgConfig::new(format!("org{o}"), Tier::Unlimited)
                         .with_phone(&(1_000 + o).to_string(), 1_000)
-                        .with_escalation(path.clone()),
+                        .with_escalation(email()),
                 )
                 .unwrap();
         }

@@ -8,25 +8,25 @@ use std::sync::Arc;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tiergate::*;
+use tiergate_testkit::{T0, email};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn bytes_per_windowed_recipient() {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let clock = Arc::new(ManualClock::new(T0));
     let policy = Policy {
         // Permits are reported within seconds in practice; keep the ledger from dominating.
         permit_ttl_ms: 60_000,
         ..Policy::default()
     };
     let engine = Engine::new(policy, clock.clone()).unwrap();
-    let path = EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap();
     engine
         .put_org(
             OrgConfig::new("m", Tier::Tier100K)
                 .with_phone("1", 1_000)
-                .with_escalation(path),
+                .with_escalation(email()),
         )
         .unwrap();
     let names: Vec<String> = (0..100_000u64)

@@ -240,8 +240,8 @@ async fn a_redis_that_lost_its_data_is_refused_not_trusted() {
     assert!(allowed(&s.acquire("gone", BASE).await));
     // Same port, fresh data directory: Redis is back but empty.
     redis.kill9();
-    let _ = std::fs::remove_dir_all(&redis.dir);
-    std::fs::create_dir_all(&redis.dir).unwrap();
+    let _ = std::fs::remove_dir_all(redis.dir());
+    std::fs::create_dir_all(redis.dir()).unwrap();
     redis.restart();
     wait_ready(&s, false).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -288,7 +288,7 @@ async fn unknown_orgs_and_bad_input_write_nothing_to_redis() {
 
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
     use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
     let mut cmd = format!("*{}\r\n", args.len());
     for a in args {
         cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));

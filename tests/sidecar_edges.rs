@@ -364,7 +364,7 @@ async fn config_file_orgs_are_served() {
     let f = dir.join("t.toml");
     std::fs::write(
         &f,
-        format!("[[orgs]]\norg_id = \"fromfile\"\ntier = \"TIER_2K\"\nphone_numbers = [{{ phone_number_id = \"{PHONE}\" }}]\nescalation_path = {{ kind = \"PHONE\", contact = \"+4915112345678\" }}\n"),
+        format!("[[orgs]]\norg_id = \"fromfile\"\ntier = \"TIER_2K\"\nphone_numbers = [{{ phone_number_id = \"{FIXTURE_PHONE}\" }}]\nescalation_path = {{ kind = \"PHONE\", contact = \"+4915112345678\" }}\n"),
     )
     .unwrap();
     let s = Sidecar::start(&["--config", f.to_str().unwrap()]).await;

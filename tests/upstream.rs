@@ -85,7 +85,7 @@ async fn fake_upstream() -> (String, Fake) {
 fn template(org: &str, recipient: &str) -> pb::SendTemplateRequest {
     pb::SendTemplateRequest {
         org_id: org.into(),
-        phone_number_id: PHONE.into(),
+        phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.into(),
         template_name: "order_shipped".into(),
         category: pb::Category::Utility as i32,
@@ -128,7 +128,7 @@ async fn send_reaches_upstream_with_path_headers_and_body() {
     let calls = fake.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
     let c = &calls[0];
-    assert_eq!(c.phone_number_id, PHONE);
+    assert_eq!(c.phone_number_id, FIXTURE_PHONE);
     assert_eq!(c.authorization.as_deref(), Some("Bearer upstream-secret"));
     assert_eq!(c.content_type.as_deref(), Some("application/json"));
     assert_eq!(

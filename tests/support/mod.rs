@@ -15,6 +15,9 @@ use tonic::transport::Channel;
 pub mod redis;
 
 pub use redis::RedisServer;
+// Not every test binary uses every one of these.
+#[allow(unused_imports)]
+pub use tiergate_testkit::{DAY, FIXTURE_PHONE, HOUR, SEC};
 
 /// The stores one suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,15 +311,13 @@ impl Drop for Sidecar {
     }
 }
 
-pub const PHONE: &str = "106540352242922";
-
 /// An org with one fast number (so throughput never interferes unless a test wants it).
 pub fn org(org_id: &str, tier: pb::Tier) -> pb::Org {
     pb::Org {
         org_id: org_id.into(),
         tier: tier as i32,
         phone_numbers: vec![pb::PhoneNumber {
-            phone_number_id: PHONE.into(),
+            phone_number_id: FIXTURE_PHONE.into(),
             display_phone_number: "+1 555 0100".into(),
             throughput_mps: 1_000,
         }],
@@ -336,7 +337,7 @@ pub fn email() -> pb::EscalationPath {
 pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
     pb::AcquireRequest {
         org_id: org.into(),
-        phone_number_id: PHONE.into(),
+        phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.to_string(),
         template_name: "order_update".into(),
         category: pb::Category::Utility as i32,
@@ -360,7 +361,3 @@ pub fn allowed(r: &pb::AcquireResponse) -> bool {
 pub fn reason(r: &pb::AcquireResponse) -> pb::DenyReason {
     pb::DenyReason::try_from(r.reason).unwrap()
 }
-
-pub const SEC: u64 = 1_000;
-pub const HOUR: u64 = 3_600 * SEC;
-pub const DAY: u64 = 24 * HOUR;

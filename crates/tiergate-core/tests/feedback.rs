@@ -3,17 +3,12 @@
 use std::sync::Arc;
 
 use tiergate_core::*;
-
-const T0: u64 = 1_700_000_000_000;
-const PHONE: &str = "1001";
+use tiergate_testkit::{PHONE, engine_at_t0, org};
 
 fn setup(mps: u32) -> (Engine, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = Engine::new(Policy::default(), clock.clone()).unwrap();
-    let path = EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap();
-    let mut cfg = OrgConfig::new("acme", Tier::Tier10K)
-        .with_phone(PHONE, mps)
-        .with_escalation(path);
+    let (engine, clock) = engine_at_t0(Policy::default());
+    let mut cfg = org("acme", Tier::Tier10K);
+    cfg.phone_numbers[0].throughput_mps = mps;
     cfg.waba_ids = vec!["555".into()];
     cfg.phone_numbers[0].display_phone_number = "+1 555-0100".into();
     engine.put_org(cfg).unwrap();

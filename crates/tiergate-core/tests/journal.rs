@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use tiergate_core::*;
+use tiergate_testkit::T0;
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<Fact>>);
@@ -12,8 +13,6 @@ impl Journal for Collect {
         self.0.lock().unwrap().push(fact);
     }
 }
-
-const T0: u64 = 1_700_000_000_000;
 
 fn send<'a>(org: &'a str, phone: &'a str, to: &'a str, key: Option<&'a str>) -> SendRequest<'a> {
     SendRequest {

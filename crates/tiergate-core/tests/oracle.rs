@@ -9,13 +9,10 @@
 //! `PROPTEST_CASES` sets the number of cases; CI runs at least 10,000.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 use tiergate_core::*;
-
-const T0: u64 = 1_700_000_000_000;
-const PHONE: &str = "1001";
+use tiergate_testkit::{PHONE, T0, email, engine_at_t0};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -278,14 +275,12 @@ impl Oracle {
 }
 
 fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = Engine::new(setup.policy.clone(), clock.clone()).unwrap();
+    let (engine, clock) = engine_at_t0(setup.policy.clone());
     let mut cfg = OrgConfig::new("o", setup.tier).with_phone(PHONE, 1_000);
     cfg.has_template_history = setup.history;
     cfg.quality_rating = setup.rating;
-    let email = EscalationPath::new(EscalationKind::Email, "a@b.co").unwrap();
     if setup.path {
-        cfg.escalation_path = Some(email.clone());
+        cfg.escalation_path = Some(email());
     }
     engine.put_org(cfg).unwrap();
     let mut o = Oracle {
@@ -352,7 +347,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::SetPath(on) => {
                 if on {
-                    engine.set_escalation_path("o", email.clone()).unwrap();
+                    engine.set_escalation_path("o", email()).unwrap();
                 } else {
                     engine.clear_escalation_path("o").unwrap();
                 }

@@ -4,11 +4,12 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use tiergate_core::*;
+use tiergate_testkit::T0;
 
 #[test]
 fn last_slot_race_never_over_allows() {
     for round in 0..20u64 {
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let clock = Arc::new(ManualClock::new(T0));
         let engine = Arc::new(
             Engine::new(
                 Policy {

@@ -3,34 +3,22 @@
 use std::sync::Arc;
 
 use tiergate_core::*;
-
-const T0: u64 = 1_700_000_000_000;
-const SEC: u64 = 1_000;
-const HOUR: u64 = 3_600 * SEC;
-const DAY: u64 = 24 * HOUR;
-const PHONE: &str = "1001";
+use tiergate_testkit::{DAY, HOUR, PHONE, SEC, T0, email, engine_at_t0};
 
 struct H {
     engine: Engine,
     clock: Arc<ManualClock>,
 }
 
-fn email() -> EscalationPath {
-    EscalationPath::new(EscalationKind::Email, "help@example.com").unwrap()
-}
-
 fn harness(policy: Policy, org: OrgConfig) -> H {
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = Engine::new(policy, clock.clone()).unwrap();
+    let (engine, clock) = engine_at_t0(policy);
     engine.put_org(org).unwrap();
     H { engine, clock }
 }
 
 /// Fast numbers so throughput never gets in the way unless a test wants it.
 fn org(tier: Tier) -> OrgConfig {
-    OrgConfig::new("acme", tier)
-        .with_phone(PHONE, 1_000)
-        .with_escalation(email())
+    tiergate_testkit::org("acme", tier)
 }
 
 impl H {

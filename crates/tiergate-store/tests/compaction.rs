@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tiergate_core::*;
 use tiergate_store::EmbeddedStore;
-
-const T0: u64 = 1_700_000_000_000;
+use tiergate_testkit::T0;
 
 fn open(dir: &std::path::Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
     let store = Arc::new(EmbeddedStore::open(dir).unwrap());

@@ -2,27 +2,11 @@
 #![allow(dead_code)]
 
 use tiergate_core::*;
-
-pub const T0: u64 = 1_700_000_000_000;
-
-/// A small deterministic generator (SplitMix64), so a failure replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use tiergate_testkit::SplitMix64;
+pub use tiergate_testkit::T0;
 
 pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut at = T0;
     let mut out = vec![(
         at,

@@ -9,6 +9,7 @@
 //! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
 //! * [`gate`]: the one way state is changed or read, per store (memory, embedded, Redis):
 //!   answers only once the change is committed or replicated;
+//! * [`error`]: what a gate call can fail with, by kind ([`error::GateError`]);
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
 //! * [`webhook`]: signature, parser and application of WhatsApp webhooks;
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod error;
 pub mod gate;
 pub mod grpc;
 pub mod http;

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 use tiergate_core::{Fact, IdRef, QualityRating, Reaction, Tier};
-use tonic::Status;
 
+use crate::error::GateError;
 use crate::gate::Gate;
 
 use super::parse::{Change, QualityEvent, TemplateStatus};
@@ -71,11 +71,11 @@ impl Summary {
     }
 }
 
-fn failed(e: Status) -> Outcome {
-    if e.code() == tonic::Code::Unavailable {
+fn failed(e: GateError) -> Outcome {
+    if e.is_store() {
         Outcome::StoreUnavailable
     } else {
-        Outcome::Rejected(e.message().to_owned())
+        Outcome::Rejected(e.to_string())
     }
 }
 

@@ -1,5 +1,5 @@
 //! A store that cannot be opened says which file and keeps redb's own error as its source, so
-//! an operator (and `anyhow`'s `{:#}` in the binary) sees both, and code can match redb's.
+//! an operator (and the binary's error line) sees both, and code can match redb's.
 
 use std::error::Error;
 use std::path::PathBuf;

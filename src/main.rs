@@ -22,7 +22,8 @@ fn main() -> ExitCode {
     match rt.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tiergate: {e:#}");
+            // The whole cause chain, each cause once (`{:#}` would repeat a redis error's).
+            eprintln!("tiergate: {}", tiergate_store::ErrorChain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -292,6 +292,7 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
     })?;
     let mut issues = check(&file, src);
     // 2. Overrides on top of the file's table.
+    // The same text was parsed just above, so this cannot fail.
     let mut table: Table = src.parse().unwrap_or_default();
     for (name, value) in &overrides.env {
         let key = if let Some((_, key)) = NAMED_ENV.iter().find(|(n, _)| n == name) {

@@ -5,7 +5,10 @@
 
 use tiergate_core as core;
 use tiergate_proto::v1 as pb;
+use tiergate_store::ErrorChain;
 use tonic::Status;
+
+use crate::error::GateError;
 
 /// Maps an engine error to its gRPC status, keeping the engine's message (field and reason).
 pub fn status(e: core::EngineError) -> Status {
@@ -18,6 +21,24 @@ pub fn status(e: core::EngineError) -> Status {
         }
         PermitAlreadyReported(_) | AppealConflict(_) => Status::failed_precondition(msg),
         Internal(_) => Status::internal(msg),
+    }
+}
+
+/// The one mapping of a gate error to its gRPC status: the engine's as [`status`]; a store that
+/// cannot be reached, or lost its data, `UNAVAILABLE` (try again, here or elsewhere); a store
+/// this replica cannot read, or an outcome of the wrong kind, `INTERNAL` (trying again will not
+/// help). The message carries the whole cause chain.
+impl From<GateError> for Status {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Engine(e) => status(e),
+            GateError::StoreUnavailable(_) | GateError::StoreLost => {
+                Status::unavailable(ErrorChain(&e).to_string())
+            }
+            GateError::StoreInconsistent(_) | GateError::Unexpected { .. } => {
+                Status::internal(ErrorChain(&e).to_string())
+            }
+        }
     }
 }
 
@@ -271,5 +292,87 @@ pub fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
         Err(invalid(field, "must not be empty"))
     } else {
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use tiergate_core::{EngineError, ValidationError};
+    use tiergate_store::{RedisStoreError, StoreError};
+    use tonic::Code;
+
+    use crate::error::GateError;
+
+    use super::*;
+
+    fn code(e: impl Into<GateError>) -> Code {
+        Status::from(e.into()).code()
+    }
+
+    #[test]
+    fn each_gate_error_maps_to_its_grpc_code() {
+        let invalid = EngineError::Invalid(ValidationError::new("recipient", "not a number"));
+        assert_eq!(code(invalid), Code::InvalidArgument);
+        assert_eq!(code(EngineError::UnknownOrg("x".into())), Code::NotFound);
+        assert_eq!(code(EngineError::UnknownPermit("p".into())), Code::NotFound);
+        assert_eq!(
+            code(EngineError::PermitAlreadyReported("p".into())),
+            Code::FailedPrecondition
+        );
+        // Redis, sorted by what the caller can do: retry (unreachable), nothing (lost: refused
+        // until a restart, still UNAVAILABLE to clients), or report a bug (unreadable).
+        assert_eq!(code(RedisStoreError::BatcherStopped), Code::Unavailable);
+        assert!(matches!(
+            GateError::from(RedisStoreError::BatcherStopped),
+            GateError::StoreUnavailable(_)
+        ));
+        assert!(matches!(
+            GateError::from(RedisStoreError::Lost),
+            GateError::StoreLost
+        ));
+        assert_eq!(code(RedisStoreError::Lost), Code::Unavailable);
+        assert_eq!(
+            code(RedisStoreError::Protocol("garbage".into())),
+            Code::Internal
+        );
+        // The embedded store after start: a commit failed, or the writer is gone.
+        let path = PathBuf::from("/data/tiergate.redb");
+        let stopped = StoreError::WriterStopped { path: path.clone() };
+        assert_eq!(code(stopped), Code::Unavailable);
+        let failed = StoreError::CommitFailed(Arc::new(StoreError::WriterStopped { path }));
+        assert_eq!(code(failed), Code::Unavailable);
+        let unexpected = GateError::Unexpected {
+            call: "decide",
+            outcome: "Org(..)".into(),
+        };
+        assert_eq!(code(unexpected), Code::Internal);
+    }
+
+    #[test]
+    fn store_errors_carry_their_cause_chain_to_the_message() {
+        let inner = StoreError::WriterStopped {
+            path: PathBuf::from("/data/tiergate.redb"),
+        };
+        let s = Status::from(GateError::from(StoreError::CommitFailed(Arc::new(inner))));
+        assert_eq!(
+            s.message(),
+            "state store unavailable: an earlier batch failed to commit: no later change is \
+             acknowledged: store /data/tiergate.redb: the writer stopped: no later change is \
+             acknowledged"
+        );
+        // The engine's message is the engine's, as before.
+        let s = Status::from(GateError::from(EngineError::UnknownOrg("acme".into())));
+        assert_eq!(s.message(), "unknown org \"acme\"");
+    }
+
+    #[test]
+    fn only_store_failures_count_as_store_failures() {
+        assert!(GateError::from(RedisStoreError::Lost).is_store());
+        assert!(GateError::from(RedisStoreError::BatcherStopped).is_store());
+        assert!(GateError::from(RedisStoreError::Protocol("x".into())).is_store());
+        assert!(!GateError::from(EngineError::UnknownOrg("x".into())).is_store());
     }
 }

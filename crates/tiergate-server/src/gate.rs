@@ -4,11 +4,13 @@
 //! * embedded: into the engine, whose journal feeds the store; a call that changed state answers
 //!   only once the store committed it (group commit), and calls that changed nothing do not wait;
 //! * redis: through the org's command log ([`Replica`]), which orders the call among every
-//!   replica's and applies it here. When Redis cannot be reached, senders get `UNAVAILABLE`
-//!   (`on_store_error = "deny"`, the default) or an uncounted ALLOW (`"allow"`); admin calls
-//!   always get `UNAVAILABLE`.
+//!   replica's and applies it here. When Redis cannot be reached, senders get
+//!   [`GateError::StoreUnavailable`] (`on_store_error = "deny"`, the default) or an uncounted
+//!   ALLOW (`"allow"`); admin calls always get the error. A Redis that lost its data
+//!   ([`GateError::StoreLost`]) is refused whatever `on_store_error` says.
 //!
 //! gRPC handlers and webhooks call only this, so every backend runs the same code above it.
+//! Failures are [`GateError`]s, turned into a gRPC status in one place (`convert`).
 
 use std::sync::Arc;
 
@@ -16,11 +18,10 @@ use tiergate_core::{
     Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome, SendRequest,
     Verdict,
 };
-use tiergate_store::{EmbeddedStore, Health, RedisStoreError, Replica};
-use tonic::Status;
+use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, Replica};
 
 use crate::config::OnStoreError;
-use crate::convert;
+use crate::error::GateError;
 
 /// Where the state lives.
 #[derive(Debug, Clone)]
@@ -39,9 +40,11 @@ pub struct Gate {
     on_error: OnStoreError,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "state store unavailable");
-    Status::unavailable(format!("state store: {e}"))
+/// A store error as the gate's, logged once here with its whole cause chain.
+fn store_failed(e: impl Into<GateError>) -> GateError {
+    let e = e.into();
+    tracing::error!(error = %ErrorChain(&e), "state store failed");
+    e
 }
 
 impl Gate {
@@ -104,9 +107,9 @@ impl Gate {
     }
 
     /// Waits until every change applied so far is durable (after [`Gate::apply_unflushed`]).
-    pub async fn flush(&self) -> Result<(), Status> {
+    pub async fn flush(&self) -> Result<(), GateError> {
         match &self.backend {
-            Backend::Local(Some(s)) => s.sync().await.map_err(unavailable),
+            Backend::Local(Some(s)) => s.sync().await.map_err(store_failed),
             _ => Ok(()),
         }
     }
@@ -126,10 +129,10 @@ impl Gate {
     }
 
     /// Decides one send (SPEC §2), recording it when allowed.
-    pub async fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, Status> {
+    pub async fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, GateError> {
         match &self.backend {
             Backend::Local(_) => {
-                let d = self.engine.decide(req).map_err(convert::status)?;
+                let d = self.engine.decide(req)?;
                 if d.is_allowed() && !d.replayed {
                     self.flush().await?;
                 }
@@ -140,25 +143,34 @@ impl Gate {
                     Ok(_) => self.engine.check_send(req),
                     Err(e) => return self.store_down(req, e),
                 };
-                checked.map_err(convert::status)?;
+                checked?;
                 match r.execute(&Command::decide(req)).await {
                     Ok(Ok(Outcome::Decision(d))) => Ok(d),
-                    Ok(Ok(other)) => Err(Status::internal(format!("decide gave {other:?}"))),
-                    Ok(Err(e)) => Err(convert::status(e)),
+                    Ok(Ok(other)) => Err(GateError::Unexpected {
+                        call: "decide",
+                        outcome: format!("{other:?}"),
+                    }),
+                    Ok(Err(e)) => Err(e.into()),
                     Err(e) => self.store_down(req, e),
                 }
             }
         }
     }
 
-    /// A sender's answer while Redis is unreachable.
-    fn store_down(&self, req: &SendRequest<'_>, e: RedisStoreError) -> Result<Decision, Status> {
+    /// A sender's answer when Redis failed: with `on_store_error = "allow"`, an uncounted ALLOW
+    /// while Redis is unreachable (never when it lost its data or answered something
+    /// unusable); otherwise the error.
+    fn store_down(&self, req: &SendRequest<'_>, e: RedisStoreError) -> Result<Decision, GateError> {
+        let e = GateError::from(e);
+        if !matches!(e, GateError::StoreUnavailable(_)) {
+            return Err(store_failed(e));
+        }
         // The last usage this replica saw, as it saw it (its clock must not move outside the log).
         let usage = self.engine.peek_org(req.org_id).map(|s| s.usage);
         match (self.on_error, usage) {
-            (OnStoreError::Deny, _) | (_, Err(_)) => Err(unavailable(e)),
+            (OnStoreError::Deny, _) | (_, Err(_)) => Err(store_failed(e)),
             (OnStoreError::Allow, Ok(usage)) => {
-                tracing::warn!(error = %e, "state store unavailable: allowing uncounted (on_store_error = allow)");
+                tracing::warn!(error = %ErrorChain(&e), "state store unavailable: allowing uncounted (on_store_error = allow)");
                 Ok(Decision {
                     verdict: Verdict::Allow,
                     reason: None,
@@ -172,7 +184,7 @@ impl Gate {
     }
 
     /// Applies a change (anything but a send) and answers once it is durable or replicated.
-    pub async fn apply(&self, fact: Fact) -> Result<Outcome, Status> {
+    pub async fn apply(&self, fact: Fact) -> Result<Outcome, GateError> {
         let r = self.apply_unflushed(fact).await?;
         self.flush().await?;
         Ok(r)
@@ -181,42 +193,45 @@ impl Gate {
     /// Applies a change without waiting for the embedded store's commit, so a batch (a webhook
     /// with many changes) waits for one commit at the end ([`Gate::flush`]). With Redis the
     /// change is replicated before this returns.
-    pub async fn apply_unflushed(&self, fact: Fact) -> Result<Outcome, Status> {
-        self.engine.check_fact(&fact).map_err(convert::status)?;
+    pub async fn apply_unflushed(&self, fact: Fact) -> Result<Outcome, GateError> {
+        self.engine.check_fact(&fact)?;
         let cmd = Command::Apply { fact };
         match &self.backend {
-            Backend::Local(_) => self.engine.execute(&cmd).map_err(convert::status),
+            Backend::Local(_) => Ok(self.engine.execute(&cmd)?),
             Backend::Redis(r) => match self.replicated(r, &cmd).await {
-                Ok(r) => r.map_err(convert::status),
-                Err(e) => Err(unavailable(e)),
+                Ok(r) => Ok(r?),
+                Err(e) => Err(store_failed(e)),
             },
         }
     }
 
     /// An org's status now.
-    pub async fn org(&self, org_id: &str) -> Result<OrgStatus, Status> {
+    pub async fn org(&self, org_id: &str) -> Result<OrgStatus, GateError> {
         match &self.backend {
-            Backend::Local(_) => self.engine.get_org(org_id).map_err(convert::status),
+            Backend::Local(_) => Ok(self.engine.get_org(org_id)?),
             Backend::Redis(r) => {
                 let cmd = Command::Status {
                     org: org_id.to_owned(),
                 };
                 match self.replicated(r, &cmd).await {
                     Ok(Ok(Outcome::Org(st))) => Ok(*st),
-                    Ok(Ok(other)) => Err(Status::internal(format!("status gave {other:?}"))),
-                    Ok(Err(e)) => Err(convert::status(e)),
-                    Err(e) => Err(unavailable(e)),
+                    Ok(Ok(other)) => Err(GateError::Unexpected {
+                        call: "status",
+                        outcome: format!("{other:?}"),
+                    }),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(store_failed(e)),
                 }
             }
         }
     }
 
     /// Every org's status now, ordered by id.
-    pub async fn orgs(&self) -> Result<Vec<OrgStatus>, Status> {
+    pub async fn orgs(&self) -> Result<Vec<OrgStatus>, GateError> {
         match &self.backend {
             Backend::Local(_) => Ok(self.engine.list_orgs()),
             Backend::Redis(r) => {
-                r.discover_all().await.map_err(unavailable)?;
+                r.discover_all().await.map_err(store_failed)?;
                 let mut out = Vec::new();
                 for id in self.engine.org_ids() {
                     out.push(self.org(&id).await?);
@@ -241,18 +256,29 @@ impl Gate {
     }
 
     /// The org a WhatsApp id belongs to. With Redis, an id not known here makes the replica
-    /// look for orgs other replicas registered.
+    /// look for orgs other replicas registered; if Redis cannot be asked, the id reads as
+    /// unknown (logged): a caller that must tell "unknown" from "not found yet" asks
+    /// [`Gate::discover`] afterwards, as the webhook handler does.
     pub async fn lookup(&self, id: IdRef<'_>) -> Option<IdOwner> {
         if let Some(o) = self.engine.lookup_id(id) {
             return Some(o);
         }
-        if let Backend::Redis(r) = &self.backend {
-            if let Err(e) = r.discover_all().await {
-                tracing::warn!(error = %e, "could not look for new orgs");
+        if let Backend::Redis(_) = &self.backend {
+            if let Err(e) = self.discover().await {
+                tracing::warn!(error = %ErrorChain(&e), "could not look for new orgs");
             }
             return self.engine.lookup_id(id);
         }
         None
+    }
+
+    /// Loads the orgs other replicas registered since the last look (Redis; nothing to do for
+    /// the other stores, which hold every org here).
+    pub async fn discover(&self) -> Result<(), GateError> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.discover_all().await?),
+            Backend::Local(_) => Ok(()),
+        }
     }
 
     /// Closes the store (flushes the embedded store's last batch).

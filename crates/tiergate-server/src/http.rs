@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use subtle::ConstantTimeEq;
+use tiergate_store::ErrorChain;
 use tiergate_webhook::{Outcome, parse};
 
 use crate::metrics::Metrics;
@@ -160,13 +161,26 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
             s.metrics.reaction(r.label());
         }
     }
-    let flushed = s.gate.flush().await;
-    if flushed.is_err() || outcomes.contains(&Outcome::StoreUnavailable) {
+    // A change is answered "unknown id" (and never sent again) only if the store could be
+    // asked for orgs other replicas registered: a lookup that could not ask logged it and read
+    // the id as unknown.
+    let looked = if outcomes.contains(&Outcome::UnknownId) {
+        s.gate.discover().await
+    } else {
+        Ok(())
+    };
+    let failed = s.gate.flush().await.and(looked).err();
+    if let Some(e) = &failed {
+        tracing::warn!(error = %ErrorChain(e), "webhook not acknowledged");
+    }
+    let store_failed = failed.is_some_and(|e| e.is_store());
+    if store_failed || outcomes.contains(&Outcome::StoreUnavailable) {
         // WhatsApp retries a webhook it did not get a 200 for: the changes come again.
         s.metrics.webhook_request("store_unavailable");
         return (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response();
     }
     s.metrics.webhook_request("ok");
+    // A struct of counts always serializes; an empty body would still be a 200 WhatsApp keeps.
     let body = serde_json::to_string(&summary).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

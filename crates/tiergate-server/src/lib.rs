@@ -9,6 +9,7 @@
 //! * [`grpc`]: `SendGovernor` and `GovernorAdmin`;
 //! * [`gate`]: the one way state is changed or read, per store (memory, embedded, Redis):
 //!   answers only once the change is committed or replicated;
+//! * [`error`]: what a gate call can fail with, by kind ([`error::GateError`]);
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
 //! * [`webhook`]: signature of WhatsApp webhooks, and their application through the gate
 //!   (parsing and meaning are `tiergate-webhook`'s);
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod error;
 pub mod gate;
 pub mod grpc;
 pub mod http;

@@ -172,6 +172,7 @@ impl Metrics {
             ),
             ("org_account_restricted", "1 while the account is blocked"),
         ];
+        // Writing to a String cannot fail (here and below).
         for (i, (name, help)) in gauges.iter().enumerate() {
             let _ = writeln!(out, "# HELP tiergate_{name} {help}.");
             let _ = writeln!(out, "# TYPE tiergate_{name} gauge");

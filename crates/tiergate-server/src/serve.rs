@@ -15,22 +15,23 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::BearerAuth;
 use crate::config::{Config, StoreKind};
+use crate::error::GateError;
 use crate::gate::Gate;
 use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use tiergate_core::Fact;
-use tiergate_store::{EmbeddedStore, RedisLog, RedisOptions, Replica};
+use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, Replica};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The embedded store could not be opened or replayed.
-    #[error("{0}")]
+    /// The embedded store could not be opened or replayed (its message names the file).
+    #[error(transparent)]
     Store(#[from] tiergate_store::StoreError),
     /// Redis could not be reached or read at start.
-    #[error("--store redis: {0}")]
+    #[error("--store redis")]
     Redis(#[from] tiergate_store::RedisStoreError),
     /// Admin would be reachable from other machines without a token.
     #[error(
@@ -45,9 +46,21 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The policy or an org in the config was refused by the engine.
-    #[error("{0}")]
-    Engine(String),
+    /// The policy in the config was refused by the engine.
+    #[error(transparent)]
+    Policy(#[from] tiergate_core::PolicyError),
+    /// An org in the config could not be registered (refused by the engine, or the store
+    /// failed).
+    #[error("org {org}")]
+    Org {
+        /// The org's id.
+        org: String,
+        /// Why.
+        source: GateError,
+    },
+    /// The upstream (Cloud API) client could not be built.
+    #[error("upstream client")]
+    Upstream(#[source] reqwest::Error),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -80,9 +93,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
         return build_local(config);
     }
     let (manual, clock) = clocks(config);
-    let engine = Arc::new(
-        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?,
-    );
+    let engine = Arc::new(Engine::new(config.policy.clone(), clock)?);
     let timeout = Duration::from_millis(config.server.redis_timeout_ms);
     let opts = RedisOptions {
         url: config.server.redis_url.clone().unwrap_or_default(),
@@ -105,7 +116,10 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     for org in &config.orgs {
         gate.apply(Fact::put_org(0, org.clone()))
             .await
-            .map_err(|e| ServeError::Engine(format!("org {}: {}", org.org_id, e.message())))?;
+            .map_err(|source| ServeError::Org {
+                org: org.org_id.clone(),
+                source,
+            })?;
     }
     Ok(Built { gate, manual })
 }
@@ -130,8 +144,7 @@ fn build_local(config: &Config) -> Result<Built, ServeError> {
         StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
         _ => None,
     };
-    let engine =
-        Engine::new(config.policy.clone(), clock).map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine = Engine::new(config.policy.clone(), clock)?;
     if let Some(store) = &store {
         let r = store.replay(&engine)?;
         tracing::info!(
@@ -146,9 +159,10 @@ fn build_local(config: &Config) -> Result<Built, ServeError> {
         engine.set_journal(store.clone());
     }
     for org in &config.orgs {
-        engine
-            .put_org(org.clone())
-            .map_err(|e| ServeError::Engine(format!("org {}: {e}", org.org_id)))?;
+        engine.put_org(org.clone()).map_err(|e| ServeError::Org {
+            org: org.org_id.clone(),
+            source: e.into(),
+        })?;
     }
     Ok(Built {
         gate: Gate::local(Arc::new(engine), store),
@@ -174,7 +188,7 @@ async fn compact_while_running(
         let prepared = match tokio::task::spawn_blocking(move || s.prepare_compaction(&e)).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "compaction not prepared");
+                tracing::warn!(error = %ErrorChain(&e), "compaction not prepared");
                 continue;
             }
             Err(e) => {
@@ -183,7 +197,7 @@ async fn compact_while_running(
             }
         };
         if let Err(e) = store.wait_durable(prepared.reflects()).await {
-            tracing::warn!(error = %e, "compaction abandoned: the store stopped committing");
+            tracing::warn!(error = %ErrorChain(&e), "compaction abandoned: the store stopped committing");
             return;
         }
         let orgs = prepared.orgs();
@@ -194,7 +208,7 @@ async fn compact_while_running(
                 took_ms = started.elapsed().as_millis() as u64,
                 "store compacted"
             ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "compaction not stored"),
+            Ok(Err(e)) => tracing::warn!(error = %ErrorChain(&e), "compaction not stored"),
             Err(e) => tracing::warn!(error = %e, "compaction task failed"),
         }
     }
@@ -278,7 +292,7 @@ pub async fn serve(
                 config.auth.org_upstream_tokens.clone(),
                 Duration::from_millis(config.server.upstream_timeout_ms),
             )
-            .map_err(|e| ServeError::Engine(format!("upstream client: {e}")))?,
+            .map_err(ServeError::Upstream)?,
         )),
         None => None,
     };
@@ -303,6 +317,7 @@ pub async fn serve(
     let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which also means: stop.
         let _ = rx.wait_for(|s| *s).await;
     };
 
@@ -346,6 +361,7 @@ pub async fn serve(
         health
             .set_not_serving::<SendGovernorServer<GovernorService>>()
             .await;
+        // Fails only when no server is left listening: nothing to stop.
         let _ = stop_tx.send(true);
     });
     let http = tokio::spawn(async move { http.await });
@@ -359,6 +375,7 @@ pub async fn serve(
         () = deadline => tracing::warn!(?grace, "shutdown grace over: closing remaining connections"),
     }
     http.abort();
+    // Aborted just above: its JoinError says so, nothing more.
     let _ = http.await;
     gate.close();
     tracing::info!("stopped");

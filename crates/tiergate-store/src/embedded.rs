@@ -2,16 +2,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::chain::ErrorChain;
 use crate::commit_stats::CommitStats;
 use crate::waiters::{WaitError, Waiters};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tiergate_core::{Engine, Fact, Journal, OrgSnapshot};
+use tiergate_core::{Engine, EngineError, Fact, Journal, OrgSnapshot};
 
 /// The on-disk format this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -28,24 +29,68 @@ const MAX_BATCH: usize = 4_096;
 /// How long the writer waits for more facts before it commits a batch.
 const GATHER: Duration = Duration::from_micros(250);
 
-/// Why the store could not be opened or written.
+/// What redb reported, by the kind of call that failed: redb has one error type per kind of
+/// call, and each is kept as it came (opening the file is [`StoreError::Open`]). Boxed: redb's
+/// errors are large, and a store error travels through every call that may fail.
+#[derive(Debug, thiserror::Error)]
+pub enum RedbError {
+    /// Beginning a read or write transaction failed.
+    #[error(transparent)]
+    Transaction(Box<redb::TransactionError>),
+    /// A table could not be opened (or has another key or value type than this build's).
+    #[error(transparent)]
+    Table(Box<redb::TableError>),
+    /// Reading or writing the file failed (I/O, corruption, out of space).
+    #[error(transparent)]
+    Storage(Box<redb::StorageError>),
+    /// The transaction could not be made durable.
+    #[error(transparent)]
+    Commit(Box<redb::CommitError>),
+}
+
+impl From<redb::TransactionError> for RedbError {
+    fn from(e: redb::TransactionError) -> Self {
+        RedbError::Transaction(Box::new(e))
+    }
+}
+
+impl From<redb::TableError> for RedbError {
+    fn from(e: redb::TableError) -> Self {
+        RedbError::Table(Box::new(e))
+    }
+}
+
+impl From<redb::StorageError> for RedbError {
+    fn from(e: redb::StorageError) -> Self {
+        RedbError::Storage(Box::new(e))
+    }
+}
+
+impl From<redb::CommitError> for RedbError {
+    fn from(e: redb::CommitError) -> Self {
+        RedbError::Commit(Box::new(e))
+    }
+}
+
+/// Why the store could not be opened, replayed or written. Each variant keeps the error that
+/// caused it as its `source()`; its own message says what the store was doing and where.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
+    /// The data directory cannot be created or used.
+    #[error("cannot use data directory {path}")]
     Dir {
         /// The directory.
         path: PathBuf,
-        /// Why.
+        /// The operating system's reason.
         source: std::io::Error,
     },
-    /// The database is locked by another process, unreadable or corrupt.
-    #[error("store {path}: {message}")]
+    /// redb refused the file: another process holds its lock, or it is unreadable or corrupt.
+    #[error("store {path}: cannot open")]
     Open {
         /// The file.
         path: PathBuf,
-        /// redb's reason.
-        message: String,
+        /// redb's reason (e.g. `DatabaseAlreadyOpen`, a corrupt header).
+        source: redb::DatabaseError,
     },
     /// The database was written by a newer tiergate.
     #[error(
@@ -57,35 +102,93 @@ pub enum StoreError {
         /// The version found.
         found: u64,
     },
-    /// A stored snapshot could not be read or restored.
-    #[error("store {path}: snapshot of org {org}: {message}")]
-    Snapshot {
+    /// A redb call failed while the store was doing `during`.
+    #[error("store {path}: {during}")]
+    Redb {
         /// The file.
         path: PathBuf,
+        /// What the store was doing, for the operator reading the message.
+        during: &'static str,
+        /// redb's error, of the kind of call that failed.
+        source: RedbError,
+    },
+    /// A stored snapshot is not valid JSON for this build's `OrgSnapshot`.
+    #[error("store {path}: snapshot of org {org} unreadable")]
+    SnapshotDecode {
+        /// The file.
+        path: PathBuf,
+        /// The org whose snapshot it is.
+        org: String,
+        /// The decoder's reason.
+        source: serde_json::Error,
+    },
+    /// A stored snapshot was read but the engine refused to restore it.
+    #[error("store {path}: snapshot of org {org} refused by the engine")]
+    SnapshotRestore {
+        /// The file.
+        path: PathBuf,
+        /// The org whose snapshot it is.
+        org: String,
+        /// The engine's reason.
+        source: EngineError,
+    },
+    /// A stored fact is not valid JSON for this build's `Fact`.
+    #[error("store {path}: fact {seq} unreadable")]
+    FactDecode {
+        /// The file.
+        path: PathBuf,
+        /// The fact's number.
+        seq: u64,
+        /// The decoder's reason.
+        source: serde_json::Error,
+    },
+    /// The engine could not give an org's snapshot for a compaction.
+    #[error("snapshot of org {org} could not be taken")]
+    SnapshotTake {
         /// The org.
         org: String,
-        /// Why.
-        message: String,
+        /// The engine's reason.
+        source: EngineError,
     },
-    /// A stored fact could not be read or applied.
-    #[error("store {path}: fact {seq}: {message}")]
-    Fact {
+    /// An org's snapshot could not be encoded.
+    #[error("snapshot of org {org} not encodable")]
+    SnapshotEncode {
+        /// The org.
+        org: String,
+        /// The encoder's reason.
+        source: serde_json::Error,
+    },
+    /// A fact could not be encoded (facts are plain data: this is a bug, never ignored).
+    #[error("fact {seq} not encodable")]
+    FactEncode {
+        /// The fact's number.
+        seq: u64,
+        /// The encoder's reason.
+        source: serde_json::Error,
+    },
+    /// The writer thread could not be started, so nothing could ever be made durable.
+    #[error("cannot start the store's writer thread")]
+    Spawn(#[source] std::io::Error),
+    /// A batch failed to commit (or a fact to encode): the writer stopped, and no change after
+    /// it is acknowledged. The source is what failed, shared by every caller told of it.
+    #[error("an earlier batch failed to commit: no later change is acknowledged")]
+    CommitFailed(#[source] Arc<StoreError>),
+    /// The writer thread is gone without a recorded failure (closed, or it panicked): no change
+    /// is acknowledged.
+    #[error("store {path}: the writer stopped: no later change is acknowledged")]
+    WriterStopped {
         /// The file.
         path: PathBuf,
-        /// Its number.
-        seq: u64,
-        /// Why.
-        message: String,
     },
-    /// Writing failed; the sidecar stops acknowledging sends.
-    #[error("store write failed: {0}")]
-    Write(String),
 }
 
-fn open_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Open {
+/// Maps a redb error of any kind to [`StoreError::Redb`] for `path`, saying what the store was
+/// doing.
+fn redb_err<E: Into<RedbError>>(path: &Path, during: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Redb {
         path: path.to_owned(),
-        message: e.to_string(),
+        during,
+        source: e.into(),
     }
 }
 
@@ -101,6 +204,8 @@ pub struct EmbeddedStore {
     queue: Mutex<Option<Queue>>,
     waiters: Arc<Waiters>,
     failed: Arc<AtomicBool>,
+    /// What made the writer stop, once it did: every later wait is told this.
+    cause: Arc<OnceLock<Arc<StoreError>>>,
     issued: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<CommitStats>,
@@ -140,8 +245,10 @@ impl Compaction {
 }
 
 fn encode_snapshot(snap: &OrgSnapshot) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(snap)
-        .map_err(|e| StoreError::Write(format!("snapshot of {}: {e}", snap.org_id())))
+    serde_json::to_vec(snap).map_err(|source| StoreError::SnapshotEncode {
+        org: snap.org_id().to_owned(),
+        source,
+    })
 }
 
 /// What a replay did.
@@ -167,17 +274,24 @@ impl EmbeddedStore {
         })?;
         let path = dir.join("tiergate.redb");
         let db = if path.exists() {
-            Database::open(&path).map_err(|e| open_err(&path, e))?
+            Database::open(&path).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
         } else {
-            Database::create(&path).map_err(|e| open_err(&path, e))?
+            Database::create(&path).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
         };
         // Schema version: written once, checked every time.
-        let txn = db.begin_write().map_err(|e| open_err(&path, e))?;
+        const SCHEMA: &str = "checking the schema version";
+        let txn = db.begin_write().map_err(redb_err(&path, SCHEMA))?;
         {
-            let mut meta = txn.open_table(META).map_err(|e| open_err(&path, e))?;
+            let mut meta = txn.open_table(META).map_err(redb_err(&path, SCHEMA))?;
             let found = meta
                 .get("schema_version")
-                .map_err(|e| open_err(&path, e))?
+                .map_err(redb_err(&path, SCHEMA))?
                 .map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => {
@@ -188,21 +302,22 @@ impl EmbeddedStore {
                 Some(SCHEMA_VERSION) => {}
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
-                        .map_err(|e| open_err(&path, e))?;
+                        .map_err(redb_err(&path, SCHEMA))?;
                 }
             }
-            txn.open_table(FACTS).map_err(|e| open_err(&path, e))?;
-            txn.open_table(SNAPSHOTS).map_err(|e| open_err(&path, e))?;
+            txn.open_table(FACTS).map_err(redb_err(&path, SCHEMA))?;
+            txn.open_table(SNAPSHOTS).map_err(redb_err(&path, SCHEMA))?;
             txn.open_table(SNAPSHOT_AT)
-                .map_err(|e| open_err(&path, e))?;
+                .map_err(redb_err(&path, SCHEMA))?;
         }
-        txn.commit().map_err(|e| open_err(&path, e))?;
+        txn.commit().map_err(redb_err(&path, SCHEMA))?;
         Ok(Self {
             path,
             db: Arc::new(db),
             queue: Mutex::new(None),
             waiters: Arc::new(Waiters::default()),
             failed: Arc::new(AtomicBool::new(false)),
+            cause: Arc::new(OnceLock::new()),
             issued: AtomicU64::new(0),
             writer: Mutex::new(None),
             stats: Arc::new(CommitStats::default()),
@@ -216,53 +331,56 @@ impl EmbeddedStore {
     /// happened since the last start, not the whole history.
     pub fn replay(&self, engine: &Engine) -> Result<Recovery, StoreError> {
         let start = Instant::now();
-        let read = self.db.begin_read().map_err(|e| open_err(&self.path, e))?;
+        const REPLAY: &str = "reading snapshots and facts";
+        let read = self.db.begin_read().map_err(redb_err(&self.path, REPLAY))?;
         let snaps = read
             .open_table(SNAPSHOTS)
-            .map_err(|e| open_err(&self.path, e))?;
+            .map_err(redb_err(&self.path, REPLAY))?;
         let at_table = read
             .open_table(SNAPSHOT_AT)
-            .map_err(|e| open_err(&self.path, e))?;
+            .map_err(redb_err(&self.path, REPLAY))?;
         let mut covered: HashMap<String, u64> = HashMap::new();
-        for item in at_table.iter().map_err(|e| open_err(&self.path, e))? {
-            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
+        for item in at_table.iter().map_err(redb_err(&self.path, REPLAY))? {
+            let (k, v) = item.map_err(redb_err(&self.path, REPLAY))?;
             covered.insert(k.value().to_owned(), v.value());
         }
         drop(at_table);
         let mut snapshots = 0u64;
-        for item in snaps.iter().map_err(|e| open_err(&self.path, e))? {
-            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
-            let snap_err = |message: String| StoreError::Snapshot {
-                path: self.path.clone(),
-                org: k.value().to_owned(),
-                message,
-            };
+        for item in snaps.iter().map_err(redb_err(&self.path, REPLAY))? {
+            let (k, v) = item.map_err(redb_err(&self.path, REPLAY))?;
             let snap: OrgSnapshot =
-                serde_json::from_slice(v.value()).map_err(|e| snap_err(e.to_string()))?;
+                serde_json::from_slice(v.value()).map_err(|source| StoreError::SnapshotDecode {
+                    path: self.path.clone(),
+                    org: k.value().to_owned(),
+                    source,
+                })?;
             engine
                 .restore_org(snap)
-                .map_err(|e| snap_err(e.to_string()))?;
+                .map_err(|source| StoreError::SnapshotRestore {
+                    path: self.path.clone(),
+                    org: k.value().to_owned(),
+                    source,
+                })?;
             snapshots += 1;
         }
         drop(snaps);
         let table = read
             .open_table(FACTS)
-            .map_err(|e| open_err(&self.path, e))?;
+            .map_err(redb_err(&self.path, REPLAY))?;
         // Fact numbers never go back, even when every fact was compacted away: a snapshot says
         // which numbers it covers, and a reused number would be skipped as covered.
         let mut last = covered.values().copied().max().unwrap_or(0);
         let mut rows = 0u64;
         let mut n = 0u64;
-        for item in table.iter().map_err(|e| open_err(&self.path, e))? {
-            let (k, v) = item.map_err(|e| open_err(&self.path, e))?;
+        for item in table.iter().map_err(redb_err(&self.path, REPLAY))? {
+            let (k, v) = item.map_err(redb_err(&self.path, REPLAY))?;
             let seq = k.value();
-            let fact_err = |message: String| StoreError::Fact {
-                path: self.path.clone(),
-                seq,
-                message,
-            };
             let fact: Fact =
-                serde_json::from_slice(v.value()).map_err(|e| fact_err(e.to_string()))?;
+                serde_json::from_slice(v.value()).map_err(|source| StoreError::FactDecode {
+                    path: self.path.clone(),
+                    seq,
+                    source,
+                })?;
             last = last.max(seq);
             rows += 1;
             if covered.get(fact.org.as_str()).is_some_and(|&at| seq <= at) {
@@ -283,7 +401,7 @@ impl EmbeddedStore {
         if rows > 0 {
             self.compact(engine, last)?;
         }
-        self.start_writer(last + 1);
+        self.start_writer(last + 1)?;
         Ok(Recovery {
             snapshots,
             facts: n,
@@ -322,9 +440,13 @@ impl EmbeddedStore {
     fn snapshot_all(&self, engine: &Engine, upto: u64) -> Result<Compaction, StoreError> {
         let mut snaps = Vec::new();
         for org in engine.org_ids() {
-            let (snap, at) = engine
-                .snapshot_org_journaled(&org)
-                .map_err(|e| StoreError::Write(e.to_string()))?;
+            let (snap, at) =
+                engine
+                    .snapshot_org_journaled(&org)
+                    .map_err(|source| StoreError::SnapshotTake {
+                        org: org.clone(),
+                        source,
+                    })?;
             snaps.push((org, at.max(upto), encode_snapshot(&snap)?));
         }
         Ok(Compaction { upto, snaps })
@@ -332,49 +454,73 @@ impl EmbeddedStore {
 
     /// Stores the snapshots and drops the facts they replace, in one transaction.
     pub fn commit_compaction(&self, c: &Compaction) -> Result<(), StoreError> {
-        let write_err = |e: redb::Error| StoreError::Write(e.to_string());
+        const COMPACT: &str = "storing a compaction";
         let committed = self.stats.facts();
-        let txn = self.db.begin_write().map_err(|e| write_err(e.into()))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(redb_err(&self.path, COMPACT))?;
         {
-            let mut snaps = txn.open_table(SNAPSHOTS).map_err(|e| write_err(e.into()))?;
+            let mut snaps = txn
+                .open_table(SNAPSHOTS)
+                .map_err(redb_err(&self.path, COMPACT))?;
             let mut at = txn
                 .open_table(SNAPSHOT_AT)
-                .map_err(|e| write_err(e.into()))?;
+                .map_err(redb_err(&self.path, COMPACT))?;
             for (org, reflects, bytes) in &c.snaps {
                 snaps
                     .insert(org.as_str(), bytes.as_slice())
-                    .map_err(|e| write_err(e.into()))?;
+                    .map_err(redb_err(&self.path, COMPACT))?;
                 at.insert(org.as_str(), *reflects)
-                    .map_err(|e| write_err(e.into()))?;
+                    .map_err(redb_err(&self.path, COMPACT))?;
             }
-            let mut facts = txn.open_table(FACTS).map_err(|e| write_err(e.into()))?;
+            let mut facts = txn
+                .open_table(FACTS)
+                .map_err(redb_err(&self.path, COMPACT))?;
             facts
                 .retain_in(..=c.upto, |_, _| false)
-                .map_err(|e| write_err(e.into()))?;
+                .map_err(redb_err(&self.path, COMPACT))?;
         }
-        txn.commit().map_err(|e| write_err(e.into()))?;
+        txn.commit().map_err(redb_err(&self.path, COMPACT))?;
         self.compacted_at.store(committed, Ordering::Relaxed);
         self.stats.snapshot_written(c.snaps.len() as u64);
         Ok(())
     }
 
-    fn start_writer(&self, first_seq: u64) {
+    /// Starts the writer thread; the journal takes facts only once it runs. A thread that
+    /// cannot be started is an error here: without it nothing would ever be acknowledged.
+    fn start_writer(&self, first_seq: u64) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel::<(u64, Fact)>();
+        let w = Writer {
+            db: self.db.clone(),
+            path: self.path.clone(),
+            durable: self.waiters.clone(),
+            failed: self.failed.clone(),
+            cause: self.cause.clone(),
+            stats: self.stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tiergate-store".into())
+            .spawn(move || writer(w, rx))
+            .map_err(StoreError::Spawn)?;
+        *self.writer.lock() = Some(handle);
+        self.issued.store(first_seq - 1, Ordering::SeqCst);
+        self.waiters.advance(first_seq - 1);
         *self.queue.lock() = Some(Queue {
             next: first_seq,
             tx,
         });
-        self.issued.store(first_seq - 1, Ordering::SeqCst);
-        let waiters = self.waiters.clone();
-        waiters.advance(first_seq - 1);
-        let db = self.db.clone();
-        let failed = self.failed.clone();
-        let stats = self.stats.clone();
-        let handle = std::thread::Builder::new()
-            .name("tiergate-store".into())
-            .spawn(move || writer(db, rx, waiters, failed, stats))
-            .ok();
-        *self.writer.lock() = handle;
+        Ok(())
+    }
+
+    /// Why writing stopped: the failure the writer recorded, else that it is gone.
+    fn stopped(&self) -> StoreError {
+        match self.cause.get() {
+            Some(cause) => StoreError::CommitFailed(cause.clone()),
+            None => StoreError::WriterStopped {
+                path: self.path.clone(),
+            },
+        }
     }
 
     /// Commit latencies so far.
@@ -390,14 +536,13 @@ impl EmbeddedStore {
     /// Waits until every fact up to `seq` is on disk.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
         if self.failed.load(Ordering::SeqCst) {
-            return Err(StoreError::Write(
-                "an earlier batch failed to commit".into(),
-            ));
+            return Err(self.stopped());
         }
-        self.waiters.wait(seq).await.map_err(|e| match e {
-            WaitError::Failed => StoreError::Write("an earlier batch failed to commit".into()),
-            WaitError::Stopped => StoreError::Write("the store writer stopped".into()),
-        })
+        // Either way the writer is done; what it recorded says why.
+        self.waiters
+            .wait(seq)
+            .await
+            .map_err(|(WaitError::Failed | WaitError::Stopped)| self.stopped())
     }
 
     /// Whether every batch so far committed (a failed write stops acknowledgements for good).
@@ -413,8 +558,11 @@ impl EmbeddedStore {
     /// Stops the writer after it flushed everything queued (shutdown).
     pub fn close(&self) {
         self.queue.lock().take();
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
+        if let Some(h) = self.writer.lock().take()
+            && h.join().is_err()
+        {
+            // Its panic message is already on stderr; the waiters were told it stopped.
+            tracing::error!(path = %self.path.display(), "the store writer panicked");
         }
     }
 }
@@ -440,18 +588,40 @@ impl Journal for EmbeddedStore {
     }
 }
 
-/// Takes what is queued, writes it in one transaction, fsyncs once, tells the waiters.
-fn writer(
+/// The writer thread's handles on the store.
+struct Writer {
     db: Arc<Database>,
-    rx: mpsc::Receiver<(u64, Fact)>,
+    path: PathBuf,
     durable: Arc<Waiters>,
     failed: Arc<AtomicBool>,
+    cause: Arc<OnceLock<Arc<StoreError>>>,
     stats: Arc<CommitStats>,
-) {
+}
+
+/// Takes what is queued, writes it in one transaction, fsyncs once, tells the waiters.
+fn writer(w: Writer, rx: mpsc::Receiver<(u64, Fact)>) {
+    let Writer {
+        db,
+        path,
+        durable,
+        failed,
+        cause,
+        stats,
+    } = w;
+    // Records why writing stopped, then stops acknowledging: the cause first, so that a waiter
+    // woken by the failure finds it. Only the first failure is kept: the writer stops at it.
+    let fail = |e: StoreError| {
+        tracing::error!(error = %ErrorChain(&e), "no further sends are acknowledged");
+        let _ = cause.set(Arc::new(e));
+        failed.store(true, Ordering::SeqCst);
+        durable.fail();
+    };
     let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
     let encode = |(seq, fact): (u64, Fact)| {
         // Facts are plain data; encoding cannot fail, but a failure must not pass silently.
-        serde_json::to_vec(&fact).map(|b| (seq, b))
+        serde_json::to_vec(&fact)
+            .map(|b| (seq, b))
+            .map_err(|source| StoreError::FactEncode { seq, source })
     };
     while let Ok(first) = rx.recv() {
         batch.clear();
@@ -477,16 +647,11 @@ fn writer(
         for item in items {
             match encode(item) {
                 Ok(b) => batch.push(b),
-                Err(e) => {
-                    tracing::error!(error = %e, "fact not encodable: no further sends are acknowledged");
-                    failed.store(true, Ordering::SeqCst);
-                    durable.fail();
-                    return;
-                }
+                Err(e) => return fail(e),
             }
         }
         let started = Instant::now();
-        let result = (|| -> Result<(), redb::Error> {
+        let result = (|| -> Result<(), RedbError> {
             let txn = db.begin_write()?;
             {
                 let mut t = txn.open_table(FACTS)?;
@@ -503,12 +668,7 @@ fn writer(
                 let last = batch.last().map_or(0, |b| b.0);
                 durable.advance(last);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed: no further sends are acknowledged");
-                failed.store(true, Ordering::SeqCst);
-                durable.fail();
-                return;
-            }
+            Err(e) => return fail(redb_err(&path, "committing facts")(e)),
         }
     }
 }

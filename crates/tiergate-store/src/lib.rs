@@ -15,14 +15,16 @@
 //! clear error, never reset. A second process on the same directory is refused by redb's lock.
 #![forbid(unsafe_code)]
 
+mod chain;
 mod commit_stats;
 mod embedded;
 mod redis_log;
 mod replica;
 mod waiters;
 
+pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
-pub use embedded::{Compaction, EmbeddedStore, SCHEMA_VERSION, StoreError};
+pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use redis_log::{
     APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
     RedisStoreError, SNAPSHOT,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
-use tiergate_core::Command;
+use tiergate_core::{Command, EngineError};
 
 use crate::commit_stats::CommitStats;
 use tokio::sync::{mpsc, oneshot};
@@ -167,15 +167,62 @@ pub struct Page {
     pub entries: Vec<Entry>,
 }
 
-/// Why Redis could not be used.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why Redis could not be used. Each variant keeps the error that caused it as its
+/// `source()`. [`RedisStoreError::is_unavailable`] tells a store that cannot be reached (try
+/// again later) from one whose contents cannot be trusted.
+#[derive(Debug, thiserror::Error)]
 pub enum RedisStoreError {
-    /// Redis is unreachable, timed out or answered with an error.
-    #[error("redis: {0}")]
-    Unavailable(String),
+    /// The URL is not a Redis URL, or Redis could not be reached at start.
+    #[error("cannot connect to {url}")]
+    Connect {
+        /// The URL given.
+        url: String,
+        /// The client's reason.
+        source: redis::RedisError,
+    },
+    /// A call failed: Redis is unreachable, timed out or answered with an error.
+    #[error("redis call failed")]
+    Call(#[from] redis::RedisError),
+    /// The task that batches appends stopped (the runtime is shutting down).
+    #[error("the redis append batcher stopped")]
+    BatcherStopped,
+    /// Redis answers but lost tiergate's keys (restarted without persistence, or flushed):
+    /// the shared budget is gone, and only a restart of the sidecars may trust it again.
+    #[error("redis lost tiergate's keys (restarted without persistence?); restart the sidecars")]
+    Lost,
     /// Redis answered something this version cannot read.
     #[error("redis: unexpected reply: {0}")]
     Protocol(String),
+    /// A command, an entry or a snapshot is not valid JSON for this build's types.
+    #[error("{what}: not valid JSON for this tiergate")]
+    Json {
+        /// Which value (`command`, `entry <id>`, `snapshot <id>`).
+        what: String,
+        /// The codec's reason.
+        source: serde_json::Error,
+    },
+    /// A snapshot another replica stored was refused by this replica's engine.
+    #[error("snapshot {id}: refused by the engine")]
+    Restore {
+        /// The entry the snapshot was taken at.
+        id: LogId,
+        /// The engine's reason.
+        source: EngineError,
+    },
+    /// This replica's own entry was replaced by a snapshot before it applied it: its effect
+    /// stands (in the snapshot), but its result is lost.
+    #[error(
+        "entry {id} of {org} was replaced by a snapshot before this replica applied it; its effect stands"
+    )]
+    Superseded {
+        /// The org.
+        org: String,
+        /// The entry.
+        id: LogId,
+    },
+    /// A task loading an org's log at start panicked or was cancelled.
+    #[error("loading an org's log")]
+    Load(#[source] tokio::task::JoinError),
     /// The keys were written by a newer tiergate.
     #[error(
         "redis holds tiergate schema version {found}; this tiergate reads up to {REDIS_SCHEMA_VERSION}: refusing to touch it"
@@ -186,9 +233,16 @@ pub enum RedisStoreError {
     },
 }
 
-impl From<redis::RedisError> for RedisStoreError {
-    fn from(e: redis::RedisError) -> Self {
-        RedisStoreError::Unavailable(e.to_string())
+impl RedisStoreError {
+    /// Whether Redis could not be reached or did not answer (the replica is down until it
+    /// does), as opposed to answering something this replica cannot trust or use.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RedisStoreError::Connect { .. }
+                | RedisStoreError::Call(_)
+                | RedisStoreError::BatcherStopped
+        )
     }
 }
 
@@ -268,31 +322,28 @@ async fn send_batch(
     let mut conn = conn;
     // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
     // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
-    let result: Result<Vec<(String, Value)>, RedisStoreError> = inv
-        .invoke_async(&mut conn)
-        .await
-        .map_err(RedisStoreError::from)
-        .and_then(|v: Vec<(String, Value)>| {
-            if v.len() == calls.len() {
-                Ok(v)
-            } else {
-                Err(RedisStoreError::Protocol(format!(
-                    "{} results for {} appends",
-                    v.len(),
-                    calls.len()
-                )))
-            }
-        });
+    let result: Result<Vec<(String, Value)>, redis::RedisError> = inv.invoke_async(&mut conn).await;
+    // Each caller gets its own error, made from the one failure (Redis's error is cloned so
+    // that every caller keeps it as its source). A send fails only when the caller stopped
+    // waiting (its call was cancelled): nobody is left to tell.
     match result {
-        Ok(results) => {
+        Ok(results) if results.len() == calls.len() => {
             for (c, r) in calls.into_iter().zip(results) {
                 let _ = c.reply.send(Ok(r));
             }
             true
         }
+        Ok(results) => {
+            let n = calls.len();
+            for c in calls {
+                let e = format!("{} results for {n} appends", results.len());
+                let _ = c.reply.send(Err(RedisStoreError::Protocol(e)));
+            }
+            false
+        }
         Err(e) => {
             for c in calls {
-                let _ = c.reply.send(Err(e.clone()));
+                let _ = c.reply.send(Err(RedisStoreError::Call(e.clone())));
             }
             false
         }
@@ -319,8 +370,11 @@ const SCHEMA_KEY: &str = "tg:schema";
 impl RedisLog {
     /// Connects, checks (or writes) the schema version and loads the script.
     pub async fn connect(opts: &RedisOptions) -> Result<Self, RedisStoreError> {
-        let client = redis::Client::open(opts.url.as_str())
-            .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
+        let connect = |source| RedisStoreError::Connect {
+            url: opts.url.clone(),
+            source,
+        };
+        let client = redis::Client::open(opts.url.as_str()).map_err(connect)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.response_timeout))
             .set_connection_timeout(Some(opts.connect_timeout))
@@ -328,7 +382,7 @@ impl RedisLog {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| RedisStoreError::Unavailable(format!("{}: {e}", opts.url)))?;
+            .map_err(connect)?;
         let append = script(APPEND);
         let (tx, rx) = mpsc::channel(4 * BATCH);
         let stats = Arc::new(CommitStats::default());
@@ -384,6 +438,8 @@ impl RedisLog {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
+            // A clock before 1970 only makes the id less random: the pid still tells
+            // processes apart.
             .unwrap_or(0);
         format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id())
     }
@@ -405,10 +461,12 @@ impl RedisLog {
         after: LogId,
     ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
         let org = command.org();
-        let json = serde_json::to_string(command)
-            .map_err(|e| RedisStoreError::Protocol(format!("encode command: {e}")))?;
+        let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
+            what: "command".into(),
+            source,
+        })?;
         let (reply, rx) = oneshot::channel();
-        let gone = || RedisStoreError::Unavailable("the redis batcher stopped".into());
+        let gone = || RedisStoreError::BatcherStopped;
         let call = Call {
             org: org.to_owned(),
             at_ms,
@@ -556,8 +614,11 @@ fn decode_entries(v: Value) -> Result<Vec<Entry>, RedisStoreError> {
                         "c" => {
                             let json = text(v)?;
                             command =
-                                Some(serde_json::from_str::<Command>(&json).map_err(|e| {
-                                    RedisStoreError::Protocol(format!("entry {id}: {e}"))
+                                Some(serde_json::from_str::<Command>(&json).map_err(|source| {
+                                    RedisStoreError::Json {
+                                        what: format!("entry {id}"),
+                                        source,
+                                    }
                                 })?);
                         }
                         _ => {}

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tiergate_core::{Command, Engine, EngineError, OrgSnapshot, Outcome};
 
+use crate::chain::ErrorChain;
 use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 
 /// Results of this replica's own entries that another call applied first, kept until their
@@ -113,7 +114,7 @@ impl Replica {
             match loads.join_next().await {
                 None => break,
                 Some(Ok(r)) => r?,
-                Some(Err(e)) => return Err(RedisStoreError::Protocol(format!("load task: {e}"))),
+                Some(Err(e)) => return Err(RedisStoreError::Load(e)),
             }
         }
         Arc::into_inner(replica)
@@ -154,7 +155,7 @@ impl Replica {
     }
 
     fn failed(&self, e: RedisStoreError) -> RedisStoreError {
-        if matches!(e, RedisStoreError::Unavailable(_)) {
+        if e.is_unavailable() {
             self.set_health(Health::Down);
         }
         e
@@ -162,10 +163,7 @@ impl Replica {
 
     fn check_usable(&self) -> Result<(), RedisStoreError> {
         match self.health() {
-            Health::Lost => Err(RedisStoreError::Unavailable(
-                "redis lost tiergate's keys (restarted without persistence?); restart the sidecars"
-                    .into(),
-            )),
+            Health::Lost => Err(RedisStoreError::Lost),
             _ => Ok(()),
         }
     }
@@ -174,7 +172,8 @@ impl Replica {
     pub async fn watch(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            let h = match self.log.schema_present().await {
+            let checked = self.log.schema_present().await;
+            let h = match &checked {
                 Ok(true) => Health::Up,
                 Ok(false) => Health::Lost,
                 Err(_) => Health::Down,
@@ -184,7 +183,10 @@ impl Replica {
             if before != self.health() {
                 match self.health() {
                     Health::Up => tracing::info!("redis reachable again"),
-                    Health::Down => tracing::warn!("redis unreachable"),
+                    Health::Down => match &checked {
+                        Err(e) => tracing::warn!(error = %ErrorChain(e), "redis unreachable"),
+                        Ok(_) => tracing::warn!("redis unreachable"),
+                    },
                     Health::Lost => {
                         tracing::error!("redis lost tiergate's keys; refusing until restarted")
                     }
@@ -253,7 +255,7 @@ impl Replica {
                     }
                     tracing::debug!(org, %id, bytes = state.len(), stored, "snapshot")
                 }
-                Err(e) => tracing::warn!(org, %id, error = %e, "snapshot not stored"),
+                Err(e) => tracing::warn!(org, %id, error = %ErrorChain(&e), "snapshot not stored"),
             }
         });
     }
@@ -261,12 +263,15 @@ impl Replica {
     /// Puts the org in the state of a snapshot another replica stored (which replaced entries
     /// this one had not applied).
     fn restore(&self, cur: &mut Cursor, id: LogId, state: &str) -> Result<(), RedisStoreError> {
-        let snap: OrgSnapshot = serde_json::from_str(state)
-            .map_err(|e| RedisStoreError::Protocol(format!("snapshot {id}: {e}")))?;
+        let snap: OrgSnapshot =
+            serde_json::from_str(state).map_err(|source| RedisStoreError::Json {
+                what: format!("snapshot {id}"),
+                source,
+            })?;
         cur.snapshot_recipients = snap.recipients() as u64;
         self.engine
             .restore_org(snap)
-            .map_err(|e| RedisStoreError::Protocol(format!("snapshot {id}: {e}")))?;
+            .map_err(|source| RedisStoreError::Restore { id, source })?;
         cur.applied = id;
         cur.since_snapshot = 0;
         Ok(())
@@ -361,11 +366,12 @@ impl Replica {
         self.set_health(Health::Up);
         self.apply(org, &mut cur.lock(), &entries);
         self.catch_up(org, Some(id)).await?;
-        cur.lock().stash.remove(&id).ok_or_else(|| {
-            RedisStoreError::Protocol(format!(
-                "entry {id} of {org} was replaced by a snapshot before this replica applied it; \
-                 its effect stands"
-            ))
-        })
+        cur.lock()
+            .stash
+            .remove(&id)
+            .ok_or_else(|| RedisStoreError::Superseded {
+                org: org.to_owned(),
+                id,
+            })
     }
 }

@@ -41,6 +41,7 @@ impl Waiters {
             let later = g.waiting.split_off(&(seq + 1));
             std::mem::replace(&mut g.waiting, later)
         };
+        // A send fails only when the waiting call was cancelled: nobody is left to tell.
         for tx in woken.into_values().flatten() {
             let _ = tx.send(Ok(()));
         }

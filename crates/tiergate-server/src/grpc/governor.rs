@@ -7,9 +7,11 @@ use std::time::Instant;
 use serde_json::Value;
 use tiergate_core::{Change, Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest};
 use tiergate_proto::v1 as pb;
+use tiergate_store::ErrorChain;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::error::GateError;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
@@ -33,7 +35,7 @@ impl GovernorService {
     }
 
     /// Decides (and, when allowed, records durably) one send.
-    async fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, Status> {
+    async fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, GateError> {
         let start = Instant::now();
         let d = self.gate.decide(send).await?;
         self.metrics.decision(&d, start.elapsed());
@@ -41,16 +43,17 @@ impl GovernorService {
     }
 
     /// Applies a change and returns the reaction it caused.
-    async fn reaction(&self, fact: Fact) -> Result<Reaction, Status> {
+    async fn reaction(&self, fact: Fact) -> Result<Reaction, GateError> {
         match self.gate.apply(fact).await? {
             Outcome::Reaction(r) => Ok(r),
-            other => Err(Status::internal(format!(
-                "expected a reaction, got {other:?}"
-            ))),
+            other => Err(GateError::Unexpected {
+                call: "feedback",
+                outcome: format!("{other:?}"),
+            }),
         }
     }
 
-    async fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, Status> {
+    async fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, GateError> {
         let reaction = self
             .reaction(Fact::new(
                 0,
@@ -224,7 +227,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 match self.reaction(fact).await {
                     Ok(r) if r != Reaction::None => self.metrics.reaction(r.label()),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e.message(), "feedback after upstream"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "feedback after upstream"),
                 }
                 SendOutcome::Sent
             }
@@ -239,9 +242,11 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             }
         };
         if let Err(e) = self.react(&permit, outcome).await {
-            tracing::warn!(permit = %permit, error = %e.message(), "report after upstream");
-            if e.code() == tonic::Code::Unavailable {
-                return Err(e);
+            tracing::warn!(permit = %permit, error = %ErrorChain(&e), "report after upstream");
+            // The send went out but its outcome is not recorded: the caller must know. An
+            // outcome the engine refused (e.g. the permit expired meanwhile) changes nothing.
+            if e.is_store() {
+                return Err(e.into());
             }
         }
         Ok(Response::new(resp))

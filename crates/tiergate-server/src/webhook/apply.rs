@@ -7,7 +7,6 @@
 
 use tiergate_webhook::plan::{self, Named, Plan};
 use tiergate_webhook::{Outcome, Summary, parse};
-use tonic::Code;
 
 use crate::gate::Gate;
 
@@ -25,8 +24,8 @@ pub async fn apply_one(gate: &Gate, change: &parse::Change) -> Outcome {
     while let Some(fact) = plan.next_fact() {
         match gate.apply_unflushed(fact).await {
             Ok(answer) => plan.answered(&answer),
-            Err(e) if e.code() == Code::Unavailable => plan.store_unavailable(),
-            Err(e) => plan.refused(e.message()),
+            Err(e) if e.is_store() => plan.store_unavailable(),
+            Err(e) => plan.refused(e.to_string()),
         }
     }
     plan.outcome()

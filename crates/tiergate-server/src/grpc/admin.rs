@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tiergate_core::{AppealId, Change, Fact, ManualClock, OrgStatus, Outcome, TierChange};
+use tiergate_core::{AppealId, Change, Fact, ManualClock, OrgStatus, TierChange};
 use tiergate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -19,10 +19,6 @@ pub struct AdminService {
     manual_clock: Option<Arc<ManualClock>>,
 }
 
-fn unexpected(o: &Outcome) -> Status {
-    Status::internal(format!("unexpected result {o:?}"))
-}
-
 impl AdminService {
     /// A service over `gate`; `manual_clock` enables `AdvanceClock`.
     pub fn new(gate: Gate, manual_clock: Option<Arc<ManualClock>>) -> Self {
@@ -31,10 +27,11 @@ impl AdminService {
 
     /// Applies a change that answers with the org; returns once it is durable (or replicated).
     async fn org_change(&self, fact: Fact) -> Result<OrgStatus, Status> {
-        match self.gate.apply(fact).await? {
-            Outcome::Org(st) => Ok(*st),
-            o => Err(unexpected(&o)),
-        }
+        self.gate
+            .apply(fact)
+            .await?
+            .into_org()
+            .map_err(convert::status)
     }
 
     async fn org_reply(&self, fact: Fact) -> Rpc<pb::Org> {
@@ -43,17 +40,18 @@ impl AdminService {
     }
 
     async fn appeal_change(&self, fact: Fact) -> Rpc<pb::Appeal> {
-        match self.gate.apply(fact).await? {
-            Outcome::Appeal(a) => Ok(Response::new(convert::appeal_pb(&a))),
-            o => Err(unexpected(&o)),
-        }
+        let a = self.gate.apply(fact).await?.into_appeal();
+        Ok(Response::new(convert::appeal_pb(
+            &a.map_err(convert::status)?,
+        )))
     }
 
     async fn tier_change(&self, fact: Fact) -> Result<TierChange, Status> {
-        match self.gate.apply(fact).await? {
-            Outcome::Tier(c) => Ok(c),
-            o => Err(unexpected(&o)),
-        }
+        self.gate
+            .apply(fact)
+            .await?
+            .into_tier()
+            .map_err(convert::status)
     }
 }
 

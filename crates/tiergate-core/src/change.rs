@@ -17,6 +17,9 @@ use crate::quality::QualityRating;
 use crate::tier::Tier;
 use crate::validate::{self, RecipientKey};
 
+/// The longest webhook delivery key accepted.
+pub const MAX_DELIVERY_KEY_LEN: usize = 512;
+
 /// One change to one org. Which org, and when, is the [`crate::Fact`] envelope's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -104,6 +107,22 @@ pub enum Change {
         /// WhatsApp's error code.
         code: i32,
     },
+    /// Marketing through the Cloud API disabled by Meta (131063, via `Feedback`) or re-enabled
+    /// by an admin.
+    MarketingApiRequired {
+        /// Whether MARKETING sends must go through the Marketing Messages API.
+        required: bool,
+    },
+    /// Meta held one of the org's sends for quality assessment (portfolio pacing): the org shows
+    /// as under review; the send stays counted.
+    PacingHeld,
+    /// A webhook delivery about to be applied, by its key: answered
+    /// [`crate::Outcome::Delivery`] with `first: false` when the org applied it before, so the
+    /// shell skips a redelivery.
+    WebhookDelivery {
+        /// What identifies the change across redeliveries (e.g. message id, status and code).
+        key: String,
+    },
     /// A number's configured rate (WhatsApp's THROUGHPUT_UPGRADE, or an operator).
     NumberThroughput {
         /// The phone number id.
@@ -162,7 +181,18 @@ impl Change {
                     .into());
                 }
             }
+            Change::WebhookDelivery { key } => {
+                if key.is_empty() || key.len() > MAX_DELIVERY_KEY_LEN {
+                    return Err(ValidationError::new(
+                        "delivery_key",
+                        format!("must be 1..={MAX_DELIVERY_KEY_LEN} bytes"),
+                    )
+                    .into());
+                }
+            }
             Change::Report { .. }
+            | Change::MarketingApiRequired { .. }
+            | Change::PacingHeld
             | Change::EscalationSet { .. }
             | Change::EscalationCleared
             | Change::Rating { .. }

@@ -101,6 +101,11 @@ pub enum Outcome {
     Appeal(Appeal),
     /// A recorded send replayed.
     Restored,
+    /// A webhook delivery's key: `first` unless the org applied the same delivery before.
+    Delivery {
+        /// Whether this is the first time the org sees it.
+        first: bool,
+    },
 }
 
 impl Outcome {

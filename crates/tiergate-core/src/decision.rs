@@ -78,6 +78,9 @@ pub enum DenyReason {
     /// hit the per-user marketing cap (131049). Not in SPEC's list; added with the feedback
     /// from error codes.
     RecipientMarketingLimit,
+    /// After rule 4: a marketing template from an org whose marketing Meta disabled on the Cloud
+    /// API (error 131063; send it through the Marketing Messages API), until an admin clears it.
+    MarketingApiRequired,
     /// Rule 5: no escalation path and no template ever sent: templates cannot start.
     EscalationPathRequired,
     /// Rule 6: no escalation path and this send would pass the weekly cap.
@@ -94,10 +97,11 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, in decision order.
-    pub const ALL: [DenyReason; 9] = [
+    pub const ALL: [DenyReason; 10] = [
         DenyReason::AccountRestricted,
         DenyReason::TemplatePaused,
         DenyReason::RecipientMarketingLimit,
+        DenyReason::MarketingApiRequired,
         DenyReason::EscalationPathRequired,
         DenyReason::WeeklyCapWithoutEscalation,
         DenyReason::QualityRestricted,
@@ -112,6 +116,7 @@ impl DenyReason {
             DenyReason::AccountRestricted => "ACCOUNT_RESTRICTED",
             DenyReason::TemplatePaused => "TEMPLATE_PAUSED",
             DenyReason::RecipientMarketingLimit => "RECIPIENT_MARKETING_LIMIT",
+            DenyReason::MarketingApiRequired => "MARKETING_API_REQUIRED",
             DenyReason::EscalationPathRequired => "ESCALATION_PATH_REQUIRED",
             DenyReason::WeeklyCapWithoutEscalation => "WEEKLY_CAP_WITHOUT_ESCALATION",
             DenyReason::QualityRestricted => "QUALITY_RESTRICTED",

@@ -200,6 +200,17 @@ impl Engine {
             .into_org()
     }
 
+    /// Re-enables (or disables) the org's MARKETING sends on the Cloud API: after error 131063
+    /// they are denied with `MARKETING_API_REQUIRED` until an admin clears it here.
+    pub fn set_marketing_api_required(
+        &self,
+        org_id: &str,
+        required: bool,
+    ) -> Result<OrgStatus, EngineError> {
+        self.change(org_id, Change::MarketingApiRequired { required })?
+            .into_org()
+    }
+
     /// Pauses a template until `until_ms`, or disables it (`None`) until reinstated (rule 4).
     pub fn pause_template(
         &self,

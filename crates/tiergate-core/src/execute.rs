@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::journal::{Fact, validate_envelope};
 use crate::org::OrgStatus;
-use crate::org_state::CheckedSend;
+use crate::org_state::{CheckedSend, SendFields};
 
 impl Engine {
     /// Runs one command at `at_ms`, and returns its answer. A replicated store applies its log
@@ -66,16 +66,17 @@ impl Engine {
     /// store asks this before it orders a send in its log, so that malformed sends and unknown
     /// ids never reach the log (or grow it).
     pub fn check_send(&self, req: &SendRequest<'_>) -> Result<(), EngineError> {
-        CheckedSend::fields(req)?;
-        self.registry
-            .with_org(req.org_id, |st| CheckedSend::check(st, req).map(drop))?
+        let fields = SendFields::check(req)?;
+        self.registry.with_checked_org(req.org_id, |st| {
+            CheckedSend::find(st, req, fields).map(drop)
+        })?
     }
 
     /// Decides one send at `now` and, when it is allowed, records it. See [`Engine::decide`].
     pub fn decide_at(&self, req: &SendRequest<'_>, now: u64) -> Result<Decision, EngineError> {
-        CheckedSend::fields(req)?;
-        self.registry.with_org(req.org_id, |st| {
-            let send = CheckedSend::check(st, req)?;
+        let fields = SendFields::check(req)?;
+        self.registry.with_checked_org(req.org_id, |st| {
+            let send = CheckedSend::find(st, req, fields)?;
             let now = st.advance(now);
             let d = st.decide(&self.policy, send, now);
             if d.is_allowed() && !d.replayed {

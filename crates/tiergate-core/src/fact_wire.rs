@@ -94,6 +94,20 @@ pub(crate) enum WireFact {
         phone: String,
         mps: u32,
     },
+    MarketingApiRequired {
+        at: u64,
+        org: String,
+        required: bool,
+    },
+    PacingHeld {
+        at: u64,
+        org: String,
+    },
+    WebhookDelivery {
+        at: u64,
+        org: String,
+        key: String,
+    },
 }
 
 impl From<Fact> for WireFact {
@@ -168,6 +182,11 @@ impl From<Fact> for WireFact {
                 phone,
                 mps,
             },
+            Change::MarketingApiRequired { required } => {
+                WireFact::MarketingApiRequired { at, org, required }
+            }
+            Change::PacingHeld => WireFact::PacingHeld { at, org },
+            Change::WebhookDelivery { key } => WireFact::WebhookDelivery { at, org, key },
         }
     }
 }
@@ -258,6 +277,13 @@ impl From<WireFact> for Fact {
                 phone,
                 mps,
             } => (at, org, Change::NumberThroughput { phone, mps }),
+            WireFact::MarketingApiRequired { at, org, required } => {
+                (at, org, Change::MarketingApiRequired { required })
+            }
+            WireFact::PacingHeld { at, org } => (at, org, Change::PacingHeld),
+            WireFact::WebhookDelivery { at, org, key } => {
+                (at, org, Change::WebhookDelivery { key })
+            }
         };
         Fact { at, org, change }
     }

@@ -43,6 +43,7 @@ mod change;
 mod clock;
 mod command;
 mod decision;
+mod deliveries;
 mod engine;
 mod error;
 mod escalation;
@@ -65,7 +66,7 @@ mod validate;
 mod window;
 
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
-pub use change::Change;
+pub use change::{Change, MAX_DELIVERY_KEY_LEN};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Outcome};
 pub use decision::{

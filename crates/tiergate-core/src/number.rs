@@ -145,6 +145,12 @@ impl PhoneSlot {
         cut
     }
 
+    /// Pauses the number until at least `now + ms` (131057 maintenance); no strike counted.
+    pub(crate) fn pause_for(&mut self, now: u64, ms: u64) {
+        let until = now.saturating_add(ms);
+        self.feedback.paused_until = self.feedback.paused_until.max(until);
+    }
+
     /// 131048: pauses the number, doubling with each strike up to the policy's maximum.
     /// Returns the pause in milliseconds.
     pub(crate) fn pause_for_spam(&mut self, policy: &Policy, now: u64) -> u64 {

@@ -186,6 +186,21 @@ pub struct OrgStatus {
     pub numbers: Vec<NumberStatus>,
     /// Pairs backed off after error 131056.
     pub pair_backoffs: usize,
-    /// Recipients not marketed to now (131049, 131050).
+    /// Recipients not marketed to now (131049, 131050, 130472).
     pub marketing_blocked_recipients: usize,
+    /// Whether the org meets Meta's conditions for the next tier (quality not RED, at least
+    /// `upgrade_usage_percent` of its limit used in 7 days). Meta decides; the tier does not
+    /// change until it says so (unless `policy.auto_upgrade`).
+    pub upgrade_eligible: bool,
+    /// Since when it has been eligible.
+    pub upgrade_eligible_since_ms: Option<u64>,
+    /// Meta disabled marketing on the Cloud API for this business (131063): MARKETING sends are
+    /// denied until an admin clears it.
+    pub marketing_api_required: bool,
+    /// Meta reduced the limit (131064): the restricted tier applies until Meta's next limit.
+    pub limit_reduced: bool,
+    /// Whether Meta is holding the org's sends for quality assessment (portfolio pacing).
+    pub pacing_review: bool,
+    /// When Meta last held one of its sends.
+    pub pacing_held_at_ms: Option<u64>,
 }

@@ -46,7 +46,11 @@ pub struct Policy {
     pub tier_scope: TierScope,
     /// The rungs tiers move along.
     pub ladder: Ladder,
-    /// Whether an org using enough of its tier becomes eligible for the next one by itself.
+    /// Whether the engine itself raises an eligible org's tier (off). Meta decides upgrades,
+    /// within about 6 h and not always, so a governor that acted on its own prediction could let
+    /// a sender past the limit Meta actually set. Off, eligibility is only reported
+    /// (`OrgStatus::upgrade_eligible`) and the tier rises on Meta's word (webhook or admin). On
+    /// is for what-if simulation.
     pub auto_upgrade: bool,
     /// Percentage of the tier limit that must be used in the weekly window to be eligible (50).
     pub upgrade_usage_percent: u8,
@@ -82,6 +86,21 @@ pub struct Policy {
     pub marketing_backoff_ms: u64,
     /// Pair back-offs and marketing blocks remembered per org (100,000).
     pub backoff_capacity: usize,
+    /// How long marketing to a recipient stops after error 130472, "user is part of an
+    /// experiment" (7 days). Meta fails every resend while the experiment runs and does not say
+    /// how long that is; a week is tiergate's interpretation, to be tuned.
+    pub experiment_marketing_pause_ms: u64,
+    /// How long a number is paused after error 131057, "account in maintenance" (60 s: Meta
+    /// says about a minute, during a throughput upgrade).
+    pub maintenance_pause_ms: u64,
+    /// How long an org shows as under portfolio pacing review after its last send held for
+    /// quality assessment (24 h). Meta announces the hold but not its end; this is tiergate's
+    /// interpretation, to be tuned.
+    pub pacing_review_ms: u64,
+    /// Webhook deliveries remembered per org to drop Meta's redeliveries (100,000).
+    pub webhook_dedupe_capacity: usize,
+    /// How long a webhook delivery is remembered (7 days: Meta retries for up to 7 days).
+    pub webhook_dedupe_ttl_ms: u64,
 }
 
 impl Default for Policy {
@@ -96,7 +115,7 @@ impl Default for Policy {
             tier_headroom_percent: 0,
             tier_scope: TierScope::Org,
             ladder: Ladder::default(),
-            auto_upgrade: true,
+            auto_upgrade: false,
             upgrade_usage_percent: 50,
             default_throughput_mps: 80,
             max_throughput_mps: 1_000,
@@ -113,6 +132,11 @@ impl Default for Policy {
             template_pause_ms: 3 * HOUR_MS,
             marketing_backoff_ms: DAY_MS,
             backoff_capacity: 100_000,
+            experiment_marketing_pause_ms: 7 * DAY_MS,
+            maintenance_pause_ms: 60_000,
+            pacing_review_ms: DAY_MS,
+            webhook_dedupe_capacity: 100_000,
+            webhook_dedupe_ttl_ms: 7 * DAY_MS,
         }
     }
 }
@@ -165,6 +189,9 @@ impl Policy {
         }
         if self.backoff_capacity == 0 {
             return err("backoff_capacity", "must be > 0");
+        }
+        if self.webhook_dedupe_capacity == 0 {
+            return err("webhook_dedupe_capacity", "must be > 0");
         }
         if self.permit_capacity == 0 {
             return err("permit_capacity", "must be > 0");

@@ -49,7 +49,8 @@ impl Registry {
         self.orgs.contains_key(org_id)
     }
 
-    /// Runs `f` on the org under its lock; an unknown org is `UnknownOrg` and creates nothing.
+    /// Runs `f` on the org under its lock; a malformed id is `Invalid`, an unknown org is
+    /// `UnknownOrg`, and neither creates anything.
     #[inline]
     pub(crate) fn with_org<R>(
         &self,
@@ -57,6 +58,17 @@ impl Registry {
         f: impl FnOnce(&mut OrgState) -> R,
     ) -> Result<R, EngineError> {
         validate::org_id(org_id)?;
+        self.with_checked_org(org_id, f)
+    }
+
+    /// [`Registry::with_org`] for an id the caller has validated (the decision's hot path checks
+    /// every field once, before it gets here).
+    #[inline]
+    pub(crate) fn with_checked_org<R>(
+        &self,
+        org_id: &str,
+        f: impl FnOnce(&mut OrgState) -> R,
+    ) -> Result<R, EngineError> {
         let org = self
             .orgs
             .get(org_id)

@@ -30,6 +30,8 @@ fn replayed_facts_rebuild_the_same_state() {
     let clock = Arc::new(ManualClock::new(T0));
     let policy = Policy {
         weekly_cap_without_escalation: 40,
+        // The engine's own upgrades make tier changes that the replay must reproduce.
+        auto_upgrade: true,
         ..Policy::default()
     };
     let live = Engine::new(policy.clone(), clock.clone()).unwrap();

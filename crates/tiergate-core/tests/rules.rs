@@ -390,8 +390,47 @@ fn put_org_increase_passes_the_same_gate() {
 }
 
 #[test]
-fn automatic_upgrade_at_half_the_limit() {
+fn the_tier_rises_only_when_meta_says_so() {
+    // The default: an org at TIER_250 that used half its limit is eligible, and that is all.
     let h = harness(Policy::default(), org(Tier::Tier250));
+    h.fill(1, 124);
+    assert!(!h.engine.get_org("acme").unwrap().upgrade_eligible);
+    h.fill(125, 1);
+    let eligible_at = h.clock.now_ms();
+    let st = h.engine.get_org("acme").unwrap();
+    assert!(st.upgrade_eligible);
+    assert_eq!(st.upgrade_eligible_since_ms, Some(eligible_at));
+    assert_eq!(st.config.tier, Tier::Tier250);
+    h.fill(126, 125);
+    // The 251st recipient: WhatsApp would reject it, so the governor does.
+    h.clock.advance(10);
+    denied(&h.send(251), DenyReason::TierLimit);
+    let st = h.engine.get_org("acme").unwrap();
+    assert_eq!(
+        st.upgrade_eligible_since_ms,
+        Some(eligible_at),
+        "since stays"
+    );
+    // Meta's word (webhook or admin) raises it, through the escalation gate.
+    h.engine.request_tier_change("acme", Tier::Tier2K).unwrap();
+    h.clock.advance(10);
+    assert!(h.send(251).is_allowed());
+    // RED orgs are not eligible.
+    let h = harness(Policy::default(), org(Tier::Tier250));
+    h.engine
+        .set_quality_rating("acme", QualityRating::Red)
+        .unwrap();
+    h.fill(1, 200);
+    assert!(!h.engine.get_org("acme").unwrap().upgrade_eligible);
+}
+
+#[test]
+fn automatic_upgrade_is_an_opt_in_for_what_if_runs() {
+    let what_if = || Policy {
+        auto_upgrade: true,
+        ..Policy::default()
+    };
+    let h = harness(what_if(), org(Tier::Tier250));
     h.fill(1, 125);
     // the next decision sees 125 ≥ 250 / 2 in 7 days
     h.clock.advance(10);
@@ -402,13 +441,13 @@ fn automatic_upgrade_at_half_the_limit() {
     cfg.org_id = "acme".into();
     cfg.escalation_path = None;
     cfg.has_template_history = true;
-    let h = harness(Policy::default(), cfg);
+    let h = harness(what_if(), cfg);
     h.fill(1, 126);
     let st = h.engine.get_org("acme").unwrap();
     assert_eq!(st.config.tier, Tier::Tier250);
     assert_eq!(st.pending_tier, Some(Tier::Tier2K));
     // RED orgs are not eligible
-    let h = harness(Policy::default(), org(Tier::Tier250));
+    let h = harness(what_if(), org(Tier::Tier250));
     h.engine
         .set_quality_rating("acme", QualityRating::Red)
         .unwrap();

@@ -158,6 +158,7 @@ pub fn reason_pb(r: Option<core::DenyReason>) -> pb::DenyReason {
         Some(AccountRestricted) => pb::DenyReason::AccountRestricted,
         Some(TemplatePaused) => pb::DenyReason::TemplatePaused,
         Some(RecipientMarketingLimit) => pb::DenyReason::RecipientMarketingLimit,
+        Some(MarketingApiRequired) => pb::DenyReason::MarketingApiRequired,
         Some(EscalationPathRequired) => pb::DenyReason::EscalationPathRequired,
         Some(WeeklyCapWithoutEscalation) => pb::DenyReason::WeeklyCapWithoutEscalation,
         Some(QualityRestricted) => pb::DenyReason::QualityRestricted,
@@ -283,6 +284,12 @@ pub fn org_pb(s: &core::OrgStatus) -> pb::Org {
             .collect(),
         pair_backoffs: s.pair_backoffs as u64,
         marketing_blocked_recipients: s.marketing_blocked_recipients as u64,
+        upgrade_eligible: s.upgrade_eligible,
+        upgrade_eligible_since_unix_ms: s.upgrade_eligible_since_ms.map_or(0, |t| t as i64),
+        marketing_api_required: s.marketing_api_required,
+        limit_reduced: s.limit_reduced,
+        pacing_review: s.pacing_review,
+        pacing_held_at_unix_ms: s.pacing_held_at_ms.map_or(0, |t| t as i64),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{EngineError, ValidationError};
 use crate::policy::Policy;
 use crate::validate::{self, RecipientKey};
 
-use super::{CheckedSend, OrgState};
+use super::{CheckedSend, OrgState, SendFields};
 
 impl OrgState {
     /// Applies `change` at `now`. On an error nothing was changed.
@@ -45,7 +45,7 @@ impl OrgState {
                     category: Category::Utility,
                     idempotency_key: key.as_deref(),
                 };
-                let send = CheckedSend::check(self, &req)?;
+                let send = CheckedSend::find(self, &req, SendFields::check(&req)?)?;
                 let got = self.restore(policy, send, now);
                 if got != *seq {
                     return Err(ValidationError::new(
@@ -108,6 +108,22 @@ impl OrgState {
                 let r = self.feedback(policy, slot, recipient, template.as_deref(), *code, now);
                 Ok(Outcome::Reaction(r))
             }
+            Change::MarketingApiRequired { required } => {
+                self.set_marketing_api_required(*required);
+                org(self)
+            }
+            Change::PacingHeld => {
+                self.note_pacing_hold(now);
+                org(self)
+            }
+            Change::WebhookDelivery { key } => Ok(Outcome::Delivery {
+                first: self.deliveries.first_time(
+                    key,
+                    now,
+                    policy.webhook_dedupe_ttl_ms,
+                    policy.webhook_dedupe_capacity,
+                ),
+            }),
             Change::NumberThroughput { phone, mps } => {
                 let slot = self.slot_of(phone, validate::phone_key(phone)?)?;
                 self.set_number_throughput(slot, *mps, policy);

@@ -26,22 +26,17 @@ pub(crate) struct CheckedSend<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
-impl<'a> CheckedSend<'a> {
-    /// Checks a request's fields (rule 1) and finds its number in `st` (rule 2). Decisions,
-    /// pre-checks and replays all start here, so a send is validated one way.
-    pub(crate) fn check(st: &OrgState, req: &SendRequest<'a>) -> Result<Self, EngineError> {
-        let (phone, recipient) = Self::fields(req)?;
-        Ok(CheckedSend {
-            slot: st.slot_of(req.phone_number_id, phone)?,
-            recipient,
-            template_name: req.template_name,
-            category: req.category,
-            idempotency_key: req.idempotency_key,
-        })
-    }
+/// A request's fields, checked (rule 1) before its org is locked: its number's key and its
+/// recipient, parsed once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendFields {
+    phone: u128,
+    recipient: RecipientKey,
+}
 
-    /// The request's fields alone (no org needed): its number's key and its recipient.
-    pub(crate) fn fields(req: &SendRequest<'_>) -> Result<(u128, RecipientKey), EngineError> {
+impl SendFields {
+    /// Checks every field of `req`, the org id first.
+    pub(crate) fn check(req: &SendRequest<'_>) -> Result<Self, EngineError> {
         validate::org_id(req.org_id)?;
         let phone = validate::phone_key(req.phone_number_id)?;
         let recipient = RecipientKey::parse(req.recipient)?;
@@ -49,7 +44,25 @@ impl<'a> CheckedSend<'a> {
         if let Some(k) = req.idempotency_key {
             validate::idempotency_key(k)?;
         }
-        Ok((phone, recipient))
+        Ok(SendFields { phone, recipient })
+    }
+}
+
+impl<'a> CheckedSend<'a> {
+    /// Finds the number of a request whose `fields` were checked in `st` (rule 2). Decisions,
+    /// pre-checks and replays all come through here, so a send is validated one way.
+    pub(crate) fn find(
+        st: &OrgState,
+        req: &SendRequest<'a>,
+        fields: SendFields,
+    ) -> Result<Self, EngineError> {
+        Ok(CheckedSend {
+            slot: st.slot_of(req.phone_number_id, fields.phone)?,
+            recipient: fields.recipient,
+            template_name: req.template_name,
+            category: req.category,
+            idempotency_key: req.idempotency_key,
+        })
     }
 }
 
@@ -81,7 +94,7 @@ impl OrgState {
                 };
             }
         }
-        self.maybe_auto_upgrade(policy, now);
+        self.track_upgrade(policy, now);
 
         let (usage, restricted) = self.standing(policy, w, now);
         let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
@@ -123,6 +136,10 @@ impl OrgState {
                 until - now
             };
             return deny(DenyReason::RecipientMarketingLimit, retry);
+        }
+        // 4c. marketing that Meta wants sent through the Marketing Messages API (131063)
+        if send.category == Category::Marketing && self.marketing_api_required {
+            return deny(DenyReason::MarketingApiRequired, 0);
         }
         let no_path = self.config.escalation_path.is_none();
         // 5. no escalation path and no template ever sent
@@ -171,7 +188,7 @@ impl OrgState {
     /// GCRA cells it used are taken again. Returns the permit's sequence number.
     pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
         let (w, _) = self.catch_up(policy, &send, now);
-        self.maybe_auto_upgrade(policy, now);
+        self.track_upgrade(policy, now);
         let (usage, _) = self.standing(policy, w, now);
         // The send was allowed once; a cell it finds taken now (a replay may see a rate the
         // original did not, e.g. after a config change) does not undo it, so the answers are

@@ -13,6 +13,11 @@
 //! | 132015 / 132016 | the template is paused / disabled |
 //! | 131050 | stop marketing to the recipient (opted out) |
 //! | 131049 | back off marketing to the recipient |
+//! | 130472 | stop marketing to the recipient for `experiment_marketing_pause_ms` (2026) |
+//! | 131062 | nothing to change; the caller must not retry with the BSUID (2026) |
+//! | 131063 | deny the org's MARKETING until an admin clears it (2026) |
+//! | 131064 | the restricted tier until Meta's next limit (2026) |
+//! | 131057 | pause the number for `maintenance_pause_ms` (2026) |
 //!
 //! State is bounded: pair back-offs and marketing blocks live in capped maps, pruned when they
 //! fill.
@@ -42,6 +47,16 @@ pub const ERR_ACCOUNT_LOCKED: i32 = 131_031;
 pub const ERR_TEMPLATE_PAUSED: i32 = 132_015;
 /// Template disabled (132016).
 pub const ERR_TEMPLATE_DISABLED: i32 = 132_016;
+/// 2026: the user is part of a marketing experiment; every resend fails (130472).
+pub const ERR_MARKETING_EXPERIMENT: i32 = 130_472;
+/// 2026: a BSUID recipient is not supported for this message (131062).
+pub const ERR_BSUID_UNSUPPORTED: i32 = 131_062;
+/// 2026: marketing is disabled on the Cloud API for this business (131063).
+pub const ERR_MARKETING_API_REQUIRED: i32 = 131_063;
+/// 2026: the limit was reduced for template-classification violations (131064).
+pub const ERR_LIMIT_REDUCED: i32 = 131_064;
+/// 2026: the account is in maintenance (a throughput upgrade, about a minute) (131057).
+pub const ERR_MAINTENANCE: i32 = 131_057;
 
 const MAX_PAIR_BACKOFF_X: u8 = 5;
 
@@ -65,6 +80,18 @@ pub enum Reaction {
     MarketingStopped,
     /// Marketing to the recipient is backed off for this many milliseconds.
     MarketingBackoff(u64),
+    /// Marketing to the recipient stops for this many milliseconds: they are in one of Meta's
+    /// marketing experiments (130472), where every resend fails.
+    MarketingExperiment(u64),
+    /// The send named a BSUID where Meta needs a phone number (131062); nothing changes, but
+    /// the caller must not retry it with the BSUID.
+    BsuidUnsupported,
+    /// The org's marketing goes through the Marketing Messages API from now on (131063).
+    MarketingApiRequired,
+    /// Meta reduced the limit (131064): the restricted tier applies until its next limit.
+    LimitReduced,
+    /// The number is in maintenance for this many milliseconds (131057).
+    NumberMaintenance(u64),
     /// The code needs information this source did not carry (e.g. a template name).
     Incomplete,
     /// The code changes nothing.
@@ -83,6 +110,11 @@ impl Reaction {
             Reaction::TemplateDisabled => "template_disabled",
             Reaction::MarketingStopped => "marketing_stopped",
             Reaction::MarketingBackoff(_) => "marketing_backoff",
+            Reaction::MarketingExperiment(_) => "marketing_experiment",
+            Reaction::BsuidUnsupported => "bsuid_unsupported",
+            Reaction::MarketingApiRequired => "marketing_api_required",
+            Reaction::LimitReduced => "limit_reduced",
+            Reaction::NumberMaintenance(_) => "number_maintenance",
             Reaction::Incomplete => "incomplete",
             Reaction::None => "none",
         }
@@ -162,6 +194,32 @@ impl OrgState {
                 } else {
                     Reaction::MarketingBackoff(ms)
                 }
+            }
+            ERR_MARKETING_EXPERIMENT => {
+                let Some(r) = recipient else {
+                    return Reaction::Incomplete;
+                };
+                let ms = policy.experiment_marketing_pause_ms;
+                self.marketing_block
+                    .hit(r.0, now, policy.backoff_capacity, |_| ms);
+                Reaction::MarketingExperiment(ms)
+            }
+            ERR_BSUID_UNSUPPORTED => Reaction::BsuidUnsupported,
+            ERR_MARKETING_API_REQUIRED => {
+                self.set_marketing_api_required(true);
+                Reaction::MarketingApiRequired
+            }
+            ERR_LIMIT_REDUCED => {
+                self.limit_reduced = true;
+                Reaction::LimitReduced
+            }
+            ERR_MAINTENANCE => {
+                let Some(s) = slot else {
+                    return Reaction::Incomplete;
+                };
+                let ms = policy.maintenance_pause_ms;
+                self.phones[s as usize].pause_for(now, ms);
+                Reaction::NumberMaintenance(ms)
             }
             _ => Reaction::None,
         }

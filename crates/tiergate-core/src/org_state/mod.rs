@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 use crate::appeal::Appeal;
 use crate::backoff::Backoffs;
 use crate::decision::Usage;
+use crate::deliveries::Deliveries;
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
 use crate::idempotency::IdempotencyCache;
@@ -34,7 +35,7 @@ mod feedback;
 mod snapshot;
 mod tier_change;
 
-pub(crate) use decide::CheckedSend;
+pub(crate) use decide::{CheckedSend, SendFields};
 pub use feedback::Reaction;
 pub use snapshot::OrgSnapshot;
 pub use tier_change::TierChange;
@@ -70,6 +71,16 @@ pub(crate) struct OrgState {
     appeals_filed: u64,
     sends_total: u64,
     last_now: u64,
+    /// Meta disabled the org's marketing on the Cloud API (131063) until an admin clears it.
+    marketing_api_required: bool,
+    /// Meta reduced the limit (131064): the restricted tier applies until Meta's next limit.
+    limit_reduced: bool,
+    /// The last send Meta held for quality assessment (portfolio pacing).
+    pacing_held_at: Option<u64>,
+    /// Since when the org meets Meta's upgrade conditions (reported, not acted on by default).
+    upgrade_eligible_since: Option<u64>,
+    /// Webhook deliveries applied (redeliveries change nothing).
+    deliveries: Deliveries,
 }
 
 impl OrgState {
@@ -94,6 +105,11 @@ impl OrgState {
             appeals_filed: 0,
             sends_total: 0,
             last_now: now,
+            marketing_api_required: false,
+            limit_reduced: false,
+            pacing_held_at: None,
+            upgrade_eligible_since: None,
+            deliveries: Deliveries::default(),
             config,
         };
         let phones = std::mem::take(&mut st.config.phone_numbers);
@@ -163,10 +179,12 @@ impl OrgState {
 
     /// The log must answer every threshold the policy asks about for the current tier.
     fn resize_log(&mut self, policy: &Policy) {
-        let upgrade = match self.config.tier.limit() {
-            Some(l) if policy.auto_upgrade => policy.upgrade_threshold(l),
-            _ => 0,
-        };
+        // Eligibility is reported even when the engine does not act on it.
+        let upgrade = self
+            .config
+            .tier
+            .limit()
+            .map_or(0, |l| policy.upgrade_threshold(l));
         let max = policy
             .small_sender_weekly_limit
             .max(policy.weekly_cap_without_escalation)
@@ -299,6 +317,23 @@ impl OrgState {
         Ok(())
     }
 
+    /// Sets or clears "marketing only through the Marketing Messages API" (131063 / an admin).
+    fn set_marketing_api_required(&mut self, required: bool) {
+        self.marketing_api_required = required;
+    }
+
+    /// Notes a send Meta held for quality assessment (portfolio pacing). Held sends stay counted
+    /// as sent: Meta releases them in batches or fails them (132015), which arrives on its own.
+    fn note_pacing_hold(&mut self, now: u64) {
+        self.pacing_held_at = Some(now);
+    }
+
+    /// Whether the org is under portfolio pacing review at `now`.
+    fn pacing_review(&self, policy: &Policy, now: u64) -> bool {
+        self.pacing_held_at
+            .is_some_and(|at| now < at.saturating_add(policy.pacing_review_ms))
+    }
+
     /// Lifts a template's pause or disable.
     fn reinstate_template(&mut self, template: &str) {
         self.paused.remove(template);
@@ -322,7 +357,8 @@ impl OrgState {
         let passthrough = !self.log.at_least(policy.small_sender_weekly_limit, cutoff7);
         let red_past_grace = self.is_restricted(policy, now);
         let restricted = red_past_grace && !passthrough;
-        let tier = if restricted {
+        // 131064: Meta itself set a lower limit; small senders do not pass through it.
+        let tier = if restricted || self.limit_reduced {
             policy
                 .ladder
                 .step_down(self.config.tier, policy.restricted_tier_steps)
@@ -344,6 +380,7 @@ impl OrgState {
     /// What `GetOrg` shows at `now` (an advanced time).
     pub(crate) fn status(&mut self, policy: &Policy, now: u64) -> OrgStatus {
         self.expire_all(policy, now);
+        self.track_upgrade(policy, now);
         let fullest = self.windows.fullest();
         let mut paused: Vec<TemplatePause> = self
             .paused
@@ -376,6 +413,12 @@ impl OrgState {
                 .collect(),
             pair_backoffs: self.pair_backoff.live(now),
             marketing_blocked_recipients: self.marketing_block.live(now),
+            upgrade_eligible: self.upgrade_eligible_since.is_some(),
+            upgrade_eligible_since_ms: self.upgrade_eligible_since,
+            marketing_api_required: self.marketing_api_required,
+            limit_reduced: self.limit_reduced,
+            pacing_review: self.pacing_review(policy, now),
+            pacing_held_at_ms: self.pacing_held_at,
         }
     }
 }

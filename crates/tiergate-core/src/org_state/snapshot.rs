@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::appeal::Appeal;
 use crate::backoff::Backoffs;
+use crate::deliveries::Deliveries;
 use crate::idempotency::{IdempotencyCache, IdempotencyState};
 use crate::number::{NumberFeedback, PhoneSlot};
 use crate::org::{OrgConfig, PhoneNumberConfig};
@@ -44,6 +45,17 @@ pub struct OrgSnapshot {
     appeals_filed: u64,
     sends_total: u64,
     last_now: u64,
+    // Added after the first snapshots were written: absent means "not set".
+    #[serde(default)]
+    marketing_api_required: bool,
+    #[serde(default)]
+    limit_reduced: bool,
+    #[serde(default)]
+    pacing_held_at: Option<u64>,
+    #[serde(default)]
+    upgrade_eligible_since: Option<u64>,
+    #[serde(default)]
+    deliveries: Deliveries,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +122,11 @@ impl OrgState {
             appeals_filed: self.appeals_filed,
             sends_total: self.sends_total,
             last_now: self.last_now,
+            marketing_api_required: self.marketing_api_required,
+            limit_reduced: self.limit_reduced,
+            pacing_held_at: self.pacing_held_at,
+            upgrade_eligible_since: self.upgrade_eligible_since,
+            deliveries: self.deliveries.clone(),
         }
     }
 
@@ -150,6 +167,11 @@ impl OrgState {
         st.appeals = snap.appeals.into_iter().collect();
         st.appeals_filed = snap.appeals_filed;
         st.sends_total = snap.sends_total;
+        st.marketing_api_required = snap.marketing_api_required;
+        st.limit_reduced = snap.limit_reduced;
+        st.pacing_held_at = snap.pacing_held_at;
+        st.upgrade_eligible_since = snap.upgrade_eligible_since;
+        st.deliveries = snap.deliveries;
         st.last_now = snap.last_now;
         st
     }

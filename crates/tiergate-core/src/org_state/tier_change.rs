@@ -30,6 +30,8 @@ pub struct TierChange {
 impl OrgState {
     /// Moves the org toward `target`: decreases apply, increases pass the escalation gate.
     pub(super) fn change_tier(&mut self, target: Tier, policy: &Policy) -> TierChange {
+        // Any word on the limit ends a 131064 reduction: Meta's next limit is the truth.
+        self.limit_reduced = false;
         let applied = if target > self.config.tier && self.config.escalation_path.is_none() {
             self.pending_tier = Some(self.pending_tier.map_or(target, |p| p.max(target)));
             false
@@ -49,24 +51,35 @@ impl OrgState {
         }
     }
 
-    /// Automatic eligibility: quality not RED and at least `upgrade_usage_percent` of the limit
-    /// sent in the weekly window → the next rung, through the same gate.
-    pub(super) fn maybe_auto_upgrade(&mut self, policy: &Policy, now: u64) {
-        if !policy.auto_upgrade || self.config.quality_rating == QualityRating::Red {
+    /// Meta's upgrade conditions: quality not RED and at least `upgrade_usage_percent` of the
+    /// limit used in the weekly window, with a rung above. Tracks since when they hold; only
+    /// with `policy.auto_upgrade` (a what-if setting) does the engine act on them itself,
+    /// through the same gate as any increase.
+    pub(super) fn track_upgrade(&mut self, policy: &Policy, now: u64) {
+        let eligible = self.config.quality_rating != QualityRating::Red
+            && match (
+                self.config.tier.limit(),
+                policy.ladder.next_above(self.config.tier),
+            ) {
+                (Some(limit), Some(_)) => {
+                    let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
+                    self.log.at_least(policy.upgrade_threshold(limit), cutoff7)
+                }
+                _ => false,
+            };
+        if !eligible {
+            self.upgrade_eligible_since = None;
             return;
         }
-        let (Some(limit), Some(next)) = (
-            self.config.tier.limit(),
-            policy.ladder.next_above(self.config.tier),
-        ) else {
-            return;
-        };
-        if self.pending_tier.is_some_and(|p| p >= next) {
+        self.upgrade_eligible_since.get_or_insert(now);
+        if !policy.auto_upgrade {
             return;
         }
-        let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
-        if self.log.at_least(policy.upgrade_threshold(limit), cutoff7) {
+        if let Some(next) = policy.ladder.next_above(self.config.tier)
+            && self.pending_tier.is_none_or(|p| p < next)
+        {
             self.change_tier(next, policy);
+            self.upgrade_eligible_since = None;
         }
     }
 }

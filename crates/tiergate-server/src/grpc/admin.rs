@@ -176,6 +176,24 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
         .await
     }
 
+    async fn set_marketing_api_required(
+        &self,
+        request: Request<pb::SetMarketingApiRequiredRequest>,
+    ) -> Rpc<pb::Org> {
+        let r = request.get_ref();
+        let id = convert::required("org_id", &r.org_id)?;
+        let change = Change::MarketingApiRequired {
+            required: r.required,
+        };
+        let reply = self.org_reply(Fact::new(0, id, change)).await?;
+        tracing::info!(
+            org_id = id,
+            required = r.required,
+            "marketing through the Marketing Messages API"
+        );
+        Ok(reply)
+    }
+
     async fn set_account_restricted(
         &self,
         request: Request<pb::SetAccountRestrictedRequest>,

@@ -205,3 +205,138 @@ fn ids_map_to_their_org_and_cannot_be_claimed_twice() {
     e.put_org(cfg).unwrap();
     assert!(e.lookup_id(IdRef::Waba("555")).is_none());
 }
+
+// ---- 2026 codes (SPEC §1 "2026 codes") ----
+
+#[test]
+fn experiment_130472_stops_marketing_to_that_person_for_the_configured_time() {
+    let (e, clock) = setup(80);
+    let week = Policy::default().experiment_marketing_pause_ms;
+    assert_eq!(
+        fb(&e, Some("7"), None, 130_472),
+        Reaction::MarketingExperiment(week)
+    );
+    let d = send(&e, "7", "promo", Category::Marketing);
+    assert_eq!(d.reason, Some(DenyReason::RecipientMarketingLimit));
+    assert_eq!(d.retry_after_ms, week);
+    assert!(send(&e, "7", "otp", Category::Utility).is_allowed());
+    assert!(send(&e, "8", "promo", Category::Marketing).is_allowed());
+    clock.advance(week);
+    assert!(send(&e, "7", "promo", Category::Marketing).is_allowed());
+    assert_eq!(fb(&e, None, None, 130_472), Reaction::Incomplete);
+}
+
+#[test]
+fn bsuid_unsupported_131062_changes_nothing() {
+    let (e, _) = setup(80);
+    let before = e.get_org("acme").unwrap();
+    assert_eq!(fb(&e, Some("7"), None, 131_062), Reaction::BsuidUnsupported);
+    assert_eq!(e.get_org("acme").unwrap(), before);
+}
+
+#[test]
+fn marketing_api_required_131063_denies_marketing_until_an_admin_clears_it() {
+    let (e, _) = setup(80);
+    assert_eq!(fb(&e, None, None, 131_063), Reaction::MarketingApiRequired);
+    assert!(e.get_org("acme").unwrap().marketing_api_required);
+    let d = send(&e, "7", "promo", Category::Marketing);
+    assert_eq!(d.reason, Some(DenyReason::MarketingApiRequired));
+    assert_eq!(d.retry_after_ms, 0);
+    assert!(send(&e, "8", "otp", Category::Authentication).is_allowed());
+    assert!(send(&e, "9", "order", Category::Utility).is_allowed());
+    let st = e.set_marketing_api_required("acme", false).unwrap();
+    assert!(!st.marketing_api_required);
+    assert!(send(&e, "7", "promo", Category::Marketing).is_allowed());
+}
+
+#[test]
+fn limit_reduced_131064_applies_the_restricted_tier_until_meta_sets_the_next_limit() {
+    let (e, clock) = setup(1_000);
+    e.request_tier_change("acme", Tier::Tier2K).unwrap();
+    assert_eq!(fb(&e, None, None, 131_064), Reaction::LimitReduced);
+    let st = e.get_org("acme").unwrap();
+    assert!(st.limit_reduced);
+    // One rung down the ladder (`restricted_tier_steps`), as for a quality restriction.
+    assert_eq!(st.usage.tier, Tier::Tier250);
+    for i in 0..250 {
+        clock.advance(10);
+        assert!(send(&e, &i.to_string(), "t", Category::Utility).is_allowed());
+    }
+    clock.advance(10);
+    let d = send(&e, "250", "t", Category::Utility);
+    assert_eq!(d.reason, Some(DenyReason::TierLimit));
+    assert!(d.retry_after_ms > 0, "{d:?}");
+    // Meta's next limit (a webhook's tier, or an admin) ends the reduction.
+    e.request_tier_change("acme", Tier::Tier2K).unwrap();
+    assert!(!e.get_org("acme").unwrap().limit_reduced);
+    assert!(send(&e, "250", "t", Category::Utility).is_allowed());
+}
+
+#[test]
+fn maintenance_131057_pauses_the_number_without_a_strike() {
+    let (e, clock) = setup(80);
+    let ms = Policy::default().maintenance_pause_ms;
+    assert_eq!(fb(&e, None, None, 131_057), Reaction::NumberMaintenance(ms));
+    let d = send(&e, "7", "t", Category::Utility);
+    assert_eq!(d.reason, Some(DenyReason::AccountRestricted));
+    assert_eq!(d.retry_after_ms, ms);
+    // Twice does not double it (not a spam strike).
+    assert_eq!(fb(&e, None, None, 131_057), Reaction::NumberMaintenance(ms));
+    assert_eq!(send(&e, "7", "t", Category::Utility).retry_after_ms, ms);
+    clock.advance(ms);
+    assert!(send(&e, "7", "t", Category::Utility).is_allowed());
+    // A later spam strike still starts at the first step.
+    assert_eq!(
+        fb(&e, None, None, 131_048),
+        Reaction::NumberPaused(Policy::default().number_pause_ms)
+    );
+}
+
+#[test]
+fn held_for_quality_assessment_shows_a_pacing_review_and_keeps_the_send_counted() {
+    let (e, clock) = setup(80);
+    assert!(send(&e, "7", "t", Category::Utility).is_allowed());
+    let fact = Fact::new(0, "acme", Change::PacingHeld);
+    e.execute(&Command::Apply { fact }).unwrap();
+    let st = e.get_org("acme").unwrap();
+    assert!(st.pacing_review);
+    assert_eq!(st.pacing_held_at_ms, Some(clock.now_ms()));
+    assert_eq!(
+        st.usage.unique_recipients_24h, 1,
+        "a held send stays counted"
+    );
+    clock.advance(Policy::default().pacing_review_ms);
+    assert!(!e.get_org("acme").unwrap().pacing_review);
+}
+
+#[test]
+fn a_webhook_delivery_is_applied_once() {
+    let (e, clock) = setup(80);
+    let delivery = |key: &str| {
+        let fact = Fact::new(0, "acme", Change::WebhookDelivery { key: key.into() });
+        e.execute(&Command::Apply { fact }).unwrap()
+    };
+    assert_eq!(
+        delivery("wamid.1/failed/131048"),
+        Outcome::Delivery { first: true }
+    );
+    assert_eq!(
+        delivery("wamid.1/failed/131048"),
+        Outcome::Delivery { first: false }
+    );
+    assert_eq!(
+        delivery("wamid.2/failed/131048"),
+        Outcome::Delivery { first: true }
+    );
+    clock.advance(Policy::default().webhook_dedupe_ttl_ms);
+    assert_eq!(
+        delivery("wamid.1/failed/131048"),
+        Outcome::Delivery { first: true }
+    );
+    let long = "k".repeat(MAX_DELIVERY_KEY_LEN + 1);
+    let fact = Fact::new(0, "acme", Change::WebhookDelivery { key: long });
+    assert!(matches!(
+        e.execute(&Command::Apply { fact }),
+        Err(EngineError::Invalid(_))
+    ));
+}

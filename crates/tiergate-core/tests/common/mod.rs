@@ -97,6 +97,35 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
                     },
                 ),
             },
+            // The 2026 codes and the changes that came with them, so replication and snapshots
+            // cover their state too.
+            8 if rng.below(4) == 0 => Command::Apply {
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::Feedback {
+                        phone: Some("1".into()),
+                        recipient: Some(format!("49151{}", rng.below(80))),
+                        template: None,
+                        code: [130472, 131063, 131064, 131057, 131048][rng.below(5) as usize],
+                    },
+                ),
+            },
+            9 if rng.below(4) == 0 => Command::Apply {
+                fact: Fact::new(0, "o", Change::MarketingApiRequired { required: false }),
+            },
+            10 if rng.below(4) == 0 => Command::Apply {
+                fact: Fact::new(0, "o", Change::PacingHeld),
+            },
+            11 if rng.below(2) == 0 => Command::Apply {
+                fact: Fact::new(
+                    0,
+                    "o",
+                    Change::WebhookDelivery {
+                        key: format!("d{}", rng.below(20)),
+                    },
+                ),
+            },
             _ => {
                 seq += 1;
                 Command::Decide {

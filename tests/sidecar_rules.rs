@@ -273,4 +273,66 @@ async fn account_restriction_is_reported_in_get_org() {
     assert!(!o.account_restricted);
     assert_eq!(o.usage.unwrap().templates_7d, 1);
 }
+
+async fn the_tier_rises_on_meta_s_word_and_eligibility_is_reported() {
+    // The default policy: the engine never raises the tier by itself.
+    let s = start!(MANUAL);
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    for i in 0..125 {
+        assert!(allowed(&s.acquire("acme", i).await), "send {i}");
+        s.advance(10).await;
+    }
+    let o = s.get_org("acme").await;
+    assert!(o.upgrade_eligible);
+    let since = o.upgrade_eligible_since_unix_ms;
+    assert!(since > 0);
+    assert_eq!(o.tier, pb::Tier::Tier250 as i32);
+    for i in 125..250 {
+        assert!(allowed(&s.acquire("acme", i).await), "send {i}");
+        s.advance(10).await;
+    }
+    assert_eq!(reason(&s.acquire("acme", 250).await), pb::DenyReason::TierLimit);
+    assert_eq!(s.get_org("acme").await.upgrade_eligible_since_unix_ms, since);
+    s.admin()
+        .request_tier_change(s.req(pb::RequestTierChangeRequest {
+            org_id: "acme".into(),
+            target_tier: pb::Tier::Tier2k as i32,
+        }))
+        .await
+        .unwrap();
+    assert!(allowed(&s.acquire("acme", 250).await));
+}
+
+async fn marketing_api_required_after_131063_until_an_admin_clears_it() {
+    let s = start!(MANUAL);
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let a = s.acquire("acme", 1).await;
+    s.governor()
+        .report(pb::ReportRequest {
+            permit_id: a.permit_id,
+            outcome: pb::SendOutcome::Rejected as i32,
+            error_code: 131_063,
+        })
+        .await
+        .unwrap();
+    assert!(s.get_org("acme").await.marketing_api_required);
+    let marketing = |r: u64| pb::AcquireRequest {
+        category: pb::Category::Marketing as i32,
+        ..acquire("acme", r)
+    };
+    let r = s.acquire_req(marketing(2)).await;
+    assert_eq!(reason(&r), pb::DenyReason::MarketingApiRequired);
+    assert!(allowed(&s.acquire("acme", 3).await), "utility still goes");
+    let o = s
+        .admin()
+        .set_marketing_api_required(s.req(pb::SetMarketingApiRequiredRequest {
+            org_id: "acme".into(),
+            required: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!o.marketing_api_required);
+    assert!(allowed(&s.acquire_req(marketing(2)).await));
+}
 }

@@ -27,6 +27,7 @@ fn send<'a>(org: &'a str, phone: &'a str, r: &'a str) -> SendRequest<'a> {
         org_id: org,
         phone_number_id: phone,
         recipient: r,
+        recipient_user_id: None,
         template_name: "order_update",
         category: Category::Utility,
         idempotency_key: None,

@@ -51,6 +51,7 @@ fn main() {
                     org_id: &org,
                     phone_number_id: &phone,
                     recipient: &to,
+                    recipient_user_id: None,
                     template_name: "t",
                     category: Category::Utility,
                     idempotency_key: None,

@@ -40,6 +40,7 @@ fn bytes_per_windowed_recipient() {
                 org_id: "m",
                 phone_number_id: "1",
                 recipient: r,
+                recipient_user_id: None,
                 template_name: "t",
                 category: Category::Utility,
                 idempotency_key: None,

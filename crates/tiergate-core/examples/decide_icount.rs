@@ -56,6 +56,7 @@ fn send(r: &str) -> SendRequest<'_> {
         org_id: "big",
         phone_number_id: "1",
         recipient: r,
+        recipient_user_id: None,
         template_name: "order_update",
         category: Category::Utility,
         idempotency_key: None,

@@ -46,8 +46,12 @@ pub struct SendRequest<'a> {
     pub org_id: &'a str,
     /// The sending phone number's id.
     pub phone_number_id: &'a str,
-    /// The recipient's WhatsApp id (digits).
+    /// The recipient: its WhatsApp id (phone digits), or a business-scoped user id (BSUID) for
+    /// senders that put one where a phone goes. May be empty when `recipient_user_id` is given.
     pub recipient: &'a str,
+    /// The recipient's business-scoped user id or parent BSUID (2026), when the send names
+    /// one. With a phone in `recipient`, the two are the same person from then on.
+    pub recipient_user_id: Option<&'a str>,
     /// The template's name.
     pub template_name: &'a str,
     /// The template's category.

@@ -33,6 +33,7 @@ impl Engine {
                     org_id: org,
                     phone_number_id: phone,
                     recipient,
+                    recipient_user_id: None,
                     template_name: template,
                     category: *category,
                     idempotency_key: key.as_deref(),

@@ -23,6 +23,7 @@
 //!     org_id: "acme",
 //!     phone_number_id: "1065",
 //!     recipient: "4915112345678",
+//!     recipient_user_id: None,
 //!     template_name: "order_update",
 //!     category: Category::Utility,
 //!     idempotency_key: None,
@@ -83,5 +84,5 @@ pub use policy::{Policy, TierScope};
 pub use quality::QualityRating;
 pub use send_log::SendLog;
 pub use tier::{Ladder, Tier};
-pub use validate::RecipientKey;
+pub use validate::{Bsuid, RecipientKey};
 pub use window::{Found, RecipientWindow, Touch};

@@ -59,6 +59,71 @@ impl RecipientKey {
     }
 }
 
+/// Most digits in a business-scoped user id (Meta's are 20; the bound keeps the encoding exact).
+pub const MAX_BSUID_DIGITS: usize = 32;
+
+/// A business-scoped user id (BSUID, since 31 March 2026): `CC.digits`, or a parent BSUID
+/// `CC.ENT.digits`, where `CC` is an ISO country code (two capital letters). Encoded exactly in
+/// 128 bits (country, the `ENT` flag, then `1` followed by the digits, as for phones), so two
+/// different ids never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bsuid(pub u128);
+
+impl Bsuid {
+    /// Parses a BSUID or parent BSUID, naming `field` in the error.
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, ValidationError> {
+        let bad = |why: &str| {
+            Err(ValidationError::new(
+                field,
+                format!(
+                    "{why}: a business-scoped user id is CC.digits or CC.ENT.digits \
+                     (e.g. US.13491208655302741918), at most {MAX_BSUID_DIGITS} digits"
+                ),
+            ))
+        };
+        let b = s.as_bytes();
+        if b.len() < 4 || !b[0].is_ascii_uppercase() || !b[1].is_ascii_uppercase() || b[2] != b'.'
+        {
+            return bad("no country code");
+        }
+        let (ent, digits) = match s[3..].strip_prefix("ENT.") {
+            Some(rest) => (1u128, rest),
+            None => (0u128, &s[3..]),
+        };
+        if digits.is_empty() || digits.len() > MAX_BSUID_DIGITS {
+            return bad("wrong number of digits");
+        }
+        let mut v: u128 = 1;
+        for d in digits.bytes() {
+            if !d.is_ascii_digit() {
+                return bad("not digits after the country code");
+            }
+            v = v * 10 + u128::from(d - b'0');
+        }
+        let cc = (u128::from(b[0] - b'A') << 5) | u128::from(b[1] - b'A');
+        Ok(Bsuid((cc << 118) | (ent << 117) | v))
+    }
+
+    /// Whether `s` looks like a BSUID rather than a phone number (it starts with a letter), so
+    /// a sender that put one where a phone goes gets the BSUID's rules and errors.
+    pub fn looks_like(s: &str) -> bool {
+        s.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+    }
+
+    /// The key this id counts under while it is linked to no phone: a fixed 63-bit mix of the
+    /// id with the top bit set. Phone keys stay below 2^54, so the two never meet; two BSUIDs
+    /// share a key only on a 63-bit hash collision.
+    pub fn unlinked_key(self) -> RecipientKey {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let h = mix(mix(self.0 as u64) ^ (self.0 >> 64) as u64);
+        RecipientKey(h | (1 << 63))
+    }
+}
+
 /// An org id: 1 to 64 of `A-Z a-z 0-9 _ - .` (Meta's business portfolio ids are digits; BSPs
 /// often use their own slugs).
 pub fn org_id(s: &str) -> Result<&str, ValidationError> {

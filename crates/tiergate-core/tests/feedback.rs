@@ -20,6 +20,7 @@ fn send(e: &Engine, r: &str, template: &str, category: Category) -> Decision {
         org_id: "acme",
         phone_number_id: PHONE,
         recipient: r,
+        recipient_user_id: None,
         template_name: template,
         category,
         idempotency_key: None,

@@ -19,6 +19,7 @@ fn send<'a>(org: &'a str, phone: &'a str, to: &'a str, key: Option<&'a str>) -> 
         org_id: org,
         phone_number_id: phone,
         recipient: to,
+        recipient_user_id: None,
         template_name: "t",
         category: Category::Marketing,
         idempotency_key: key,

@@ -307,6 +307,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         org_id: "o",
                         phone_number_id: PHONE,
                         recipient: &r,
+                        recipient_user_id: None,
                         template_name: "t",
                         category: Category::Marketing,
                         idempotency_key: k.as_deref(),

@@ -46,6 +46,7 @@ fn last_slot_race_never_over_allows() {
                                 org_id: "race",
                                 phone_number_id: if t % 2 == 0 { "1" } else { "2" },
                                 recipient: &r,
+                                recipient_user_id: None,
                                 template_name: "t",
                                 category: Category::Utility,
                                 idempotency_key: None,

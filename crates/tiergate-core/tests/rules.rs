@@ -43,6 +43,7 @@ impl H {
                 org_id: "acme",
                 phone_number_id: phone,
                 recipient: &r,
+                recipient_user_id: None,
                 template_name: template,
                 category: Category::Utility,
                 idempotency_key: None,
@@ -72,6 +73,7 @@ fn malformed_requests_are_errors_not_decisions() {
         org_id: "acme",
         phone_number_id: PHONE,
         recipient: "4915112345678",
+        recipient_user_id: None,
         template_name: "order_update",
         category: Category::Utility,
         idempotency_key: None,
@@ -88,6 +90,7 @@ fn malformed_requests_are_errors_not_decisions() {
         (
             SendRequest {
                 recipient: "+4915",
+                recipient_user_id: None,
                 ..base
             },
             "recipient",
@@ -121,6 +124,7 @@ fn unknown_org_or_number_is_not_found_and_creates_no_state() {
         org_id: "ghost",
         phone_number_id: PHONE,
         recipient: "1",
+        recipient_user_id: None,
         template_name: "t",
         category: Category::Utility,
         idempotency_key: None,
@@ -525,6 +529,7 @@ fn idempotency_returns_the_first_decision_and_counts_once() {
         org_id: "acme",
         phone_number_id: PHONE,
         recipient: "7",
+        recipient_user_id: None,
         template_name: "t",
         category: Category::Utility,
         idempotency_key: Some("order-1"),
@@ -692,6 +697,7 @@ fn time_never_runs_backwards_for_an_org() {
                 org_id: "acme",
                 phone_number_id: PHONE,
                 recipient: r,
+                recipient_user_id: None,
                 template_name: "t",
                 category: Category::Utility,
                 idempotency_key: None,

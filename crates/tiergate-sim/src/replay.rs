@@ -206,6 +206,7 @@ impl Simulator {
             org_id: s.org,
             phone_number_id: s.phone,
             recipient: s.to,
+            recipient_user_id: None,
             template_name: s.template.unwrap_or("template"),
             category: s.category.unwrap_or(Category::Utility),
             idempotency_key: s.key,

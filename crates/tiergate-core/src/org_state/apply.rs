@@ -39,6 +39,7 @@ impl OrgState {
                     org_id: &self.id.clone(),
                     phone_number_id: phone,
                     recipient,
+                    recipient_user_id: None,
                     // A recorded send was judged already; its template and category do not
                     // change how it counts.
                     template_name: "restored",

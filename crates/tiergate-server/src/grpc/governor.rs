@@ -79,6 +79,7 @@ macro_rules! send_request {
             org_id: convert::required("org_id", &$r.org_id)?,
             phone_number_id: convert::required("phone_number_id", &$r.phone_number_id)?,
             recipient: convert::required("recipient", &$r.recipient)?,
+            recipient_user_id: None,
             template_name: convert::required("template_name", &$r.template_name)?,
             category: convert::category($r.category)?,
             idempotency_key: (!$r.idempotency_key.is_empty())

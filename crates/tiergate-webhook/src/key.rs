@@ -16,7 +16,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// One change's delivery key: answered `first: false` by the org once it applied the same key
-/// (`tiergate_core::Change::WebhookDelivery`). Built only here, so it is always bounded.
+/// (`tiergate_core::Change::WebhookDelivery`). A `messages` status is named by its message id,
+/// status and error code under the sending number; any other change by its WABA, field, value
+/// and the entry's `time`. Built only by the parser, as SHA-256 over a canonical form, so it is
+/// always 66 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryKey(String);
 

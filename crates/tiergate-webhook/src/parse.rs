@@ -70,7 +70,7 @@ pub enum QualityEvent {
 pub struct Parsed {
     /// What the change says.
     pub change: Change,
-    /// What a redelivery of the same change reproduces ([`crate::key`]); the plan applies it
+    /// What a redelivery of the same change reproduces ([`DeliveryKey`]); the plan applies it
     /// first so that the org drops a change it already applied.
     pub key: DeliveryKey,
 }

@@ -115,21 +115,237 @@ async fn bad_signatures_change_nothing() {
 }
 
 #[tokio::test]
-async fn malformed_bodies_apply_nothing() {
+async fn only_a_body_that_is_no_notification_is_refused() {
     let s = start().await;
     register(&s, pb::Tier::Tier2k, true, 80).await;
     assert_eq!(post_signed(&s, b"{not json").await.0, 400);
-    // one valid change and one broken one in the same batch: neither is applied
+    assert_eq!(
+        post_signed(&s, br#"{"object":"page","entry":[]}"#).await.0,
+        400
+    );
+    assert_eq!(
+        post_signed(&s, br#"{"object":"whatsapp_business_account","entry":{}}"#)
+            .await
+            .0,
+        400
+    );
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"tiergate_webhook_requests_total{result="malformed"} 3"#),
+        "{m}"
+    );
+}
+
+/// SPEC §5: a change tiergate cannot read (a limit of 1234, `TIER_NOT_SET` where it was not
+/// expected, an unknown event) does not cost the readable changes beside it: they apply, the
+/// unreadable one is counted, and Meta gets its 200 so it does not retry for days.
+#[tokio::test]
+async fn what_can_be_read_is_applied_and_the_body_answered_200() {
+    let s = start().await;
+    register(&s, pb::Tier::Tier2k, true, 80).await;
     let batch = format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{WABA}","changes":[
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{WABA}","time":1,"changes":[
         {{"field":"phone_number_quality_update","value":{{"display_phone_number":"15550783881","event":"FLAGGED","current_limit":"TIER_1K"}}}},
-        {{"field":"business_capability_update","value":{{"max_daily_conversations_per_business":1234}}}}]}}]}}"#
+        {{"field":"business_capability_update","value":{{"max_daily_conversations_per_business":1234}}}},
+        {{"field":"phone_number_quality_update","value":{{"display_phone_number":"15550783881","event":"EXPLODED"}}}},
+        {{"field":"business_capability_update","value":{{"whatsapp_business_manager_messaging_limit":"TIER_NOT_SET"}}}}]}}]}}"#
     );
     let (status, text) = post_signed(&s, batch.as_bytes()).await;
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&v["applied"], &v["unreadable"], &v["ignored"]),
+        (&1.into(), &2.into(), &1.into()),
+        "{text}"
+    );
     let o = s.get_org("acme").await;
-    assert_eq!(o.quality_rating, pb::QualityRating::Unknown as i32);
-    assert_eq!(o.tier, pb::Tier::Tier2k as i32);
+    assert_eq!(o.quality_rating, pb::QualityRating::Red as i32);
+    assert_eq!(
+        o.tier,
+        pb::Tier::Tier1k as i32,
+        "TIER_NOT_SET changes no tier"
+    );
+    let m = s.metrics().await;
+    for line in [
+        r#"tiergate_webhook_changes_total{field="business_capability_update",result="unreadable"} 1"#,
+        r#"tiergate_webhook_changes_total{field="phone_number_quality_update",result="unreadable"} 1"#,
+        r#"tiergate_webhook_changes_total{field="business_capability_update",result="ignored"} 1"#,
+        r#"tiergate_webhook_changes_total{field="phone_number_quality_update",result="applied"} 1"#,
+        r#"tiergate_webhook_requests_total{result="ok"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
+}
+
+/// A failed status with 131048 for message `id`, built from Meta's pair-rate fixture.
+fn spam_status(id: &str) -> Vec<u8> {
+    let body = String::from_utf8(fixture("status_failed_pair_rate.json")).unwrap();
+    let old_id = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
+    assert!(body.contains(old_id) && body.contains("131056"));
+    body.replace(old_id, id)
+        .replace("131056", "131048")
+        .into_bytes()
+}
+
+fn count(text: &str, what: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    v[what].as_u64().unwrap()
+}
+
+async fn paused_until(s: &Sidecar) -> i64 {
+    s.get_org("acme").await.numbers[0].paused_until_unix_ms
+}
+
+/// Meta redelivers a webhook it thinks was lost: the number is paused once for one status, and
+/// only a second, distinct 131048 doubles the pause.
+#[tokio::test]
+async fn a_redelivered_webhook_is_applied_once() {
+    let s = start().await;
+    register(&s, pb::Tier::Tier2k, true, 80).await;
+    let now = s.advance(0).await;
+
+    let (st, t) = post_signed(&s, &spam_status("wamid.first")).await;
+    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    let once = paused_until(&s).await;
+    let pause = once - now;
+    assert!(pause > 0);
+
+    let (st, t) = post_signed(&s, &spam_status("wamid.first")).await;
+    assert_eq!(
+        (st, count(&t, "duplicate"), count(&t, "applied")),
+        (200, 1, 0),
+        "{t}"
+    );
+    assert_eq!(
+        paused_until(&s).await,
+        once,
+        "not paused again, not doubled"
+    );
+
+    post_signed(&s, &spam_status("wamid.second")).await;
+    assert_eq!(
+        paused_until(&s).await,
+        now + 2 * pause,
+        "a second strike doubles"
+    );
+
+    // business_capability_update: the limit applies once; an admin's later change is not
+    // undone by the redelivery.
+    let cap = fixture("business_capability_update.json");
+    s.admin()
+        .request_tier_change(s.req(pb::RequestTierChangeRequest {
+            org_id: "acme".into(),
+            target_tier: pb::Tier::Tier250 as i32,
+        }))
+        .await
+        .unwrap();
+    post_signed(&s, &cap).await;
+    assert_eq!(s.get_org("acme").await.tier, pb::Tier::Tier2k as i32);
+    s.admin()
+        .request_tier_change(s.req(pb::RequestTierChangeRequest {
+            org_id: "acme".into(),
+            target_tier: pb::Tier::Tier250 as i32,
+        }))
+        .await
+        .unwrap();
+    let (st, t) = post_signed(&s, &cap).await;
+    assert_eq!((st, count(&t, "duplicate")), (200, 1), "{t}");
+    assert_eq!(s.get_org("acme").await.tier, pb::Tier::Tier250 as i32);
+
+    let m = s.metrics().await;
+    for line in [
+        r#"tiergate_webhook_changes_total{field="messages",result="duplicate"} 1"#,
+        r#"tiergate_webhook_changes_total{field="business_capability_update",result="duplicate"} 1"#,
+        r#"tiergate_webhook_changes_total{field="messages",result="applied"} 2"#,
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
+}
+
+/// The org's memory of deliveries is journaled: after `kill -9` and a restart, the embedded
+/// store still drops a redelivery.
+#[tokio::test]
+async fn a_redelivery_after_a_restart_is_still_a_duplicate() {
+    let dir = std::env::temp_dir().join(format!("tiergate-webhook-dedupe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir = dir.to_string_lossy().into_owned();
+    let args = [
+        "--store",
+        "embedded",
+        "--data-dir",
+        dir.as_str(),
+        "--manual-clock",
+        "--set",
+        "policy.auto_upgrade=false",
+    ];
+    let env = [("TIERGATE_WEBHOOK_SECRET", SECRET)];
+    let s = Sidecar::start_with(&args, &env).await;
+    register(&s, pb::Tier::Tier2k, true, 80).await;
+    assert_eq!(post_signed(&s, &spam_status("wamid.kept")).await.0, 200);
+    let once = paused_until(&s).await;
+    s.kill9();
+
+    let s = Sidecar::start_with(&args, &env).await;
+    assert_eq!(paused_until(&s).await, once);
+    let (st, t) = post_signed(&s, &spam_status("wamid.kept")).await;
+    assert_eq!((st, count(&t, "duplicate")), (200, 1), "{t}");
+    assert_eq!(paused_until(&s).await, once);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Meta's 2026 shapes, through the real binary: a held send puts the org under pacing review;
+/// a 130472 for a recipient named only by its BSUID is answered 200 and counted (the core does
+/// not take BSUID recipients yet); contacts' ids and a changed BSUID are read and noted.
+#[tokio::test]
+async fn the_2026_shapes_are_read_and_answered_200() {
+    let s = start().await;
+    register(&s, pb::Tier::Tier2k, true, 80).await;
+
+    let (st, t) = post_signed(&s, &fixture("status_held_for_quality_assessment.json")).await;
+    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    let o = s.get_org("acme").await;
+    assert!(o.pacing_review);
+    assert!(o.pacing_held_at_unix_ms > 0);
+
+    let (st, t) = post_signed(&s, &fixture("status_failed_experiment_bsuid.json")).await;
+    assert_eq!((st, count(&t, "rejected")), (200, 1), "{t}");
+
+    // The same code for another message, with the phone too, reaches the engine: that
+    // recipient's marketing stops.
+    let with_phone = String::from_utf8(fixture("status_failed_experiment_bsuid.json"))
+        .unwrap()
+        .replace(r#""id":"wamid."#, r#""id":"wamid.phone"#)
+        .replace(
+            r#""recipient_user_id""#,
+            r#""recipient_id":"16505559876","recipient_user_id""#,
+        );
+    let (st, t) = post_signed(&s, with_phone.as_bytes()).await;
+    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    let mut req = acquire("acme", 16_505_559_876);
+    req.category = pb::Category::Marketing as i32;
+    assert_eq!(
+        reason(&s.acquire_req(req).await),
+        pb::DenyReason::RecipientMarketingLimit
+    );
+
+    for name in ["status_delivered_bsuid.json", "user_id_update.json"] {
+        let (st, t) = post_signed(&s, &fixture(name)).await;
+        assert_eq!(
+            (st, count(&t, "ignored"), count(&t, "unreadable")),
+            (200, 1, 0),
+            "{name}: {t}"
+        );
+    }
+    let m = s.metrics().await;
+    for line in [
+        r#"tiergate_webhook_changes_total{field="messages",result="rejected"} 1"#,
+        r#"tiergate_feedback_reactions_total{result="marketing_experiment"} 1"#,
+        r#"tiergate_webhook_changes_total{field="user_id_update",result="ignored"} 1"#,
+        r#"tiergate_webhook_changes_total{field="messages",result="ignored"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //!   store cannot take changes (Redis unreachable, an embedded write failed).
 //! * `/metrics`: Prometheus text.
 //! * `GET /webhooks/whatsapp`: Meta's verification handshake.
-//! * `POST /webhooks/whatsapp`: signed notifications, verified, parsed whole, then applied.
+//! * `POST /webhooks/whatsapp`: signed notifications, verified, parsed, then applied change by
+//!   change (each counted by field and result: applied, held, unknown_id, ignored, duplicate,
+//!   unreadable, rejected, store_unavailable).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -154,7 +156,7 @@ async fn receive(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) ->
     };
     let (outcomes, summary) = apply::apply(&s.gate, &changes).await;
     for (c, o) in changes.iter().zip(&outcomes) {
-        s.metrics.webhook_change(c.field(), o.label());
+        s.metrics.webhook_change(c.change.field(), o.label());
         if let Outcome::Reacted(r) = o
             && *r != tiergate_core::Reaction::None
         {

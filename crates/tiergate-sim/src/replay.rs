@@ -155,9 +155,16 @@ impl Simulator {
         } else if let Some(r) = l.resolve_appeal {
             self.resolve_latest(&r.org, r.approved)
         } else if let Some(w) = l.webhook {
-            self.webhook(w.get().as_bytes(), l.t)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            // A change that cannot be read is answered 200 by the sidecar (the rest applies);
+            // here it is also an event error, so the trace's author sees it.
+            match self.webhook(w.get().as_bytes(), l.t) {
+                Ok(s) if s.unreadable > 0 => Err(format!(
+                    "{} webhook change(s) could not be read",
+                    s.unreadable
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
         } else {
             Ok(())
         };
@@ -171,9 +178,9 @@ impl Simulator {
     /// edge check the gate makes, then the engine), minus the signature: the trace is trusted.
     fn webhook(&self, body: &[u8], t: u64) -> Result<Summary, parse::ParseError> {
         let mut summary = Summary::default();
-        for change in &parse::parse(body)? {
-            let named = plan::resolve(change, |id| self.engine.lookup_id(id));
-            let mut plan = Plan::new(change, named, self.engine.policy(), t);
+        for parsed in &parse::parse(body)? {
+            let named = plan::resolve(&parsed.change, |id| self.engine.lookup_id(id));
+            let mut plan = Plan::new(parsed, named, self.engine.policy(), t);
             while let Some(fact) = plan.next_fact() {
                 let answer = self
                     .engine

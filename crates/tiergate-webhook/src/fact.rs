@@ -62,3 +62,17 @@ pub(crate) fn feedback(org: &str, phone: &str, recipient: Option<&str>, code: i3
         },
     )
 }
+
+pub(crate) fn delivery(org: &str, key: &str) -> Fact {
+    Fact::new(
+        0,
+        org,
+        Change::WebhookDelivery {
+            key: key.to_owned(),
+        },
+    )
+}
+
+pub(crate) fn pacing_held(org: &str) -> Fact {
+    Fact::new(0, org, Change::PacingHeld)
+}

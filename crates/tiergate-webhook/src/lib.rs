@@ -5,9 +5,12 @@
 //! runtime. So everything between the body's bytes and the engine's answers lives here, pure and
 //! synchronous, and each shell keeps only its loop:
 //!
-//! * [`parse`]: the whole body parsed, and refused whole, before anything applies;
+//! * [`parse`]: the whole body parsed before anything applies; refused whole only when it is
+//!   not a notification at all, otherwise each change read on its own (one that cannot be read
+//!   is counted and answered 200 with the rest) and given a delivery key;
 //! * [`plan`]: which ids a change names ([`plan::ids`]), and, once the shell has resolved them,
-//!   the engine facts to apply, one at a time ([`Plan`]), each judged by the engine's answer;
+//!   the engine facts to apply, one at a time ([`Plan`]), each judged by the engine's answer,
+//!   the change's delivery key first so that Meta's redeliveries apply once;
 //! * [`outcome`]: what became of each change ([`Outcome`]) and the counts answered to WhatsApp
 //!   ([`Summary`]).
 //!
@@ -26,9 +29,9 @@
 //!
 //! let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398",
 //!     "changes":[{"field":"account_update","value":{"event":"ACCOUNT_VIOLATION"}}]}]}"#;
-//! for change in parse::parse(body).unwrap() {
-//!     let named = plan::resolve(&change, |id| engine.lookup_id(id));
-//!     let mut plan = Plan::new(&change, named, engine.policy(), 0);
+//! for parsed in parse::parse(body).unwrap() {
+//!     let named = plan::resolve(&parsed.change, |id| engine.lookup_id(id));
+//!     let mut plan = Plan::new(&parsed, named, engine.policy(), 0);
 //!     while let Some(fact) = plan.next_fact() {
 //!         match engine.execute(&Command::Apply { fact }) {
 //!             Ok(answer) => plan.answered(&answer),
@@ -42,6 +45,8 @@
 #![forbid(unsafe_code)]
 
 mod fact;
+mod key;
+mod messages;
 pub mod outcome;
 pub mod parse;
 pub mod plan;

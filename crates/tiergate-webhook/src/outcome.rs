@@ -7,8 +7,8 @@ use serde::Serialize;
 use tiergate_core::Reaction;
 
 /// What became of one change. WhatsApp is answered 200 for every outcome but
-/// [`Outcome::StoreUnavailable`]: retrying a change an org refused or no org holds would only
-/// repeat it.
+/// [`Outcome::StoreUnavailable`]: retrying a change an org refused, no org holds, or that could
+/// not be read would only repeat it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The org's state changed, or already was what the change reports.
@@ -20,8 +20,16 @@ pub enum Outcome {
     Held,
     /// No org holds the id the change names: counted, not retried, and nothing is created.
     UnknownId,
-    /// A field the governor does not act on; counted so new fields show up in metrics.
+    /// A field the governor does not act on; counted so new fields show up in metrics. Also a
+    /// change it reads but cannot act on yet: a business-scoped user id linked to a phone
+    /// (`contacts[]`) or changed (`user_id_update`), which the core does not take until its
+    /// BSUID work lands; and a capability update that sets no messaging limit (`TIER_NOT_SET`).
     Ignored,
+    /// The org already applied this change (same delivery key): Meta redelivered it, and
+    /// applying it again would repeat its effect (a second pause, a doubled back-off).
+    Duplicate,
+    /// The change could not be read (its reason is logged); the rest of the body applied.
+    Unreadable(String),
     /// The org refused the change (e.g. a template name Meta would not issue, or an error code
     /// that needs more than a status carries); the reason is logged.
     Rejected(String),
@@ -38,6 +46,8 @@ impl Outcome {
             Outcome::Held => "held",
             Outcome::UnknownId => "unknown_id",
             Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unreadable(_) => "unreadable",
             Outcome::Rejected(_) => "rejected",
             Outcome::StoreUnavailable => "store_unavailable",
         }
@@ -56,6 +66,10 @@ pub struct Summary {
     pub unknown_id: usize,
     /// Fields the governor does not act on.
     pub ignored: usize,
+    /// Redeliveries of changes the org already applied.
+    pub duplicate: usize,
+    /// Changes that could not be read.
+    pub unreadable: usize,
     /// Changes the org refused, or the store could not take.
     pub rejected: usize,
 }
@@ -68,6 +82,8 @@ impl Summary {
             Outcome::Held => self.held += 1,
             Outcome::UnknownId => self.unknown_id += 1,
             Outcome::Ignored => self.ignored += 1,
+            Outcome::Duplicate => self.duplicate += 1,
+            Outcome::Unreadable(_) => self.unreadable += 1,
             Outcome::Rejected(_) | Outcome::StoreUnavailable => self.rejected += 1,
         }
     }

@@ -12,11 +12,21 @@
 //!    (through the gate, or `Engine::execute_at`) and tells the plan what the engine answered;
 //!    the plan judges the answer and decides whether the next fact still applies.
 //!
+//! **Redeliveries apply once.** A change that asks for any fact asks first for
+//! `WebhookDelivery` with its [`parse::DeliveryKey`]; the org answers whether it applied that
+//! key before, and a change it did is [`Outcome::Duplicate`] with nothing after it. The memory
+//! is the org's own (bounded, journaled, replicated), so a restart or another replica drops the
+//! same redelivery. A change that applies nothing (an ignored field, an unknown id, a status
+//! without errors, `TIER_NOT_SET`) spends no key: there is nothing to repeat, and keying every
+//! delivered status would fill the org's memory and the journal for nothing.
+//!
 //! The mapping holds WhatsApp's meaning of each field: a rating change comes before the limit
 //! reported with it, and that limit is applied only if the rating was; a reported limit is a tier
 //! request, so an increase still passes the escalation gate; a paused template is paused until
 //! `now` plus the pause WhatsApp announced (or the policy's); a throughput upgrade raises the
-//! number to the policy's ceiling.
+//! number to the policy's ceiling; a send held for quality assessment marks the org as under
+//! pacing review; an error code is fed back with the recipient's phone when the status names
+//! one.
 
 use tiergate_core::{Fact, IdOwner, IdRef, Policy, QualityRating, Reaction};
 
@@ -27,7 +37,7 @@ use crate::parse::{self, QualityEvent, TemplateStatus};
 /// The ids `change` names, in the order the mapping consults them. The first one an org holds
 /// decides the change's org (a display number before its WABA, because it also names the number
 /// a throughput upgrade raises), so a shell whose lookups cost something stops at the first hit.
-/// An ignored field names none.
+/// A change applied to no org (ignored, unreadable, a BSUID link) names none.
 pub fn ids(change: &parse::Change) -> impl Iterator<Item = IdRef<'_>> {
     let (first, then) = match change {
         parse::Change::PhoneQuality {
@@ -44,8 +54,15 @@ pub fn ids(change: &parse::Change) -> impl Iterator<Item = IdRef<'_>> {
         | parse::Change::TemplateQuality { waba_id, .. } => (Some(IdRef::Waba(waba_id)), None),
         parse::Change::SendError {
             phone_number_id, ..
+        }
+        | parse::Change::PacingHeld {
+            phone_number_id, ..
         } => (Some(IdRef::PhoneNumberId(phone_number_id)), None),
-        parse::Change::Ignored { .. } => (None, None),
+        // Applied to no org (yet), so no lookup is spent on them.
+        parse::Change::Ignored { .. }
+        | parse::Change::Unreadable { .. }
+        | parse::Change::RecipientIds { .. }
+        | parse::Change::UserIdUpdate { .. } => (None, None),
     };
     first.into_iter().chain(then)
 }
@@ -73,25 +90,42 @@ pub fn resolve<'a>(
 /// How the engine's answer to one fact is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Judge {
+    /// The delivery key: the first time, the change goes on; again, it is a duplicate.
+    Delivery,
     /// Any answer means the change took.
     Done,
     /// A tier request: applied, or held by the escalation gate.
     Tier,
     /// An error code: its reaction, unless it needed more than a status carries.
-    Reaction,
+    /// `bsuid_only`: the status named the recipient only by a BSUID, which says why.
+    Reaction { bsuid_only: bool },
 }
 
 impl Judge {
     fn judge(self, answer: &tiergate_core::Outcome) -> Outcome {
         match (self, answer) {
+            (Judge::Delivery, tiergate_core::Outcome::Delivery { first: true }) => Outcome::Applied,
+            (Judge::Delivery, tiergate_core::Outcome::Delivery { first: false }) => {
+                Outcome::Duplicate
+            }
+            (Judge::Delivery, _) => {
+                Outcome::Rejected("the engine did not answer the delivery key".into())
+            }
             (Judge::Done, _) => Outcome::Applied,
             (Judge::Tier, tiergate_core::Outcome::Tier(c)) if c.applied => Outcome::Applied,
             (Judge::Tier, _) => Outcome::Held,
-            (Judge::Reaction, tiergate_core::Outcome::Reaction(Reaction::Incomplete)) => {
-                Outcome::Rejected("needs more than a status carries".into())
-            }
-            (Judge::Reaction, tiergate_core::Outcome::Reaction(r)) => Outcome::Reacted(*r),
-            (Judge::Reaction, _) => Outcome::Applied,
+            (
+                Judge::Reaction { bsuid_only },
+                tiergate_core::Outcome::Reaction(Reaction::Incomplete),
+            ) => Outcome::Rejected(if bsuid_only {
+                "needs the recipient's phone; the status names it only by a business-scoped \
+                 user id, which the core does not take yet"
+                    .into()
+            } else {
+                "needs more than a status carries".into()
+            }),
+            (Judge::Reaction { .. }, tiergate_core::Outcome::Reaction(r)) => Outcome::Reacted(*r),
+            (Judge::Reaction { .. }, _) => Outcome::Applied,
         }
     }
 }
@@ -112,34 +146,58 @@ impl Step {
 }
 
 /// One change's facts, applied in order by the shell: each only while every one before it was
-/// [`Outcome::Applied`]. See the module docs for the loop.
+/// [`Outcome::Applied`], the delivery key first. See the module docs for the loop.
 #[derive(Debug, Clone)]
 pub struct Plan {
     steps: std::vec::IntoIter<Step>,
     /// The judge of the fact handed out last, until the shell says what became of it.
     pending: Option<Judge>,
     outcome: Outcome,
+    /// The org whose delivery key must go first, until [`Plan::new`] puts it there.
+    org: Option<String>,
 }
 
 impl Plan {
-    /// Maps `change` to its facts. `named` is what resolving [`ids`] found, `policy` the engine's
-    /// (a throughput upgrade raises a number to `max_throughput_mps`, a pause without a length
-    /// lasts `template_pause_ms`), and `now` the engine's time, from which a pause runs.
+    /// Maps a parsed change to its facts, its delivery key first (see the module docs). `named`
+    /// is what resolving [`ids`] of `parsed.change` found, `policy` the engine's (a throughput
+    /// upgrade raises a number to `max_throughput_mps`, a pause without a length lasts
+    /// `template_pause_ms`), and `now` the engine's time, from which a pause runs.
     pub fn new(
-        change: &parse::Change,
+        parsed: &parse::Parsed,
         named: Option<Named<'_>>,
         policy: &Policy,
         now: u64,
     ) -> Self {
-        if let parse::Change::Ignored { .. } = change {
-            return Self::settled(Outcome::Ignored);
+        let mut plan = Self::map(&parsed.change, named, policy, now);
+        if let Some(org) = plan.org.take() {
+            // Nothing else of the change applies unless the org has not applied it before.
+            let key = Step {
+                fact: fact::delivery(&org, parsed.key.as_str()),
+                judge: Judge::Delivery,
+            };
+            let steps: Vec<Step> = std::iter::once(key).chain(plan.steps).collect();
+            plan.steps = steps.into_iter();
+        }
+        plan
+    }
+
+    /// The change's own facts, without the delivery key.
+    fn map(change: &parse::Change, named: Option<Named<'_>>, policy: &Policy, now: u64) -> Self {
+        if let Some(outcome) = Self::for_no_org(change) {
+            return Self::settled(outcome);
         }
         let Some(named) = named else {
             return Self::settled(Outcome::UnknownId);
         };
         let org = named.owner.org_id.as_str();
+        let plan = |steps: Vec<Step>| Self::steps(org, steps);
         match change {
-            parse::Change::Ignored { .. } => Self::settled(Outcome::Ignored),
+            parse::Change::Ignored { .. }
+            | parse::Change::Unreadable { .. }
+            | parse::Change::RecipientIds { .. }
+            | parse::Change::UserIdUpdate { .. } => {
+                Self::settled(Self::for_no_org(change).unwrap_or(Outcome::Ignored))
+            }
             parse::Change::PhoneQuality {
                 event,
                 current_limit,
@@ -173,14 +231,18 @@ impl Plan {
                         judge: Judge::Tier,
                     });
                 }
-                Self::steps(steps)
+                plan(steps)
             }
-            parse::Change::Capability { limit, .. } => Self::steps(vec![Step {
-                fact: fact::tier_request(org, *limit),
-                judge: Judge::Tier,
-            }]),
+            parse::Change::Capability { limit, .. } => match limit {
+                Some(limit) => plan(vec![Step {
+                    fact: fact::tier_request(org, *limit),
+                    judge: Judge::Tier,
+                }]),
+                // TIER_NOT_SET, or no messaging limit in the update: no tier to ask for.
+                None => Self::settled(Outcome::Ignored),
+            },
             parse::Change::Account { restrict, .. } => match restrict {
-                Some(r) => Self::steps(vec![Step::done(fact::account_restricted(org, *r))]),
+                Some(r) => plan(vec![Step::done(fact::account_restricted(org, *r))]),
                 None => Self::settled(Outcome::Applied),
             },
             parse::Change::TemplateStatus {
@@ -197,19 +259,42 @@ impl Plan {
                     TemplateStatus::Reinstated => fact::template_reinstated(org, template_name),
                     TemplateStatus::Other => return Self::settled(Outcome::Applied),
                 };
-                Self::steps(vec![Step::done(fact)])
+                plan(vec![Step::done(fact)])
             }
             // Noted only: WhatsApp pauses a template by a status update, which comes separately.
             parse::Change::TemplateQuality { .. } => Self::settled(Outcome::Applied),
+            // The recipient is the phone (`recipient_id`) when the status gives one. A status
+            // naming the recipient only by its BSUID (`recipient_user_id`) is fed back with no
+            // recipient: the core does not take BSUID recipients yet (another change adds
+            // them), so a code that needs the recipient is refused with that reason, and the
+            // number-wide reactions (pauses, throughput cuts) still apply.
             parse::Change::SendError {
                 phone_number_id,
                 recipient,
+                recipient_user_id,
                 code,
                 ..
-            } => Self::steps(vec![Step {
+            } => plan(vec![Step {
                 fact: fact::feedback(org, phone_number_id, recipient.as_deref(), *code),
-                judge: Judge::Reaction,
+                judge: Judge::Reaction {
+                    bsuid_only: recipient.is_none() && recipient_user_id.is_some(),
+                },
             }]),
+            parse::Change::PacingHeld { .. } => plan(vec![Step::done(fact::pacing_held(org))]),
+        }
+    }
+
+    /// The outcome of a change applied to no org, whatever its ids name.
+    fn for_no_org(change: &parse::Change) -> Option<Outcome> {
+        match change {
+            parse::Change::Ignored { .. } => Some(Outcome::Ignored),
+            parse::Change::Unreadable { why, .. } => Some(Outcome::Unreadable(why.clone())),
+            // Read and checked, but linking a phone to a BSUID (or a BSUID to its successor)
+            // is the core's BSUID work, not done yet: noted, not applied.
+            parse::Change::RecipientIds { .. } | parse::Change::UserIdUpdate { .. } => {
+                Some(Outcome::Ignored)
+            }
+            _ => None,
         }
     }
 
@@ -219,12 +304,15 @@ impl Plan {
             steps: Vec::new().into_iter(),
             pending: None,
             outcome,
+            org: None,
         }
     }
 
-    /// A change that takes if its facts do. An empty list is a change that needs nothing.
-    fn steps(steps: Vec<Step>) -> Self {
+    /// A change that takes if its facts do. An empty list is a change that needs nothing (and
+    /// so no delivery key); otherwise `org`'s key goes first ([`Plan::new`]).
+    fn steps(org: &str, steps: Vec<Step>) -> Self {
         Plan {
+            org: (!steps.is_empty()).then(|| org.to_owned()),
             steps: steps.into_iter(),
             pending: None,
             outcome: Outcome::Applied,

@@ -1,5 +1,6 @@
 //! What each parsed change does to a real engine, driven the way both shells drive a plan; and
-//! the plan's own rules (ids in order, nothing after a fact that did not apply).
+//! the plan's own rules (ids in order, the delivery key first, nothing after a fact that did not
+//! apply, a redelivery applied once).
 //!
 //! The tests look at the engine's state and the outcomes, never at the facts themselves, so they
 //! hold whatever shape `Fact` takes.
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tiergate_core::{
-    Command, Engine, EscalationKind, EscalationPath, IdOwner, IdRef, ManualClock, OrgConfig,
-    Policy, QualityRating, Reaction, Tier,
+    Change, Command, Engine, EscalationKind, EscalationPath, IdOwner, IdRef, ManualClock,
+    OrgConfig, Policy, QualityRating, Reaction, Tier,
 };
 use tiergate_webhook::{Named, Outcome, Plan, Summary, parse, plan};
 
@@ -40,11 +41,18 @@ fn body(waba: &str, changes: Vec<Value>) -> Vec<u8> {
 
 /// The simulator's loop: resolve, then apply each fact the plan hands out.
 fn drive(engine: &Engine, body: &[u8]) -> Vec<Outcome> {
+    drive_counting(engine, body).0
+}
+
+/// [`drive`], also counting the facts the plans handed out.
+fn drive_counting(engine: &Engine, body: &[u8]) -> (Vec<Outcome>, usize) {
     let mut out = Vec::new();
-    for change in parse::parse(body).unwrap() {
-        let named = plan::resolve(&change, |id| engine.lookup_id(id));
-        let mut plan = Plan::new(&change, named, engine.policy(), NOW);
+    let mut facts = 0;
+    for parsed in parse::parse(body).unwrap() {
+        let named = plan::resolve(&parsed.change, |id| engine.lookup_id(id));
+        let mut plan = Plan::new(&parsed, named, engine.policy(), NOW);
         while let Some(fact) = plan.next_fact() {
+            facts += 1;
             let answer = engine
                 .check_fact(&fact)
                 .and_then(|()| engine.execute(&Command::Apply { fact }));
@@ -55,7 +63,7 @@ fn drive(engine: &Engine, body: &[u8]) -> Vec<Outcome> {
         }
         out.push(plan.outcome());
     }
-    out
+    (out, facts)
 }
 
 fn quality(event: &str, limit: Option<&str>) -> Value {
@@ -224,6 +232,7 @@ fn unknown_ids_and_ignored_fields_apply_nothing() {
 #[test]
 fn ids_are_consulted_in_order_and_resolving_stops_at_the_first_hit() {
     let changes = parse::parse(&body(WABA, vec![quality("FLAGGED", None)])).unwrap();
+    let changes: Vec<_> = changes.into_iter().map(|p| p.change).collect();
     let ids: Vec<_> = plan::ids(&changes[0]).collect();
     assert_eq!(ids, [IdRef::DisplayNumber(DISPLAY), IdRef::Waba(WABA)]);
 
@@ -239,7 +248,7 @@ fn ids_are_consulted_in_order_and_resolving_stops_at_the_first_hit() {
     assert_eq!(named.unwrap().id, IdRef::DisplayNumber(DISPLAY));
 
     let ignored = parse::parse(&body(WABA, vec![json!({"field": "x", "value": {}})])).unwrap();
-    assert_eq!(plan::ids(&ignored[0]).count(), 0);
+    assert_eq!(plan::ids(&ignored[0].change).count(), 0);
 }
 
 #[test]
@@ -268,13 +277,224 @@ fn nothing_follows_a_fact_that_did_not_apply() {
     assert!(p.next_fact().is_none());
     assert_eq!(p.outcome(), Outcome::StoreUnavailable);
 
-    // Both facts when the first applies.
+    // The delivery key, then both facts, when each applies.
     let mut p = Plan::new(&changes[0], named(), &policy, NOW);
     let mut n = 0;
-    while p.next_fact().is_some() {
+    while let Some(fact) = p.next_fact() {
         n += 1;
-        p.answered(&tiergate_core::Outcome::Restored);
+        if n == 1 {
+            assert!(
+                matches!(fact.change, Change::WebhookDelivery { .. }),
+                "{fact:?}"
+            );
+            p.answered(&tiergate_core::Outcome::Delivery { first: true });
+        } else {
+            p.answered(&tiergate_core::Outcome::Restored);
+        }
     }
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     assert_eq!(p.outcome(), Outcome::Held);
+
+    // A key the org applied before: nothing after it.
+    let mut p = Plan::new(&changes[0], named(), &policy, NOW);
+    assert!(p.next_fact().is_some());
+    p.answered(&tiergate_core::Outcome::Delivery { first: false });
+    assert!(p.next_fact().is_none());
+    assert_eq!(p.outcome(), Outcome::Duplicate);
+}
+
+fn status_error(id: &str, recipient: Option<&str>, user_id: Option<&str>, code: i32) -> Value {
+    json!({"field": "messages", "value": {"metadata": {"phone_number_id": PHONE},
+        "statuses": [{"id": id, "status": "failed", "timestamp": "1775005200",
+                      "recipient_id": recipient, "recipient_user_id": user_id,
+                      "errors": [{"code": code}]}]}})
+}
+
+fn paused_until(e: &Engine) -> Option<u64> {
+    e.get_org("acme").unwrap().numbers[0].paused_until_ms
+}
+
+#[test]
+fn a_redelivered_status_applies_once_and_a_distinct_one_doubles_the_pause() {
+    let e = engine(false);
+    let spam = body(
+        WABA,
+        vec![status_error("wamid.A", Some("16505551234"), None, 131_048)],
+    );
+    let first = drive(&e, &spam);
+    assert!(
+        matches!(first[0], Outcome::Reacted(Reaction::NumberPaused(_))),
+        "{first:?}"
+    );
+    let once = paused_until(&e).expect("paused");
+    let pause = once - NOW;
+
+    // Meta delivers the same status again: the org drops it, the pause stays.
+    assert_eq!(drive(&e, &spam), [Outcome::Duplicate]);
+    assert_eq!(paused_until(&e), Some(once));
+
+    // Another message failing with 131048 is a second strike: twice the pause.
+    let other = body(
+        WABA,
+        vec![status_error("wamid.B", Some("16505551234"), None, 131_048)],
+    );
+    assert!(matches!(drive(&e, &other)[0], Outcome::Reacted(_)));
+    assert_eq!(paused_until(&e), Some(NOW + 2 * pause));
+    let mut summary = Summary::default();
+    drive(&e, &spam).iter().for_each(|o| summary.add(o));
+    assert_eq!((summary.duplicate, summary.applied), (1, 0));
+}
+
+#[test]
+fn a_redelivered_capability_update_applies_once() {
+    let e = engine(true);
+    let cap = |limit: Value, time: u64| {
+        serde_json::to_vec(&json!({"object": "whatsapp_business_account",
+            "entry": [{"id": WABA, "time": time, "changes": [
+                {"field": "business_capability_update",
+                 "value": {"max_daily_conversations_per_business": limit}}]}]}))
+        .unwrap()
+    };
+    assert_eq!(drive(&e, &cap(json!(2000), 10)), [Outcome::Applied]);
+    assert_eq!(e.get_org("acme").unwrap().config.tier, Tier::Tier2K);
+    // An admin lowers the tier; the redelivery of the old update must not raise it again.
+    e.request_tier_change("acme", Tier::Tier250).unwrap();
+    assert_eq!(drive(&e, &cap(json!(2000), 10)), [Outcome::Duplicate]);
+    assert_eq!(e.get_org("acme").unwrap().config.tier, Tier::Tier250);
+    // The same limit reported at another time is another update.
+    assert_eq!(drive(&e, &cap(json!(2000), 11)), [Outcome::Applied]);
+    assert_eq!(e.get_org("acme").unwrap().config.tier, Tier::Tier2K);
+}
+
+#[test]
+fn changes_that_apply_nothing_spend_no_key() {
+    let e = engine(false);
+    let (got, facts) = drive_counting(
+        &e,
+        &body(
+            "999",
+            vec![json!({"field": "account_update", "value": {"event": "ACCOUNT_VIOLATION"}})],
+        ),
+    );
+    assert_eq!((got, facts), (vec![Outcome::UnknownId], 0));
+    let quiet = vec![
+        json!({"field": "business_capability_update",
+            "value": {"max_daily_conversations_per_business": "TIER_NOT_SET"}}),
+        json!({"field": "business_capability_update", "value": {"max_phone_numbers_per_waba": 25}}),
+        json!({"field": "account_update", "value": {"event": "PARTNER_ADDED"}}),
+        json!({"field": "messages", "value": {"metadata": {"phone_number_id": PHONE},
+            "contacts": [{"wa_id": "16505551234", "user_id": "US.13491208655302741918"}],
+            "statuses": [{"id": "wamid.D", "status": "delivered", "recipient_id": "16505551234"}]}}),
+        json!({"field": "user_id_update", "value": {"user_id_update": [{"wa_id": "16505551234",
+            "user_id": {"previous": "US.1", "current": "US.2"}}]}}),
+        json!({"field": "something_new", "value": {}}),
+    ];
+    let (got, facts) = drive_counting(&e, &body(WABA, quiet));
+    assert_eq!(
+        got,
+        [
+            Outcome::Ignored,
+            Outcome::Ignored,
+            Outcome::Applied,
+            Outcome::Ignored,
+            Outcome::Ignored,
+            Outcome::Ignored
+        ]
+    );
+    assert_eq!(facts, 0);
+    assert_eq!(e.get_org("acme").unwrap().config.tier, Tier::Tier250);
+}
+
+#[test]
+fn unreadable_changes_leave_the_rest_applied() {
+    let e = engine(false);
+    let got = drive(
+        &e,
+        &body(
+            WABA,
+            vec![
+                json!({"field": "business_capability_update",
+                    "value": {"max_daily_conversations_per_business": "TIER_42"}}),
+                json!({"field": "account_update", "value": {"event": "ACCOUNT_VIOLATION"}}),
+            ],
+        ),
+    );
+    assert!(
+        matches!(&got[0], Outcome::Unreadable(why) if why.contains("TIER_42")),
+        "{got:?}"
+    );
+    assert_eq!(got[1], Outcome::Applied);
+    assert!(e.get_org("acme").unwrap().account_restricted);
+    assert_eq!(got[0].label(), "unreadable");
+}
+
+#[test]
+fn a_held_send_puts_the_org_under_pacing_review_once() {
+    let e = engine(false);
+    let held = body(
+        WABA,
+        vec![
+            json!({"field": "messages", "value": {"metadata": {"phone_number_id": PHONE},
+            "statuses": [{"id": "wamid.H", "status": "held_for_quality_assessment",
+                          "timestamp": "1775002000", "recipient_id": "16505557777",
+                          "recipient_user_id": "US.58201937746512093381"}]}}),
+        ],
+    );
+    assert!(!e.get_org("acme").unwrap().pacing_review);
+    assert_eq!(drive(&e, &held), [Outcome::Applied]);
+    let st = e.get_org("acme").unwrap();
+    assert!(st.pacing_review);
+    assert_eq!(st.pacing_held_at_ms, Some(NOW));
+    assert_eq!(drive(&e, &held), [Outcome::Duplicate]);
+}
+
+#[test]
+fn a_2026_code_reaches_the_engine_with_the_phone_and_says_why_without_one() {
+    let e = engine(false);
+    // Both ids: the phone is the recipient, the experiment blocks its marketing.
+    let both = body(
+        WABA,
+        vec![status_error(
+            "wamid.E1",
+            Some("16505551234"),
+            Some("US.13491208655302741918"),
+            130_472,
+        )],
+    );
+    let got = drive(&e, &both);
+    assert!(
+        matches!(got[0], Outcome::Reacted(Reaction::MarketingExperiment(_))),
+        "{got:?}"
+    );
+    // Only a BSUID: no recipient is passed (the core takes phones only, for now), and the
+    // refusal says so; answered like any refusal, not a refused body.
+    let bsuid_only = body(
+        WABA,
+        vec![status_error(
+            "wamid.E2",
+            None,
+            Some("GB.20385716640219937715"),
+            130_472,
+        )],
+    );
+    let got = drive(&e, &bsuid_only);
+    assert!(
+        matches!(&got[0], Outcome::Rejected(why) if why.contains("business-scoped")),
+        "{got:?}"
+    );
+    // A number-wide code needs no recipient: it applies with a BSUID-only status.
+    let maintenance = body(
+        WABA,
+        vec![status_error(
+            "wamid.E3",
+            None,
+            Some("GB.20385716640219937715"),
+            131_057,
+        )],
+    );
+    let got = drive(&e, &maintenance);
+    assert!(
+        matches!(got[0], Outcome::Reacted(Reaction::NumberMaintenance(_))),
+        "{got:?}"
+    );
 }

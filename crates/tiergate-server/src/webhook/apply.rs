@@ -4,6 +4,12 @@
 //! What a change means is [`tiergate_webhook::Plan`]'s; this is only the asynchronous loop
 //! around it: resolve the ids through the gate, apply the plan's facts through the gate, and
 //! turn a store that cannot take them into [`Outcome::StoreUnavailable`] (answered 503).
+//!
+//! Each change's delivery key is the first fact its plan hands out, so a redelivery that the
+//! org (or, with Redis, any replica) already applied stops there as [`Outcome::Duplicate`].
+//! With Redis the key and the change are separate commands: a store that fails between them
+//! leaves the key recorded and the change not, and Meta's retry is then a duplicate (closing
+//! that needs the two in one replicated command, in the core).
 
 use tiergate_webhook::plan::{self, Named, Plan};
 use tiergate_webhook::{Outcome, Summary, parse};
@@ -11,16 +17,16 @@ use tiergate_webhook::{Outcome, Summary, parse};
 use crate::gate::Gate;
 
 /// Applies one change.
-pub async fn apply_one(gate: &Gate, change: &parse::Change) -> Outcome {
+pub async fn apply_one(gate: &Gate, parsed: &parse::Parsed) -> Outcome {
     let mut named = None;
-    for id in plan::ids(change) {
+    for id in plan::ids(&parsed.change) {
         if let Some(owner) = gate.lookup(id).await {
             named = Some(Named { id, owner });
             break;
         }
     }
     let engine = gate.engine();
-    let mut plan = Plan::new(change, named, engine.policy(), engine.clock().now_ms());
+    let mut plan = Plan::new(parsed, named, engine.policy(), engine.clock().now_ms());
     while let Some(fact) = plan.next_fact() {
         match gate.apply_unflushed(fact).await {
             Ok(answer) => plan.answered(&answer),
@@ -31,14 +37,24 @@ pub async fn apply_one(gate: &Gate, change: &parse::Change) -> Outcome {
     plan.outcome()
 }
 
-/// Applies every change; returns each outcome (for metrics) and the totals.
-pub async fn apply(gate: &Gate, changes: &[parse::Change]) -> (Vec<Outcome>, Summary) {
+/// Applies every change; returns each outcome (for metrics) and the totals. A change that was
+/// refused or could not be read is logged with its reason (the rest still apply).
+pub async fn apply(gate: &Gate, changes: &[parse::Parsed]) -> (Vec<Outcome>, Summary) {
     let mut summary = Summary::default();
     let mut outcomes = Vec::with_capacity(changes.len());
     for c in changes {
         let o = apply_one(gate, c).await;
-        if let Outcome::Rejected(why) = &o {
-            tracing::warn!(field = c.field(), why, "webhook change refused");
+        match &o {
+            Outcome::Rejected(why) => {
+                tracing::warn!(field = c.change.field(), why, "webhook change refused");
+            }
+            Outcome::Unreadable(why) => {
+                tracing::warn!(field = c.change.field(), why, "webhook change unreadable");
+            }
+            Outcome::Duplicate => {
+                tracing::debug!(field = c.change.field(), key = %c.key, "webhook redelivery");
+            }
+            _ => {}
         }
         summary.add(&o);
         outcomes.push(o);

@@ -215,8 +215,16 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let result = upstream.send(send.org_id, &msg).await;
         self.metrics.upstream(result.label());
         let outcome = match &result {
-            UpstreamResult::Sent { message_id, .. } => {
+            UpstreamResult::Sent { message_id, held } => {
                 resp.message_id = message_id.clone();
+                if *held {
+                    // Portfolio pacing: Meta took the send and holds it. It stays counted (it
+                    // may still go out); the org shows as under review.
+                    let fact = Fact::new(0, send.org_id.to_owned(), Change::PacingHeld);
+                    if let Err(e) = self.gate.apply(fact).await {
+                        tracing::warn!(org_id = send.org_id, error = %ErrorChain(&e), "pacing hold after upstream");
+                    }
+                }
                 SendOutcome::Sent
             }
             UpstreamResult::Rejected { code, title } => {

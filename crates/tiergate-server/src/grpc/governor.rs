@@ -222,7 +222,11 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                     // may still go out); the org shows as under review.
                     let fact = Fact::new(0, send.org_id.to_owned(), Change::PacingHeld);
                     if let Err(e) = self.gate.apply(fact).await {
-                        tracing::warn!(org_id = send.org_id, error = %ErrorChain(&e), "pacing hold after upstream");
+                        tracing::warn!(
+                            org_id = send.org_id,
+                            error = %ErrorChain(&e),
+                            "pacing hold after upstream"
+                        );
                     }
                 }
                 SendOutcome::Sent

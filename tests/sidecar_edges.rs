@@ -211,6 +211,41 @@ async fn sender_token_guards_send_governor() {
 }
 
 #[tokio::test]
+async fn an_oversized_request_is_resource_exhausted_with_the_limit() {
+    let s = Sidecar::start(&["--set", "server.max_request_bytes=1024"]).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let mut big = acquire("acme", 1);
+    big.template_name = "x".repeat(2_000);
+    let e = s.governor().acquire(big.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().starts_with("request of "), "{}", e.message());
+    assert!(
+        e.message().contains("the limit is 1024 bytes"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("server.max_request_bytes"));
+    // the admin service has the same limit, and says so the same way
+    let mut o = org("big", pb::Tier::Tier250);
+    o.waba_ids = vec!["1".repeat(15); 100];
+    let e = s
+        .admin()
+        .put_org(s.req(pb::PutOrgRequest { org: Some(o) }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("1024 bytes"), "{}", e.message());
+    // a request within the limit is decided as before, on the same connection
+    big.template_name = "order_update".into();
+    assert!(allowed(&s.acquire_req(big).await));
+    assert_eq!(
+        s.get_org("acme").await.usage.unwrap().templates_7d,
+        1,
+        "nothing of the oversized request was recorded"
+    );
+}
+
+#[tokio::test]
 async fn health_and_reflection() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;

@@ -335,4 +335,67 @@ async fn marketing_api_required_after_131063_until_an_admin_clears_it() {
     assert!(!o.marketing_api_required);
     assert!(allowed(&s.acquire_req(marketing(2)).await));
 }
+
+async fn a_rejected_report_answers_with_advice() {
+    // SPEC §2a: what to do about each code, and how long to wait where waiting helps.
+    let s = start!(MANUAL);
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    // fill the tier: 250 recipients at one instant; 131064 keeps the limit at 250 (the
+    // ladder's lowest rung), so a slot frees when the oldest leaves the window
+    let mut permits = Vec::new();
+    for i in 0..250 {
+        let a = s.acquire("acme", 1_000 + i).await;
+        assert!(allowed(&a));
+        permits.push(a.permit_id);
+    }
+    s.advance(5 * 60_000).await;
+    use pb::Advice::*;
+    let cases = [
+        (131_064, RetryAfter, DAY - 5 * 60_000),
+        (131_056, RetryAfter, 1_000),
+        // 1,000 msg/s cut to 500: one message's interval
+        (130_429, RetryAfter, 2),
+        (131_048, RetryAfter, 60_000),
+        (131_057, RetryAfter, 60_000),
+        (131_049, RetryAfter, DAY),
+        (130_472, DoNotRetry, 0),
+        (131_050, DoNotRetry, 0),
+        (131_062, DoNotRetry, 0),
+        (132_015, TemplatePaused, 0),
+        (132_016, TemplatePaused, 0),
+        (131_063, UseMarketingApi, 0),
+        (368, StopSending, 0),
+        (131_031, StopSending, 0),
+        (131_000, Unspecified, 0),
+    ];
+    for ((code, advice, wait), permit_id) in cases.into_iter().zip(&permits) {
+        let r = s
+            .governor()
+            .report(pb::ReportRequest {
+                permit_id: permit_id.clone(),
+                outcome: pb::SendOutcome::Rejected as i32,
+                error_code: code,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.advice(), r.retry_after_ms),
+            (advice, wait),
+            "error {code}"
+        );
+    }
+    // a send that went out needs no advice
+    let r = s
+        .governor()
+        .report(pb::ReportRequest {
+            permit_id: permits[200].clone(),
+            outcome: pb::SendOutcome::Sent as i32,
+            error_code: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.advice(), r.retry_after_ms), (Unspecified, 0));
+}
 }

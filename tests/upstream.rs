@@ -28,7 +28,8 @@ struct Fake {
 }
 
 /// The answer depends on the recipient: `…0` succeeds, `9000000…` hangs, `1310560…` etc.
-/// answer with the code in their first six digits.
+/// answer with the code in their first six digits, `777…` is accepted but held for quality
+/// assessment (portfolio pacing).
 async fn messages(
     State(f): State<Fake>,
     Path(phone): Path<String>,
@@ -51,7 +52,7 @@ async fn messages(
     if to.starts_with("9000000") {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    for code in [131_056, 130_429, 368, 132_015] {
+    for code in [131_056, 130_429, 368, 132_015, 131_050, 131_063] {
         if to.starts_with(&code.to_string()) {
             return (
                 StatusCode::BAD_REQUEST,
@@ -63,11 +64,20 @@ async fn messages(
             );
         }
     }
+    if to.starts_with("777") {
+        return (
+            StatusCode::OK,
+            Json(json!({"messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": format!("wamid.{to}"),
+                              "message_status": "held_for_quality_assessment"}]})),
+        );
+    }
     (
         StatusCode::OK,
         Json(json!({"messaging_product": "whatsapp",
             "contacts": [{"input": to, "wa_id": to}],
-            "messages": [{"id": format!("wamid.{to}")}]})),
+            "messages": [{"id": format!("wamid.{to}"), "message_status": "accepted"}]})),
     )
 }
 
@@ -125,6 +135,7 @@ async fn send_reaches_upstream_with_path_headers_and_body() {
     assert_eq!(r.verdict, pb::Verdict::Allow as i32);
     assert_eq!(r.message_id, "wamid.4915112345670");
     assert_eq!(r.error_code, 0);
+    assert_eq!(r.advice(), pb::Advice::Unspecified);
     let calls = fake.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
     let c = &calls[0];
@@ -183,6 +194,12 @@ async fn whatsapp_errors_feed_back() {
     let r = send("131056000001").await.unwrap().into_inner();
     assert_eq!(r.error_code, 131_056);
     assert_eq!(r.error_title, "error 131056");
+    // SPEC §2a: the advice, and the pair's back-off as the wait
+    assert_eq!(r.verdict, pb::Verdict::Allow as i32);
+    assert_eq!(
+        (r.advice(), r.retry_after_ms),
+        (pb::Advice::RetryAfter, 1_000)
+    );
     let o = s.get_org("acme").await;
     assert_eq!(o.pair_backoffs, 1);
     assert_eq!(
@@ -192,8 +209,11 @@ async fn whatsapp_errors_feed_back() {
     );
     let r = send("130429000001").await.unwrap().into_inner();
     assert_eq!(r.error_code, 130_429);
+    // cut from 1,000 to 500 msg/s: one message's interval at the cut rate
+    assert_eq!((r.advice(), r.retry_after_ms), (pb::Advice::RetryAfter, 2));
     assert_eq!(s.get_org("acme").await.numbers[0].effective_mps, 500);
-    send("368000000001").await.unwrap();
+    let r = send("368000000001").await.unwrap().into_inner();
+    assert_eq!((r.advice(), r.retry_after_ms), (pb::Advice::StopSending, 0));
     let o = s.get_org("acme").await;
     assert!(o.account_restricted);
     let r = send("4915112345670").await.unwrap().into_inner();
@@ -207,13 +227,32 @@ async fn whatsapp_errors_feed_back() {
         .unwrap();
     let r = send("132015000001").await.unwrap().into_inner();
     assert_eq!(r.error_code, 132_015);
+    assert_eq!(
+        (r.advice(), r.retry_after_ms),
+        (pb::Advice::TemplatePaused, 0)
+    );
     let o = s.get_org("acme").await;
     assert_eq!(o.paused_templates[0].template_name, "order_shipped");
     let r = send("4915112345671").await.unwrap().into_inner();
     assert_eq!(r.reason, pb::DenyReason::TemplatePaused as i32);
+    s.admin()
+        .reinstate_template(s.req(pb::ReinstateTemplateRequest {
+            org_id: "acme".into(),
+            template_name: "order_shipped".into(),
+        }))
+        .await
+        .unwrap();
+    let r = send("131050000001").await.unwrap().into_inner();
+    assert_eq!((r.advice(), r.retry_after_ms), (pb::Advice::DoNotRetry, 0));
+    let r = send("131063000001").await.unwrap().into_inner();
+    assert_eq!(
+        (r.advice(), r.retry_after_ms),
+        (pb::Advice::UseMarketingApi, 0)
+    );
+    assert!(s.get_org("acme").await.marketing_api_required);
     let body = http_get(&s.http, "/metrics").await;
     assert!(
-        body.contains("tiergate_upstream_calls_total{result=\"rejected\"} 4"),
+        body.contains("tiergate_upstream_calls_total{result=\"rejected\"} 6"),
         "{body}"
     );
     assert!(
@@ -254,4 +293,61 @@ async fn timeouts_and_connection_errors_give_the_slot_back() {
         .into_inner();
     assert!(r.error_title.contains("unreachable"), "{}", r.error_title);
     assert_eq!(s.get_org("acme").await.usage.unwrap().templates_7d, 0);
+}
+
+#[tokio::test]
+async fn a_send_held_for_quality_assessment_stays_counted_and_flags_pacing() {
+    let (url, fake) = fake_upstream().await;
+    let s = start(&url).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let o = s.get_org("acme").await;
+    assert!(!o.pacing_review);
+    assert!(
+        s.metrics()
+            .await
+            .contains("tiergate_org_pacing_review{org=\"acme\"} 0")
+    );
+    let r = s
+        .governor()
+        .send_template(template("acme", "777000000001"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.verdict, pb::Verdict::Allow as i32);
+    assert_eq!(r.message_id, "wamid.777000000001");
+    assert_eq!((r.error_code, r.advice()), (0, pb::Advice::Unspecified));
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    let o = s.get_org("acme").await;
+    assert!(o.pacing_review);
+    assert!(o.pacing_held_at_unix_ms > 0);
+    let u = o.usage.unwrap();
+    assert_eq!(
+        (u.unique_recipients_24h, u.templates_7d),
+        (1, 1),
+        "a held send stays counted"
+    );
+    let body = s.metrics().await;
+    assert!(
+        body.contains("tiergate_org_pacing_review{org=\"acme\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tiergate_upstream_calls_total{result=\"held\"} 1"),
+        "{body}"
+    );
+    // an accepted send does not flag it; the review ends `policy.pacing_review_ms` (24 h)
+    // after the last hold
+    s.governor()
+        .send_template(template("acme", "4915112345670"))
+        .await
+        .unwrap();
+    s.advance(DAY - 1).await;
+    assert!(s.get_org("acme").await.pacing_review);
+    s.advance(1).await;
+    assert!(!s.get_org("acme").await.pacing_review);
+    assert!(
+        s.metrics()
+            .await
+            .contains("tiergate_org_pacing_review{org=\"acme\"} 0")
+    );
 }

@@ -136,7 +136,16 @@ r = acquire("rq", "45", 2000)
 expect(r, pb.DENY_REASON_TEMPLATE_PAUSED)
 assert r.retry_after_ms == 3_600_000, r
 admin.ReinstateTemplate(pb.ReinstateTemplateRequest(org_id="rq", template_name="order_update"))
-ok(acquire("rq", "45", 2000))
+p = ok(acquire("rq", "45", 2000))
+
+# Advice (SPEC §2a): what to do about the WhatsApp error a send got, by its SPEC name.
+r = gov.Report(pb.ReportRequest(permit_id=p.permit_id, outcome=pb.SEND_OUTCOME_REJECTED,
+                                error_code=131050))
+assert pb.Advice.Name(r.advice) == "ADVICE_DO_NOT_RETRY" and r.retry_after_ms == 0, r
+p = ok(acquire("rq", "45", 2001))
+r = gov.Report(pb.ReportRequest(permit_id=p.permit_id, outcome=pb.SEND_OUTCOME_REJECTED,
+                                error_code=131056))
+assert pb.Advice.Name(r.advice) == "ADVICE_RETRY_AFTER" and r.retry_after_ms == 1000, r
 
 # Errors are gRPC errors; denials are not.
 try:

@@ -38,6 +38,7 @@
 
 #![forbid(unsafe_code)]
 
+mod advice;
 mod appeal;
 mod backoff;
 mod change;
@@ -66,6 +67,7 @@ mod tier;
 mod validate;
 mod window;
 
+pub use advice::{Advice, advise};
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
 pub use change::{Change, MAX_DELIVERY_KEY_LEN};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -82,8 +82,7 @@ impl Bsuid {
             ))
         };
         let b = s.as_bytes();
-        if b.len() < 4 || !b[0].is_ascii_uppercase() || !b[1].is_ascii_uppercase() || b[2] != b'.'
-        {
+        if b.len() < 4 || !b[0].is_ascii_uppercase() || !b[1].is_ascii_uppercase() || b[2] != b'.' {
             return bad("no country code");
         }
         let (ent, digits) = match s[3..].strip_prefix("ENT.") {

@@ -172,6 +172,20 @@ impl RecipientWindow {
         (self.head != NIL).then(|| self.abs(self.nodes[self.head as usize].ts))
     }
 
+    /// When the window will hold fewer than `limit` recipients if nobody new is counted: the
+    /// last-send time of the recipient whose leaving gets it there (add the window's length for
+    /// the moment). `None` when it already holds fewer, or never will (`limit` 0).
+    ///
+    /// After Meta lowers a limit (131064) the window may hold far more than the new limit, and
+    /// a slot frees only once the excess has left, not when the oldest does. Walks the excess:
+    /// O(len − limit), for a rare error code, never on the decision path.
+    pub fn below_at(&self, limit: u64) -> Option<u64> {
+        let excess = self.len().checked_sub(limit)?;
+        self.iter()
+            .nth(usize::try_from(excess).ok()?)
+            .map(|(_, ts)| ts)
+    }
+
     /// Looks `key` up once, for a decision that first asks whether the recipient is counted
     /// and then counts it: [`Self::touch_found`] reuses the lookup.
     #[inline]
@@ -444,6 +458,26 @@ mod tests {
         assert_eq!(w.oldest(), None);
         assert_eq!(w.touch(k(2), 40), Touch::New);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn below_at_waits_for_the_excess_to_leave() {
+        let mut w = RecipientWindow::new();
+        for (i, ts) in [10, 20, 30, 40, 50].into_iter().enumerate() {
+            w.touch(k(i as u64), ts);
+        }
+        // a refresh moves recipient 0 to the back
+        w.touch(k(0), 60);
+        // 5 held, fewer than 6 already
+        assert_eq!(w.below_at(6), None);
+        // fewer than 5: the oldest (20) must leave
+        assert_eq!(w.below_at(5), Some(20));
+        // fewer than 2: 20, 30, 40 and 50 must leave
+        assert_eq!(w.below_at(2), Some(50));
+        // fewer than 1: everyone, the last at 60
+        assert_eq!(w.below_at(1), Some(60));
+        // fewer than 0: never
+        assert_eq!(w.below_at(0), None);
     }
 
     #[test]

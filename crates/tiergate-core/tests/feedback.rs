@@ -254,7 +254,10 @@ fn marketing_api_required_131063_denies_marketing_until_an_admin_clears_it() {
 fn limit_reduced_131064_applies_the_restricted_tier_until_meta_sets_the_next_limit() {
     let (e, clock) = setup(1_000);
     e.request_tier_change("acme", Tier::Tier2K).unwrap();
-    assert_eq!(fb(&e, None, None, 131_064), Reaction::LimitReduced);
+    assert!(matches!(
+        fb(&e, None, None, 131_064),
+        Reaction::LimitReduced(_)
+    ));
     let st = e.get_org("acme").unwrap();
     assert!(st.limit_reduced);
     // One rung down the ladder (`restricted_tier_steps`), as for a quality restriction.
@@ -340,4 +343,35 @@ fn a_webhook_delivery_is_applied_once() {
         e.execute(&Command::Apply { fact }),
         Err(EngineError::Invalid(_))
     ));
+}
+
+#[test]
+fn limit_reduced_says_when_a_slot_of_the_reduced_limit_frees() {
+    let (e, clock) = engine_at_t0(Policy::default());
+    e.put_org(org("acme", Tier::Tier2K)).unwrap();
+    // 300 recipients, one a second: over the 250 that 131064 steps 2K down to
+    for i in 0..300 {
+        assert!(send(&e, &(1_000 + i).to_string(), "t", Category::Utility).is_allowed());
+        clock.advance(1_000);
+    }
+    // now = T0 + 300 s; the window must shed 51 recipients, the last of them sent at T0 + 50 s
+    let wait = 86_400_000 - 250_000;
+    assert_eq!(fb(&e, None, None, 131_064), Reaction::LimitReduced(wait));
+    assert_eq!(
+        advise(131_064, Reaction::LimitReduced(wait)),
+        (Advice::RetryAfter, wait)
+    );
+    let o = e.get_org("acme").unwrap();
+    assert!(o.limit_reduced);
+    assert_eq!(o.usage.tier_limit, Some(250));
+    clock.advance(wait - 1);
+    assert_eq!(
+        send(&e, "9", "t", Category::Utility).reason,
+        Some(DenyReason::TierLimit)
+    );
+    clock.advance(1);
+    assert!(send(&e, "9", "t", Category::Utility).is_allowed());
+    // under the reduced limit already: a slot is free now
+    let (e, _clock) = setup(80);
+    assert_eq!(fb(&e, None, None, 131_064), Reaction::LimitReduced(0));
 }

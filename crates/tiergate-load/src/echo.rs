@@ -33,7 +33,7 @@ impl SendGovernor for Echo {
         &self,
         _request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        Ok(Response::new(pb::ReportResponse {}))
+        Ok(Response::new(pb::ReportResponse::default()))
     }
 
     async fn send_template(

@@ -168,6 +168,18 @@ pub fn reason_pb(r: Option<core::DenyReason>) -> pb::DenyReason {
     }
 }
 
+/// The wire value of an advice: the same names, prefixed `ADVICE_`.
+pub fn advice_pb(a: core::Advice) -> pb::Advice {
+    match a {
+        core::Advice::Unspecified => pb::Advice::Unspecified,
+        core::Advice::RetryAfter => pb::Advice::RetryAfter,
+        core::Advice::DoNotRetry => pb::Advice::DoNotRetry,
+        core::Advice::TemplatePaused => pb::Advice::TemplatePaused,
+        core::Advice::StopSending => pb::Advice::StopSending,
+        core::Advice::UseMarketingApi => pb::Advice::UseMarketingApi,
+    }
+}
+
 /// Usage on the wire (`tier_limit` 0 = unlimited).
 pub fn usage_pb(u: &core::Usage) -> pb::Usage {
     pb::Usage {
@@ -381,5 +393,21 @@ mod tests {
         assert!(GateError::from(RedisStoreError::BatcherStopped).is_store());
         assert!(GateError::from(RedisStoreError::Protocol("x".into())).is_store());
         assert!(!GateError::from(EngineError::UnknownOrg("x".into())).is_store());
+    }
+
+    #[test]
+    fn advice_keeps_its_name_on_the_wire() {
+        use tiergate_core::Advice;
+        for a in [
+            Advice::Unspecified,
+            Advice::RetryAfter,
+            Advice::DoNotRetry,
+            Advice::TemplatePaused,
+            Advice::StopSending,
+            Advice::UseMarketingApi,
+        ] {
+            let wire = advice_pb(a).as_str_name();
+            assert_eq!(wire, format!("ADVICE_{}", a.label().to_uppercase()));
+        }
     }
 }

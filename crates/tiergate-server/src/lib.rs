@@ -14,6 +14,7 @@
 //! * [`webhook`]: signature of WhatsApp webhooks, and their application through the gate
 //!   (parsing and meaning are `tiergate-webhook`'s);
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
+//! * [`too_large`]: RESOURCE_EXHAUSTED, with the limit, for a request over the size limit;
 //! * [`serve`]: binds the ports and runs until shutdown.
 #![forbid(unsafe_code)]
 
@@ -26,5 +27,6 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod serve;
+pub mod too_large;
 pub mod upstream;
 pub mod webhook;

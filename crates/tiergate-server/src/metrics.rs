@@ -155,7 +155,7 @@ impl Metrics {
                 .then_with(|| a.config.org_id.cmp(&b.config.org_id))
         });
         orgs.truncate(self.max_orgs);
-        let gauges: [(&str, &str); 6] = [
+        let gauges: [(&str, &str); 7] = [
             (
                 "org_tier_limit",
                 "Effective tier limit (after restriction and headroom; -1 = unlimited)",
@@ -171,6 +171,10 @@ impl Metrics {
                 "1 while the quality restriction is in force",
             ),
             ("org_account_restricted", "1 while the account is blocked"),
+            (
+                "org_pacing_review",
+                "1 while Meta holds the org's sends for quality assessment (portfolio pacing)",
+            ),
         ];
         // Writing to a String cannot fail (here and below).
         for (i, (name, help)) in gauges.iter().enumerate() {
@@ -188,7 +192,8 @@ impl Metrics {
                         QualityRating::Red => 3,
                     },
                     4 => i64::from(o.restricted),
-                    _ => i64::from(o.account_restricted),
+                    5 => i64::from(o.account_restricted),
+                    _ => i64::from(o.pacing_review),
                 };
                 let _ = writeln!(out, "tiergate_{name}{{org=\"{}\"}} {v}", o.config.org_id);
             }

@@ -20,6 +20,7 @@ use crate::gate::Gate;
 use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
+use crate::too_large::TooLarge;
 use crate::upstream::Upstream;
 use tiergate_core::Fact;
 use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, Replica};
@@ -299,18 +300,25 @@ pub async fn serve(
     let max = config.server.max_request_bytes;
     let sender_auth = BearerAuth::new(config.auth.sender_token.as_deref(), "SendGovernor");
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
+    // Over `max`, tonic's decoder refuses the request; `TooLarge` makes that RESOURCE_EXHAUSTED.
     let governor = InterceptedService::new(
-        SendGovernorServer::new(GovernorService::new(
-            gate.clone(),
-            metrics.clone(),
-            upstream,
-        ))
-        .max_decoding_message_size(max),
+        TooLarge::new(
+            SendGovernorServer::new(GovernorService::new(
+                gate.clone(),
+                metrics.clone(),
+                upstream,
+            ))
+            .max_decoding_message_size(max),
+            max,
+        ),
         move |r| sender_auth.check(r),
     );
     let admin = InterceptedService::new(
-        GovernorAdminServer::new(AdminService::new(gate.clone(), manual))
-            .max_decoding_message_size(max),
+        TooLarge::new(
+            GovernorAdminServer::new(AdminService::new(gate.clone(), manual))
+                .max_decoding_message_size(max),
+            max,
+        ),
         move |r| admin_auth.check(r),
     );
 

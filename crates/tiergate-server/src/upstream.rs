@@ -3,11 +3,19 @@
 //! `POST {base}/{phone_number_id}/messages` with Cloud API's JSON body and a bearer token (the
 //! org's own from the config, else `TIERGATE_UPSTREAM_TOKEN`), through one pooled client with
 //! timeouts. A timeout or connection error means the send never reached WhatsApp.
+//!
+//! An accepted send may come back `held_for_quality_assessment` (portfolio pacing, Dec 2025):
+//! Meta took it and will release it later in a batch, or drop it (then a 132015 webhook
+//! follows). It went out as far as tiergate can tell, so it stays counted; the hold is reported
+//! so that the org shows as under pacing review.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// The `message_status` of a send Meta holds under portfolio pacing.
+pub const HELD_FOR_QUALITY_ASSESSMENT: &str = "held_for_quality_assessment";
 
 /// What the upstream said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +24,9 @@ pub enum UpstreamResult {
     Sent {
         /// The `wamid`.
         message_id: String,
+        /// Meta holds the message for quality assessment (`messages[0].message_status` is
+        /// `held_for_quality_assessment`): the portfolio is being paced.
+        held: bool,
     },
     /// Refused with a WhatsApp error code.
     Rejected {
@@ -35,7 +46,8 @@ impl UpstreamResult {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            UpstreamResult::Sent { .. } => "sent",
+            UpstreamResult::Sent { held: false, .. } => "sent",
+            UpstreamResult::Sent { held: true, .. } => "held",
             UpstreamResult::Rejected { .. } => "rejected",
             UpstreamResult::NotSent { .. } => "not_sent",
         }
@@ -134,8 +146,13 @@ impl Upstream {
         if status.is_success()
             && let Some(id) = body.pointer("/messages/0/id").and_then(Value::as_str)
         {
+            let held = body
+                .pointer("/messages/0/message_status")
+                .and_then(Value::as_str)
+                == Some(HELD_FOR_QUALITY_ASSESSMENT);
             return UpstreamResult::Sent {
                 message_id: id.to_owned(),
+                held,
             };
         }
         if let Some(code) = body

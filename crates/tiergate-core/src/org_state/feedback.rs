@@ -16,7 +16,7 @@
 //! | 130472 | stop marketing to the recipient for `experiment_marketing_pause_ms` (2026) |
 //! | 131062 | nothing to change; the caller must not retry with the BSUID (2026) |
 //! | 131063 | deny the org's MARKETING until an admin clears it (2026) |
-//! | 131064 | the restricted tier until Meta's next limit (2026) |
+//! | 131064 | the restricted tier until Meta's next limit; says when a slot of it frees (2026) |
 //! | 131057 | pause the number for `maintenance_pause_ms` (2026) |
 //!
 //! State is bounded: pair back-offs and marketing blocks live in capped maps, pruned when they
@@ -88,8 +88,11 @@ pub enum Reaction {
     BsuidUnsupported,
     /// The org's marketing goes through the Marketing Messages API from now on (131063).
     MarketingApiRequired,
-    /// Meta reduced the limit (131064): the restricted tier applies until its next limit.
-    LimitReduced,
+    /// Meta reduced the limit (131064): the restricted tier applies until its next limit. The
+    /// value is how many milliseconds until a slot of the reduced limit frees (recipients
+    /// leaving the window, if no new one is counted meanwhile); 0 when one is free now, or when
+    /// no wait frees one (a limit of 0 after headroom).
+    LimitReduced(u64),
     /// The number is in maintenance for this many milliseconds (131057).
     NumberMaintenance(u64),
     /// The code needs information this source did not carry (e.g. a template name).
@@ -113,7 +116,7 @@ impl Reaction {
             Reaction::MarketingExperiment(_) => "marketing_experiment",
             Reaction::BsuidUnsupported => "bsuid_unsupported",
             Reaction::MarketingApiRequired => "marketing_api_required",
-            Reaction::LimitReduced => "limit_reduced",
+            Reaction::LimitReduced(_) => "limit_reduced",
             Reaction::NumberMaintenance(_) => "number_maintenance",
             Reaction::Incomplete => "incomplete",
             Reaction::None => "none",
@@ -211,7 +214,7 @@ impl OrgState {
             }
             ERR_LIMIT_REDUCED => {
                 self.limit_reduced = true;
-                Reaction::LimitReduced
+                Reaction::LimitReduced(self.until_slot_frees(policy, slot, now))
             }
             ERR_MAINTENANCE => {
                 let Some(s) = slot else {
@@ -223,5 +226,24 @@ impl OrgState {
             }
             _ => Reaction::None,
         }
+    }
+}
+
+impl OrgState {
+    /// Milliseconds until the window that `slot` counts against (the fullest one when the
+    /// source did not say which number sent) holds fewer recipients than its effective limit;
+    /// 0 when it does now or waiting cannot help.
+    fn until_slot_frees(&mut self, policy: &Policy, slot: Option<u16>, now: u64) -> u64 {
+        let w = match slot {
+            Some(s) => self.window_of(policy, s),
+            None => self.windows.fullest(),
+        };
+        self.windows[w].expire(now.saturating_sub(policy.tier_window_ms));
+        let Some(limit) = self.standing(policy, w, now).0.tier_limit else {
+            return 0;
+        };
+        self.windows[w].below_at(limit).map_or(0, |ts| {
+            ts.saturating_add(policy.tier_window_ms).saturating_sub(now)
+        })
     }
 }

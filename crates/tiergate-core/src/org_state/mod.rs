@@ -37,6 +37,12 @@ mod tier_change;
 
 pub(crate) use decide::{CheckedSend, SendFields};
 pub use feedback::Reaction;
+pub(crate) use feedback::{
+    ERR_ACCOUNT_BLOCKED, ERR_ACCOUNT_LOCKED, ERR_BSUID_UNSUPPORTED, ERR_LIMIT_REDUCED,
+    ERR_MAINTENANCE, ERR_MARKETING_API_REQUIRED, ERR_MARKETING_CAP, ERR_MARKETING_EXPERIMENT,
+    ERR_MARKETING_OPT_OUT, ERR_PAIR_RATE, ERR_SPAM_RATE, ERR_TEMPLATE_DISABLED,
+    ERR_TEMPLATE_PAUSED, ERR_THROUGHPUT,
+};
 pub use snapshot::OrgSnapshot;
 pub use tier_change::TierChange;
 

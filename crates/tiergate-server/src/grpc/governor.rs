@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tiergate_core::{Change, Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest};
+use tiergate_core::{
+    Advice, Change, Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest, advise,
+};
 use tiergate_proto::v1 as pb;
 use tiergate_store::ErrorChain;
 use tonic::{Request, Response, Status};
@@ -162,8 +164,16 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 )));
             }
         };
-        self.react(&permit, outcome).await?;
-        Ok(Response::new(pb::ReportResponse {}))
+        let reaction = self.react(&permit, outcome).await?;
+        // What the sender should do about the code, from what the engine did about it.
+        let (advice, retry_after_ms) = match outcome {
+            SendOutcome::Rejected { error_code } => advise(error_code, reaction),
+            SendOutcome::Sent | SendOutcome::NotSent => (Advice::Unspecified, 0),
+        };
+        Ok(Response::new(pb::ReportResponse {
+            advice: convert::advice_pb(advice) as i32,
+            retry_after_ms,
+        }))
     }
 
     async fn send_template(
@@ -206,8 +216,20 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let result = upstream.send(send.org_id, &msg).await;
         self.metrics.upstream(result.label());
         let outcome = match &result {
-            UpstreamResult::Sent { message_id } => {
+            UpstreamResult::Sent { message_id, held } => {
                 resp.message_id = message_id.clone();
+                if *held {
+                    // Portfolio pacing: Meta took the send and holds it. It stays counted (it
+                    // may still go out); the org shows as under review.
+                    let fact = Fact::new(0, send.org_id.to_owned(), Change::PacingHeld);
+                    if let Err(e) = self.gate.apply(fact).await {
+                        tracing::warn!(
+                            org_id = send.org_id,
+                            error = %ErrorChain(&e),
+                            "pacing hold after upstream"
+                        );
+                    }
+                }
                 SendOutcome::Sent
             }
             UpstreamResult::Rejected { code, title } => {
@@ -225,11 +247,22 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                         code: *code,
                     },
                 );
-                match self.reaction(fact).await {
-                    Ok(r) if r != Reaction::None => self.metrics.reaction(r.label()),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "feedback after upstream"),
-                }
+                let reaction = match self.reaction(fact).await {
+                    Ok(r) => {
+                        if r != Reaction::None {
+                            self.metrics.reaction(r.label());
+                        }
+                        r
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %ErrorChain(&e), "feedback after upstream");
+                        // The advice still follows the code; only the wait is unknown.
+                        Reaction::Incomplete
+                    }
+                };
+                let (advice, retry_after_ms) = advise(*code, reaction);
+                resp.advice = convert::advice_pb(advice) as i32;
+                resp.retry_after_ms = retry_after_ms;
                 SendOutcome::Sent
             }
             UpstreamResult::NotSent { reason } => {

@@ -1,0 +1,141 @@
+//! Which ids are one person: phone numbers, business-scoped user ids (BSUIDs) and parent BSUIDs.
+//!
+//! Since March 2026 a send may name its recipient by phone, by BSUID, or both, and WhatsApp
+//! counts one person once whichever id a send used. A send's window entry, pair-rate cell and
+//! marketing blocks are keyed by one *person key*: the phone's key when the send names a phone;
+//! otherwise the key a BSUID is linked to; otherwise the BSUID's own (unlinked) key.
+//!
+//! The org learns links from sends it allowed that named both a phone and a BSUID (or two
+//! BSUIDs), from webhooks that pair them (`contacts[]`, statuses) and from `user_id_update`.
+//! From then on every id of the person hits the same entry and the same cell. A link does not
+//! merge entries made before it: an entry made under a BSUID alone stays until it leaves the
+//! window, so for at most a day the person may count twice. That errs on the side of sending
+//! less, never more, than WhatsApp allows (tiergate's interpretation; the alternative, merging,
+//! could free a slot WhatsApp still counts if the link were wrong).
+//!
+//! Links are bounded per org (`policy.recipient_links_capacity`): beyond it a new link is not
+//! learned, which again only ever counts a person twice.
+
+use crate::error::{EngineError, ValidationError};
+use crate::validate::{Bsuid, RecipientKey};
+
+use super::OrgState;
+
+/// The ids a send (or a webhook) names for one recipient: at most a phone and two BSUIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recipient {
+    phone: Option<RecipientKey>,
+    users: [Option<Bsuid>; 2],
+}
+
+impl Recipient {
+    /// Reads a send's `recipient` (a phone, or a BSUID put where a phone goes) and its
+    /// `recipient_user_id` (a BSUID or parent BSUID). At least one must be given.
+    pub(crate) fn parse(recipient: &str, user_id: Option<&str>) -> Result<Self, EngineError> {
+        let user_id = user_id.filter(|u| !u.is_empty());
+        let mut to = Recipient {
+            phone: None,
+            users: [None, None],
+        };
+        if recipient.is_empty() {
+            if user_id.is_none() {
+                return Err(ValidationError::new(
+                    "recipient",
+                    "must not be empty (give a phone in recipient, a BSUID in \
+                     recipient_user_id, or both)",
+                )
+                .into());
+            }
+        } else if Bsuid::looks_like(recipient) {
+            to.users[0] = Some(Bsuid::parse("recipient", recipient)?);
+        } else {
+            to.phone = Some(RecipientKey::parse(recipient)?);
+        }
+        if let Some(u) = user_id {
+            let b = Bsuid::parse("recipient_user_id", u)?;
+            let free = if to.users[0].is_none() { 0 } else { 1 };
+            to.users[free] = Some(b);
+        }
+        Ok(to)
+    }
+
+    /// A phone and the BSUIDs a webhook pairs with it.
+    pub(crate) fn linked(phone: RecipientKey, users: [Option<Bsuid>; 2]) -> Self {
+        Recipient {
+            phone: Some(phone),
+            users,
+        }
+    }
+
+    fn users(&self) -> impl Iterator<Item = Bsuid> + '_ {
+        self.users.iter().flatten().copied()
+    }
+}
+
+impl OrgState {
+    /// The person key the ids count under now.
+    pub(crate) fn person(&self, to: &Recipient) -> RecipientKey {
+        if let Some(p) = to.phone {
+            return p;
+        }
+        if let Some(k) = to.users().find_map(|u| self.links.get(&u.0)) {
+            return RecipientKey(*k);
+        }
+        // Validation guarantees an id; a recipient without one would be a bug, counted apart.
+        to.users()
+            .next()
+            .map_or(RecipientKey(0), Bsuid::unlinked_key)
+    }
+
+    /// Remembers that every BSUID of `to` is `person` (after an allowed send, or a webhook).
+    pub(crate) fn learn(&mut self, to: &Recipient, person: RecipientKey, capacity: usize) {
+        for u in to.users() {
+            let known = self.links.get(&u.0).copied();
+            if known == Some(person.0) || (known.is_none() && person == u.unlinked_key()) {
+                continue;
+            }
+            if known.is_some() || self.links.len() < capacity {
+                self.links.insert(u.0, person.0);
+            }
+        }
+    }
+
+    /// `user_id_update`: the person's BSUID changed from `previous` to `current`.
+    pub(crate) fn rename(&mut self, previous: Bsuid, current: Bsuid, capacity: usize) {
+        let person = self
+            .links
+            .get(&previous.0)
+            .map_or_else(|| previous.unlinked_key(), |&k| RecipientKey(k));
+        let to = Recipient {
+            phone: None,
+            users: [Some(current), None],
+        };
+        self.learn(&to, person, capacity);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_names_a_phone_a_bsuid_or_both() {
+        let phone = Recipient::parse("4915112345678", None).unwrap();
+        assert!(phone.phone.is_some() && phone.users().count() == 0);
+        let bsuid = Recipient::parse("", Some("US.13491208655302741918")).unwrap();
+        assert!(bsuid.phone.is_none() && bsuid.users().count() == 1);
+        let in_recipient = Recipient::parse("US.ENT.11815799212886844830", None).unwrap();
+        assert_eq!(in_recipient.users().count(), 1);
+        let both = Recipient::parse("16505551234", Some("US.13491208655302741918")).unwrap();
+        assert!(both.phone.is_some() && both.users().count() == 1);
+        let err = |r: &str, u: Option<&str>| match Recipient::parse(r, u) {
+            Err(EngineError::Invalid(v)) => v.field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(err("", None), "recipient");
+        assert_eq!(err("us.123", None), "recipient");
+        assert_eq!(err("1650", Some("US.")), "recipient_user_id");
+        assert_eq!(err("1650", Some("USA.123")), "recipient_user_id");
+        assert_eq!(err("1650", Some(&format!("US.{}", "1".repeat(33)))), "recipient_user_id");
+    }
+}

@@ -12,10 +12,11 @@ use crate::decision::SendOutcome;
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
 use crate::org::OrgConfig;
+use crate::org_state::Recipient;
 use crate::policy::Policy;
 use crate::quality::QualityRating;
 use crate::tier::Tier;
-use crate::validate::{self, RecipientKey};
+use crate::validate::{self, Bsuid, RecipientKey};
 
 /// The longest webhook delivery key accepted.
 pub const MAX_DELIVERY_KEY_LEN: usize = 512;
@@ -33,8 +34,10 @@ pub enum Change {
     Send {
         /// The phone number id it was sent from.
         phone: String,
-        /// The recipient, as the request gave it.
+        /// The recipient, as the request gave it (a phone, a BSUID, or empty).
         recipient: String,
+        /// The recipient's BSUID, when the request gave one.
+        user_id: Option<String>,
         /// Its idempotency key, so a retry after a restart still finds the first answer.
         key: Option<String>,
         /// The permit number it was given; replay checks it comes out the same, which proves
@@ -107,6 +110,21 @@ pub enum Change {
         /// WhatsApp's error code.
         code: i32,
     },
+    /// A webhook pairs a person's phone with their BSUIDs (`contacts[]`, a status): from now on
+    /// sends under any of them count as one person.
+    RecipientIds {
+        /// The phone (`wa_id`).
+        phone: String,
+        /// The BSUID and/or parent BSUID (`user_id`, `parent_user_id`), at most two.
+        user_ids: Vec<String>,
+    },
+    /// `user_id_update`: a person's BSUID changed; the new one counts as the old one did.
+    UserIdChanged {
+        /// The BSUID before.
+        previous: String,
+        /// The BSUID now.
+        current: String,
+    },
     /// Marketing through the Cloud API disabled by Meta (131063, via `Feedback`) or re-enabled
     /// by an admin.
     MarketingApiRequired {
@@ -142,11 +160,12 @@ impl Change {
             Change::Send {
                 phone,
                 recipient,
+                user_id,
                 key,
                 ..
             } => {
                 validate::phone_key(phone)?;
-                RecipientKey::parse(recipient)?;
+                Recipient::parse(recipient, user_id.as_deref())?;
                 if let Some(k) = key {
                     validate::idempotency_key(k)?;
                 }
@@ -165,7 +184,7 @@ impl Change {
                     validate::phone_key(p)?;
                 }
                 if let Some(r) = recipient {
-                    RecipientKey::parse(r)?;
+                    Recipient::parse(r, None)?;
                 }
                 if let Some(t) = template {
                     validate::template_name(t)?;
@@ -180,6 +199,19 @@ impl Change {
                     )
                     .into());
                 }
+            }
+            Change::RecipientIds { phone, user_ids } => {
+                RecipientKey::parse(phone)?;
+                if user_ids.is_empty() || user_ids.len() > 2 {
+                    return Err(ValidationError::new("user_ids", "one or two BSUIDs").into());
+                }
+                for u in user_ids {
+                    Bsuid::parse("user_ids", u)?;
+                }
+            }
+            Change::UserIdChanged { previous, current } => {
+                Bsuid::parse("previous", previous)?;
+                Bsuid::parse("current", current)?;
             }
             Change::WebhookDelivery { key } => {
                 if key.is_empty() || key.len() > MAX_DELIVERY_KEY_LEN {

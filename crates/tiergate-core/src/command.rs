@@ -28,6 +28,9 @@ pub enum Command {
         phone: String,
         /// [`SendRequest::recipient`].
         recipient: String,
+        /// [`SendRequest::recipient_user_id`] (absent in logs written before BSUIDs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
         /// [`SendRequest::template_name`].
         template: String,
         /// [`SendRequest::category`].
@@ -57,6 +60,7 @@ impl Command {
             org: req.org_id.to_owned(),
             phone: req.phone_number_id.to_owned(),
             recipient: req.recipient.to_owned(),
+            user_id: req.recipient_user_id.map(str::to_owned),
             template: req.template_name.to_owned(),
             category: req.category,
             key: req.idempotency_key.map(str::to_owned),

@@ -25,6 +25,7 @@ impl Engine {
                 org,
                 phone,
                 recipient,
+                user_id,
                 template,
                 category,
                 key,
@@ -33,7 +34,7 @@ impl Engine {
                     org_id: org,
                     phone_number_id: phone,
                     recipient,
-                    recipient_user_id: None,
+                    recipient_user_id: user_id.as_deref(),
                     template_name: template,
                     category: *category,
                     idempotency_key: key.as_deref(),
@@ -85,6 +86,7 @@ impl Engine {
                     let change = Change::Send {
                         phone: req.phone_number_id.to_owned(),
                         recipient: req.recipient.to_owned(),
+                        user_id: req.recipient_user_id.map(str::to_owned),
                         key: req.idempotency_key.map(str::to_owned),
                         seq: d.permit.as_ref().map_or(0, |p| p.seq),
                     };

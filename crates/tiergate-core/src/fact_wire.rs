@@ -24,6 +24,9 @@ pub(crate) enum WireFact {
         org: String,
         phone: String,
         recipient: String,
+        // Absent in facts written before BSUIDs, and whenever the send named none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
         key: Option<String>,
         seq: u64,
     },
@@ -99,6 +102,18 @@ pub(crate) enum WireFact {
         org: String,
         required: bool,
     },
+    RecipientIds {
+        at: u64,
+        org: String,
+        phone: String,
+        user_ids: Vec<String>,
+    },
+    UserIdChanged {
+        at: u64,
+        org: String,
+        previous: String,
+        current: String,
+    },
     PacingHeld {
         at: u64,
         org: String,
@@ -118,6 +133,7 @@ impl From<Fact> for WireFact {
             Change::Send {
                 phone,
                 recipient,
+                user_id,
                 key,
                 seq,
             } => WireFact::Send {
@@ -125,6 +141,7 @@ impl From<Fact> for WireFact {
                 org,
                 phone,
                 recipient,
+                user_id,
                 key,
                 seq,
             },
@@ -186,6 +203,18 @@ impl From<Fact> for WireFact {
                 WireFact::MarketingApiRequired { at, org, required }
             }
             Change::PacingHeld => WireFact::PacingHeld { at, org },
+            Change::RecipientIds { phone, user_ids } => WireFact::RecipientIds {
+                at,
+                org,
+                phone,
+                user_ids,
+            },
+            Change::UserIdChanged { previous, current } => WireFact::UserIdChanged {
+                at,
+                org,
+                previous,
+                current,
+            },
             Change::WebhookDelivery { key } => WireFact::WebhookDelivery { at, org, key },
         }
     }
@@ -202,6 +231,7 @@ impl From<WireFact> for Fact {
                 org,
                 phone,
                 recipient,
+                user_id,
                 key,
                 seq,
             } => (
@@ -210,6 +240,7 @@ impl From<WireFact> for Fact {
                 Change::Send {
                     phone,
                     recipient,
+                    user_id,
                     key,
                     seq,
                 },
@@ -281,6 +312,18 @@ impl From<WireFact> for Fact {
                 (at, org, Change::MarketingApiRequired { required })
             }
             WireFact::PacingHeld { at, org } => (at, org, Change::PacingHeld),
+            WireFact::RecipientIds {
+                at,
+                org,
+                phone,
+                user_ids,
+            } => (at, org, Change::RecipientIds { phone, user_ids }),
+            WireFact::UserIdChanged {
+                at,
+                org,
+                previous,
+                current,
+            } => (at, org, Change::UserIdChanged { previous, current }),
             WireFact::WebhookDelivery { at, org, key } => {
                 (at, org, Change::WebhookDelivery { key })
             }

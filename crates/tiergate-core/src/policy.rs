@@ -97,6 +97,9 @@ pub struct Policy {
     /// quality assessment (24 h). Meta announces the hold but not its end; this is tiergate's
     /// interpretation, to be tuned.
     pub pacing_review_ms: u64,
+    /// Links between a person's ids (phone, BSUIDs) remembered per org (100,000). Beyond it a
+    /// new link is not learned: the person may then count twice, never less than once.
+    pub recipient_links_capacity: usize,
     /// Webhook deliveries remembered per org to drop Meta's redeliveries (100,000).
     pub webhook_dedupe_capacity: usize,
     /// How long a webhook delivery is remembered (7 days: Meta retries for up to 7 days).
@@ -135,6 +138,7 @@ impl Default for Policy {
             experiment_marketing_pause_ms: 7 * DAY_MS,
             maintenance_pause_ms: 60_000,
             pacing_review_ms: DAY_MS,
+            recipient_links_capacity: 100_000,
             webhook_dedupe_capacity: 100_000,
             webhook_dedupe_ttl_ms: 7 * DAY_MS,
         }

@@ -706,3 +706,145 @@ fn time_never_runs_backwards_for_an_org() {
         assert!(d.is_allowed());
     }
 }
+
+// ---- Recipients (2026): phones, BSUIDs and parent BSUIDs are one person ----
+
+const SAM_PHONE: &str = "16505551234";
+const SAM: &str = "US.13491208655302741918";
+const SAM_PARENT: &str = "US.ENT.11815799212886844830";
+
+impl H {
+    /// A send naming `recipient` and/or `user_id`, 10 ms after the previous event.
+    fn send_ids(&self, recipient: &str, user_id: Option<&str>) -> Decision {
+        self.clock.advance(10);
+        self.engine
+            .decide(&SendRequest {
+                org_id: "acme",
+                phone_number_id: PHONE,
+                recipient,
+                recipient_user_id: user_id,
+                template_name: "t",
+                category: Category::Utility,
+                idempotency_key: None,
+            })
+            .unwrap()
+    }
+
+    fn window(&self) -> u64 {
+        self.engine
+            .get_org("acme")
+            .unwrap()
+            .usage
+            .unique_recipients_24h
+    }
+}
+
+#[test]
+fn a_send_with_both_ids_links_them_and_the_person_counts_once() {
+    let h = harness(Policy::default(), org(Tier::Tier250));
+    assert!(h.send_ids(SAM_PHONE, Some(SAM)).is_allowed());
+    assert_eq!(h.window(), 1);
+    // The same person by BSUID alone, by parent BSUID in `recipient`: the same pair cell…
+    let d = h.send_ids("", Some(SAM));
+    assert_eq!(d.reason, Some(DenyReason::PairRate), "{d:?}");
+    h.clock.advance(6_000);
+    // …and the same window entry.
+    assert!(h.send_ids("", Some(SAM)).is_allowed());
+    assert_eq!(h.window(), 1);
+    // A parent BSUID is learned when a send pairs it with a known id.
+    h.clock.advance(6_000);
+    assert!(h.send_ids(SAM_PARENT, Some(SAM)).is_allowed());
+    h.clock.advance(6_000);
+    assert!(h.send_ids(SAM_PARENT, None).is_allowed());
+    assert_eq!(h.window(), 1, "one person, whichever id");
+    // Another BSUID is another person.
+    assert!(h.send_ids("", Some("US.40917733529105862204")).is_allowed());
+    assert_eq!(h.window(), 2);
+}
+
+#[test]
+fn a_link_learned_late_never_frees_a_slot_whatsapp_still_counts() {
+    let h = harness(Policy::default(), org(Tier::Tier250));
+    assert!(h.send_ids("", Some(SAM)).is_allowed());
+    assert!(h.send_ids(SAM_PHONE, None).is_allowed());
+    assert_eq!(h.window(), 2, "not known to be one person yet");
+    h.clock.advance(6_000);
+    assert!(h.send_ids(SAM_PHONE, Some(SAM)).is_allowed());
+    // The BSUID's old entry stays until it leaves the window (conservative), but from now on the
+    // BSUID counts under the phone.
+    assert_eq!(h.window(), 2);
+    h.clock.advance(DAY - 5_000);
+    assert!(h.send_ids("", Some(SAM)).is_allowed());
+    assert_eq!(h.window(), 1);
+}
+
+#[test]
+fn webhooks_link_ids_and_rename_a_bsuid() {
+    let h = harness(Policy::default(), org(Tier::Tier250));
+    assert!(h.send_ids(SAM_PHONE, None).is_allowed());
+    let apply = |change: Change| {
+        h.engine
+            .execute(&Command::Apply {
+                fact: Fact::new(0, "acme", change),
+            })
+            .unwrap()
+    };
+    apply(Change::RecipientIds {
+        phone: SAM_PHONE.into(),
+        user_ids: vec![SAM.into(), SAM_PARENT.into()],
+    });
+    h.clock.advance(6_000);
+    assert!(h.send_ids("", Some(SAM_PARENT)).is_allowed());
+    assert_eq!(h.window(), 1);
+    // user_id_update: the new BSUID is the same person.
+    let new = "US.40917733529105862204";
+    apply(Change::UserIdChanged {
+        previous: SAM.into(),
+        current: new.into(),
+    });
+    h.clock.advance(6_000);
+    assert!(h.send_ids("", Some(new)).is_allowed());
+    assert_eq!(h.window(), 1);
+    // A marketing opt-out reported under the BSUID stops marketing to the phone too.
+    h.engine
+        .feedback("acme", Some(PHONE), Some(new), None, 131_050)
+        .unwrap();
+    h.clock.advance(6_000);
+    let d = h
+        .engine
+        .decide(&SendRequest {
+            org_id: "acme",
+            phone_number_id: PHONE,
+            recipient: SAM_PHONE,
+            recipient_user_id: None,
+            template_name: "promo",
+            category: Category::Marketing,
+            idempotency_key: None,
+        })
+        .unwrap();
+    assert_eq!(d.reason, Some(DenyReason::RecipientMarketingLimit));
+}
+
+#[test]
+fn bsuids_are_checked_strictly_and_the_field_is_named() {
+    let h = harness(Policy::default(), org(Tier::Tier250));
+    let field = |recipient: &str, user_id: Option<&str>| match h.engine.decide(&SendRequest {
+        org_id: "acme",
+        phone_number_id: PHONE,
+        recipient,
+        recipient_user_id: user_id,
+        template_name: "t",
+        category: Category::Utility,
+        idempotency_key: None,
+    }) {
+        Err(EngineError::Invalid(v)) => v.field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field("", None), "recipient");
+    assert_eq!(field("US.12a", None), "recipient");
+    assert_eq!(field("", Some("U.123")), "recipient_user_id");
+    assert_eq!(field(SAM_PHONE, Some("US.ENT.")), "recipient_user_id");
+    assert_eq!(field(SAM_PHONE, Some("us.123")), "recipient_user_id");
+    // Nothing was recorded.
+    assert_eq!(h.window(), 0);
+}

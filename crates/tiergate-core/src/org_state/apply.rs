@@ -10,9 +10,9 @@ use crate::command::Outcome;
 use crate::decision::{Category, SendRequest};
 use crate::error::{EngineError, ValidationError};
 use crate::policy::Policy;
-use crate::validate::{self, RecipientKey};
+use crate::validate::{self, Bsuid, RecipientKey};
 
-use super::{CheckedSend, OrgState, SendFields};
+use super::{CheckedSend, OrgState, Recipient, SendFields};
 
 impl OrgState {
     /// Applies `change` at `now`. On an error nothing was changed.
@@ -32,6 +32,7 @@ impl OrgState {
             Change::Send {
                 phone,
                 recipient,
+                user_id,
                 key,
                 seq,
             } => {
@@ -39,7 +40,7 @@ impl OrgState {
                     org_id: &self.id.clone(),
                     phone_number_id: phone,
                     recipient,
-                    recipient_user_id: None,
+                    recipient_user_id: user_id.as_deref(),
                     // A recorded send was judged already; its template and category do not
                     // change how it counts.
                     template_name: "restored",
@@ -105,7 +106,10 @@ impl OrgState {
                     Some(id) => Some(self.slot_of(id, validate::phone_key(id)?)?),
                     None => None,
                 };
-                let recipient = recipient.as_deref().map(RecipientKey::parse).transpose()?;
+                let recipient = match recipient {
+                    Some(r) => Some(self.person(&Recipient::parse(r, None)?)),
+                    None => None,
+                };
                 let r = self.feedback(policy, slot, recipient, template.as_deref(), *code, now);
                 Ok(Outcome::Reaction(r))
             }
@@ -115,6 +119,22 @@ impl OrgState {
             }
             Change::PacingHeld => {
                 self.note_pacing_hold(now);
+                org(self)
+            }
+            Change::RecipientIds { phone, user_ids } => {
+                let phone = RecipientKey::parse(phone)?;
+                let mut users = [None, None];
+                for (slot, u) in users.iter_mut().zip(user_ids) {
+                    *slot = Some(Bsuid::parse("user_ids", u)?);
+                }
+                let to = Recipient::linked(phone, users);
+                self.learn(&to, phone, policy.recipient_links_capacity);
+                org(self)
+            }
+            Change::UserIdChanged { previous, current } => {
+                let previous = Bsuid::parse("previous", previous)?;
+                let current = Bsuid::parse("current", current)?;
+                self.rename(previous, current, policy.recipient_links_capacity);
                 org(self)
             }
             Change::WebhookDelivery { key } => Ok(Outcome::Delivery {

@@ -12,26 +12,30 @@ use crate::error::EngineError;
 use crate::permit_ledger::PermitRecord;
 use crate::policy::Policy;
 use crate::validate::{self, RecipientKey};
+
 use crate::window::{Found, Touch};
 
-use super::{OrgState, Reaction};
+use super::{OrgState, Reaction, Recipient};
 
 /// A send whose fields were validated and whose phone number was found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckedSend<'a> {
     pub(crate) slot: u16,
+    /// The person the send counts under (window entry, pair cell, marketing blocks).
     pub(crate) recipient: RecipientKey,
+    /// The ids the send named, so an allowed send teaches the org which ids are one person.
+    pub(crate) to: Recipient,
     pub(crate) template_name: &'a str,
     pub(crate) category: Category,
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
 /// A request's fields, checked (rule 1) before its org is locked: its number's key and its
-/// recipient, parsed once.
+/// recipient's ids, parsed once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SendFields {
     phone: u128,
-    recipient: RecipientKey,
+    to: Recipient,
 }
 
 impl SendFields {
@@ -39,12 +43,12 @@ impl SendFields {
     pub(crate) fn check(req: &SendRequest<'_>) -> Result<Self, EngineError> {
         validate::org_id(req.org_id)?;
         let phone = validate::phone_key(req.phone_number_id)?;
-        let recipient = RecipientKey::parse(req.recipient)?;
+        let to = Recipient::parse(req.recipient, req.recipient_user_id)?;
         validate::template_name(req.template_name)?;
         if let Some(k) = req.idempotency_key {
             validate::idempotency_key(k)?;
         }
-        Ok(SendFields { phone, recipient })
+        Ok(SendFields { phone, to })
     }
 }
 
@@ -58,7 +62,8 @@ impl<'a> CheckedSend<'a> {
     ) -> Result<Self, EngineError> {
         Ok(CheckedSend {
             slot: st.slot_of(req.phone_number_id, fields.phone)?,
-            recipient: fields.recipient,
+            recipient: st.person(&fields.to),
+            to: fields.to,
             template_name: req.template_name,
             category: req.category,
             idempotency_key: req.idempotency_key,
@@ -215,6 +220,7 @@ impl OrgState {
         };
         self.log.push(now);
         self.sends_total += 1;
+        self.learn(&send.to, send.recipient, policy.recipient_links_capacity);
         let seq = self.ledger.push(
             PermitRecord {
                 at: now,

@@ -32,6 +32,7 @@ mod appeals;
 mod apply;
 mod decide;
 mod feedback;
+mod people;
 mod snapshot;
 mod tier_change;
 
@@ -43,6 +44,7 @@ pub(crate) use feedback::{
     ERR_MARKETING_OPT_OUT, ERR_PAIR_RATE, ERR_SPAM_RATE, ERR_TEMPLATE_DISABLED,
     ERR_TEMPLATE_PAUSED, ERR_THROUGHPUT,
 };
+pub(crate) use people::Recipient;
 pub use snapshot::OrgSnapshot;
 pub use tier_change::TierChange;
 
@@ -87,6 +89,8 @@ pub(crate) struct OrgState {
     upgrade_eligible_since: Option<u64>,
     /// Webhook deliveries applied (redeliveries change nothing).
     deliveries: Deliveries,
+    /// BSUID (exact 128-bit encoding) → the person key it counts under (see `people.rs`).
+    links: HashMap<u128, u64, foldhash::fast::RandomState>,
 }
 
 impl OrgState {
@@ -116,6 +120,7 @@ impl OrgState {
             pacing_held_at: None,
             upgrade_eligible_since: None,
             deliveries: Deliveries::default(),
+            links: HashMap::default(),
             config,
         };
         let phones = std::mem::take(&mut st.config.phone_numbers);

@@ -136,6 +136,9 @@ mod tests {
         assert_eq!(err("us.123", None), "recipient");
         assert_eq!(err("1650", Some("US.")), "recipient_user_id");
         assert_eq!(err("1650", Some("USA.123")), "recipient_user_id");
-        assert_eq!(err("1650", Some(&format!("US.{}", "1".repeat(33)))), "recipient_user_id");
+        assert_eq!(
+            err("1650", Some(&format!("US.{}", "1".repeat(33)))),
+            "recipient_user_id"
+        );
     }
 }

@@ -56,6 +56,9 @@ pub struct OrgSnapshot {
     upgrade_eligible_since: Option<u64>,
     #[serde(default)]
     deliveries: Deliveries,
+    /// BSUID links as (high, low, person key): JSON numbers stay within 64 bits.
+    #[serde(default)]
+    links: Vec<(u64, u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +130,15 @@ impl OrgState {
             pacing_held_at: self.pacing_held_at,
             upgrade_eligible_since: self.upgrade_eligible_since,
             deliveries: self.deliveries.clone(),
+            links: {
+                let mut l: Vec<(u64, u64, u64)> = self
+                    .links
+                    .iter()
+                    .map(|(&b, &p)| ((b >> 64) as u64, b as u64, p))
+                    .collect();
+                l.sort_unstable();
+                l
+            },
         }
     }
 
@@ -172,6 +184,11 @@ impl OrgState {
         st.pacing_held_at = snap.pacing_held_at;
         st.upgrade_eligible_since = snap.upgrade_eligible_since;
         st.deliveries = snap.deliveries;
+        st.links = snap
+            .links
+            .into_iter()
+            .map(|(hi, lo, p)| ((u128::from(hi) << 64) | u128::from(lo), p))
+            .collect();
         st.last_now = snap.last_now;
         st
     }

@@ -128,10 +128,21 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
             },
             _ => {
                 seq += 1;
+                // Some sends name a BSUID too, or only one: links must replicate and snapshot.
+                let person = rng.below(80);
+                let (recipient, user_id) = match rng.below(6) {
+                    0 => (
+                        format!("49151{person}"),
+                        Some(format!("US.{}", 1_000 + person)),
+                    ),
+                    1 => (String::new(), Some(format!("US.{}", 1_000 + person))),
+                    _ => (format!("49151{person}"), None),
+                };
                 Command::Decide {
                     org: "o".into(),
                     phone: "1".into(),
-                    recipient: format!("49151{}", rng.below(80)),
+                    recipient,
+                    user_id,
                     template: "t".into(),
                     category: Category::Marketing,
                     key: (rng.below(5) == 0).then(|| format!("k{}", rng.below(30))),

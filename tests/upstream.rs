@@ -100,6 +100,7 @@ fn template(org: &str, recipient: &str) -> pb::SendTemplateRequest {
         template_name: "order_shipped".into(),
         category: pb::Category::Utility as i32,
         idempotency_key: String::new(),
+        recipient_user_id: String::new(),
         language_code: "en_US".into(),
         components_json: r#"[{"type":"body","parameters":[{"type":"text","text":"A-42"}]}]"#.into(),
     }

@@ -295,10 +295,10 @@ async fn a_redelivery_after_a_restart_is_still_a_duplicate() {
 }
 
 /// Meta's 2026 shapes, through the real binary: a held send puts the org under pacing review;
-/// a 130472 for a recipient named only by its BSUID is answered 200 and counted (the core does
-/// not take BSUID recipients yet); contacts' ids and a changed BSUID are read and noted.
+/// a 130472 for a recipient named only by its BSUID stops marketing to that person; contacts'
+/// ids and a changed BSUID link a person's ids, so sends under any of them count once.
 #[tokio::test]
-async fn the_2026_shapes_are_read_and_answered_200() {
+async fn the_2026_shapes_are_read_and_applied() {
     let s = start().await;
     register(&s, pb::Tier::Tier2k, true, 80).await;
 
@@ -309,10 +309,19 @@ async fn the_2026_shapes_are_read_and_answered_200() {
     assert!(o.pacing_held_at_unix_ms > 0);
 
     let (st, t) = post_signed(&s, &fixture("status_failed_experiment_bsuid.json")).await;
-    assert_eq!((st, count(&t, "rejected")), (200, 1), "{t}");
+    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    let by_bsuid = |category: pb::Category, user_id: &str| pb::AcquireRequest {
+        recipient: String::new(),
+        recipient_user_id: user_id.into(),
+        category: category as i32,
+        ..acquire("acme", 0)
+    };
+    let r = s
+        .acquire_req(by_bsuid(pb::Category::Marketing, "GB.20385716640219937715"))
+        .await;
+    assert_eq!(reason(&r), pb::DenyReason::RecipientMarketingLimit);
 
-    // The same code for another message, with the phone too, reaches the engine: that
-    // recipient's marketing stops.
+    // The same code for another message, with the phone too: that phone's marketing stops.
     let with_phone = String::from_utf8(fixture("status_failed_experiment_bsuid.json"))
         .unwrap()
         .replace(r#""id":"wamid."#, r#""id":"wamid.phone"#)
@@ -329,20 +338,30 @@ async fn the_2026_shapes_are_read_and_answered_200() {
         pb::DenyReason::RecipientMarketingLimit
     );
 
+    // contacts[] pairs 16505551234 with its BSUID and parent; user_id_update renames the BSUID.
     for name in ["status_delivered_bsuid.json", "user_id_update.json"] {
         let (st, t) = post_signed(&s, &fixture(name)).await;
         assert_eq!(
-            (st, count(&t, "ignored"), count(&t, "unreadable")),
+            (st, count(&t, "applied"), count(&t, "unreadable")),
             (200, 1, 0),
             "{name}: {t}"
         );
     }
+    let before = s.get_org("acme").await.usage.unwrap().unique_recipients_24h;
+    assert!(allowed(&s.acquire("acme", 16_505_551_234).await));
+    // The renamed BSUID and the parent BSUID are the same person: the same pair cell.
+    for user_id in ["US.40917733529105862204", "US.ENT.11815799212886844830"] {
+        let r = s
+            .acquire_req(by_bsuid(pb::Category::Utility, user_id))
+            .await;
+        assert_eq!(reason(&r), pb::DenyReason::PairRate, "{user_id}");
+    }
+    let after = s.get_org("acme").await.usage.unwrap().unique_recipients_24h;
+    assert_eq!(after, before + 1, "one person, one slot");
     let m = s.metrics().await;
     for line in [
-        r#"tiergate_webhook_changes_total{field="messages",result="rejected"} 1"#,
-        r#"tiergate_feedback_reactions_total{result="marketing_experiment"} 1"#,
-        r#"tiergate_webhook_changes_total{field="user_id_update",result="ignored"} 1"#,
-        r#"tiergate_webhook_changes_total{field="messages",result="ignored"} 1"#,
+        r#"tiergate_feedback_reactions_total{result="marketing_experiment"} 2"#,
+        r#"tiergate_webhook_changes_total{field="user_id_update",result="applied"} 1"#,
     ] {
         assert!(m.contains(line), "{line}\n{m}");
     }

@@ -342,6 +342,7 @@ pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
         template_name: "order_update".into(),
         category: pb::Category::Utility as i32,
         idempotency_key: String::new(),
+        recipient_user_id: String::new(),
     }
 }
 

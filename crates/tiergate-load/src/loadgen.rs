@@ -283,6 +283,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                     template_name: "loadgen".into(),
                     category: pb::Category::Utility as i32,
                     idempotency_key: String::new(),
+                    recipient_user_id: String::new(),
                 };
                 let t0 = Instant::now();
                 let r = client.acquire(request(req, cfg.token.as_deref())).await;

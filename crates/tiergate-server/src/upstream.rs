@@ -59,8 +59,10 @@ impl UpstreamResult {
 pub struct TemplateMessage<'a> {
     /// The sending number.
     pub phone_number_id: &'a str,
-    /// The recipient's WhatsApp id.
+    /// The send's `recipient`: a phone (WhatsApp id), a BSUID, or empty.
     pub to: &'a str,
+    /// The send's `recipient_user_id` (a BSUID), if any.
+    pub user_id: Option<&'a str>,
     /// The template's name.
     pub template_name: &'a str,
     /// The template's language code (`en_US`).
@@ -79,13 +81,26 @@ impl TemplateMessage<'_> {
         if !self.components.is_null() {
             template["components"] = self.components.clone();
         }
-        json!({
+        let mut body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": self.to,
             "type": "template",
             "template": template,
-        })
+        });
+        // Since 2026 the Cloud API takes a phone in "to" and/or a BSUID in "recipient"; a BSUID
+        // a sender put where a phone goes is moved to where Meta expects it.
+        let (phone, bsuid) = if tiergate_core::Bsuid::looks_like(self.to) {
+            (None, Some(self.to))
+        } else {
+            (Some(self.to).filter(|t| !t.is_empty()), self.user_id)
+        };
+        if let Some(p) = phone {
+            body["to"] = json!(p);
+        }
+        if let Some(b) = bsuid.or(self.user_id) {
+            body["recipient"] = json!(b);
+        }
+        body
     }
 }
 
@@ -185,6 +200,7 @@ mod tests {
         let m = TemplateMessage {
             phone_number_id: "1",
             to: "4915112345678",
+            user_id: None,
             template_name: "order_update",
             language_code: "en_US",
             components: json!([{"type": "body", "parameters": [{"type": "text", "text": "42"}]}]),
@@ -201,5 +217,37 @@ mod tests {
             ..m
         };
         assert!(none.body()["template"].get("components").is_none());
+        assert!(none.body().get("recipient").is_none());
+    }
+
+    #[test]
+    fn bsuids_go_where_the_cloud_api_expects_them() {
+        let m = TemplateMessage {
+            phone_number_id: "1",
+            to: "16505551234",
+            user_id: Some("US.13491208655302741918"),
+            template_name: "t",
+            language_code: "en_US",
+            components: Value::Null,
+        };
+        let both = m.body();
+        assert_eq!(both["to"], "16505551234");
+        assert_eq!(both["recipient"], "US.13491208655302741918");
+        let only_bsuid = TemplateMessage {
+            to: "",
+            ..m.clone()
+        }
+        .body();
+        assert!(only_bsuid.get("to").is_none());
+        assert_eq!(only_bsuid["recipient"], "US.13491208655302741918");
+        // A BSUID put where a phone goes is moved to "recipient".
+        let misplaced = TemplateMessage {
+            to: "US.ENT.11815799212886844830",
+            user_id: None,
+            ..m
+        }
+        .body();
+        assert!(misplaced.get("to").is_none());
+        assert_eq!(misplaced["recipient"], "US.ENT.11815799212886844830");
     }
 }

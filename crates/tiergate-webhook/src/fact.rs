@@ -73,6 +73,28 @@ pub(crate) fn delivery(org: &str, key: &str) -> Fact {
     )
 }
 
+pub(crate) fn recipient_ids(org: &str, phone: &str, user_ids: Vec<String>) -> Fact {
+    Fact::new(
+        0,
+        org,
+        Change::RecipientIds {
+            phone: phone.to_owned(),
+            user_ids,
+        },
+    )
+}
+
+pub(crate) fn user_id_changed(org: &str, previous: &str, current: &str) -> Fact {
+    Fact::new(
+        0,
+        org,
+        Change::UserIdChanged {
+            previous: previous.to_owned(),
+            current: current.to_owned(),
+        },
+    )
+}
+
 pub(crate) fn pacing_held(org: &str) -> Fact {
     Fact::new(0, org, Change::PacingHeld)
 }

@@ -21,9 +21,8 @@ pub enum Outcome {
     /// No org holds the id the change names: counted, not retried, and nothing is created.
     UnknownId,
     /// A field the governor does not act on; counted so new fields show up in metrics. Also a
-    /// change it reads but cannot act on yet: a business-scoped user id linked to a phone
-    /// (`contacts[]`) or changed (`user_id_update`), which the core does not take until its
-    /// BSUID work lands; and a capability update that sets no messaging limit (`TIER_NOT_SET`).
+    /// change with nothing to act on: a capability update that sets no messaging limit
+    /// (`TIER_NOT_SET`), or a contact naming two BSUIDs but no phone.
     Ignored,
     /// The org already applied this change (same delivery key): Meta redelivered it, and
     /// applying it again would repeat its effect (a second pause, a doubled back-off).

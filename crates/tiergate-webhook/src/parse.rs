@@ -153,8 +153,8 @@ pub enum Change {
     },
     /// `messages.contacts[]` naming one person by more than one id (2026): a phone (`wa_id`)
     /// with a business-scoped user id (`user_id`) and/or its parent (`parent_user_id`). Each
-    /// is checked for shape. What links them is the core's BSUID work; until it lands the
-    /// plan notes the change only ([`crate::Outcome::Ignored`]).
+    /// is checked for shape; the org then counts the person once, whichever id a send uses
+    /// (`tiergate_core::Change::RecipientIds`).
     RecipientIds {
         /// The WABA the notification came under.
         waba_id: String,
@@ -167,8 +167,8 @@ pub enum Change {
         /// The parent BSUID (`CC.ENT.digits`), when given.
         parent_user_id: Option<String>,
     },
-    /// `user_id_update` (2026): a person's BSUID changed from `previous` to `current`. Checked
-    /// for shape; noted only until the core links BSUIDs ([`crate::Outcome::Ignored`]).
+    /// `user_id_update` (2026): a person's BSUID changed from `previous` to `current`; the new
+    /// one counts as the old one did (`tiergate_core::Change::UserIdChanged`).
     UserIdUpdate {
         /// The WABA the notification came under.
         waba_id: String,

@@ -58,11 +58,23 @@ pub fn ids(change: &parse::Change) -> impl Iterator<Item = IdRef<'_>> {
         | parse::Change::PacingHeld {
             phone_number_id, ..
         } => (Some(IdRef::PhoneNumberId(phone_number_id)), None),
-        // Applied to no org (yet), so no lookup is spent on them.
-        parse::Change::Ignored { .. }
-        | parse::Change::Unreadable { .. }
-        | parse::Change::RecipientIds { .. }
-        | parse::Change::UserIdUpdate { .. } => (None, None),
+        // A person's ids are the org's that owns the number the notification came for (or,
+        // without one, its WABA's).
+        parse::Change::RecipientIds {
+            waba_id,
+            phone_number_id,
+            ..
+        }
+        | parse::Change::UserIdUpdate {
+            waba_id,
+            phone_number_id,
+            ..
+        } => (
+            phone_number_id.as_deref().map(IdRef::PhoneNumberId),
+            Some(IdRef::Waba(waba_id)),
+        ),
+        // Applied to no org, so no lookup is spent on them.
+        parse::Change::Ignored { .. } | parse::Change::Unreadable { .. } => (None, None),
     };
     first.into_iter().chain(then)
 }
@@ -97,8 +109,7 @@ enum Judge {
     /// A tier request: applied, or held by the escalation gate.
     Tier,
     /// An error code: its reaction, unless it needed more than a status carries.
-    /// `bsuid_only`: the status named the recipient only by a BSUID, which says why.
-    Reaction { bsuid_only: bool },
+    Reaction,
 }
 
 impl Judge {
@@ -114,18 +125,11 @@ impl Judge {
             (Judge::Done, _) => Outcome::Applied,
             (Judge::Tier, tiergate_core::Outcome::Tier(c)) if c.applied => Outcome::Applied,
             (Judge::Tier, _) => Outcome::Held,
-            (
-                Judge::Reaction { bsuid_only },
-                tiergate_core::Outcome::Reaction(Reaction::Incomplete),
-            ) => Outcome::Rejected(if bsuid_only {
-                "needs the recipient's phone; the status names it only by a business-scoped \
-                 user id, which the core does not take yet"
-                    .into()
-            } else {
-                "needs more than a status carries".into()
-            }),
-            (Judge::Reaction { .. }, tiergate_core::Outcome::Reaction(r)) => Outcome::Reacted(*r),
-            (Judge::Reaction { .. }, _) => Outcome::Applied,
+            (Judge::Reaction, tiergate_core::Outcome::Reaction(Reaction::Incomplete)) => {
+                Outcome::Rejected("needs more than a status carries".into())
+            }
+            (Judge::Reaction, tiergate_core::Outcome::Reaction(r)) => Outcome::Reacted(*r),
+            (Judge::Reaction, _) => Outcome::Applied,
         }
     }
 }
@@ -192,12 +196,30 @@ impl Plan {
         let org = named.owner.org_id.as_str();
         let plan = |steps: Vec<Step>| Self::steps(org, steps);
         match change {
-            parse::Change::Ignored { .. }
-            | parse::Change::Unreadable { .. }
-            | parse::Change::RecipientIds { .. }
-            | parse::Change::UserIdUpdate { .. } => {
+            parse::Change::Ignored { .. } | parse::Change::Unreadable { .. } => {
                 Self::settled(Self::for_no_org(change).unwrap_or(Outcome::Ignored))
             }
+            // From now on the org counts the person once, whichever id a send uses.
+            parse::Change::RecipientIds {
+                wa_id,
+                user_id,
+                parent_user_id,
+                ..
+            } => {
+                let users: Vec<String> = user_id.iter().chain(parent_user_id).cloned().collect();
+                match wa_id {
+                    Some(phone) if !users.is_empty() => {
+                        plan(vec![Step::done(fact::recipient_ids(org, phone, users))])
+                    }
+                    // Two BSUIDs without a phone: nothing a send keys by yet; noted.
+                    _ => Self::settled(Outcome::Ignored),
+                }
+            }
+            parse::Change::UserIdUpdate {
+                previous, current, ..
+            } => plan(vec![Step::done(fact::user_id_changed(
+                org, previous, current,
+            ))]),
             parse::Change::PhoneQuality {
                 event,
                 current_limit,
@@ -263,23 +285,21 @@ impl Plan {
             }
             // Noted only: WhatsApp pauses a template by a status update, which comes separately.
             parse::Change::TemplateQuality { .. } => Self::settled(Outcome::Applied),
-            // The recipient is the phone (`recipient_id`) when the status gives one. A status
-            // naming the recipient only by its BSUID (`recipient_user_id`) is fed back with no
-            // recipient: the core does not take BSUID recipients yet (another change adds
-            // them), so a code that needs the recipient is refused with that reason, and the
-            // number-wide reactions (pauses, throughput cuts) still apply.
+            // The recipient is the phone (`recipient_id`) when the status gives one, else its
+            // BSUID (`recipient_user_id`): the core counts both as the same person once linked.
             parse::Change::SendError {
                 phone_number_id,
                 recipient,
                 recipient_user_id,
                 code,
                 ..
-            } => plan(vec![Step {
-                fact: fact::feedback(org, phone_number_id, recipient.as_deref(), *code),
-                judge: Judge::Reaction {
-                    bsuid_only: recipient.is_none() && recipient_user_id.is_some(),
-                },
-            }]),
+            } => {
+                let to = recipient.as_deref().or(recipient_user_id.as_deref());
+                plan(vec![Step {
+                    fact: fact::feedback(org, phone_number_id, to, *code),
+                    judge: Judge::Reaction,
+                }])
+            }
             parse::Change::PacingHeld { .. } => plan(vec![Step::done(fact::pacing_held(org))]),
         }
     }
@@ -289,11 +309,6 @@ impl Plan {
         match change {
             parse::Change::Ignored { .. } => Some(Outcome::Ignored),
             parse::Change::Unreadable { why, .. } => Some(Outcome::Unreadable(why.clone())),
-            // Read and checked, but linking a phone to a BSUID (or a BSUID to its successor)
-            // is the core's BSUID work, not done yet: noted, not applied.
-            parse::Change::RecipientIds { .. } | parse::Change::UserIdUpdate { .. } => {
-                Some(Outcome::Ignored)
-            }
             _ => None,
         }
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tiergate_core::{
-    Change, Command, Engine, EscalationKind, EscalationPath, IdOwner, IdRef, ManualClock,
-    OrgConfig, Policy, QualityRating, Reaction, Tier,
+    Category, Change, Command, DenyReason, Engine, EscalationKind, EscalationPath, IdOwner, IdRef,
+    ManualClock, OrgConfig, Policy, QualityRating, Reaction, SendRequest, Tier,
 };
 use tiergate_webhook::{Named, Outcome, Plan, Summary, parse, plan};
 
@@ -383,10 +383,7 @@ fn changes_that_apply_nothing_spend_no_key() {
         json!({"field": "business_capability_update", "value": {"max_phone_numbers_per_waba": 25}}),
         json!({"field": "account_update", "value": {"event": "PARTNER_ADDED"}}),
         json!({"field": "messages", "value": {"metadata": {"phone_number_id": PHONE},
-            "contacts": [{"wa_id": "16505551234", "user_id": "US.13491208655302741918"}],
             "statuses": [{"id": "wamid.D", "status": "delivered", "recipient_id": "16505551234"}]}}),
-        json!({"field": "user_id_update", "value": {"user_id_update": [{"wa_id": "16505551234",
-            "user_id": {"previous": "US.1", "current": "US.2"}}]}}),
         json!({"field": "something_new", "value": {}}),
     ];
     let (got, facts) = drive_counting(&e, &body(WABA, quiet));
@@ -396,13 +393,42 @@ fn changes_that_apply_nothing_spend_no_key() {
             Outcome::Ignored,
             Outcome::Ignored,
             Outcome::Applied,
-            Outcome::Ignored,
-            Outcome::Ignored,
             Outcome::Ignored
         ]
     );
     assert_eq!(facts, 0);
     assert_eq!(e.get_org("acme").unwrap().config.tier, Tier::Tier250);
+}
+
+#[test]
+fn contacts_and_user_id_updates_link_a_person_s_ids() {
+    let e = engine(true);
+    let links = vec![
+        json!({"field": "messages", "value": {"metadata": {"phone_number_id": PHONE},
+            "contacts": [{"wa_id": "16505551234", "user_id": "US.13491208655302741918"}]}}),
+        json!({"field": "user_id_update", "value": {"metadata": {"phone_number_id": PHONE},
+            "user_id_update": [{"wa_id": "16505551234",
+            "user_id": {"previous": "US.13491208655302741918", "current": "US.40917733529105862204"}}]}}),
+    ];
+    let got = drive(&e, &body(WABA, links));
+    assert_eq!(got, [Outcome::Applied, Outcome::Applied]);
+    // A send to the phone, then one to the renamed BSUID: one person in the window.
+    let send = |recipient: &str, user_id: Option<&str>| {
+        e.decide(&SendRequest {
+            org_id: "acme",
+            phone_number_id: PHONE,
+            recipient,
+            recipient_user_id: user_id,
+            template_name: "t",
+            category: Category::Utility,
+            idempotency_key: None,
+        })
+        .unwrap()
+    };
+    assert!(send("16505551234", None).is_allowed());
+    let d = send("", Some("US.40917733529105862204"));
+    assert_eq!(d.reason, Some(DenyReason::PairRate), "the same pair: {d:?}");
+    assert_eq!(e.get_org("acme").unwrap().usage.unique_recipients_24h, 1);
 }
 
 #[test]
@@ -466,8 +492,7 @@ fn a_2026_code_reaches_the_engine_with_the_phone_and_says_why_without_one() {
         matches!(got[0], Outcome::Reacted(Reaction::MarketingExperiment(_))),
         "{got:?}"
     );
-    // Only a BSUID: no recipient is passed (the core takes phones only, for now), and the
-    // refusal says so; answered like any refusal, not a refused body.
+    // Only a BSUID: the BSUID is the recipient (the person it counts under).
     let bsuid_only = body(
         WABA,
         vec![status_error(
@@ -479,7 +504,7 @@ fn a_2026_code_reaches_the_engine_with_the_phone_and_says_why_without_one() {
     );
     let got = drive(&e, &bsuid_only);
     assert!(
-        matches!(&got[0], Outcome::Rejected(why) if why.contains("business-scoped")),
+        matches!(got[0], Outcome::Reacted(Reaction::MarketingExperiment(_))),
         "{got:?}"
     );
     // A number-wide code needs no recipient: it applies with a BSUID-only status.

@@ -80,8 +80,10 @@ macro_rules! send_request {
         SendRequest {
             org_id: convert::required("org_id", &$r.org_id)?,
             phone_number_id: convert::required("phone_number_id", &$r.phone_number_id)?,
-            recipient: convert::required("recipient", &$r.recipient)?,
-            recipient_user_id: None,
+            // Either may be empty (not both): the engine names the field that is wrong.
+            recipient: &$r.recipient,
+            recipient_user_id: (!$r.recipient_user_id.is_empty())
+                .then_some($r.recipient_user_id.as_str()),
             template_name: convert::required("template_name", &$r.template_name)?,
             category: convert::category($r.category)?,
             idempotency_key: (!$r.idempotency_key.is_empty())
@@ -209,6 +211,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let msg = TemplateMessage {
             phone_number_id: send.phone_number_id,
             to: send.recipient,
+            user_id: send.recipient_user_id,
             template_name: send.template_name,
             language_code: language,
             components,
@@ -242,7 +245,10 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                     send.org_id.to_owned(),
                     Change::Feedback {
                         phone: Some(send.phone_number_id.to_owned()),
-                        recipient: Some(send.recipient.to_owned()),
+                        recipient: Some(send.recipient)
+                            .filter(|r| !r.is_empty())
+                            .or(send.recipient_user_id)
+                            .map(str::to_owned),
                         template: Some(send.template_name.to_owned()),
                         code: *code,
                     },

@@ -375,3 +375,28 @@ fn limit_reduced_says_when_a_slot_of_the_reduced_limit_frees() {
     let (e, _clock) = setup(80);
     assert_eq!(fb(&e, None, None, 131_064), Reaction::LimitReduced(0));
 }
+
+#[test]
+fn a_tier_limit_over_a_reduced_limit_says_when_the_excess_has_left() {
+    let (e, clock) = setup(1_000);
+    e.request_tier_change("acme", Tier::Tier2K).unwrap();
+    // 300 recipients, 1 s apart.
+    let start = clock.now_ms();
+    for i in 0..300u64 {
+        assert!(send(&e, &i.to_string(), "t", Category::Utility).is_allowed());
+        clock.advance(1_000);
+    }
+    fb(&e, None, None, 131_064);
+    // Reduced to 250: a slot frees when the 51st-oldest recipient (sent at start + 50 s) leaves.
+    let d = send(&e, "999", "t", Category::Utility);
+    assert_eq!(d.reason, Some(DenyReason::TierLimit));
+    let frees_at = start + 50_000 + Policy::default().tier_window_ms;
+    assert_eq!(d.retry_after_ms, frees_at - clock.now_ms());
+    clock.advance(d.retry_after_ms - 1);
+    assert_eq!(
+        send(&e, "999", "t", Category::Utility).reason,
+        Some(DenyReason::TierLimit)
+    );
+    clock.advance(1);
+    assert!(send(&e, "999", "t", Category::Utility).is_allowed());
+}

@@ -164,8 +164,11 @@ impl OrgState {
             && window.len() >= limit
             && !found.is_member()
         {
+            // When the window holds more than the limit (a reduced or restricted tier), a slot
+            // frees only once the excess has left, not when the oldest does; at the limit this
+            // is the oldest (O(1)).
             let retry = window
-                .oldest()
+                .below_at(limit)
                 .map_or(0, |t| (t + policy.tier_window_ms).saturating_sub(now));
             let reason = if restricted {
                 DenyReason::QualityRestricted

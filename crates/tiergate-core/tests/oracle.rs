@@ -6,6 +6,10 @@
 //! and tier, pending tier and flags after every admin event. Thresholds are shrunk (TIER_50,
 //! weekly caps of a few dozen) so that short sequences reach every rule.
 //!
+//! Sends name their recipient by phone, by business-scoped user id (BSUID) or by both; the
+//! oracle keeps the links an allowed send with both teaches and counts people, not ids (a BSUID
+//! seen alone before its link keeps its own entry until it leaves the window).
+//!
 //! `PROPTEST_CASES` sets the number of cases; CI runs at least 10,000.
 
 use std::collections::HashMap;
@@ -17,7 +21,10 @@ use tiergate_testkit::{PHONE, T0, email, engine_at_t0};
 #[derive(Debug, Clone)]
 enum Op {
     Send {
-        recipient: u64,
+        /// The phone (`recipient`), if named.
+        phone: Option<u64>,
+        /// The BSUID (`recipient_user_id`), if named.
+        user: Option<u8>,
         key: Option<u8>,
     },
     Advance(u64),
@@ -48,8 +55,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(QualityRating::Unknown),
     ];
     prop_oneof![
-        120 => (0u64..90, proptest::option::weighted(0.15, 0u8..4))
-            .prop_map(|(recipient, key)| Op::Send { recipient, key }),
+        120 => (
+            proptest::option::weighted(0.85, 0u64..90),
+            proptest::option::weighted(0.3, 0u8..8),
+            proptest::option::weighted(0.15, 0u8..4),
+        )
+            .prop_map(|(phone, user, key)| Op::Send {
+                // A send names at least one id.
+                user: if phone.is_none() { user.or(Some(0)) } else { user },
+                phone,
+                key,
+            }),
         12 => advance.prop_map(Op::Advance),
         3 => any::<bool>().prop_map(Op::SetPath),
         3 => rating.prop_map(Op::SetRating),
@@ -127,9 +143,21 @@ struct Oracle {
     appeal_pending: bool,
     sends: Vec<Sent>,
     idem: HashMap<u8, (u64, usize)>,
+    /// BSUID → the person it counts under (a phone), learned from allowed sends.
+    links: HashMap<u8, u64>,
 }
 
 impl Oracle {
+    /// Who a send is to: its phone; else the phone its BSUID is linked to; else the BSUID
+    /// itself (people keyed apart from phones).
+    fn person(&self, phone: Option<u64>, user: Option<u8>) -> u64 {
+        match (phone, user) {
+            (Some(p), _) => p,
+            (None, Some(u)) => self.links.get(&u).copied().unwrap_or(1_000 + u64::from(u)),
+            (None, None) => unreachable!("a send names an id"),
+        }
+    }
+
     fn live(&self) -> impl Iterator<Item = &Sent> {
         self.sends.iter().filter(|s| !s.refunded)
     }
@@ -246,8 +274,14 @@ impl Oracle {
             && !w.contains_key(&recipient)
             && w.len() as u64 >= l
         {
-            let oldest = w.values().min().copied();
-            let retry = oldest.map_or(0, |o| o + self.p.tier_window_ms - now);
+            // A slot frees once the window holds fewer than the limit: when the
+            // (len − limit + 1)-th oldest recipient leaves.
+            let mut times: Vec<u64> = w.values().copied().collect();
+            times.sort_unstable();
+            let excess = times.len() - l as usize;
+            let retry = times
+                .get(excess)
+                .map_or(0, |t| t + self.p.tier_window_ms - now);
             let reason = if restricted {
                 DenyReason::QualityRestricted
             } else {
@@ -294,20 +328,23 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
         appeal_pending: false,
         sends: Vec::new(),
         idem: HashMap::new(),
+        links: HashMap::new(),
     };
     let mut last_appeal: Option<AppealId> = None;
     for (step, op) in ops.into_iter().enumerate() {
         let now = clock.now_ms();
         match op {
-            Op::Send { recipient, key } => {
-                let r = recipient.to_string();
+            Op::Send { phone, user, key } => {
+                let r = phone.map(|p| p.to_string()).unwrap_or_default();
+                let u = user.map(|u| format!("US.{}", 500 + u64::from(u)));
+                let recipient = o.person(phone, user);
                 let k = key.map(|k| format!("k{k}"));
                 let d = engine
                     .decide(&SendRequest {
                         org_id: "o",
                         phone_number_id: PHONE,
                         recipient: &r,
-                        recipient_user_id: None,
+                        recipient_user_id: u.as_deref(),
                         template_name: "t",
                         category: Category::Marketing,
                         idempotency_key: k.as_deref(),
@@ -340,6 +377,9 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     });
                     if let Some(k) = key {
                         o.idem.insert(k, (now, o.sends.len() - 1));
+                    }
+                    if let (Some(p), Some(u)) = (phone, user) {
+                        o.links.insert(u, p);
                     }
                 }
             }

@@ -99,7 +99,7 @@ impl OrgState {
                 };
             }
         }
-        self.track_upgrade(policy, now);
+        self.track_upgrade(policy, now, true);
 
         let (usage, restricted) = self.standing(policy, w, now);
         let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
@@ -196,7 +196,7 @@ impl OrgState {
     /// GCRA cells it used are taken again. Returns the permit's sequence number.
     pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
         let (w, _) = self.catch_up(policy, &send, now);
-        self.track_upgrade(policy, now);
+        self.track_upgrade(policy, now, true);
         let (usage, _) = self.standing(policy, w, now);
         // The send was allowed once; a cell it finds taken now (a replay may see a rate the
         // original did not, e.g. after a config change) does not undo it, so the answers are

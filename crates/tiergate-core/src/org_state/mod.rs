@@ -391,7 +391,7 @@ impl OrgState {
     /// What `GetOrg` shows at `now` (an advanced time).
     pub(crate) fn status(&mut self, policy: &Policy, now: u64) -> OrgStatus {
         self.expire_all(policy, now);
-        self.track_upgrade(policy, now);
+        self.track_upgrade(policy, now, false);
         let fullest = self.windows.fullest();
         let mut paused: Vec<TemplatePause> = self
             .paused

@@ -54,8 +54,8 @@ impl OrgState {
     /// Meta's upgrade conditions: quality not RED and at least `upgrade_usage_percent` of the
     /// limit used in the weekly window, with a rung above. Tracks since when they hold; only
     /// with `policy.auto_upgrade` (a what-if setting) does the engine act on them itself,
-    /// through the same gate as any increase.
-    pub(super) fn track_upgrade(&mut self, policy: &Policy, now: u64) {
+    /// through the same gate as any increase, and only on a decision (`act`), never on a read.
+    pub(super) fn track_upgrade(&mut self, policy: &Policy, now: u64, act: bool) {
         let eligible = self.config.quality_rating != QualityRating::Red
             && match (
                 self.config.tier.limit(),
@@ -72,7 +72,7 @@ impl OrgState {
             return;
         }
         self.upgrade_eligible_since.get_or_insert(now);
-        if !policy.auto_upgrade {
+        if !policy.auto_upgrade || !act {
             return;
         }
         if let Some(next) = policy.ladder.next_above(self.config.tier)

@@ -54,6 +54,7 @@ mod fact_wire;
 mod id_index;
 mod idempotency;
 mod journal;
+mod links;
 mod number;
 mod org;
 mod org_state;

@@ -17,6 +17,7 @@ use crate::deliveries::Deliveries;
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
 use crate::idempotency::IdempotencyCache;
+use crate::links::Links;
 use crate::number::PhoneSlot;
 use crate::org::{
     MAX_PHONE_NUMBERS, NumberStatus, OrgConfig, OrgStatus, PhoneNumberConfig, TemplatePause,
@@ -89,8 +90,8 @@ pub(crate) struct OrgState {
     upgrade_eligible_since: Option<u64>,
     /// Webhook deliveries applied (redeliveries change nothing).
     deliveries: Deliveries,
-    /// BSUID (exact 128-bit encoding) → the person key it counts under (see `people.rs`).
-    links: HashMap<u128, u64, foldhash::fast::RandomState>,
+    /// BSUID (its 63-bit key) → the person key it counts under (see `people.rs`).
+    links: Links,
 }
 
 impl OrgState {
@@ -120,7 +121,7 @@ impl OrgState {
             pacing_held_at: None,
             upgrade_eligible_since: None,
             deliveries: Deliveries::default(),
-            links: HashMap::default(),
+            links: Links::default(),
             config,
         };
         let phones = std::mem::take(&mut st.config.phone_numbers);

@@ -14,7 +14,9 @@
 //! could free a slot WhatsApp still counts if the link were wrong).
 //!
 //! Links are bounded per org (`policy.recipient_links_capacity`): beyond it a new link is not
-//! learned, which again only ever counts a person twice.
+//! learned, which again only ever counts a person twice. A link is keyed by the BSUID's 63-bit
+//! key (16 bytes a link in `links.rs`, so a linked recipient stays within SPEC's 64 bytes); two
+//! BSUIDs would share a link only on a 63-bit hash collision (about 1 in 10^9 for 100,000).
 
 use crate::error::{EngineError, ValidationError};
 use crate::validate::{Bsuid, RecipientKey};
@@ -78,8 +80,8 @@ impl OrgState {
         if let Some(p) = to.phone {
             return p;
         }
-        if let Some(k) = to.users().find_map(|u| self.links.get(&u.0)) {
-            return RecipientKey(*k);
+        if let Some(k) = to.users().find_map(|u| self.links.get(u.unlinked_key().0)) {
+            return RecipientKey(k);
         }
         // Validation guarantees an id; a recipient without one would be a bug, counted apart.
         to.users()
@@ -90,12 +92,12 @@ impl OrgState {
     /// Remembers that every BSUID of `to` is `person` (after an allowed send, or a webhook).
     pub(crate) fn learn(&mut self, to: &Recipient, person: RecipientKey, capacity: usize) {
         for u in to.users() {
-            let known = self.links.get(&u.0).copied();
+            let known = self.links.get(u.unlinked_key().0);
             if known == Some(person.0) || (known.is_none() && person == u.unlinked_key()) {
                 continue;
             }
             if known.is_some() || self.links.len() < capacity {
-                self.links.insert(u.0, person.0);
+                self.links.insert(u.unlinked_key().0, person.0);
             }
         }
     }
@@ -104,8 +106,8 @@ impl OrgState {
     pub(crate) fn rename(&mut self, previous: Bsuid, current: Bsuid, capacity: usize) {
         let person = self
             .links
-            .get(&previous.0)
-            .map_or_else(|| previous.unlinked_key(), |&k| RecipientKey(k));
+            .get(previous.unlinked_key().0)
+            .map_or_else(|| previous.unlinked_key(), RecipientKey);
         let to = Recipient {
             phone: None,
             users: [Some(current), None],

@@ -13,6 +13,7 @@ use crate::appeal::Appeal;
 use crate::backoff::Backoffs;
 use crate::deliveries::Deliveries;
 use crate::idempotency::{IdempotencyCache, IdempotencyState};
+use crate::links::Links;
 use crate::number::{NumberFeedback, PhoneSlot};
 use crate::org::{OrgConfig, PhoneNumberConfig};
 use crate::permit_ledger::PermitLedger;
@@ -56,9 +57,9 @@ pub struct OrgSnapshot {
     upgrade_eligible_since: Option<u64>,
     #[serde(default)]
     deliveries: Deliveries,
-    /// BSUID links as (high, low, person key): JSON numbers stay within 64 bits.
+    /// BSUID links as (BSUID key, person key).
     #[serde(default)]
-    links: Vec<(u64, u64, u64)>,
+    links: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,15 +131,7 @@ impl OrgState {
             pacing_held_at: self.pacing_held_at,
             upgrade_eligible_since: self.upgrade_eligible_since,
             deliveries: self.deliveries.clone(),
-            links: {
-                let mut l: Vec<(u64, u64, u64)> = self
-                    .links
-                    .iter()
-                    .map(|(&b, &p)| ((b >> 64) as u64, b as u64, p))
-                    .collect();
-                l.sort_unstable();
-                l
-            },
+            links: self.links.entries(),
         }
     }
 
@@ -184,11 +177,7 @@ impl OrgState {
         st.pacing_held_at = snap.pacing_held_at;
         st.upgrade_eligible_since = snap.upgrade_eligible_since;
         st.deliveries = snap.deliveries;
-        st.links = snap
-            .links
-            .into_iter()
-            .map(|(hi, lo, p)| ((u128::from(hi) << 64) | u128::from(lo), p))
-            .collect();
+        st.links = Links::from_entries(snap.links);
         st.last_now = snap.last_now;
         st
     }

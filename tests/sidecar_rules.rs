@@ -398,4 +398,36 @@ async fn a_rejected_report_answers_with_advice() {
         .into_inner();
     assert_eq!((r.advice(), r.retry_after_ms), (Unspecified, 0));
 }
+
+async fn a_person_counts_once_whichever_id_a_send_uses() {
+    let s = start!(MANUAL);
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    let ids = |recipient: &str, user_id: &str| pb::AcquireRequest {
+        recipient: recipient.into(),
+        recipient_user_id: user_id.into(),
+        ..acquire("acme", 0)
+    };
+    // Phone and BSUID together: the org learns they are one person.
+    assert!(allowed(&s.acquire_req(ids("16505551234", "US.13491208655302741918")).await));
+    s.advance(6 * SEC).await;
+    // The BSUID alone, later: the same window entry.
+    let r = s.acquire_req(ids("", "US.13491208655302741918")).await;
+    assert!(allowed(&r), "{r:?}");
+    assert_eq!(r.usage.unwrap().unique_recipients_24h, 1);
+    // …and the same pair cell: right after, the phone waits for the pair period.
+    let r = s.acquire_req(ids("16505551234", "")).await;
+    assert_eq!(reason(&r), pb::DenyReason::PairRate);
+    // A malformed BSUID names its field; nothing is recorded.
+    let bad = s
+        .governor()
+        .acquire(ids("16505551234", "US.ENT."))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("recipient_user_id"), "{}", bad.message());
+    assert_eq!(
+        s.get_org("acme").await.usage.unwrap().unique_recipients_24h,
+        1
+    );
+}
 }

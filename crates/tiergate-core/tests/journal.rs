@@ -53,8 +53,14 @@ fn replayed_facts_rebuild_the_same_state() {
         clock.advance(if i % 50 == 0 { 3_600_000 } else { 7 });
         let to = (1_000 + i % 120).to_string();
         let key = (i % 9 == 0).then(|| format!("k{}", i % 27));
+        // Every 5th send also names the person's BSUID, so links are journaled too.
+        let user = format!("US.{}", 5_000 + i % 120);
         for (org, phone) in [("a", "1"), ("b", "2")] {
-            let d = live.decide(&send(org, phone, &to, key.as_deref())).unwrap();
+            let req = SendRequest {
+                recipient_user_id: (i % 5 == 0).then_some(user.as_str()),
+                ..send(org, phone, &to, key.as_deref())
+            };
+            let d = live.decide(&req).unwrap();
             if let Some(p) = d.permit.filter(|_| !d.replayed) {
                 permits.push(p);
             }
@@ -120,9 +126,20 @@ fn replayed_facts_rebuild_the_same_state() {
         clock.advance(3);
         replay_clock.advance(3);
         let to = (900 + i).to_string();
+        // Every other one by BSUID alone: it counts as the phone it was linked to, or apart.
+        let user = format!("US.{}", 5_000 + i % 120);
         for (org, phone) in [("a", "1"), ("b", "2")] {
-            let x = live.decide(&send(org, phone, &to, None)).unwrap();
-            let y = restored.decide(&send(org, phone, &to, None)).unwrap();
+            let req = if i % 2 == 0 {
+                SendRequest {
+                    recipient: "",
+                    recipient_user_id: Some(&user),
+                    ..send(org, phone, &to, None)
+                }
+            } else {
+                send(org, phone, &to, None)
+            };
+            let x = live.decide(&req).unwrap();
+            let y = restored.decide(&req).unwrap();
             assert_eq!(
                 (x.reason, x.retry_after_ms, x.permit),
                 (y.reason, y.retry_after_ms, y.permit)

@@ -147,6 +147,23 @@ r = gov.Report(pb.ReportRequest(permit_id=p.permit_id, outcome=pb.SEND_OUTCOME_R
                                 error_code=131056))
 assert pb.Advice.Name(r.advice) == "ADVICE_RETRY_AFTER" and r.retry_after_ms == 1000, r
 
+# Recipients (2026): a phone and a business-scoped user id in one send are one person from then
+# on; the BSUID alone hits the same window entry and the same pair-rate cell.
+org("bs", pb.TIER_250, "46")
+def by_ids(to, user_id):
+    return gov.Acquire(pb.AcquireRequest(org_id="bs", phone_number_id="46", recipient=to,
+                                         recipient_user_id=user_id, template_name="t",
+                                         category=pb.CATEGORY_UTILITY))
+ok(by_ids("16505551234", "US.13491208655302741918"))
+expect(by_ids("", "US.13491208655302741918"), pb.DENY_REASON_PAIR_RATE)
+admin.AdvanceClock(pb.AdvanceClockRequest(millis=6_000))
+assert ok(by_ids("", "US.13491208655302741918")).usage.unique_recipients_24h == 1
+try:
+    by_ids("16505551234", "US.ENT.")
+    raise AssertionError("a malformed BSUID must be INVALID_ARGUMENT")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient_user_id" in e.details(), e
+
 # Errors are gRPC errors; denials are not.
 try:
     acquire("nobody", "1", 1)
@@ -158,5 +175,5 @@ try:
     raise AssertionError("bad recipient must be INVALID_ARGUMENT")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient" in e.details(), e
-assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 4
+assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 5
 print("interop ok")

@@ -302,8 +302,9 @@ async fn the_2026_shapes_are_read_and_applied() {
     let s = start().await;
     register(&s, pb::Tier::Tier2k, true, 80).await;
 
+    // The held status also pairs its phone and BSUID: two changes applied.
     let (st, t) = post_signed(&s, &fixture("status_held_for_quality_assessment.json")).await;
-    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    assert_eq!((st, count(&t, "applied")), (200, 2), "{t}");
     let o = s.get_org("acme").await;
     assert!(o.pacing_review);
     assert!(o.pacing_held_at_unix_ms > 0);
@@ -330,7 +331,7 @@ async fn the_2026_shapes_are_read_and_applied() {
             r#""recipient_id":"16505559876","recipient_user_id""#,
         );
     let (st, t) = post_signed(&s, with_phone.as_bytes()).await;
-    assert_eq!((st, count(&t, "applied")), (200, 1), "{t}");
+    assert_eq!((st, count(&t, "applied")), (200, 2), "{t}");
     let mut req = acquire("acme", 16_505_559_876);
     req.category = pb::Category::Marketing as i32;
     assert_eq!(

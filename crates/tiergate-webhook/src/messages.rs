@@ -112,6 +112,22 @@ pub(crate) fn messages(waba_id: &str, v: &Value, out: &mut Vec<Parsed>) {
     match list(v, "statuses") {
         Ok(statuses) => {
             for s in statuses {
+                // A status naming its recipient by phone and BSUID pairs them like a contact.
+                let ids = serde_json::json!({
+                    "wa_id": s.get("recipient_id"),
+                    "user_id": s.get("recipient_user_id"),
+                    "parent_user_id": s.get("recipient_parent_user_id"),
+                });
+                let key =
+                    DeliveryKey::content(waba_id, "messages.statuses.ids", &ids, &Value::Null);
+                match contact(waba_id, phone_id.as_deref(), &ids) {
+                    // The same pairing as a contact beside it says nothing new.
+                    Ok(Some(change)) if out.iter().any(|p| p.change == change) => {}
+                    Ok(Some(change)) => out.push(Parsed { change, key }),
+                    Ok(None) => {}
+                    // A bad id is the status's to report (once), if it carries anything else.
+                    Err(_) => {}
+                }
                 status(waba_id, phone_id.as_deref(), s, out);
             }
         }

@@ -209,7 +209,7 @@ impl Plan {
                 let users: Vec<String> = user_id.iter().chain(parent_user_id).cloned().collect();
                 match wa_id {
                     Some(phone) if !users.is_empty() => {
-                        plan(vec![Step::done(fact::recipient_ids(org, phone, users))])
+                        Self::idempotent(vec![Step::done(fact::recipient_ids(org, phone, users))])
                     }
                     // Two BSUIDs without a phone: nothing a send keys by yet; noted.
                     _ => Self::settled(Outcome::Ignored),
@@ -217,7 +217,7 @@ impl Plan {
             }
             parse::Change::UserIdUpdate {
                 previous, current, ..
-            } => plan(vec![Step::done(fact::user_id_changed(
+            } => Self::idempotent(vec![Step::done(fact::user_id_changed(
                 org, previous, current,
             ))]),
             parse::Change::PhoneQuality {
@@ -328,6 +328,18 @@ impl Plan {
     fn steps(org: &str, steps: Vec<Step>) -> Self {
         Plan {
             org: (!steps.is_empty()).then(|| org.to_owned()),
+            steps: steps.into_iter(),
+            pending: None,
+            outcome: Outcome::Applied,
+        }
+    }
+
+    /// A change whose facts are idempotent (learning that ids are one person): applying a
+    /// redelivery again changes nothing, so no delivery key is spent on it. Statuses pair ids on
+    /// every delivery, and a key for each would fill the org's delivery memory and journal.
+    fn idempotent(steps: Vec<Step>) -> Self {
+        Plan {
+            org: None,
             steps: steps.into_iter(),
             pending: None,
             outcome: Outcome::Applied,

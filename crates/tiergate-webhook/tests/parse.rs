@@ -345,13 +345,23 @@ fn the_2026_fixtures_read_as_meant() {
         }
     );
 
+    // A held status: the org is under pacing review, and the status pairs its phone and BSUID.
     let got = parse::parse(&fixture("status_held_for_quality_assessment.json")).unwrap();
     assert_eq!(
-        got[0].change,
-        Change::PacingHeld {
-            waba_id: "102290129340398".into(),
-            phone_number_id: PHONE_ID.into(),
-        }
+        got.iter().map(|p| p.change.clone()).collect::<Vec<_>>(),
+        [
+            Change::RecipientIds {
+                waba_id: "102290129340398".into(),
+                phone_number_id: Some(PHONE_ID.into()),
+                wa_id: Some("16505557777".into()),
+                user_id: Some("US.58201937746512093381".into()),
+                parent_user_id: None,
+            },
+            Change::PacingHeld {
+                waba_id: "102290129340398".into(),
+                phone_number_id: PHONE_ID.into(),
+            }
+        ]
     );
 
     let got = parse::parse(&fixture("user_id_update.json")).unwrap();

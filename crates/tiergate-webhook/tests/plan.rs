@@ -467,11 +467,12 @@ fn a_held_send_puts_the_org_under_pacing_review_once() {
         ],
     );
     assert!(!e.get_org("acme").unwrap().pacing_review);
-    assert_eq!(drive(&e, &held), [Outcome::Applied]);
+    // The status pairs the phone and BSUID (idempotent, no key), then the hold applies.
+    assert_eq!(drive(&e, &held), [Outcome::Applied, Outcome::Applied]);
     let st = e.get_org("acme").unwrap();
     assert!(st.pacing_review);
     assert_eq!(st.pacing_held_at_ms, Some(NOW));
-    assert_eq!(drive(&e, &held), [Outcome::Duplicate]);
+    assert_eq!(drive(&e, &held), [Outcome::Applied, Outcome::Duplicate]);
 }
 
 #[test]
@@ -489,7 +490,13 @@ fn a_2026_code_reaches_the_engine_with_the_phone_and_says_why_without_one() {
     );
     let got = drive(&e, &both);
     assert!(
-        matches!(got[0], Outcome::Reacted(Reaction::MarketingExperiment(_))),
+        matches!(
+            got[..],
+            [
+                Outcome::Applied,
+                Outcome::Reacted(Reaction::MarketingExperiment(_))
+            ]
+        ),
         "{got:?}"
     );
     // Only a BSUID: the BSUID is the recipient (the person it counts under).

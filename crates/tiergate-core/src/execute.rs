@@ -77,24 +77,24 @@ impl Engine {
     /// Decides one send at `now` and, when it is allowed, records it. See [`Engine::decide`].
     pub fn decide_at(&self, req: &SendRequest<'_>, now: u64) -> Result<Decision, EngineError> {
         let fields = SendFields::check(req)?;
-        self.registry.with_checked_org(req.org_id, |st| {
-            let send = CheckedSend::find(st, req, fields)?;
-            let now = st.advance(now);
-            let d = st.decide(&self.policy, send, now);
-            if d.is_allowed() && !d.replayed {
-                self.emit(|| {
-                    let change = Change::Send {
-                        phone: req.phone_number_id.to_owned(),
-                        recipient: req.recipient.to_owned(),
-                        user_id: req.recipient_user_id.map(str::to_owned),
-                        key: req.idempotency_key.map(str::to_owned),
-                        seq: d.permit.as_ref().map_or(0, |p| p.seq),
-                    };
-                    Fact::new(now, req.org_id, change)
-                });
-            }
-            Ok(d)
-        })?
+        let org = self.registry.get(req.org_id)?;
+        let mut st = org.lock();
+        let send = CheckedSend::find(&st, req, fields)?;
+        let now = st.advance(now);
+        let d = st.decide(&self.policy, send, now);
+        if d.is_allowed() && !d.replayed {
+            self.emit(|| {
+                let change = Change::Send {
+                    phone: req.phone_number_id.to_owned(),
+                    recipient: req.recipient.to_owned(),
+                    user_id: req.recipient_user_id.map(str::to_owned),
+                    key: req.idempotency_key.map(str::to_owned),
+                    seq: d.permit.as_ref().map_or(0, |p| p.seq),
+                };
+                Fact::new(now, req.org_id, change)
+            });
+        }
+        Ok(d)
     }
 
     /// An org's status at `now` (expiring what ended by then).

@@ -21,6 +21,9 @@ use crate::validate;
 /// in the table's own memory instead of chasing a pointer per probe.
 type OrgMap = DashMap<CompactString, Mutex<OrgState>, foldhash::fast::RandomState>;
 
+/// A registered org's entry, borrowed from the map.
+pub(crate) type OrgRef<'a> = dashmap::mapref::one::Ref<'a, CompactString, Mutex<OrgState>>;
+
 /// Shards of the org map (a power of two). Many, because each call takes a shard's read lock,
 /// and with few shards that lock's cache line bounces between cores even for unrelated orgs.
 const ORG_SHARDS: usize = 256;
@@ -69,12 +72,18 @@ impl Registry {
         org_id: &str,
         f: impl FnOnce(&mut OrgState) -> R,
     ) -> Result<R, EngineError> {
-        let org = self
-            .orgs
-            .get(org_id)
-            .ok_or_else(|| EngineError::UnknownOrg(org_id.to_owned()))?;
+        let org = self.get(org_id)?;
         let mut st = org.lock();
         Ok(f(&mut st))
+    }
+
+    /// The org's entry (its lock not taken), for the decision's hot path: locking it in the
+    /// caller's frame keeps the decision from being wrapped in a second `Result` and copied.
+    #[inline]
+    pub(crate) fn get(&self, org_id: &str) -> Result<OrgRef<'_>, EngineError> {
+        self.orgs
+            .get(org_id)
+            .ok_or_else(|| EngineError::UnknownOrg(org_id.to_owned()))
     }
 
     /// Registers `config` (validated) at `now`, or applies it to the org already registered.

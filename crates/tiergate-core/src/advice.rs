@@ -55,6 +55,16 @@ pub enum Advice {
 }
 
 impl Advice {
+    /// Every advice, in the order of SPEC §2a's enum.
+    pub const ALL: [Advice; 6] = [
+        Advice::Unspecified,
+        Advice::RetryAfter,
+        Advice::DoNotRetry,
+        Advice::TemplatePaused,
+        Advice::StopSending,
+        Advice::UseMarketingApi,
+    ];
+
     /// A stable label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -223,14 +233,7 @@ mod tests {
 
     #[test]
     fn labels_are_distinct() {
-        let all = [
-            Advice::Unspecified,
-            Advice::RetryAfter,
-            Advice::DoNotRetry,
-            Advice::TemplatePaused,
-            Advice::StopSending,
-            Advice::UseMarketingApi,
-        ];
+        let all = Advice::ALL;
         let labels: std::collections::HashSet<_> = all.iter().map(|a| a.label()).collect();
         assert_eq!(labels.len(), all.len());
     }

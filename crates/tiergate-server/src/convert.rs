@@ -398,14 +398,7 @@ mod tests {
     #[test]
     fn advice_keeps_its_name_on_the_wire() {
         use tiergate_core::Advice;
-        for a in [
-            Advice::Unspecified,
-            Advice::RetryAfter,
-            Advice::DoNotRetry,
-            Advice::TemplatePaused,
-            Advice::StopSending,
-            Advice::UseMarketingApi,
-        ] {
+        for a in Advice::ALL {
             let wire = advice_pb(a).as_str_name();
             assert_eq!(wire, format!("ADVICE_{}", a.label().to_uppercase()));
         }

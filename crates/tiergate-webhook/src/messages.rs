@@ -24,9 +24,6 @@ use crate::parse::{Change, Parsed, id_string, quote, unreadable};
 /// The status Meta gives a send it holds for quality assessment (portfolio pacing).
 pub const HELD_FOR_QUALITY_ASSESSMENT: &str = "held_for_quality_assessment";
 
-/// Longest BSUID accepted (`CC.ENT.` and the digits).
-pub const MAX_BSUID_LEN: usize = 64;
-
 /// Which of the two BSUID shapes an id must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bsuid {
@@ -36,23 +33,18 @@ enum Bsuid {
     Parent,
 }
 
-/// Checks `s` has the shape of a BSUID of `kind`: a two-letter country code, `.`, `ENT.` for a
-/// parent id, then digits.
+/// Checks `s` is a BSUID of `kind`: the core's own check of the shape
+/// ([`tiergate_core::Bsuid::parse`], so a webhook and a send accept the same ids), and the `ENT.`
+/// that tells a parent id from a person's.
 fn bsuid(s: &str, kind: Bsuid, what: &str) -> Result<String, String> {
     let bad = || format!("{what} {} is not a business-scoped user id", quote(s));
-    if s.len() > MAX_BSUID_LEN {
-        return Err(bad());
+    tiergate_core::Bsuid::parse("user_id", s).map_err(|_| bad())?;
+    let parent = s.get(3..).is_some_and(|rest| rest.starts_with("ENT."));
+    if parent == (kind == Bsuid::Parent) {
+        Ok(s.to_owned())
+    } else {
+        Err(bad())
     }
-    let (cc, rest) = s.split_at_checked(2).ok_or_else(bad)?;
-    let digits = rest.strip_prefix('.').ok_or_else(bad)?;
-    let digits = match kind {
-        Bsuid::User => digits,
-        Bsuid::Parent => digits.strip_prefix("ENT.").ok_or_else(bad)?,
-    };
-    let ok = cc.bytes().all(|b| b.is_ascii_uppercase())
-        && !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit());
-    if ok { Ok(s.to_owned()) } else { Err(bad()) }
 }
 
 /// A phone id (`wa_id`, `recipient_id`): digits as the core takes them.
@@ -290,5 +282,6 @@ mod tests {
         assert!(!ok("", Bsuid::User));
         assert!(!ok("ÜS.1", Bsuid::User));
         assert!(!ok(&format!("US.{}", "1".repeat(70)), Bsuid::User));
+        assert!(!ok("US.ENT.", Bsuid::Parent));
     }
 }

@@ -8,7 +8,7 @@
 use hashbrown::HashMap;
 
 /// Back-offs by key: (until, hits).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Backoffs<K: std::hash::Hash + Eq> {
     map: HashMap<K, (u64, u8), foldhash::fast::RandomState>,
 }

@@ -8,7 +8,7 @@
 //! it without judging it again.
 
 use crate::appeal::validate_evidence;
-use crate::decision::SendOutcome;
+use crate::decision::{Category, SendOutcome};
 use crate::error::{EngineError, ValidationError};
 use crate::escalation::EscalationPath;
 use crate::org::OrgConfig;
@@ -43,6 +43,9 @@ pub enum Change {
         /// The permit number it was given; replay checks it comes out the same, which proves
         /// the replayed state matches the original.
         seq: u64,
+        /// Its template's category, which the window remembers for the fill by category
+        /// (`None` in facts written before category reserves: counted as unattributed).
+        category: Option<Category>,
     },
     /// What happened to an allowed send (`Report`).
     Report {

@@ -93,6 +93,9 @@ pub enum DenyReason {
     QualityRestricted,
     /// Rule 8: a new recipient and the 24 h unique-recipient window is full.
     TierLimit,
+    /// Rule 8b (SPEC §2a): a new recipient of a category whose share of the effective tier is
+    /// used up; the rest is kept for AUTHENTICATION (and UTILITY) sends.
+    CategoryReserve,
     /// Rule 9: the phone number is over its messages per second.
     Throughput,
     /// Rule 10: this recipient was messaged from this number too recently.
@@ -101,7 +104,7 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, in decision order.
-    pub const ALL: [DenyReason; 10] = [
+    pub const ALL: [DenyReason; 11] = [
         DenyReason::AccountRestricted,
         DenyReason::TemplatePaused,
         DenyReason::RecipientMarketingLimit,
@@ -110,6 +113,7 @@ impl DenyReason {
         DenyReason::WeeklyCapWithoutEscalation,
         DenyReason::QualityRestricted,
         DenyReason::TierLimit,
+        DenyReason::CategoryReserve,
         DenyReason::Throughput,
         DenyReason::PairRate,
     ];
@@ -125,6 +129,7 @@ impl DenyReason {
             DenyReason::WeeklyCapWithoutEscalation => "WEEKLY_CAP_WITHOUT_ESCALATION",
             DenyReason::QualityRestricted => "QUALITY_RESTRICTED",
             DenyReason::TierLimit => "TIER_LIMIT",
+            DenyReason::CategoryReserve => "CATEGORY_RESERVE",
             DenyReason::Throughput => "THROUGHPUT",
             DenyReason::PairRate => "PAIR_RATE",
         }

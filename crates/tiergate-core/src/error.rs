@@ -1,14 +1,17 @@
 //! The engine's errors. A denial is *not* an error (it is a [`crate::Decision`]); these are the
 //! calls that could not be decided at all, each mapped by the sidecar to one gRPC status.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// Input that failed validation at the edge: which field, and why. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{field}: {reason}")]
 pub struct ValidationError {
-    /// The offending field, named as in the gRPC contract (`recipient`, `path.contact`, …).
-    pub field: &'static str,
+    /// The offending field, named as in the gRPC contract (`recipient`, `path.contact`, or an
+    /// item of a list: `recipients[17]`).
+    pub field: Cow<'static, str>,
     /// A sentence a caller can act on.
     pub reason: String,
 }
@@ -17,8 +20,17 @@ impl ValidationError {
     /// A validation error on `field`.
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
-            field,
+            field: Cow::Borrowed(field),
             reason: reason.into(),
+        }
+    }
+
+    /// The same error on another field: an item of a list is named by its position
+    /// (`recipients[17]`), where the item's own parser knew only `recipient`.
+    pub fn on(self, field: String) -> Self {
+        Self {
+            field: Cow::Owned(field),
+            reason: self.reason,
         }
     }
 }

@@ -90,6 +90,7 @@ impl Engine {
                     user_id: req.recipient_user_id.map(str::to_owned),
                     key: req.idempotency_key.map(str::to_owned),
                     seq: d.permit.as_ref().map_or(0, |p| p.seq),
+                    category: Some(req.category),
                 };
                 Fact::new(now, req.org_id, change)
             });

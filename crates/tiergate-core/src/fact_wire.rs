@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::change::Change;
+use crate::decision::Category;
 use crate::decision::SendOutcome;
 use crate::escalation::EscalationPath;
 use crate::journal::Fact;
@@ -29,6 +30,9 @@ pub(crate) enum WireFact {
         user_id: Option<String>,
         key: Option<String>,
         seq: u64,
+        // Absent in facts written before category reserves.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<Category>,
     },
     Report {
         at: u64,
@@ -136,6 +140,7 @@ impl From<Fact> for WireFact {
                 user_id,
                 key,
                 seq,
+                category,
             } => WireFact::Send {
                 at,
                 org,
@@ -144,6 +149,7 @@ impl From<Fact> for WireFact {
                 user_id,
                 key,
                 seq,
+                category,
             },
             Change::Report { seq, outcome } => WireFact::Report {
                 at,
@@ -234,6 +240,7 @@ impl From<WireFact> for Fact {
                 user_id,
                 key,
                 seq,
+                category,
             } => (
                 at,
                 org,
@@ -243,6 +250,7 @@ impl From<WireFact> for Fact {
                     user_id,
                     key,
                     seq,
+                    category,
                 },
             ),
             WireFact::Report {

@@ -28,7 +28,7 @@ pub(crate) struct NumberFeedback {
 
 /// One number's slot. Slots are never reused: a removed number keeps its slot (inactive), so its
 /// window lives on until it empties and re-adding it cannot dodge its window.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct PhoneSlot {
     /// [`validate::phone_key`] of the id.
     pub(crate) key: u128,

@@ -6,7 +6,9 @@ use crate::appeal::Appeal;
 use crate::decision::Usage;
 use crate::error::ValidationError;
 use crate::escalation::EscalationPath;
+use crate::policy::Policy;
 use crate::quality::QualityRating;
+use crate::reserve::{CategoryFill, Reserves};
 use crate::tier::Tier;
 use crate::validate;
 
@@ -63,6 +65,12 @@ pub struct OrgConfig {
     /// Whether it sent templates before tiergate saw it (lifts the start gate).
     #[serde(default)]
     pub has_template_history: bool,
+    /// Its own share of the tier kept for AUTHENTICATION, in percent; `None` = the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_authentication_percent: Option<u8>,
+    /// Its own share kept for UTILITY (and AUTHENTICATION); `None` = the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_utility_percent: Option<u8>,
 }
 
 impl OrgConfig {
@@ -76,6 +84,20 @@ impl OrgConfig {
             waba_ids: Vec::new(),
             escalation_path: None,
             has_template_history: false,
+            reserve_authentication_percent: None,
+            reserve_utility_percent: None,
+        }
+    }
+
+    /// The reserves that apply to this org: its own where it sets them, else the policy's.
+    pub fn reserves(&self, policy: &Policy) -> Reserves {
+        Reserves {
+            authentication_percent: self
+                .reserve_authentication_percent
+                .unwrap_or(policy.reserve_authentication_percent),
+            utility_percent: self
+                .reserve_utility_percent
+                .unwrap_or(policy.reserve_utility_percent),
         }
     }
 
@@ -136,6 +158,20 @@ impl OrgConfig {
         }
         for w in &self.waba_ids {
             validate::numeric_id("org.waba_ids", w)?;
+        }
+        let a = self.reserve_authentication_percent.unwrap_or(0);
+        let u = self.reserve_utility_percent.unwrap_or(0);
+        if a > 100 {
+            return Err(ValidationError::new(
+                "org.reserve_authentication_percent",
+                format!("{a} is not a percentage (0..=100)"),
+            ));
+        }
+        if u16::from(a) + u16::from(u) > 100 {
+            return Err(ValidationError::new(
+                "org.reserve_utility_percent",
+                format!("{a} % + {u} % kept in reserve is more than the whole tier"),
+            ));
         }
         Ok(())
     }
@@ -203,4 +239,8 @@ pub struct OrgStatus {
     pub pacing_review: bool,
     /// When Meta last held one of its sends.
     pub pacing_held_at_ms: Option<u64>,
+    /// The category reserves in force (the org's own, else the policy's).
+    pub reserves: Reserves,
+    /// The fullest window's recipients by the category that took their slot.
+    pub fill: CategoryFill,
 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
+use crate::reserve::Reserves;
 use crate::tier::Ladder;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -104,6 +105,17 @@ pub struct Policy {
     pub webhook_dedupe_capacity: usize,
     /// How long a webhook delivery is remembered (7 days: Meta retries for up to 7 days).
     pub webhook_dedupe_ttl_ms: u64,
+    /// Share of the effective tier kept for AUTHENTICATION sends, in percent (0; SPEC §2a).
+    /// Orgs may override it (`OrgConfig::reserve_authentication_percent`).
+    pub reserve_authentication_percent: u8,
+    /// Share of the effective tier kept for UTILITY (and AUTHENTICATION) sends, in percent (0).
+    pub reserve_utility_percent: u8,
+    /// The most recipients one plan may list or count (100,000; SPEC §2a "Preflight").
+    pub plan_max_recipients: u64,
+    /// How far ahead a plan looks (30 days). A campaign that cannot finish by then (for
+    /// example 100,000 recipients at 1,000 a week without an escalation path) is reported as
+    /// not completing, with the rule that binds it.
+    pub plan_horizon_ms: u64,
 }
 
 impl Default for Policy {
@@ -141,6 +153,10 @@ impl Default for Policy {
             recipient_links_capacity: 100_000,
             webhook_dedupe_capacity: 100_000,
             webhook_dedupe_ttl_ms: 7 * DAY_MS,
+            reserve_authentication_percent: 0,
+            reserve_utility_percent: 0,
+            plan_max_recipients: 100_000,
+            plan_horizon_ms: 30 * DAY_MS,
         }
     }
 }
@@ -200,12 +216,37 @@ impl Policy {
         if self.permit_capacity == 0 {
             return err("permit_capacity", "must be > 0");
         }
+        if self.reserve_authentication_percent > 100 {
+            return err("reserve_authentication_percent", "must be 0..=100");
+        }
+        if u16::from(self.reserve_authentication_percent) + u16::from(self.reserve_utility_percent)
+            > 100
+        {
+            return err(
+                "reserve_utility_percent",
+                "reserve_authentication_percent + reserve_utility_percent must be at most 100",
+            );
+        }
+        if self.plan_max_recipients == 0 || self.plan_max_recipients > 10_000_000 {
+            return err("plan_max_recipients", "must be 1..=10,000,000");
+        }
+        if self.plan_horizon_ms == 0 {
+            return err("plan_horizon_ms", "must be > 0");
+        }
         Ok(())
     }
 
     /// The limit after `tier_headroom_percent` is held back; `None` = unlimited.
     pub fn with_headroom(&self, limit: Option<u64>) -> Option<u64> {
         limit.map(|l| l * u64::from(100 - self.tier_headroom_percent) / 100)
+    }
+
+    /// The reserves an org gets when it does not set its own.
+    pub fn reserves(&self) -> Reserves {
+        Reserves {
+            authentication_percent: self.reserve_authentication_percent,
+            utility_percent: self.reserve_utility_percent,
+        }
     }
 
     /// Templates in the weekly window that make an org at `limit` eligible for the next tier.

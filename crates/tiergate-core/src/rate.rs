@@ -87,7 +87,7 @@ fn check(quota: Quota, tat: &mut u64, now_ms: u64) -> Result<(), u64> {
 }
 
 /// Messages per second of one phone number: its quota and its one TAT.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Throughput {
     quota: Quota,
     tat: u64,
@@ -145,7 +145,7 @@ fn absolute(origin_ns: u64, tat: u64) -> u64 {
 }
 
 /// One message per period from one number to one recipient, with a burst.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct PairRate {
     quota: Quota,
     /// Each pair's absolute TAT (ns since the epoch).

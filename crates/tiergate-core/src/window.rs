@@ -10,7 +10,10 @@
 //! * the oldest member (the head) gives the exact retry-after for a full tier;
 //! * memory is one 20-byte node (key, time as a 32-bit offset from the window's base, two links)
 //!   plus a 4-byte index slot and a control byte per recipient; the slab grows by 1.25× rather
-//!   than 2×. It is bounded by the tier because only allowed sends enter.
+//!   than 2×. It is bounded by the tier because only allowed sends enter;
+//! * each entry carries a class (0–3, one byte beside its node) that the window counts per class,
+//!   so that an org can show which categories fill its tier. The class is the one of the send
+//!   that took the slot; a refresh keeps it.
 //!
 //! Time must not go backwards between calls; the engine clamps it per org.
 
@@ -66,10 +69,17 @@ impl Found {
     }
 }
 
+/// Classes an entry can carry (see [`RecipientWindow::class_counts`]).
+pub const CLASSES: usize = 4;
+
 /// Unique recipients keyed by [`RecipientKey`], ordered by last send time.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecipientWindow {
     nodes: Vec<Node>,
+    /// Each node's class, by node index.
+    classes: Vec<u8>,
+    /// Entries per class.
+    per_class: [u32; CLASSES],
     /// Node times are offsets from here, so that they fit in 32 bits.
     base: u64,
     index: HashTable<u32>,
@@ -91,6 +101,8 @@ impl RecipientWindow {
     pub fn new() -> Self {
         Self {
             nodes: Vec::new(),
+            classes: Vec::new(),
+            per_class: [0; CLASSES],
             base: 0,
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -109,6 +121,16 @@ impl RecipientWindow {
     /// Whether no recipient is counted.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Recipients counted per class (the class of the send that took each slot).
+    pub fn class_counts(&self) -> [u64; CLASSES] {
+        self.per_class.map(u64::from)
+    }
+
+    /// The class `key`'s slot was taken with, if it is in the window.
+    pub fn class_of(&self, key: RecipientKey) -> Option<u8> {
+        self.find(key.0).map(|i| self.classes[i as usize])
     }
 
     #[inline]
@@ -193,14 +215,15 @@ impl RecipientWindow {
         Found(self.find(key.0))
     }
 
-    /// Counts a send to `key` at `ts` (≥ every time seen before).
+    /// Counts a send to `key` at `ts` (≥ every time seen before), in class 0.
     pub fn touch(&mut self, key: RecipientKey, ts: u64) -> Touch {
         let found = self.lookup(key);
-        self.touch_found(key, found, ts)
+        self.touch_found(key, found, ts, 0)
     }
 
-    /// [`Self::touch`] with the result of [`Self::lookup`] made since the last change.
-    pub fn touch_found(&mut self, key: RecipientKey, found: Found, ts: u64) -> Touch {
+    /// [`Self::touch`] with the result of [`Self::lookup`] made since the last change. A new
+    /// entry takes `class` (below [`CLASSES`]); a refreshed one keeps its own.
+    pub fn touch_found(&mut self, key: RecipientKey, found: Found, ts: u64, class: u8) -> Touch {
         if let Some(i) = found.0 {
             let prev_ts = self.abs(self.nodes[i as usize].ts);
             let rel = self.rel(ts);
@@ -210,12 +233,17 @@ impl RecipientWindow {
             return Touch::Refreshed { prev_ts };
         }
         let rel = self.rel(ts);
-        let i = self.alloc(Node {
-            key: split(key.0),
-            ts: rel,
-            prev: NIL,
-            next: NIL,
-        });
+        let class = class.min(CLASSES as u8 - 1);
+        let i = self.alloc(
+            Node {
+                key: split(key.0),
+                ts: rel,
+                prev: NIL,
+                next: NIL,
+            },
+            class,
+        );
+        self.per_class[usize::from(class)] += 1;
         self.link_after(i, self.tail);
         let hash = self.hash(key.0);
         let nodes = &self.nodes;
@@ -265,18 +293,22 @@ impl RecipientWindow {
         true
     }
 
-    fn alloc(&mut self, node: Node) -> u32 {
+    fn alloc(&mut self, node: Node, class: u8) -> u32 {
         if self.free != NIL {
             let i = self.free;
             self.free = self.nodes[i as usize].next;
             self.nodes[i as usize] = node;
+            self.classes[i as usize] = class;
             i
         } else {
             if self.nodes.len() == self.nodes.capacity() {
                 // Grow by a quarter: a window's slab is its biggest allocation.
-                self.nodes.reserve_exact(self.nodes.len() / 4 + 16);
+                let more = self.nodes.len() / 4 + 16;
+                self.nodes.reserve_exact(more);
+                self.classes.reserve_exact(more);
             }
             self.nodes.push(node);
+            self.classes.push(class);
             (self.nodes.len() - 1) as u32
         }
     }
@@ -291,9 +323,11 @@ impl RecipientWindow {
         self.nodes[i as usize].next = self.free;
         self.free = i;
         self.len -= 1;
+        self.per_class[usize::from(self.classes[i as usize])] -= 1;
         if self.len == 0 {
             // Give memory back once an org goes quiet for a whole window.
             self.nodes = Vec::new();
+            self.classes = Vec::new();
             self.index = HashTable::new();
             self.free = NIL;
         }
@@ -336,12 +370,18 @@ impl RecipientWindow {
 
     /// Last send times from oldest to newest (tests and snapshots).
     pub fn iter(&self) -> impl Iterator<Item = (RecipientKey, u64)> + '_ {
+        self.iter_classes().map(|(k, t, _)| (k, t))
+    }
+
+    /// Entries from oldest to newest with their classes.
+    pub fn iter_classes(&self) -> impl Iterator<Item = (RecipientKey, u64, u8)> + '_ {
         let mut at = self.head;
         std::iter::from_fn(move || {
             (at != NIL).then(|| {
                 let n = self.nodes[at as usize];
+                let class = self.classes[at as usize];
                 at = n.next;
-                (RecipientKey(n.key()), self.abs(n.ts))
+                (RecipientKey(n.key()), self.abs(n.ts), class)
             })
         })
     }
@@ -351,7 +391,7 @@ impl RecipientWindow {
 ///
 /// The first is inline because in `org` scope it is the only one, and a decision should not
 /// chase a pointer to reach it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Windows {
     first: RecipientWindow,
     rest: Vec<RecipientWindow>,
@@ -365,12 +405,23 @@ impl Windows {
             .collect()
     }
 
-    /// Windows holding `entries` (from a snapshot); at least one.
-    pub(crate) fn from_entries(entries: &[Vec<(u64, u64)>]) -> Self {
-        let mut ws = entries.iter().map(|list| {
+    /// Each window's entry classes, in the order of [`Self::entries`].
+    pub(crate) fn classes(&self) -> Vec<Vec<u8>> {
+        self.iter()
+            .map(|w| w.iter_classes().map(|(_, _, c)| c).collect())
+            .collect()
+    }
+
+    /// Windows holding `entries` (from a snapshot) with their `classes` (absent in older
+    /// snapshots: class 0); at least one.
+    pub(crate) fn from_entries(entries: &[Vec<(u64, u64)>], classes: &[Vec<u8>]) -> Self {
+        let mut ws = entries.iter().enumerate().map(|(i, list)| {
             let mut w = RecipientWindow::new();
-            for &(k, t) in list {
-                w.touch(RecipientKey(k), t);
+            let cls = classes.get(i).map_or(&[][..], Vec::as_slice);
+            for (j, &(k, t)) in list.iter().enumerate() {
+                let key = RecipientKey(k);
+                let found = w.lookup(key);
+                w.touch_found(key, found, t, cls.get(j).copied().unwrap_or(0));
             }
             w
         });

@@ -26,6 +26,7 @@ enum Op {
         /// The BSUID (`recipient_user_id`), if named.
         user: Option<u8>,
         key: Option<u8>,
+        category: Category,
     },
     Advance(u64),
     SetPath(bool),
@@ -59,12 +60,18 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::option::weighted(0.85, 0u64..90),
             proptest::option::weighted(0.3, 0u8..8),
             proptest::option::weighted(0.15, 0u8..4),
+            prop_oneof![
+                3 => Just(Category::Marketing),
+                1 => Just(Category::Utility),
+                1 => Just(Category::Authentication),
+            ],
         )
-            .prop_map(|(phone, user, key)| Op::Send {
+            .prop_map(|(phone, user, key, category)| Op::Send {
                 // A send names at least one id.
                 user: if phone.is_none() { user.or(Some(0)) } else { user },
                 phone,
                 key,
+                category,
             }),
         12 => advance.prop_map(Op::Advance),
         3 => any::<bool>().prop_map(Op::SetPath),
@@ -97,9 +104,28 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![Just(QualityRating::Green), Just(QualityRating::Red)],
         prop_oneof![Just(1_000u64), Just(6_000u64)],
         prop_oneof![Just(60_000u64), Just(3_600_000), Just(7 * 86_400_000)],
+        prop_oneof![
+            3 => Just((0u8, 0u8)),
+            1 => Just((20, 0)),
+            1 => Just((0, 30)),
+            1 => Just((20, 30)),
+            1 => Just((50, 50)),
+        ],
     )
         .prop_map(
-            |(small, cap, auto_upgrade, headroom, tier, path, history, rating, pair, grace)| {
+            |(
+                small,
+                cap,
+                auto_upgrade,
+                headroom,
+                tier,
+                path,
+                history,
+                rating,
+                pair,
+                grace,
+                res,
+            )| {
                 Setup {
                     policy: Policy {
                         small_sender_weekly_limit: small,
@@ -111,6 +137,8 @@ fn setup() -> impl Strategy<Value = Setup> {
                         default_throughput_mps: 1_000,
                         pair_rate_period_ms: pair,
                         red_grace_ms: grace,
+                        reserve_authentication_percent: res.0,
+                        reserve_utility_percent: res.1,
                         ..Policy::default()
                     },
                     tier,
@@ -215,6 +243,7 @@ impl Oracle {
         &mut self,
         recipient: u64,
         key: Option<u8>,
+        category: Category,
         now: u64,
     ) -> (Option<DenyReason>, u64, (Tier, bool)) {
         if let Some(k) = key {
@@ -289,6 +318,28 @@ impl Oracle {
             };
             return (Some(reason), retry, seen);
         }
+        // SPEC §2a reserves: MARKETING takes a new slot only while the whole window is below
+        // 100 − auth − utility % of the limit, UTILITY below 100 − auth %.
+        let share_pct = match category {
+            Category::Marketing => {
+                100 - u64::from(self.p.reserve_authentication_percent)
+                    - u64::from(self.p.reserve_utility_percent)
+            }
+            Category::Utility => 100 - u64::from(self.p.reserve_authentication_percent),
+            Category::Authentication => 100,
+        };
+        if let Some(l) = limit
+            && !w.contains_key(&recipient)
+            && (w.len() as u64) >= l * share_pct / 100
+        {
+            let share = (l * share_pct / 100) as usize;
+            let mut times: Vec<u64> = w.values().copied().collect();
+            times.sort_unstable();
+            let retry = times
+                .get(times.len() - share)
+                .map_or(0, |t| t + self.p.tier_window_ms - now);
+            return (Some(DenyReason::CategoryReserve), retry, seen);
+        }
         // pair rate, burst 1: one allowed send (refunded or not) per period
         if let Some(last) = self
             .sends
@@ -334,7 +385,12 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (step, op) in ops.into_iter().enumerate() {
         let now = clock.now_ms();
         match op {
-            Op::Send { phone, user, key } => {
+            Op::Send {
+                phone,
+                user,
+                key,
+                category,
+            } => {
                 let r = phone.map(|p| p.to_string()).unwrap_or_default();
                 let u = user.map(|u| format!("US.{}", 500 + u64::from(u)));
                 let recipient = o.person(phone, user);
@@ -346,7 +402,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         recipient: &r,
                         recipient_user_id: u.as_deref(),
                         template_name: "t",
-                        category: Category::Marketing,
+                        category,
                         idempotency_key: k.as_deref(),
                     })
                     .unwrap();
@@ -358,7 +414,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         })
                         .map(|&(_, i)| i)
                 });
-                let (reason, retry, seen) = o.decide(recipient, key, now);
+                let (reason, retry, seen) = o.decide(recipient, key, category, now);
                 if replay.is_none() {
                     prop_assert_eq!((d.usage.tier, d.usage.passthrough), seen, "step {}", step);
                 }
@@ -469,6 +525,13 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             st.usage.unique_recipients_24h,
             o.window(now).len() as u64,
             "step {}",
+            step
+        );
+        let f = st.fill;
+        prop_assert_eq!(
+            f.marketing + f.utility + f.authentication + f.unattributed,
+            st.usage.unique_recipients_24h,
+            "step {}: fill by category adds up to the window",
             step
         );
     }

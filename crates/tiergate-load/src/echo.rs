@@ -44,6 +44,15 @@ impl SendGovernor for Echo {
             "the echo server only answers Acquire",
         ))
     }
+
+    async fn plan(
+        &self,
+        _request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        Err(Status::unimplemented(
+            "the echo server only answers Acquire",
+        ))
+    }
 }
 
 /// Serves the echo on `addr` until `shutdown`; `on_bound` gets the bound address.

@@ -163,6 +163,7 @@ pub fn reason_pb(r: Option<core::DenyReason>) -> pb::DenyReason {
         Some(WeeklyCapWithoutEscalation) => pb::DenyReason::WeeklyCapWithoutEscalation,
         Some(QualityRestricted) => pb::DenyReason::QualityRestricted,
         Some(TierLimit) => pb::DenyReason::TierLimit,
+        Some(CategoryReserve) => pb::DenyReason::CategoryReserve,
         Some(Throughput) => pb::DenyReason::Throughput,
         Some(PairRate) => pb::DenyReason::PairRate,
     }
@@ -232,7 +233,46 @@ pub fn org_config(o: &pb::Org) -> Result<core::OrgConfig, Status> {
         .map(|p| escalation("org.escalation_path", p))
         .transpose()?;
     cfg.has_template_history = o.has_template_history;
+    cfg.reserve_authentication_percent = percent(
+        "org.reserve_authentication_percent",
+        o.reserve_authentication_percent,
+    )?;
+    cfg.reserve_utility_percent =
+        percent("org.reserve_utility_percent", o.reserve_utility_percent)?;
     Ok(cfg)
+}
+
+/// An optional percentage from the wire (0..=100).
+#[allow(clippy::result_large_err)]
+fn percent(field: &str, v: Option<u32>) -> Result<Option<u8>, Status> {
+    match v {
+        None => Ok(None),
+        Some(p) if p <= 100 => Ok(Some(p as u8)),
+        Some(p) => Err(Status::invalid_argument(format!(
+            "{field}: {p} is not a percentage (0..=100)"
+        ))),
+    }
+}
+
+/// A campaign plan on the wire (SPEC §2a).
+pub fn plan_pb(p: &core::Plan) -> pb::PlanResponse {
+    pb::PlanResponse {
+        allowed_now: p.allowed_now,
+        waves: p
+            .waves
+            .iter()
+            .map(|w| pb::PlanWave {
+                at_unix_ms: w.at_ms as i64,
+                count: w.count,
+            })
+            .collect(),
+        completes_at_unix_ms: p.completes_at_ms.map_or(0, |t| t as i64),
+        binding: reason_pb(p.binding) as i32,
+        already_counted: p.already_counted,
+        never: p.never.len() as u64,
+        never_indexes: p.never.clone(),
+        unplanned: p.unplanned,
+    }
 }
 
 /// An appeal on the wire.
@@ -302,6 +342,18 @@ pub fn org_pb(s: &core::OrgStatus) -> pb::Org {
         limit_reduced: s.limit_reduced,
         pacing_review: s.pacing_review,
         pacing_held_at_unix_ms: s.pacing_held_at_ms.map_or(0, |t| t as i64),
+        reserve_authentication_percent: c.reserve_authentication_percent.map(u32::from),
+        reserve_utility_percent: c.reserve_utility_percent.map(u32::from),
+        reserves_in_force: Some(pb::Reserves {
+            authentication_percent: u32::from(s.reserves.authentication_percent),
+            utility_percent: u32::from(s.reserves.utility_percent),
+        }),
+        fill: Some(pb::CategoryFill {
+            marketing: s.fill.marketing,
+            utility: s.fill.utility,
+            authentication: s.fill.authentication,
+            unattributed: s.fill.unattributed,
+        }),
     }
 }
 

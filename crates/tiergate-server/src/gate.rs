@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use tiergate_core::{
-    Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome, SendRequest,
-    Verdict,
+    Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome, Plan,
+    PlanRequest, SendRequest, Verdict,
 };
 use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, Replica};
 
@@ -224,6 +224,19 @@ impl Gate {
                 }
             }
         }
+    }
+
+    /// Plans a campaign (SPEC §2a) on every store without writing anything: with Redis the
+    /// replica first reads the org's log to its end, so the plan sees every committed call.
+    pub async fn plan(&self, req: &PlanRequest<'_>) -> Result<Plan, GateError> {
+        if let Backend::Redis(r) = &self.backend {
+            match r.sync(req.org_id).await {
+                Ok(true) => {}
+                Ok(false) => return Err(EngineError::UnknownOrg(req.org_id.to_owned()).into()),
+                Err(e) => return Err(store_failed(e)),
+            }
+        }
+        Ok(self.engine.plan(req)?)
     }
 
     /// Every org's status now, ordered by id.

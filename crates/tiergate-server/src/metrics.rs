@@ -200,6 +200,27 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP tiergate_org_window_fill_by_category Unique recipients in the 24 h window \
+             by the category of the send that took their slot (SPEC §2a reserves)."
+        );
+        let _ = writeln!(out, "# TYPE tiergate_org_window_fill_by_category gauge");
+        for o in &orgs {
+            let f = o.fill;
+            for (category, v) in [
+                ("MARKETING", f.marketing),
+                ("UTILITY", f.utility),
+                ("AUTHENTICATION", f.authentication),
+                ("UNATTRIBUTED", f.unattributed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "tiergate_org_window_fill_by_category{{org=\"{}\",category=\"{category}\"}} {v}",
+                    o.config.org_id
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP tiergate_orgs Registered orgs (per-org gauges cover at most {}).",
             self.max_orgs
         );

@@ -56,8 +56,8 @@ pub enum ServeError {
     Org {
         /// The org's id.
         org: String,
-        /// Why.
-        source: GateError,
+        /// Why (boxed: a start-up error is rare, and keeps every `Result` small).
+        source: Box<GateError>,
     },
     /// The upstream (Cloud API) client could not be built.
     #[error("upstream client")]
@@ -119,7 +119,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
             .await
             .map_err(|source| ServeError::Org {
                 org: org.org_id.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     Ok(Built { gate, manual })
@@ -162,7 +162,7 @@ fn build_local(config: &Config) -> Result<Built, ServeError> {
     for org in &config.orgs {
         engine.put_org(org.clone()).map_err(|e| ServeError::Org {
             org: org.org_id.clone(),
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
     }
     Ok(Built {

@@ -323,6 +323,16 @@ impl Replica {
         Ok(self.engine.has_org(org))
     }
 
+    /// Brings an org up to the end of its log without writing to it: what a read that must see
+    /// every committed call (a campaign plan) asks first. Returns whether the org is known.
+    pub async fn sync(&self, org: &str) -> Result<bool, RedisStoreError> {
+        if !self.discover(org).await? {
+            return Ok(false);
+        }
+        self.catch_up(org, None).await?;
+        Ok(true)
+    }
+
     /// Loads every org registered since the last call (for lookups by WhatsApp id, which do not
     /// name the org). At most one runs at a time; others return at once.
     pub async fn discover_all(&self) -> Result<(), RedisStoreError> {

@@ -10,6 +10,7 @@ use crate::command::Outcome;
 use crate::decision::{Category, SendRequest};
 use crate::error::{EngineError, ValidationError};
 use crate::policy::Policy;
+use crate::reserve;
 use crate::validate::{self, Bsuid, RecipientKey};
 
 use super::{CheckedSend, OrgState, Recipient, SendFields};
@@ -35,6 +36,7 @@ impl OrgState {
                 user_id,
                 key,
                 seq,
+                category,
             } => {
                 let req = SendRequest {
                     org_id: &self.id.clone(),
@@ -42,13 +44,14 @@ impl OrgState {
                     recipient,
                     recipient_user_id: user_id.as_deref(),
                     // A recorded send was judged already; its template and category do not
-                    // change how it counts.
+                    // change how it counts, only which category its slot is shown under.
                     template_name: "restored",
-                    category: Category::Utility,
+                    category: category.unwrap_or(Category::Utility),
                     idempotency_key: key.as_deref(),
                 };
                 let send = CheckedSend::find(self, &req, SendFields::check(&req)?)?;
-                let got = self.restore(policy, send, now);
+                let class = category.map_or(0, reserve::class_of);
+                let got = self.restore(policy, send, class, now);
                 if got != *seq {
                     return Err(ValidationError::new(
                         "fact.seq",

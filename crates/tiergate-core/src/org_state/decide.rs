@@ -11,6 +11,7 @@ use crate::decision::{
 use crate::error::EngineError;
 use crate::permit_ledger::PermitRecord;
 use crate::policy::Policy;
+use crate::reserve;
 use crate::validate::{self, RecipientKey};
 
 use crate::window::{Found, Touch};
@@ -177,6 +178,22 @@ impl OrgState {
             };
             return deny(reason, retry);
         }
+        // 8b. a new recipient of a category over its share of the effective tier (SPEC §2a)
+        if let Some(limit) = usage.tier_limit
+            && !found.is_member()
+            && send.category != Category::Authentication
+        {
+            let reserves = self.config.reserves(policy);
+            if !reserves.is_none() {
+                let share = reserves.share(send.category, limit);
+                if window.len() >= share {
+                    let retry = window
+                        .below_at(share)
+                        .map_or(0, |t| (t + policy.tier_window_ms).saturating_sub(now));
+                    return deny(DenyReason::CategoryReserve, retry);
+                }
+            }
+        }
         // 9. throughput of the number (at its AIMD rate after a 130429)
         if let Err(ms) = self.phones[send.slot as usize].check_throughput(policy, now) {
             return deny(DenyReason::Throughput, ms);
@@ -189,12 +206,20 @@ impl OrgState {
             return deny(DenyReason::PairRate, ms);
         }
         // 11. allow, and record
-        self.record(policy, send, w, found, usage, now)
+        let class = reserve::class_of(send.category);
+        self.record(policy, send, class, w, found, usage, now)
     }
 
     /// Counts a send that was allowed before (a replayed fact) without judging it again; the
     /// GCRA cells it used are taken again. Returns the permit's sequence number.
-    pub(crate) fn restore(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> u64 {
+    /// `class` is the window class its slot is shown under (see `reserve::class_of`).
+    pub(crate) fn restore(
+        &mut self,
+        policy: &Policy,
+        send: CheckedSend<'_>,
+        class: u8,
+        now: u64,
+    ) -> u64 {
         let (w, _) = self.catch_up(policy, &send, now);
         self.track_upgrade(policy, now, true);
         let (usage, _) = self.standing(policy, w, now);
@@ -204,20 +229,22 @@ impl OrgState {
         let _ = self.phones[send.slot as usize].check_throughput(policy, now);
         let _ = self.pair.check(send.slot, send.recipient.0, now);
         let found = self.windows[w].lookup(send.recipient);
-        let d = self.record(policy, send, w, found, usage, now);
+        let d = self.record(policy, send, class, w, found, usage, now);
         d.permit.map_or(0, |p| p.seq)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         policy: &Policy,
         send: CheckedSend<'_>,
+        class: u8,
         w: usize,
         found: Found,
         mut usage: Usage,
         now: u64,
     ) -> Decision {
-        let prev_ts = match self.windows[w].touch_found(send.recipient, found, now) {
+        let prev_ts = match self.windows[w].touch_found(send.recipient, found, now, class) {
             Touch::New => None,
             Touch::Refreshed { prev_ts } => Some(prev_ts),
         };

@@ -24,6 +24,7 @@ use crate::permit_ledger::PermitLedger;
 use crate::policy::{Policy, TierScope};
 use crate::quality::QualityRating;
 use crate::rate::PairRate;
+use crate::reserve::CategoryFill;
 use crate::send_log::SendLog;
 use crate::window::Windows;
 
@@ -33,6 +34,7 @@ mod decide;
 mod feedback;
 mod numbers;
 mod people;
+mod plan;
 mod snapshot;
 mod tier_change;
 
@@ -45,6 +47,7 @@ pub(crate) use feedback::{
     ERR_TEMPLATE_PAUSED, ERR_THROUGHPUT,
 };
 pub(crate) use people::Recipient;
+pub(crate) use plan::PlanTargets;
 pub use snapshot::OrgSnapshot;
 pub use tier_change::TierChange;
 
@@ -187,6 +190,8 @@ impl OrgState {
         self.set_phones(phones, policy);
         self.config.waba_ids = cfg.waba_ids;
         self.config.has_template_history = cfg.has_template_history;
+        self.config.reserve_authentication_percent = cfg.reserve_authentication_percent;
+        self.config.reserve_utility_percent = cfg.reserve_utility_percent;
         match cfg.escalation_path {
             Some(p) => self.set_escalation_path(p, policy),
             None => self.config.escalation_path = None,
@@ -348,6 +353,8 @@ impl OrgState {
             limit_reduced: self.limit_reduced,
             pacing_review: self.pacing_review(policy, now),
             pacing_held_at_ms: self.pacing_held_at,
+            reserves: self.config.reserves(policy),
+            fill: CategoryFill::from_classes(self.windows[fullest].class_counts()),
         }
     }
 }

@@ -26,7 +26,7 @@ impl OrgState {
     }
 
     /// The slot of `phone_number_id` (whose key is `key`), or the NOT_FOUND error naming it.
-    pub(super) fn slot_of(&self, phone_number_id: &str, key: u128) -> Result<u16, EngineError> {
+    pub(crate) fn slot_of(&self, phone_number_id: &str, key: u128) -> Result<u16, EngineError> {
         self.phone_slot(key)
             .ok_or_else(|| EngineError::UnknownPhoneNumber {
                 org_id: self.id.to_string(),

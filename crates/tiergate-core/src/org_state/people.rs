@@ -77,6 +77,14 @@ impl Recipient {
         Ok(to)
     }
 
+    /// A recipient known only by `key`, which no real id has (an `audience_size` plan's).
+    pub(crate) fn anonymous(key: RecipientKey) -> Self {
+        Recipient {
+            phone: key.0,
+            users: [0, 0],
+        }
+    }
+
     /// A phone and the BSUIDs a webhook pairs with it.
     pub(crate) fn linked(phone: RecipientKey, users: [Option<Bsuid>; 2]) -> Self {
         Recipient {

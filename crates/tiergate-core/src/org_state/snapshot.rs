@@ -60,6 +60,9 @@ pub struct OrgSnapshot {
     /// BSUID links as (BSUID key, person key).
     #[serde(default)]
     links: Vec<(u64, u64)>,
+    /// The class (category) each window entry's slot was taken with, aligned with `windows`.
+    #[serde(default)]
+    window_classes: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -132,6 +135,7 @@ impl OrgState {
             upgrade_eligible_since: self.upgrade_eligible_since,
             deliveries: self.deliveries.clone(),
             links: self.links.entries(),
+            window_classes: self.windows.classes(),
         }
     }
 
@@ -150,7 +154,7 @@ impl OrgState {
             }
         }
         st.config = snap.config;
-        st.windows = Windows::from_entries(&snap.windows);
+        st.windows = Windows::from_entries(&snap.windows, &snap.window_classes);
         st.log = snap.log;
         st.pair = PairRate::restore(
             policy.pair_rate_period_ms,

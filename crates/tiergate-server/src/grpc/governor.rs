@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 use tiergate_core::{
-    Advice, Change, Decision, Fact, Outcome, Permit, Reaction, SendOutcome, SendRequest, advise,
+    Advice, Audience, Change, Decision, Fact, Outcome, Permit, PlanRequest, Reaction, SendOutcome,
+    SendRequest, advise,
 };
 use tiergate_proto::v1 as pb;
 use tiergate_store::ErrorChain;
@@ -176,6 +177,38 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             advice: convert::advice_pb(advice) as i32,
             retry_after_ms,
         }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let r = request.get_ref();
+        let list: Vec<&str> = r.recipients.iter().map(String::as_str).collect();
+        let audience = match (list.is_empty(), r.audience_size) {
+            (false, 0) => Audience::Recipients(&list),
+            (true, n) if n > 0 => Audience::NewRecipients(n),
+            (false, _) => {
+                return Err(Status::invalid_argument(
+                    "recipients, audience_size: give one of them, not both",
+                ));
+            }
+            (true, _) => {
+                return Err(Status::invalid_argument(
+                    "recipients, audience_size: give the recipients or how many there are \
+                     (an empty plan)",
+                ));
+            }
+        };
+        let req = PlanRequest {
+            org_id: convert::required("org_id", &r.org_id)?,
+            phone_number_id: convert::required("phone_number_id", &r.phone_number_id)?,
+            template_name: convert::required("template_name", &r.template_name)?,
+            category: convert::category(r.category)?,
+            audience,
+        };
+        let plan = self.gate.plan(&req).await?;
+        Ok(Response::new(convert::plan_pb(&plan)))
     }
 
     async fn send_template(

@@ -209,13 +209,14 @@ impl Simulator {
     }
 
     fn send(&mut self, s: &crate::trace::Send<'_>, t: u64, line: u64) {
+        let category = s.category.unwrap_or(Category::Utility);
         let req = SendRequest {
             org_id: s.org,
             phone_number_id: s.phone,
             recipient: s.to,
             recipient_user_id: None,
             template_name: s.template.unwrap_or("template"),
-            category: s.category.unwrap_or(Category::Utility),
+            category,
             idempotency_key: s.key,
         };
         let decision = self.engine.decide(&req);
@@ -244,7 +245,7 @@ impl Simulator {
         }
         stats.in_restriction = restricted_now;
         match d.reason {
-            Some(r) => stats.deny(r),
+            Some(r) => stats.deny(r, category),
             None => {
                 stats.allowed += 1;
                 if d.usage.restricted && d.usage.passthrough {

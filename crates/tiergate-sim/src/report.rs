@@ -4,7 +4,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
-use tiergate_core::{DenyReason, Tier};
+use tiergate_core::{Category, DenyReason, Tier};
+
+/// Sends a category reserve held back (CATEGORY_RESERVE denials), by the category of the send.
+/// AUTHENTICATION may fill the whole tier, so no reserve ever holds it back.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ReserveHeld {
+    /// MARKETING sends kept out of the UTILITY and AUTHENTICATION reserves.
+    pub marketing: u64,
+    /// UTILITY sends kept out of the AUTHENTICATION reserve.
+    pub utility: u64,
+}
+
+impl ReserveHeld {
+    /// Both together.
+    pub fn total(&self) -> u64 {
+        self.marketing + self.utility
+    }
+}
 
 /// Counts for one org (or all).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -28,6 +45,9 @@ pub struct OrgStats {
     pub passthrough_sends: u64,
     /// Sends given back (NOT_SENT).
     pub refunded: u64,
+    /// Sends the category reserves held back, by category (the CATEGORY_RESERVE denials of
+    /// `denied_by_reason`, split).
+    pub reserve_held: ReserveHeld,
     #[serde(skip)]
     pub(crate) last_tier: Option<Tier>,
     #[serde(skip)]
@@ -35,8 +55,16 @@ pub struct OrgStats {
 }
 
 impl OrgStats {
-    pub(crate) fn deny(&mut self, r: DenyReason) {
+    pub(crate) fn deny(&mut self, r: DenyReason, category: Category) {
         self.denied += 1;
+        if r == DenyReason::CategoryReserve {
+            match category {
+                Category::Marketing => self.reserve_held.marketing += 1,
+                Category::Utility => self.reserve_held.utility += 1,
+                // Never held back by a reserve; still counted under its reason.
+                Category::Authentication => {}
+            }
+        }
         *self
             .denied_by_reason
             .entry(r.name().to_owned())
@@ -52,6 +80,8 @@ impl OrgStats {
         self.restricted_periods += o.restricted_periods;
         self.passthrough_sends += o.passthrough_sends;
         self.refunded += o.refunded;
+        self.reserve_held.marketing += o.reserve_held.marketing;
+        self.reserve_held.utility += o.reserve_held.utility;
         for (k, v) in &o.denied_by_reason {
             *self.denied_by_reason.entry(k.clone()).or_default() += v;
         }
@@ -113,6 +143,8 @@ impl Report {
             "NO_PATH",
             "THROUGHPUT",
             "PAIR",
+            "RSV_MKT",
+            "RSV_UTIL",
             "OTHER",
             "TIER_CHG",
             "RESTRICTED",
@@ -125,7 +157,8 @@ impl Report {
                 + r("WEEKLY_CAP_WITHOUT_ESCALATION")
                 + r("ESCALATION_PATH_REQUIRED")
                 + r("THROUGHPUT")
-                + r("PAIR_RATE");
+                + r("PAIR_RATE")
+                + s.reserve_held.total();
             vec![
                 name.to_owned(),
                 s.sends.to_string(),
@@ -137,6 +170,8 @@ impl Report {
                 r("ESCALATION_PATH_REQUIRED").to_string(),
                 r("THROUGHPUT").to_string(),
                 r("PAIR_RATE").to_string(),
+                s.reserve_held.marketing.to_string(),
+                s.reserve_held.utility.to_string(),
                 (s.denied - named + s.errors).to_string(),
                 s.tier_changes.to_string(),
                 s.restricted_periods.to_string(),
@@ -174,6 +209,14 @@ impl Report {
                 })
                 .collect();
             let _ = writeln!(out, "{}", line.join("  "));
+        }
+        let held = self.total.reserve_held;
+        if held.total() > 0 {
+            let _ = writeln!(
+                out,
+                "category reserves held back {} MARKETING and {} UTILITY sends (RSV_MKT, RSV_UTIL)",
+                held.marketing, held.utility
+            );
         }
         out
     }

@@ -122,27 +122,38 @@ pub enum ClockCmd {
     },
 }
 
-async fn client(opts: &AdminOpts) -> anyhow::Result<GovernorAdminClient<Channel>> {
-    let channel = Channel::from_shared(opts.addr.clone())
+/// A connection to the sidecar at `--addr`.
+pub(super) async fn channel(opts: &AdminOpts) -> anyhow::Result<Channel> {
+    Channel::from_shared(opts.addr.clone())
         .with_context(|| format!("bad --addr {:?}", opts.addr))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach tiergate at {}", opts.addr))?;
-    Ok(GovernorAdminClient::new(channel))
+        .with_context(|| format!("cannot reach tiergate at {}", opts.addr))
 }
 
-fn authed<T>(msg: T) -> anyhow::Result<Request<T>> {
+async fn client(opts: &AdminOpts) -> anyhow::Result<GovernorAdminClient<Channel>> {
+    Ok(GovernorAdminClient::new(channel(opts).await?))
+}
+
+/// `msg` with `authorization: Bearer $var` when the environment variable `var` is set.
+pub(super) fn bearer<T>(msg: T, var: &str) -> anyhow::Result<Request<T>> {
     let mut req = Request::new(msg);
-    if let Ok(token) = std::env::var("TIERGATE_ADMIN_TOKEN") {
+    if let Ok(token) = std::env::var(var) {
         let v: MetadataValue<_> = format!("Bearer {token}")
             .parse()
-            .context("TIERGATE_ADMIN_TOKEN is not a valid header value")?;
+            .with_context(|| format!("{var} is not a valid header value"))?;
         req.metadata_mut().insert("authorization", v);
     }
     Ok(req)
 }
 
-fn status(e: tonic::Status) -> anyhow::Error {
+/// A `GovernorAdmin` request, with `TIERGATE_ADMIN_TOKEN` if set.
+pub(super) fn authed<T>(msg: T) -> anyhow::Result<Request<T>> {
+    bearer(msg, "TIERGATE_ADMIN_TOKEN")
+}
+
+/// A gRPC error as the subcommands print it: `Code: message`.
+pub(super) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 

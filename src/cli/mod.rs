@@ -3,6 +3,7 @@
 mod admin;
 mod load;
 mod output;
+mod plan;
 mod serve;
 mod sim;
 
@@ -46,6 +47,8 @@ enum Command {
     /// Move a `--manual-clock` server's clock forward.
     #[command(subcommand)]
     Clock(admin::ClockCmd),
+    /// Preflight a campaign: how much goes now, when the rest can go, and which rule binds it.
+    Plan(plan::PlanArgs),
     /// Load-test a sidecar's SendGovernor.Acquire and report throughput and latency.
     Loadgen(load::LoadgenArgs),
     /// Replay a trace through the policy offline and report what it would allow and deny.
@@ -87,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tier(c) => admin::tier(c).await,
         Command::Appeal(c) => admin::appeal(c).await,
         Command::Clock(c) => admin::clock(c).await,
+        Command::Plan(a) => plan::plan(a).await,
         Command::Loadgen(a) => load::loadgen(a).await,
         Command::Simulate(a) => sim::simulate(a),
         Command::TraceGen(a) => sim::trace_gen(a),

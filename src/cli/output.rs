@@ -77,7 +77,7 @@ fn org_json(o: &pb::Org) -> Value {
     })
 }
 
-fn lines(rows: &[(&str, String)]) {
+pub(super) fn lines(rows: &[(&str, String)]) {
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         println!("{k:<w$}  {v}");

@@ -3,7 +3,8 @@
 //! * [`trace`]: the JSONL trace format (documented in `docs/trace-format.md`);
 //! * [`replay`]: a trace through the engine on a manual clock, as fast as it parses;
 //! * [`report`]: per-org and total counts, as a table or JSON;
-//! * [`plot`]: one org's window fill, effective tier and rating over time, as SVG;
+//! * [`plot`]: one org's window fill, effective tier and rating over time, as SVG (and a
+//!   campaign plan's cumulative sends against the tier limit, for `tiergate plan --plot`);
 //! * [`tracegen`]: synthetic week-long traces.
 #![forbid(unsafe_code)]
 

@@ -135,3 +135,105 @@ impl Samples {
         root.present().map_err(|e| err(&e))
     }
 }
+
+/// `tiergate plan --plot FILE.svg`: a campaign plan's cumulative sends over time against the tier
+/// limit, in the style of the simulator's plot.
+#[derive(Debug, Clone)]
+pub struct PlanChart<'a> {
+    /// The caption.
+    pub title: &'a str,
+    /// The waves: (ms after the plan's start, recipients), in time order.
+    pub waves: &'a [(u64, u64)],
+    /// The effective tier limit; `None` when unlimited (no line is drawn).
+    pub tier_limit: Option<u64>,
+    /// The share of the limit the campaign's category may fill when the reserves keep part of it
+    /// for other categories: (label, share).
+    pub share: Option<(String, u64)>,
+}
+
+impl PlanChart<'_> {
+    /// Draws the SVG.
+    pub fn draw(&self, path: &std::path::Path) -> Result<(), String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        // The x axis in a unit that suits the campaign's length.
+        let span = self.waves.last().map_or(0, |w| w.0);
+        let (unit_ms, unit) = match span {
+            s if s <= 2 * 60_000 => (1_000.0, "seconds"),
+            s if s <= 2 * 3_600_000 => (60_000.0, "minutes"),
+            s if s <= 3 * 86_400_000 => (3_600_000.0, "hours"),
+            _ => (86_400_000.0, "days"),
+        };
+        // A step line: flat between waves, up at each; thinned to a bounded number of waves.
+        let stride = self.waves.len().div_ceil(MAX_POINTS).max(1);
+        let mut steps = vec![(0.0, 0.0)];
+        let mut total = 0u64;
+        for (i, &(t, n)) in self.waves.iter().enumerate() {
+            total += n;
+            if i % stride != 0 && i + 1 != self.waves.len() {
+                continue;
+            }
+            let x = t as f64 / unit_ms;
+            let prev = steps.last().map_or(0.0, |p: &(f64, f64)| p.1);
+            steps.push((x, prev));
+            steps.push((x, total as f64));
+        }
+        let last_x = steps.last().map_or(0.0, |p| p.0);
+        let x_max = (last_x * 1.05).max(1.0);
+        steps.push((x_max, total as f64));
+        let y_max = total
+            .max(self.tier_limit.unwrap_or(0))
+            .max(self.share.as_ref().map_or(0, |s| s.1))
+            .max(1) as f64
+            * 1.15;
+        let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 22))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("{unit} from now"))
+            .y_desc("recipients sent (cumulative)")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(steps, BLUE.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label("cumulative sends")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE));
+        if let Some(limit) = self.tier_limit {
+            chart
+                .draw_series(LineSeries::new(
+                    [(0.0, limit as f64), (x_max, limit as f64)],
+                    BLACK.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?
+                .label("effective tier limit (per 24 h)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        }
+        if let Some((label, share)) = &self.share {
+            let orange = RGBColor(230, 120, 0);
+            chart
+                .draw_series(LineSeries::new(
+                    [(0.0, *share as f64), (x_max, *share as f64)],
+                    orange.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], orange));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))
+    }
+}

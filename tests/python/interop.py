@@ -164,6 +164,74 @@ try:
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient_user_id" in e.details(), e
 
+# Preflight (SPEC §2a): a plan of 300 new recipients on TIER_250, by the SPEC's names.
+org("pl", pb.TIER_250, "47")
+now = admin.AdvanceClock(pb.AdvanceClockRequest(millis=0)).now_unix_ms
+before = admin.GetOrg(pb.GetOrgRequest(org_id="pl"))
+p = gov.Plan(pb.PlanRequest(org_id="pl", phone_number_id="47", template_name="order_update",
+                            category=pb.CATEGORY_UTILITY, audience_size=300))
+assert p.allowed_now == 250, p
+assert [(w.at_unix_ms, w.count) for w in p.waves] == [(now, 250), (now + DAY, 50)], p
+assert p.completes_at_unix_ms == now + DAY and p.binding == pb.DENY_REASON_TIER_LIMIT, p
+assert pb.DenyReason.Name(p.binding) == "DENY_REASON_TIER_LIMIT", p
+assert p.already_counted == 0 and p.never == 0 and p.unplanned == 0, p
+assert admin.GetOrg(pb.GetOrgRequest(org_id="pl")) == before, "a plan changes nothing"
+# A list: a recipient already in the window costs no new slot.
+ok(acquire("pl", "47", 7001))
+admin.AdvanceClock(pb.AdvanceClockRequest(millis=60_000))
+p = gov.Plan(pb.PlanRequest(org_id="pl", phone_number_id="47", template_name="order_update",
+                            category=pb.CATEGORY_UTILITY, recipients=["7001", "7002"]))
+assert p.already_counted == 1 and p.allowed_now == 2 and len(p.waves) == 1, p
+assert p.binding == pb.DENY_REASON_UNSPECIFIED, p
+for bad, field in [(dict(recipients=["7001"], audience_size=3), "audience_size"),
+                   (dict(), "audience_size"),
+                   (dict(recipients=["7001", "+49 151"]), "recipients[1]")]:
+    try:
+        gov.Plan(pb.PlanRequest(org_id="pl", phone_number_id="47", template_name="order_update",
+                                category=pb.CATEGORY_UTILITY, **bad))
+        raise AssertionError(f"{bad} must be INVALID_ARGUMENT")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and field in e.details(), e
+
+# Category reserves: the org's own 20 % for AUTHENTICATION leaves MARKETING 40 of TIER_50.
+o = pb.Org(org_id="rs", tier=pb.TIER_50,
+           phone_numbers=[pb.PhoneNumber(phone_number_id="48", throughput_mps=1000)],
+           reserve_authentication_percent=20)
+o.escalation_path.CopyFrom(pb.EscalationPath(kind=pb.ESCALATION_KIND_EMAIL,
+                                             contact="help@example.com"))
+o = admin.PutOrg(pb.PutOrgRequest(org=o))
+assert o.HasField("reserve_authentication_percent") and o.reserve_authentication_percent == 20, o
+assert not o.HasField("reserve_utility_percent"), o
+assert o.reserves_in_force.authentication_percent == 20, o
+p = gov.Plan(pb.PlanRequest(org_id="rs", phone_number_id="48", template_name="promo",
+                            category=pb.CATEGORY_MARKETING, audience_size=41))
+assert p.allowed_now == 40 and p.binding == pb.DENY_REASON_CATEGORY_RESERVE, p
+
+
+def send(to, category):
+    return gov.Acquire(pb.AcquireRequest(org_id="rs", phone_number_id="48", recipient=str(to),
+                                         template_name="promo", category=category))
+
+
+for to in range(40):
+    ok(send(to, pb.CATEGORY_MARKETING))
+r = send(40, pb.CATEGORY_MARKETING)
+expect(r, pb.DENY_REASON_CATEGORY_RESERVE)
+assert pb.DenyReason.Name(r.reason) == "DENY_REASON_CATEGORY_RESERVE", r
+assert 0 < r.retry_after_ms <= DAY, r
+for to in range(40, 50):
+    ok(send(to, pb.CATEGORY_AUTHENTICATION))
+expect(send(50, pb.CATEGORY_AUTHENTICATION), pb.DENY_REASON_TIER_LIMIT)
+f = admin.GetOrg(pb.GetOrgRequest(org_id="rs")).fill
+assert (f.marketing, f.utility, f.authentication) == (40, 0, 10), f
+try:
+    o.reserve_authentication_percent = 101
+    admin.PutOrg(pb.PutOrgRequest(org=o))
+    raise AssertionError("a reserve of 101 % must be INVALID_ARGUMENT")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    assert "org.reserve_authentication_percent" in e.details(), e
+
 # Errors are gRPC errors; denials are not.
 try:
     acquire("nobody", "1", 1)
@@ -175,5 +243,5 @@ try:
     raise AssertionError("bad recipient must be INVALID_ARGUMENT")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient" in e.details(), e
-assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 5
+assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 7
 print("interop ok")

@@ -844,7 +844,9 @@ async fn redis_replicas_share_reserves_and_fill_through_snapshots() {
         .await;
     assert_eq!(reason(&r), pb::DenyReason::CategoryReserve, "{r:?}");
     // Churn enough log entries (AUTHENTICATION sends given back) to pass the snapshot threshold
-    // (twice the window's 50 recipients) after the fill.
+    // (twice the window's 50 recipients) after the fill, and wait until that snapshot is stored
+    // (in the background; at most 5 s).
+    let before = snapshots_written(&a.metrics().await);
     for i in 0..60 {
         let r = a
             .acquire_req(send("keep", pb::Category::Authentication, BASE + 1_000 + i))
@@ -852,9 +854,15 @@ async fn redis_replicas_share_reserves_and_fill_through_snapshots() {
         assert!(allowed(&r), "churn {i}: {r:?}");
         a.governor().report(not_sent(&r.permit_id)).await.unwrap();
     }
+    for _ in 0..250 {
+        if snapshots_written(&a.metrics().await) > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
-        snapshots_written(&a.metrics().await) > 0,
-        "no snapshot was written"
+        snapshots_written(&a.metrics().await) > before,
+        "no snapshot after the fill"
     );
     let c = Sidecar::start(&args).await;
     assert_keep_restored(&c, "a fresh replica").await;

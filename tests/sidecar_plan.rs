@@ -335,11 +335,32 @@ async fn bad_plans_name_the_field_and_change_nothing() {
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(e.message().contains("999"), "{e:?}");
 
-    // 100,001 short phones are about 1 MB: over the default server.max_request_bytes (64 KiB),
-    // so the size check refuses them before the plan's own limit is reached.
+    // 100,001 short phones are about 1 MB: far over server.max_request_bytes (64 KiB), but a
+    // plan has its own limit (server.max_plan_request_bytes, 4 MiB), so the plan's maximum
+    // answers, by name.
     let many: Vec<String> = (0..100_001u64).map(|i| (1_000_000 + i).to_string()).collect();
     let big = pb::PlanRequest { recipients: many, ..list("acme", pb::Category::Utility, &[]) };
     let e = gov(big).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("recipients") && e.message().contains("100000"), "{e:?}");
+    // Over the plan's own limit (100,001 × 50 bytes ≈ 5 MB): refused before it is read.
+    let huge: Vec<String> = (0..100_001u64).map(|i| format!("{:0>48}", i)).collect();
+    let e = gov(pb::PlanRequest { recipients: huge, ..list("acme", pb::Category::Utility, &[]) }).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("server.max_plan_request_bytes"), "{e:?}");
+    // Every other call keeps the small limit.
+    let e = s
+        .governor()
+        .acquire(s.req(pb::AcquireRequest {
+            org_id: "acme".into(),
+            phone_number_id: FIXTURE_PHONE.into(),
+            recipient: "1".repeat(70_000),
+            template_name: "t".into(),
+            category: pb::Category::Utility as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("server.max_request_bytes"), "{e:?}");
 
@@ -354,14 +375,8 @@ async fn bad_plans_name_the_field_and_change_nothing() {
 }
 
 async fn a_list_over_the_plan_maximum_is_refused_by_name() {
-    // A request limit large enough for 100,001 recipients: the plan's own maximum answers.
-    let s = start!(&[
-        "--manual-clock",
-        "--set",
-        "policy.auto_upgrade=false",
-        "--set",
-        "server.max_request_bytes=4194304",
-    ]);
+    // The default limits take 100,001 recipients: the plan's own maximum answers.
+    let s = start!(&["--manual-clock", "--set", "policy.auto_upgrade=false"]);
     s.put_org(org("acme", pb::Tier::Tier250)).await;
     let before = s.get_org("acme").await;
     let phones = |n: u64| -> Vec<String> { (0..n).map(|i| (1_000_000 + i).to_string()).collect() };

@@ -257,10 +257,10 @@ pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
             },
         )?
         .into_inner();
-    // The server's clock is the one that counts (it may be a manual clock): when something goes
-    // now, the first wave is at the server's now; otherwise this machine's clock stands in.
-    let now = match p.waves.first() {
-        Some(w) if p.allowed_now > 0 => w.at_unix_ms,
+    // The server's clock is the one that counts (it may be a manual clock): the plan says when
+    // it was made; a server too old to say leaves this machine's clock to stand in.
+    let now = match p.planned_at_unix_ms {
+        t if t > 0 => t,
         _ => local_now,
     };
     let never_lines: Option<Vec<usize>> = list.as_ref().map(|l| {
@@ -284,6 +284,7 @@ pub async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
             "never": p.never,
             "never_indexes": p.never_indexes,
             "unplanned": p.unplanned,
+            "planned_at_unix_ms": p.planned_at_unix_ms,
         });
         if let (Some(lines), Value::Object(m)) = (&never_lines, &mut v) {
             m.insert("never_lines".into(), json!(lines));

@@ -62,6 +62,8 @@ pub struct Wave {
 /// How a campaign would go if sent now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
+    /// When the plan was made (the org's time: never before any time it saw).
+    pub planned_at_ms: u64,
     /// Recipients that may go now.
     pub allowed_now: u64,
     /// In time order; wave k takes the next `count` recipients (skipping `never`).

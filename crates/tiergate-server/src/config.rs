@@ -88,6 +88,9 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Largest `SendGovernor.Plan` request accepted, in bytes: a campaign's list of up to
+    /// `policy.plan_max_recipients` recipients (100,000 parent BSUIDs are about 3 MB).
+    pub max_plan_request_bytes: usize,
     /// On shutdown, how long in-flight calls and open connections get before being closed.
     pub shutdown_grace_ms: u64,
     /// Largest webhook body accepted, in bytes.
@@ -115,6 +118,7 @@ impl Default for ServerSection {
             manual_clock: false,
             request_timeout_ms: 5_000,
             max_request_bytes: 64 * 1024,
+            max_plan_request_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
             webhook_max_body_bytes: 1024 * 1024,
             metrics_max_orgs: 1_000,

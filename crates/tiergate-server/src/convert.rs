@@ -272,6 +272,7 @@ pub fn plan_pb(p: &core::Plan) -> pb::PlanResponse {
         never: p.never.len() as u64,
         never_indexes: p.never.clone(),
         unplanned: p.unplanned,
+        planned_at_unix_ms: p.planned_at_ms as i64,
     }
 }
 

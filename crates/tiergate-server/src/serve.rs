@@ -20,7 +20,7 @@ use crate::gate::Gate;
 use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
-use crate::too_large::TooLarge;
+use crate::too_large::{Limit, TooLarge};
 use crate::upstream::Upstream;
 use tiergate_core::Fact;
 use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, Replica};
@@ -301,15 +301,21 @@ pub async fn serve(
     let sender_auth = BearerAuth::new(config.auth.sender_token.as_deref(), "SendGovernor");
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
     // Over `max`, tonic's decoder refuses the request; `TooLarge` makes that RESOURCE_EXHAUSTED.
+    // A plan's list of recipients gets its own, larger limit.
+    let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream);
+    let plan_max = config.server.max_plan_request_bytes.max(max);
     let governor = InterceptedService::new(
         TooLarge::new(
-            SendGovernorServer::new(GovernorService::new(
-                gate.clone(),
-                metrics.clone(),
-                upstream,
-            ))
-            .max_decoding_message_size(max),
+            SendGovernorServer::new(governor_service.clone()).max_decoding_message_size(max),
             max,
+        )
+        .with_method(
+            "/tiergate.v1.SendGovernor/Plan",
+            SendGovernorServer::new(governor_service).max_decoding_message_size(plan_max),
+            Limit {
+                bytes: plan_max,
+                key: "server.max_plan_request_bytes",
+            },
         ),
         move |r| sender_auth.check(r),
     );

@@ -24,17 +24,52 @@ use tonic::{Code, Status};
 const DECODER_TOO_LARGE: &str = "decoded message length too large";
 
 /// A generated gRPC service whose oversized requests answer RESOURCE_EXHAUSTED.
+///
+/// One method may have a larger limit than the rest (a campaign plan carries up to 100,000
+/// recipients; a send carries one): its calls go to a second copy of the service, built with
+/// that limit, and the rest keep the small one.
 #[derive(Debug, Clone)]
 pub struct TooLarge<S> {
     inner: S,
-    limit: usize,
+    limit: Limit,
+    wide: Option<Wide<S>>,
+}
+
+/// A limit and the config key that sets it (repeated in the message).
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// Bytes.
+    pub bytes: usize,
+    /// The config key, e.g. `server.max_request_bytes`.
+    pub key: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct Wide<S> {
+    path: &'static str,
+    inner: S,
+    limit: Limit,
 }
 
 impl<S> TooLarge<S> {
     /// Wraps `inner`, which was given `max_decoding_message_size(limit)`; `limit` is only
     /// repeated in the message.
     pub fn new(inner: S, limit: usize) -> Self {
-        Self { inner, limit }
+        Self {
+            inner,
+            limit: Limit {
+                bytes: limit,
+                key: "server.max_request_bytes",
+            },
+            wide: None,
+        }
+    }
+
+    /// Sends calls to `path` (`/package.Service/Method`) to `inner`, a copy of the service
+    /// given `max_decoding_message_size(limit.bytes)`.
+    pub fn with_method(mut self, path: &'static str, inner: S, limit: Limit) -> Self {
+        self.wide = Some(Wide { path, inner, limit });
+        self
     }
 }
 
@@ -52,10 +87,24 @@ where
     type Future = Rewrite<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(w) = &mut self.wide {
+            match w.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(w) = &mut self.wide
+            && req.uri().path() == w.path
+        {
+            return Rewrite {
+                inner: w.inner.call(req),
+                limit: w.limit,
+            };
+        }
         Rewrite {
             inner: self.inner.call(req),
             limit: self.limit,
@@ -68,7 +117,7 @@ where
 #[derive(Debug)]
 pub struct Rewrite<F> {
     inner: F,
-    limit: usize,
+    limit: Limit,
 }
 
 impl<F, E> Future for Rewrite<F>
@@ -86,7 +135,7 @@ where
 }
 
 /// `response`, or RESOURCE_EXHAUSTED in its place when the decoder refused the request's size.
-fn rewrite(response: http::Response<Body>, limit: usize) -> http::Response<Body> {
+fn rewrite(response: http::Response<Body>, limit: Limit) -> http::Response<Body> {
     match response.extensions().get::<Status>() {
         Some(s) if s.code() == Code::OutOfRange && s.message().contains(DECODER_TOO_LARGE) => {
             too_large(found(s.message()), limit).into_http()
@@ -96,10 +145,11 @@ fn rewrite(response: http::Response<Body>, limit: usize) -> http::Response<Body>
 }
 
 /// The status a client sees for a request of `found` bytes (when the decoder said) over `limit`.
-pub fn too_large(found: Option<u64>, limit: usize) -> Status {
+pub fn too_large(found: Option<u64>, limit: Limit) -> Status {
     let size = found.map_or_else(String::new, |n| format!(" of {n} bytes"));
     Status::resource_exhausted(format!(
-        "request{size} too large: the limit is {limit} bytes (server.max_request_bytes)"
+        "request{size} too large: the limit is {} bytes ({})",
+        limit.bytes, limit.key
     ))
 }
 
@@ -113,6 +163,13 @@ fn found(message: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn small(bytes: usize) -> Limit {
+        Limit {
+            bytes,
+            key: "server.max_request_bytes",
+        }
+    }
+
     fn status_of(r: &http::Response<Body>) -> Option<&Status> {
         r.extensions().get::<Status>()
     }
@@ -123,7 +180,7 @@ mod tests {
         let decoder = Status::out_of_range(
             "Error, decoded message length too large: found 70000 bytes, the limit is: 65536 bytes",
         );
-        let r = rewrite(decoder.into_http(), 65_536);
+        let r = rewrite(decoder.into_http(), small(65_536));
         let s = status_of(&r).unwrap();
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(
@@ -141,11 +198,11 @@ mod tests {
             Status::unauthenticated("no token"),
         ] {
             let code = s.code();
-            let r = rewrite(s.into_http(), 10);
+            let r = rewrite(s.into_http(), small(10));
             assert_eq!(status_of(&r).unwrap().code(), code);
         }
         let ok = http::Response::new(Body::default());
-        assert!(status_of(&rewrite(ok, 10)).is_none());
+        assert!(status_of(&rewrite(ok, small(10))).is_none());
     }
 
     #[test]
@@ -154,7 +211,7 @@ mod tests {
         assert_eq!(found("no size here"), None);
         assert_eq!(found("found many bytes"), None);
         assert_eq!(
-            too_large(None, 5).message(),
+            too_large(None, small(5)).message(),
             "request too large: the limit is 5 bytes (server.max_request_bytes)"
         );
     }

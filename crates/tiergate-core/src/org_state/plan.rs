@@ -78,7 +78,10 @@ impl OrgState {
         let mut t = self.advance(now);
         let start = t;
         let horizon = start.saturating_add(policy.plan_horizon_ms);
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            planned_at_ms: start,
+            ..Plan::default()
+        };
         let mut waited = [0u64; DenyReason::ALL.len()];
 
         if let PlanTargets::List(list) = targets {

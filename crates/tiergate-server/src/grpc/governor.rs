@@ -183,11 +183,10 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         &self,
         request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
-        let r = request.get_ref();
-        let list: Vec<&str> = r.recipients.iter().map(String::as_str).collect();
-        let audience = match (list.is_empty(), r.audience_size) {
-            (false, 0) => Audience::Recipients(&list),
-            (true, n) if n > 0 => Audience::NewRecipients(n),
+        let r = request.into_inner();
+        match (r.recipients.is_empty(), r.audience_size) {
+            (false, 0) => {}
+            (true, n) if n > 0 => {}
             (false, _) => {
                 return Err(Status::invalid_argument(
                     "recipients, audience_size: give one of them, not both",
@@ -199,15 +198,29 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                      (an empty plan)",
                 ));
             }
-        };
-        let req = PlanRequest {
-            org_id: convert::required("org_id", &r.org_id)?,
-            phone_number_id: convert::required("phone_number_id", &r.phone_number_id)?,
-            template_name: convert::required("template_name", &r.template_name)?,
-            category: convert::category(r.category)?,
-            audience,
-        };
-        let plan = self.gate.plan(&req).await?;
+        }
+        convert::required("org_id", &r.org_id)?;
+        convert::required("phone_number_id", &r.phone_number_id)?;
+        convert::required("template_name", &r.template_name)?;
+        let category = convert::category(r.category)?;
+        let org_id = r.org_id.clone();
+        let plan = self
+            .gate
+            .plan(&org_id, move |engine| {
+                let list: Vec<&str> = r.recipients.iter().map(String::as_str).collect();
+                engine.plan(&PlanRequest {
+                    org_id: &r.org_id,
+                    phone_number_id: &r.phone_number_id,
+                    template_name: &r.template_name,
+                    category,
+                    audience: if list.is_empty() {
+                        Audience::NewRecipients(r.audience_size)
+                    } else {
+                        Audience::Recipients(&list)
+                    },
+                })
+            })
+            .await?;
         Ok(Response::new(convert::plan_pb(&plan)))
     }
 

@@ -41,6 +41,7 @@
 mod advice;
 mod appeal;
 mod backoff;
+mod batch;
 mod change;
 mod clock;
 mod command;
@@ -72,6 +73,7 @@ mod window;
 
 pub use advice::{Advice, advise};
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
+pub use batch::BatchError;
 pub use change::{Change, MAX_DELIVERY_KEY_LEN};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Outcome};

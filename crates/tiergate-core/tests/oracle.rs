@@ -19,15 +19,43 @@ use tiergate_core::*;
 use tiergate_testkit::{PHONE, T0, email, engine_at_t0};
 
 #[derive(Debug, Clone)]
+struct SendOp {
+    /// The phone (`recipient`), if named.
+    phone: Option<u64>,
+    /// The BSUID (`recipient_user_id`), if named.
+    user: Option<u8>,
+    key: Option<u8>,
+    category: Category,
+}
+
+impl SendOp {
+    /// The request's strings: recipient, BSUID, idempotency key.
+    fn ids(&self) -> (String, Option<String>, Option<String>) {
+        (
+            self.phone.map(|p| p.to_string()).unwrap_or_default(),
+            self.user.map(|u| format!("US.{}", 500 + u64::from(u))),
+            self.key.map(|k| format!("k{k}")),
+        )
+    }
+
+    fn request<'a>(&self, r: &'a str, u: Option<&'a str>, k: Option<&'a str>) -> SendRequest<'a> {
+        SendRequest {
+            org_id: "o",
+            phone_number_id: PHONE,
+            recipient: r,
+            recipient_user_id: u,
+            template_name: "t",
+            category: self.category,
+            idempotency_key: k,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 enum Op {
-    Send {
-        /// The phone (`recipient`), if named.
-        phone: Option<u64>,
-        /// The BSUID (`recipient_user_id`), if named.
-        user: Option<u8>,
-        key: Option<u8>,
-        category: Category,
-    },
+    Send(SendOp),
+    /// Sends decided in one batch call.
+    Batch(Vec<SendOp>),
     Advance(u64),
     SetPath(bool),
     SetRating(QualityRating),
@@ -39,6 +67,30 @@ enum Op {
         back: usize,
         not_sent: bool,
     },
+}
+
+fn send_op() -> impl Strategy<Value = SendOp> {
+    (
+        proptest::option::weighted(0.85, 0u64..90),
+        proptest::option::weighted(0.3, 0u8..8),
+        proptest::option::weighted(0.15, 0u8..4),
+        prop_oneof![
+            3 => Just(Category::Marketing),
+            1 => Just(Category::Utility),
+            1 => Just(Category::Authentication),
+        ],
+    )
+        .prop_map(|(phone, user, key, category)| SendOp {
+            // A send names at least one id.
+            user: if phone.is_none() {
+                user.or(Some(0))
+            } else {
+                user
+            },
+            phone,
+            key,
+            category,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,23 +108,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(QualityRating::Unknown),
     ];
     prop_oneof![
-        120 => (
-            proptest::option::weighted(0.85, 0u64..90),
-            proptest::option::weighted(0.3, 0u8..8),
-            proptest::option::weighted(0.15, 0u8..4),
-            prop_oneof![
-                3 => Just(Category::Marketing),
-                1 => Just(Category::Utility),
-                1 => Just(Category::Authentication),
-            ],
-        )
-            .prop_map(|(phone, user, key, category)| Op::Send {
-                // A send names at least one id.
-                user: if phone.is_none() { user.or(Some(0)) } else { user },
-                phone,
-                key,
-                category,
-            }),
+        120 => send_op().prop_map(Op::Send),
+        6 => proptest::collection::vec(send_op(), 1..12).prop_map(Op::Batch),
         12 => advance.prop_map(Op::Advance),
         3 => any::<bool>().prop_map(Op::SetPath),
         3 => rating.prop_map(Op::SetRating),
@@ -237,6 +274,60 @@ impl Oracle {
         }
     }
 
+    /// Checks the engine's decision `d` on `send` at `now` against the oracle's, and records
+    /// the send when allowed.
+    fn check(
+        &mut self,
+        send: &SendOp,
+        d: &Decision,
+        now: u64,
+        step: usize,
+    ) -> Result<(), TestCaseError> {
+        let SendOp {
+            phone,
+            user,
+            key,
+            category,
+        } = *send;
+        let recipient = self.person(phone, user);
+        let replay = key.and_then(|k| {
+            self.idem
+                .get(&k)
+                .filter(|(at, i)| at + self.p.idempotency_ttl_ms > now && !self.sends[*i].refunded)
+                .map(|&(_, i)| i)
+        });
+        let (reason, retry, seen) = self.decide(recipient, key, category, now);
+        if replay.is_none() {
+            prop_assert_eq!((d.usage.tier, d.usage.passthrough), seen, "step {}", step);
+        }
+        prop_assert_eq!(d.reason, reason, "step {}: {:?}", step, d);
+        prop_assert_eq!(d.retry_after_ms, retry, "step {}: {:?}", step, d);
+        if let Some(i) = replay {
+            prop_assert_eq!(
+                d.permit.as_ref(),
+                Some(&self.sends[i].permit),
+                "step {}",
+                step
+            );
+        } else if reason.is_none() {
+            let permit = d.permit.clone().unwrap();
+            self.sends.push(Sent {
+                at: now,
+                recipient,
+                refunded: false,
+                reported: false,
+                permit,
+            });
+            if let Some(k) = key {
+                self.idem.insert(k, (now, self.sends.len() - 1));
+            }
+            if let (Some(p), Some(u)) = (phone, user) {
+                self.links.insert(u, p);
+            }
+        }
+        Ok(())
+    }
+
     /// The denial reason (`None`: allow), the retry-after, and the (effective tier,
     /// pass-through) the send was judged at.
     fn decide(
@@ -385,58 +476,25 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (step, op) in ops.into_iter().enumerate() {
         let now = clock.now_ms();
         match op {
-            Op::Send {
-                phone,
-                user,
-                key,
-                category,
-            } => {
-                let r = phone.map(|p| p.to_string()).unwrap_or_default();
-                let u = user.map(|u| format!("US.{}", 500 + u64::from(u)));
-                let recipient = o.person(phone, user);
-                let k = key.map(|k| format!("k{k}"));
+            Op::Send(send) => {
+                let (r, u, k) = send.ids();
                 let d = engine
-                    .decide(&SendRequest {
-                        org_id: "o",
-                        phone_number_id: PHONE,
-                        recipient: &r,
-                        recipient_user_id: u.as_deref(),
-                        template_name: "t",
-                        category,
-                        idempotency_key: k.as_deref(),
-                    })
+                    .decide(&send.request(&r, u.as_deref(), k.as_deref()))
                     .unwrap();
-                let replay = key.and_then(|k| {
-                    o.idem
-                        .get(&k)
-                        .filter(|(at, i)| {
-                            at + o.p.idempotency_ttl_ms > now && !o.sends[*i].refunded
-                        })
-                        .map(|&(_, i)| i)
-                });
-                let (reason, retry, seen) = o.decide(recipient, key, category, now);
-                if replay.is_none() {
-                    prop_assert_eq!((d.usage.tier, d.usage.passthrough), seen, "step {}", step);
-                }
-                prop_assert_eq!(d.reason, reason, "step {}: {:?}", step, d);
-                prop_assert_eq!(d.retry_after_ms, retry, "step {}: {:?}", step, d);
-                if let Some(i) = replay {
-                    prop_assert_eq!(d.permit.as_ref(), Some(&o.sends[i].permit), "step {}", step);
-                } else if reason.is_none() {
-                    let permit = d.permit.clone().unwrap();
-                    o.sends.push(Sent {
-                        at: now,
-                        recipient,
-                        refunded: false,
-                        reported: false,
-                        permit,
-                    });
-                    if let Some(k) = key {
-                        o.idem.insert(k, (now, o.sends.len() - 1));
-                    }
-                    if let (Some(p), Some(u)) = (phone, user) {
-                        o.links.insert(u, p);
-                    }
+                o.check(&send, &d, now, step)?;
+            }
+            Op::Batch(sends) => {
+                // A batch equals its items in sequence (SPEC §2a).
+                let ids: Vec<_> = sends.iter().map(SendOp::ids).collect();
+                let reqs: Vec<SendRequest<'_>> = sends
+                    .iter()
+                    .zip(&ids)
+                    .map(|(s, (r, u, k))| s.request(r, u.as_deref(), k.as_deref()))
+                    .collect();
+                let ds = engine.decide_batch(&reqs).unwrap();
+                prop_assert_eq!(ds.len(), sends.len());
+                for (send, d) in sends.iter().zip(&ds) {
+                    o.check(send, d, now, step)?;
                 }
             }
             Op::Advance(ms) => {

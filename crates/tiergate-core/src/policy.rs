@@ -170,8 +170,9 @@ impl Policy {
                 reason: reason.to_owned(),
             })
         };
-        if self.tier_window_ms == 0 {
-            return err("tier_window_ms", "must be > 0");
+        if self.tier_window_ms == 0 || self.tier_window_ms > 10 * DAY_MS {
+            // The window keeps times in 30 bits (12.4 days) to stay at 20 bytes a recipient.
+            return err("tier_window_ms", "must be 1..=864,000,000 (10 days)");
         }
         if self.weekly_window_ms == 0 {
             return err("weekly_window_ms", "must be > 0");

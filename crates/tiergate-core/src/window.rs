@@ -11,9 +11,9 @@
 //! * memory is one 20-byte node (key, time as a 32-bit offset from the window's base, two links)
 //!   plus a 4-byte index slot and a control byte per recipient; the slab grows by 1.25× rather
 //!   than 2×. It is bounded by the tier because only allowed sends enter;
-//! * each entry carries a class (0–3, one byte beside its node) that the window counts per class,
-//!   so that an org can show which categories fill its tier. The class is the one of the send
-//!   that took the slot; a refresh keeps it.
+//! * each entry carries a class (0–3, in the top two bits of its node's time, so the node stays
+//!   20 bytes) that the window counts per class, so that an org can show which categories fill
+//!   its tier. The class is the one of the send that took the slot; a refresh keeps it.
 //!
 //! Time must not go backwards between calls; the engine clamps it per org.
 
@@ -23,11 +23,17 @@ use crate::validate::RecipientKey;
 
 const NIL: u32 = u32::MAX;
 
+/// A node's time is 30 bits of milliseconds after the window's base (12.4 days, far more than
+/// any window spans: `Policy::validate` keeps `tier_window_ms` within 10 days); the top two
+/// bits are its class.
+const TS_BITS: u32 = 30;
+const TS_MASK: u32 = (1 << TS_BITS) - 1;
+
 /// 20 bytes, 4-aligned: the key is split in two halves so that no field needs 8-byte alignment.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     key: [u32; 2],
-    /// Milliseconds after the window's `base`.
+    /// Milliseconds after the window's `base` (low 30 bits) and the class (top 2).
     ts: u32,
     prev: u32,
     next: u32,
@@ -37,6 +43,22 @@ impl Node {
     #[inline]
     fn key(&self) -> u64 {
         u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+    }
+
+    /// Milliseconds after the base.
+    #[inline]
+    fn t(&self) -> u32 {
+        self.ts & TS_MASK
+    }
+
+    #[inline]
+    fn set_t(&mut self, t: u32) {
+        self.ts = (self.ts & !TS_MASK) | (t & TS_MASK);
+    }
+
+    #[inline]
+    fn class(&self) -> u8 {
+        (self.ts >> TS_BITS) as u8
     }
 }
 
@@ -76,8 +98,6 @@ pub const CLASSES: usize = 4;
 #[derive(Debug, Clone)]
 pub struct RecipientWindow {
     nodes: Vec<Node>,
-    /// Each node's class, by node index.
-    classes: Vec<u8>,
     /// Entries per class.
     per_class: [u32; CLASSES],
     /// Node times are offsets from here, so that they fit in 32 bits.
@@ -101,7 +121,6 @@ impl RecipientWindow {
     pub fn new() -> Self {
         Self {
             nodes: Vec::new(),
-            classes: Vec::new(),
             per_class: [0; CLASSES],
             base: 0,
             index: HashTable::new(),
@@ -130,7 +149,7 @@ impl RecipientWindow {
 
     /// The class `key`'s slot was taken with, if it is in the window.
     pub fn class_of(&self, key: RecipientKey) -> Option<u8> {
-        self.find(key.0).map(|i| self.classes[i as usize])
+        self.find(key.0).map(|i| self.nodes[i as usize].class())
     }
 
     #[inline]
@@ -149,7 +168,7 @@ impl RecipientWindow {
 
     /// Drops every recipient whose last send is at or before `cutoff` (= now − window).
     pub fn expire(&mut self, cutoff: u64) {
-        while self.head != NIL && self.abs(self.nodes[self.head as usize].ts) <= cutoff {
+        while self.head != NIL && self.abs(self.nodes[self.head as usize].t()) <= cutoff {
             let i = self.head;
             self.remove_node(i);
         }
@@ -159,7 +178,7 @@ impl RecipientWindow {
     #[inline]
     pub fn last_seen(&self, key: RecipientKey) -> Option<u64> {
         self.find(key.0)
-            .map(|i| self.abs(self.nodes[i as usize].ts))
+            .map(|i| self.abs(self.nodes[i as usize].t()))
     }
 
     #[inline]
@@ -167,8 +186,8 @@ impl RecipientWindow {
         self.base + u64::from(rel)
     }
 
-    /// `ts` as an offset from `base`, moving `base` forward when `ts` is past its 32-bit reach.
-    /// The window spans far less than 2³² ms (49 days), so everything fits after a rebase.
+    /// `ts` as an offset from `base`, moving `base` forward when `ts` is past its 30-bit reach.
+    /// The window spans far less than 2³⁰ ms (12.4 days), so everything fits after a rebase.
     fn rel(&mut self, ts: u64) -> u32 {
         if self.head == NIL {
             self.base = ts;
@@ -178,20 +197,20 @@ impl RecipientWindow {
             // time outside the window, which always lies at or after the base.
             return 0;
         }
-        if ts - self.base > u64::from(u32::MAX) {
-            let new_base = self.abs(self.nodes[self.head as usize].ts);
+        if ts - self.base > u64::from(TS_MASK) {
+            let new_base = self.abs(self.nodes[self.head as usize].t());
             let shift = (new_base - self.base) as u32;
             for n in &mut self.nodes {
-                n.ts = n.ts.saturating_sub(shift);
+                n.set_t(n.t().saturating_sub(shift));
             }
             self.base = new_base;
         }
-        (ts - self.base) as u32
+        (ts - self.base).min(u64::from(TS_MASK)) as u32
     }
 
     /// The oldest last-send time in the window: the moment + window when a slot frees up.
     pub fn oldest(&self) -> Option<u64> {
-        (self.head != NIL).then(|| self.abs(self.nodes[self.head as usize].ts))
+        (self.head != NIL).then(|| self.abs(self.nodes[self.head as usize].t()))
     }
 
     /// When the window will hold fewer than `limit` recipients if nobody new is counted: the
@@ -225,24 +244,21 @@ impl RecipientWindow {
     /// entry takes `class` (below [`CLASSES`]); a refreshed one keeps its own.
     pub fn touch_found(&mut self, key: RecipientKey, found: Found, ts: u64, class: u8) -> Touch {
         if let Some(i) = found.0 {
-            let prev_ts = self.abs(self.nodes[i as usize].ts);
+            let prev_ts = self.abs(self.nodes[i as usize].t());
             let rel = self.rel(ts);
             self.unlink(i);
-            self.nodes[i as usize].ts = rel;
+            self.nodes[i as usize].set_t(rel);
             self.link_after(i, self.tail);
             return Touch::Refreshed { prev_ts };
         }
         let rel = self.rel(ts);
         let class = class.min(CLASSES as u8 - 1);
-        let i = self.alloc(
-            Node {
-                key: split(key.0),
-                ts: rel,
-                prev: NIL,
-                next: NIL,
-            },
-            class,
-        );
+        let i = self.alloc(Node {
+            key: split(key.0),
+            ts: rel | (u32::from(class) << TS_BITS),
+            prev: NIL,
+            next: NIL,
+        });
         self.per_class[usize::from(class)] += 1;
         self.link_after(i, self.tail);
         let hash = self.hash(key.0);
@@ -264,7 +280,7 @@ impl RecipientWindow {
         let Some(i) = self.find(key.0) else {
             return false;
         };
-        if self.abs(self.nodes[i as usize].ts) != ts {
+        if self.abs(self.nodes[i as usize].t()) != ts {
             return false;
         }
         match prev {
@@ -274,16 +290,16 @@ impl RecipientWindow {
                     // 2³² ms, so the shifted offsets still fit.
                     let shift = (self.base - p) as u32;
                     for n in &mut self.nodes {
-                        n.ts = n.ts.saturating_add(shift);
+                        n.set_t(n.t().saturating_add(shift).min(TS_MASK));
                     }
                     self.base = p;
                 }
                 self.unlink(i);
                 let p = (p - self.base) as u32;
-                self.nodes[i as usize].ts = p;
+                self.nodes[i as usize].set_t(p);
                 // Walk back from the tail to the last node not newer than `p`.
                 let mut at = self.tail;
-                while at != NIL && self.nodes[at as usize].ts > p {
+                while at != NIL && self.nodes[at as usize].t() > p {
                     at = self.nodes[at as usize].prev;
                 }
                 self.link_after(i, at);
@@ -293,22 +309,18 @@ impl RecipientWindow {
         true
     }
 
-    fn alloc(&mut self, node: Node, class: u8) -> u32 {
+    fn alloc(&mut self, node: Node) -> u32 {
         if self.free != NIL {
             let i = self.free;
             self.free = self.nodes[i as usize].next;
             self.nodes[i as usize] = node;
-            self.classes[i as usize] = class;
             i
         } else {
             if self.nodes.len() == self.nodes.capacity() {
                 // Grow by a quarter: a window's slab is its biggest allocation.
-                let more = self.nodes.len() / 4 + 16;
-                self.nodes.reserve_exact(more);
-                self.classes.reserve_exact(more);
+                self.nodes.reserve_exact(self.nodes.len() / 4 + 16);
             }
             self.nodes.push(node);
-            self.classes.push(class);
             (self.nodes.len() - 1) as u32
         }
     }
@@ -323,11 +335,10 @@ impl RecipientWindow {
         self.nodes[i as usize].next = self.free;
         self.free = i;
         self.len -= 1;
-        self.per_class[usize::from(self.classes[i as usize])] -= 1;
+        self.per_class[usize::from(self.nodes[i as usize].class())] -= 1;
         if self.len == 0 {
             // Give memory back once an org goes quiet for a whole window.
             self.nodes = Vec::new();
-            self.classes = Vec::new();
             self.index = HashTable::new();
             self.free = NIL;
         }
@@ -379,9 +390,8 @@ impl RecipientWindow {
         std::iter::from_fn(move || {
             (at != NIL).then(|| {
                 let n = self.nodes[at as usize];
-                let class = self.classes[at as usize];
                 at = n.next;
-                (RecipientKey(n.key()), self.abs(n.ts), class)
+                (RecipientKey(n.key()), self.abs(n.t()), n.class())
             })
         })
     }

@@ -24,7 +24,10 @@ fn a_batch_decides_in_order_with_permits_in_sequence() {
     let ds = engine
         .decide_batch(&[send("o", "111"), send("o", "222"), send("o", "111")])
         .unwrap();
-    let seqs: Vec<_> = ds.iter().map(|d| d.permit.as_ref().map(|p| p.seq)).collect();
+    let seqs: Vec<_> = ds
+        .iter()
+        .map(|d| d.permit.as_ref().map(|p| p.seq))
+        .collect();
     assert_eq!(seqs, vec![Some(0), Some(1), None]);
     assert_eq!(ds[2].reason, Some(DenyReason::PairRate));
 }

@@ -1,6 +1,6 @@
-//! The transport floor: a server with tiergate's proto that answers every `Acquire` with ALLOW
-//! and decides nothing. Loadgen against it measures gRPC, HTTP/2 and the client alone, so the
-//! sidecar's figures can be read as a ratio to it.
+//! The transport floor: a server with tiergate's proto that answers every `Acquire` (and every
+//! item of an `AcquireBatch`) with ALLOW and decides nothing. Loadgen against it measures gRPC,
+//! HTTP/2 and the client alone, so the sidecar's figures can be read as a ratio to it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,6 +8,17 @@ use std::net::SocketAddr;
 use tiergate_proto::v1 as pb;
 use tiergate_proto::v1::send_governor_server::{SendGovernor, SendGovernorServer};
 use tonic::{Request, Response, Status};
+
+/// The echo's answer to any send.
+fn allow(r: &pb::AcquireRequest) -> pb::AcquireResponse {
+    pb::AcquireResponse {
+        verdict: pb::Verdict::Allow as i32,
+        reason: pb::DenyReason::Unspecified as i32,
+        retry_after_ms: 0,
+        permit_id: format!("{}:0", r.org_id),
+        usage: Some(pb::Usage::default()),
+    }
+}
 
 /// Always ALLOW.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,13 +30,16 @@ impl SendGovernor for Echo {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        Ok(Response::new(allow(&request.into_inner())))
+    }
+
+    async fn acquire_batch(
+        &self,
+        request: Request<pb::AcquireBatchRequest>,
+    ) -> Result<Response<pb::AcquireBatchResponse>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(pb::AcquireResponse {
-            verdict: pb::Verdict::Allow as i32,
-            reason: pb::DenyReason::Unspecified as i32,
-            retry_after_ms: 0,
-            permit_id: format!("{}:0", r.org_id),
-            usage: Some(pb::Usage::default()),
+        Ok(Response::new(pb::AcquireBatchResponse {
+            results: r.sends.iter().map(allow).collect(),
         }))
     }
 

@@ -91,6 +91,11 @@ pub struct ServerSection {
     /// Largest `SendGovernor.Plan` request accepted, in bytes: a campaign's list of up to
     /// `policy.plan_max_recipients` recipients (100,000 parent BSUIDs are about 3 MB).
     pub max_plan_request_bytes: usize,
+    /// Most sends in one `SendGovernor.AcquireBatch` call.
+    pub max_batch: usize,
+    /// Largest `SendGovernor.AcquireBatch` request accepted, in bytes (1,000 sends with
+    /// BSUIDs and idempotency keys are about 250 KB).
+    pub max_batch_request_bytes: usize,
     /// On shutdown, how long in-flight calls and open connections get before being closed.
     pub shutdown_grace_ms: u64,
     /// Largest webhook body accepted, in bytes.
@@ -119,6 +124,8 @@ impl Default for ServerSection {
             request_timeout_ms: 5_000,
             max_request_bytes: 64 * 1024,
             max_plan_request_bytes: 4 * 1024 * 1024,
+            max_batch: 1_000,
+            max_batch_request_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
             webhook_max_body_bytes: 1024 * 1024,
             metrics_max_orgs: 1_000,
@@ -407,6 +414,13 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             }
             Some(_) => {}
         }
+    }
+    if file.server.max_batch == 0 {
+        issues.push(ConfigIssue {
+            key: "server.max_batch".into(),
+            line: line_of_key(src, "server", "max_batch"),
+            message: "must be at least 1".into(),
+        });
     }
     if file.server.redis_snapshot_entries < 2 {
         issues.push(ConfigIssue {

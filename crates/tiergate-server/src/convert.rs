@@ -24,6 +24,24 @@ pub fn status(e: core::EngineError) -> Status {
     }
 }
 
+/// The status of a batch refused at item `index`, naming the item's field: an unknown org
+/// `sends[i].org_id`, an unknown number `sends[i].phone_number_id`; a field error already
+/// names it (`sends[i].recipient`).
+pub fn item_status(index: usize, e: core::EngineError) -> Status {
+    use core::EngineError::*;
+    match e {
+        Invalid(_) => status(e),
+        UnknownOrg(_) => Status::not_found(format!("sends[{index}].org_id: {e}")),
+        UnknownPhoneNumber { .. } => {
+            Status::not_found(format!("sends[{index}].phone_number_id: {e}"))
+        }
+        e => {
+            let s = status(e);
+            Status::new(s.code(), format!("sends[{index}]: {}", s.message()))
+        }
+    }
+}
+
 /// The one mapping of a gate error to its gRPC status: the engine's as [`status`]; a store that
 /// cannot be reached, or lost its data, `UNAVAILABLE` (try again, here or elsewhere); a store
 /// this replica cannot read, or an outcome of the wrong kind, `INTERNAL` (trying again will not
@@ -32,6 +50,7 @@ impl From<GateError> for Status {
     fn from(e: GateError) -> Self {
         match e {
             GateError::Engine(e) => status(e),
+            GateError::Item { index, error } => item_status(index, error),
             GateError::StoreUnavailable(_) | GateError::StoreLost => {
                 Status::unavailable(ErrorChain(&e).to_string())
             }

@@ -3,7 +3,7 @@
 //! and the gRPC status is chosen in one place (`impl From<GateError> for Status` in
 //! [`crate::convert`]).
 
-use tiergate_core::EngineError;
+use tiergate_core::{BatchError, EngineError};
 use tiergate_store::{RedisStoreError, StoreError};
 
 /// Why a [`crate::gate::Gate`] call failed.
@@ -13,6 +13,15 @@ pub enum GateError {
     /// conflict). Nothing changed; the same call fails the same way on every replica.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The engine refused item `index` of a batch (`AcquireBatch`): the whole batch is
+    /// refused. A field error already names the item's field (`sends[3].recipient`).
+    #[error("sends[{index}]: {error}")]
+    Item {
+        /// The item's position in the batch.
+        index: usize,
+        /// Its error.
+        error: EngineError,
+    },
     /// The store could not take or confirm the change (Redis unreachable, an embedded commit
     /// failed): the caller may try again, here or on another sidecar, once it is back.
     #[error("state store unavailable")]
@@ -57,7 +66,7 @@ impl GateError {
             GateError::StoreUnavailable(_)
             | GateError::StoreLost
             | GateError::StoreInconsistent(_) => true,
-            GateError::Engine(_) | GateError::Unexpected { .. } => false,
+            GateError::Engine(_) | GateError::Item { .. } | GateError::Unexpected { .. } => false,
         }
     }
 }
@@ -69,6 +78,15 @@ impl From<RedisStoreError> for GateError {
             RedisStoreError::Lost => GateError::StoreLost,
             e if e.is_unavailable() => GateError::StoreUnavailable(e.into()),
             e => GateError::StoreInconsistent(e),
+        }
+    }
+}
+
+impl From<BatchError> for GateError {
+    fn from(e: BatchError) -> Self {
+        GateError::Item {
+            index: e.index,
+            error: e.error,
         }
     }
 }

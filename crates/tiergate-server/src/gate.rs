@@ -12,6 +12,7 @@
 //! gRPC handlers and webhooks call only this, so every backend runs the same code above it.
 //! Failures are [`GateError`]s, turned into a gRPC status in one place (`convert`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tiergate_core::{
@@ -45,6 +46,19 @@ fn store_failed(e: impl Into<GateError>) -> GateError {
     let e = e.into();
     tracing::error!(error = %ErrorChain(&e), "state store failed");
     e
+}
+
+/// Item `index` of a batch refused by the engine, its field named as the item's
+/// (`sends[3].recipient`).
+fn item_error(index: usize, error: EngineError) -> GateError {
+    let error = match error {
+        EngineError::Invalid(v) => {
+            let field = format!("sends[{index}].{}", v.field);
+            EngineError::Invalid(v.on(field))
+        }
+        other => other,
+    };
+    GateError::Item { index, error }
 }
 
 impl Gate {
@@ -157,6 +171,96 @@ impl Gate {
         }
     }
 
+    /// Decides a batch of sends (SPEC §2a), each as a lone [`Gate::decide`] would, in order.
+    /// Every item is checked first: a malformed item or unknown org refuses the batch
+    /// ([`GateError::Item`]) and records nothing.
+    ///
+    /// * memory, embedded: the engine's batch; the embedded store then commits once for the
+    ///   whole batch (one group commit) before anything is answered;
+    /// * redis: every org is discovered and every item checked before anything is appended;
+    ///   then all items go to their orgs' logs in one script call (an org's items in batch
+    ///   order, nothing between them) and come back in request order. When Redis fails,
+    ///   every item gets what a lone send would (`on_store_error`).
+    pub async fn decide_batch(
+        &self,
+        sends: &[SendRequest<'_>],
+    ) -> Result<Vec<Decision>, GateError> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let ds = self.engine.decide_batch(sends)?;
+                if ds.iter().any(|d| d.is_allowed() && !d.replayed) {
+                    self.flush().await?;
+                }
+                Ok(ds)
+            }
+            Backend::Redis(r) => {
+                let mut known: HashSet<&str> = HashSet::new();
+                for (index, send) in sends.iter().enumerate() {
+                    if known.insert(send.org_id)
+                        && let Err(e) = r.discover(send.org_id).await
+                    {
+                        return self.store_down_batch(sends, e);
+                    }
+                    self.engine
+                        .check_send(send)
+                        .map_err(|error| item_error(index, error))?;
+                }
+                let commands: Vec<Command> = sends.iter().map(Command::decide).collect();
+                let results = match r.execute_many(&commands).await {
+                    Ok(results) => results,
+                    Err(e) => return self.store_down_batch(sends, e),
+                };
+                results
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, r)| match r {
+                        Ok(Outcome::Decision(d)) => Ok(d),
+                        Ok(other) => Err(GateError::Unexpected {
+                            call: "decide",
+                            outcome: format!("{other:?}"),
+                        }),
+                        Err(error) => Err(item_error(index, error)),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// [`Gate::store_down`] for a batch: every item's uncounted ALLOW, or the error.
+    fn store_down_batch(
+        &self,
+        sends: &[SendRequest<'_>],
+        e: RedisStoreError,
+    ) -> Result<Vec<Decision>, GateError> {
+        let e = GateError::from(e);
+        if !matches!(e, GateError::StoreUnavailable(_)) || self.on_error == OnStoreError::Deny {
+            return Err(store_failed(e));
+        }
+        let mut out = Vec::with_capacity(sends.len());
+        for send in sends {
+            match self.uncounted(send) {
+                Some(d) => out.push(d),
+                None => return Err(store_failed(e)),
+            }
+        }
+        tracing::warn!(error = %ErrorChain(&e), sends = sends.len(), "state store unavailable: allowing a batch uncounted (on_store_error = allow)");
+        Ok(out)
+    }
+
+    /// An uncounted ALLOW with the last usage this replica saw of the org, if it knows it
+    /// (its clock must not move outside the log).
+    fn uncounted(&self, req: &SendRequest<'_>) -> Option<Decision> {
+        let usage = self.engine.peek_org(req.org_id).ok()?.usage;
+        Some(Decision {
+            verdict: Verdict::Allow,
+            reason: None,
+            retry_after_ms: 0,
+            permit: None,
+            usage,
+            replayed: false,
+        })
+    }
+
     /// A sender's answer when Redis failed: with `on_store_error = "allow"`, an uncounted ALLOW
     /// while Redis is unreachable (never when it lost its data or answered something
     /// unusable); otherwise the error.
@@ -165,20 +269,11 @@ impl Gate {
         if !matches!(e, GateError::StoreUnavailable(_)) {
             return Err(store_failed(e));
         }
-        // The last usage this replica saw, as it saw it (its clock must not move outside the log).
-        let usage = self.engine.peek_org(req.org_id).map(|s| s.usage);
-        match (self.on_error, usage) {
-            (OnStoreError::Deny, _) | (_, Err(_)) => Err(store_failed(e)),
-            (OnStoreError::Allow, Ok(usage)) => {
+        match (self.on_error, self.uncounted(req)) {
+            (OnStoreError::Deny, _) | (_, None) => Err(store_failed(e)),
+            (OnStoreError::Allow, Some(d)) => {
                 tracing::warn!(error = %ErrorChain(&e), "state store unavailable: allowing uncounted (on_store_error = allow)");
-                Ok(Decision {
-                    verdict: Verdict::Allow,
-                    reason: None,
-                    retry_after_ms: 0,
-                    permit: None,
-                    usage,
-                    replayed: false,
-                })
+                Ok(d)
             }
         }
     }

@@ -301,22 +301,32 @@ pub async fn serve(
     let sender_auth = BearerAuth::new(config.auth.sender_token.as_deref(), "SendGovernor");
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
     // Over `max`, tonic's decoder refuses the request; `TooLarge` makes that RESOURCE_EXHAUSTED.
-    // A plan's list of recipients gets its own, larger limit.
-    let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream);
+    // A plan's list of recipients and a batch of sends get their own, larger limits.
+    let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream)
+        .with_max_batch(config.server.max_batch);
     let plan_max = config.server.max_plan_request_bytes.max(max);
+    let batch_max = config.server.max_batch_request_bytes.max(max);
+    let wide = |bytes: usize| {
+        SendGovernorServer::new(governor_service.clone()).max_decoding_message_size(bytes)
+    };
     let governor = InterceptedService::new(
-        TooLarge::new(
-            SendGovernorServer::new(governor_service.clone()).max_decoding_message_size(max),
-            max,
-        )
-        .with_method(
-            "/tiergate.v1.SendGovernor/Plan",
-            SendGovernorServer::new(governor_service).max_decoding_message_size(plan_max),
-            Limit {
-                bytes: plan_max,
-                key: "server.max_plan_request_bytes",
-            },
-        ),
+        TooLarge::new(wide(max), max)
+            .with_method(
+                "/tiergate.v1.SendGovernor/Plan",
+                wide(plan_max),
+                Limit {
+                    bytes: plan_max,
+                    key: "server.max_plan_request_bytes",
+                },
+            )
+            .with_method(
+                "/tiergate.v1.SendGovernor/AcquireBatch",
+                wide(batch_max),
+                Limit {
+                    bytes: batch_max,
+                    key: "server.max_batch_request_bytes",
+                },
+            ),
         move |r| sender_auth.check(r),
     );
     let admin = InterceptedService::new(

@@ -25,14 +25,14 @@ const DECODER_TOO_LARGE: &str = "decoded message length too large";
 
 /// A generated gRPC service whose oversized requests answer RESOURCE_EXHAUSTED.
 ///
-/// One method may have a larger limit than the rest (a campaign plan carries up to 100,000
-/// recipients; a send carries one): its calls go to a second copy of the service, built with
-/// that limit, and the rest keep the small one.
+/// Some methods may have a larger limit than the rest (a campaign plan carries up to 100,000
+/// recipients, a batch up to 1,000 sends; a send carries one): their calls go to copies of the
+/// service, each built with its method's limit, and the rest keep the small one.
 #[derive(Debug, Clone)]
 pub struct TooLarge<S> {
     inner: S,
     limit: Limit,
-    wide: Option<Wide<S>>,
+    wide: Vec<Wide<S>>,
 }
 
 /// A limit and the config key that sets it (repeated in the message).
@@ -61,14 +61,15 @@ impl<S> TooLarge<S> {
                 bytes: limit,
                 key: "server.max_request_bytes",
             },
-            wide: None,
+            wide: Vec::new(),
         }
     }
 
     /// Sends calls to `path` (`/package.Service/Method`) to `inner`, a copy of the service
-    /// given `max_decoding_message_size(limit.bytes)`.
+    /// given `max_decoding_message_size(limit.bytes)`. Each method may have its own.
     pub fn with_method(mut self, path: &'static str, inner: S, limit: Limit) -> Self {
-        self.wide = Some(Wide { path, inner, limit });
+        self.wide.retain(|w| w.path != path);
+        self.wide.push(Wide { path, inner, limit });
         self
     }
 }
@@ -87,7 +88,7 @@ where
     type Future = Rewrite<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(w) = &mut self.wide {
+        for w in &mut self.wide {
             match w.inner.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 other => return other,
@@ -97,9 +98,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(w) = &mut self.wide
-            && req.uri().path() == w.path
-        {
+        let path = req.uri().path();
+        if let Some(w) = self.wide.iter_mut().find(|w| w.path == path) {
             return Rewrite {
                 inner: w.inner.call(req),
                 limit: w.limit,
@@ -203,6 +203,64 @@ mod tests {
         }
         let ok = http::Response::new(Body::default());
         assert!(status_of(&rewrite(ok, small(10))).is_none());
+    }
+
+    /// A service that answers every call with the decoder's size error, so the limit in the
+    /// rewritten answer tells which copy took the call.
+    #[derive(Debug, Clone)]
+    struct Refuses;
+
+    impl<B> Service<http::Request<B>> for Refuses {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<Body>, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: http::Request<B>) -> Self::Future {
+            let s = Status::out_of_range(
+                "Error, decoded message length too large: found 9 bytes, the limit is: 5 bytes",
+            );
+            std::future::ready(Ok(s.into_http()))
+        }
+    }
+
+    #[tokio::test]
+    async fn each_method_goes_to_its_own_copy_and_limit() {
+        let limit = |bytes, key| Limit { bytes, key };
+        let mut svc = TooLarge::new(Refuses, 64)
+            .with_method(
+                "/p.S/Plan",
+                Refuses,
+                limit(4_000, "server.max_plan_request_bytes"),
+            )
+            .with_method(
+                "/p.S/Batch",
+                Refuses,
+                limit(1_000, "server.max_batch_request_bytes"),
+            );
+        for (path, want) in [
+            (
+                "/p.S/Plan",
+                "the limit is 4000 bytes (server.max_plan_request_bytes)",
+            ),
+            (
+                "/p.S/Batch",
+                "the limit is 1000 bytes (server.max_batch_request_bytes)",
+            ),
+            (
+                "/p.S/Acquire",
+                "the limit is 64 bytes (server.max_request_bytes)",
+            ),
+        ] {
+            let req = http::Request::builder().uri(path).body(()).unwrap();
+            let r = svc.call(req).await.unwrap();
+            let s = status_of(&r).unwrap();
+            assert_eq!(s.code(), Code::ResourceExhausted);
+            assert!(s.message().ends_with(want), "{path}: {}", s.message());
+        }
     }
 
     #[test]

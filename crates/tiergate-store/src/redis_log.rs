@@ -53,7 +53,9 @@ end
 /// applied.
 ///
 /// KEYS: per command, its org's log and snapshot (an org may repeat). ARGV: the replica id, the
-/// page size, then per command its proposed ms, its JSON and the caller's last applied id.
+/// page size, then per command its proposed ms, its JSON and the caller's last applied id, or
+/// an empty string for "the command before this one of the same org in this call" (a batch's
+/// later items: nothing can come between them, so their entries are only their own).
 /// Returns, per command, `{id, entries}` where entries are the other entries in `(after, id)`,
 /// at most a page of them (the caller knows its own command; with one replica there are none),
 /// or `{id, false}` when a snapshot has replaced entries the caller never applied (it then
@@ -64,10 +66,11 @@ end
 /// Redis, where any batch is allowed.
 pub const APPEND: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
-local out = {}
+local out, last = {}, {}
 for i = 1, #KEYS / 2 do
   local key, snap = KEYS[2 * i - 1], KEYS[2 * i]
   local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if after == '' then after = last[key] or '0-0' end
   local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
   if not ok then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
@@ -78,6 +81,7 @@ for i = 1, #KEYS / 2 do
     end
     id = redis.call('XADD', key, string.match(last, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
   end
+  last[key] = id
   local sid = redis.call('HGET', snap, 'id')
   if sid and id_less(after, sid) then
     out[i] = {id, false}
@@ -476,6 +480,68 @@ impl RedisLog {
         };
         self.batches.send(call).await.map_err(|_| gone())?;
         let (id, entries) = rx.await.map_err(|_| gone())??;
+        self.appended(command, &id, entries)
+    }
+
+    /// Appends `commands` in order, in one script call (one round trip; atomic, so nothing
+    /// comes between two commands of one org), each at `at_ms` or later. `after` gives the
+    /// caller's last applied entry of each org; it is asked once per org, at its first command.
+    ///
+    /// Returns, per command, what [`RedisLog::append`] returns for one: its id and the entries
+    /// between the org's previous command of this call (or `after`, for its first) and it,
+    /// ending with its own when nothing is missing. When the list does not end with its own
+    /// (a snapshot replaced entries, or a full page), read on with [`RedisLog::read`].
+    pub async fn append_many(
+        &self,
+        commands: &[Command],
+        at_ms: u64,
+        mut after: impl FnMut(&str) -> LogId,
+    ) -> Result<Vec<(LogId, Vec<Entry>)>, RedisStoreError> {
+        let start = Instant::now();
+        let mut inv = self.append.prepare_invoke();
+        inv.arg(&self.replica).arg(PAGE);
+        let mut seen = std::collections::HashSet::new();
+        for command in commands {
+            let org = command.org();
+            let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
+                what: "command".into(),
+                source,
+            })?;
+            let first = seen.insert(org);
+            inv.key(log_key(org))
+                .key(snap_key(org))
+                .arg(at_ms)
+                .arg(json)
+                .arg(if first {
+                    after(org).to_string()
+                } else {
+                    String::new()
+                });
+        }
+        let mut conn = self.conn.clone();
+        let results: Vec<(String, Value)> = inv.invoke_async(&mut conn).await?;
+        if results.len() != commands.len() {
+            return Err(RedisStoreError::Protocol(format!(
+                "{} results for {} appends",
+                results.len(),
+                commands.len()
+            )));
+        }
+        self.stats.observe(start.elapsed(), commands.len());
+        commands
+            .iter()
+            .zip(results)
+            .map(|(command, (id, entries))| self.appended(command, &id, entries))
+            .collect()
+    }
+
+    /// One command's id and entries, from the script's answer for it.
+    fn appended(
+        &self,
+        command: &Command,
+        id: &str,
+        entries: Value,
+    ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
         let id: LogId = id.parse()?;
         if matches!(entries, Value::Nil | Value::Boolean(false)) {
             // A snapshot replaced entries this replica has not applied: it must read it.

@@ -353,6 +353,72 @@ impl Replica {
         r
     }
 
+    /// Runs commands in order, as [`Replica::execute`] would one after another, but ordered in
+    /// their orgs' logs by one script call: the commands of one org stay in the given order with
+    /// nothing between them, and the orgs' logs are each applied here up to their last command.
+    /// The results come back in the given order. Commands that register an org (`PutOrg`)
+    /// register it first.
+    pub async fn execute_many(
+        &self,
+        commands: &[Command],
+    ) -> Result<Vec<Result<Outcome, EngineError>>, RedisStoreError> {
+        self.check_usable()?;
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        for c in commands.iter().filter(|c| c.registers()) {
+            self.log
+                .register(c.org())
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        let now = self.engine.clock().now_ms();
+        let appended = self
+            .log
+            .append_many(commands, now, |org| self.cursor(org).lock().applied)
+            .await
+            .map_err(|e| self.failed(e))?;
+        self.set_health(Health::Up);
+        // Per org (in the order of their first command): the entries known to follow the
+        // cursor without a gap, and the org's last command. A command whose list does not end
+        // with itself leaves a gap after it: the rest is read from the log.
+        let ids: Vec<LogId> = appended.iter().map(|(id, _)| *id).collect();
+        let mut orgs: Vec<(&str, Vec<Entry>, bool, LogId)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (c, (id, entries)) in commands.iter().zip(appended) {
+            let org = c.org();
+            let i = *index.entry(org).or_insert_with(|| {
+                orgs.push((org, Vec::new(), true, id));
+                orgs.len() - 1
+            });
+            let (_, run, whole, last) = &mut orgs[i];
+            *last = id;
+            if *whole {
+                *whole = entries.last().is_some_and(|e| e.id == id);
+                run.extend(entries);
+            }
+        }
+        for (org, run, _, last) in &orgs {
+            let cur = self.cursor(org);
+            self.apply(org, &mut cur.lock(), run);
+            self.catch_up(org, Some(*last)).await?;
+        }
+        commands
+            .iter()
+            .zip(ids)
+            .map(|(c, id)| {
+                self.cursor(c.org())
+                    .lock()
+                    .stash
+                    .remove(&id)
+                    .ok_or_else(|| RedisStoreError::Superseded {
+                        org: c.org().to_owned(),
+                        id,
+                    })
+            })
+            .collect()
+    }
+
     /// Runs a command: orders it in the org's log, applies the log up to it and returns its
     /// result. The outer error is Redis's; the inner one the engine's (the same on every
     /// replica). A `PutOrg` registers the org first, so other replicas can find it.

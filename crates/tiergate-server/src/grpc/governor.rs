@@ -25,7 +25,11 @@ pub struct GovernorService {
     gate: Gate,
     metrics: Arc<Metrics>,
     upstream: Option<Arc<Upstream>>,
+    max_batch: usize,
 }
+
+/// `server.max_batch` unless configured.
+const DEFAULT_MAX_BATCH: usize = 1_000;
 
 impl GovernorService {
     /// A service over `gate`, counting into `metrics`; `SendTemplate` forwards to `upstream`.
@@ -34,7 +38,26 @@ impl GovernorService {
             gate,
             metrics,
             upstream,
+            max_batch: DEFAULT_MAX_BATCH,
         }
+    }
+
+    /// Takes at most `n` sends in one `AcquireBatch` (`server.max_batch`).
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Decides a batch; each decision is counted as a lone Acquire's, with the batch's latency
+    /// (what its caller waited).
+    async fn decide_batch(&self, sends: &[SendRequest<'_>]) -> Result<Vec<Decision>, GateError> {
+        let start = Instant::now();
+        let ds = self.gate.decide_batch(sends).await?;
+        let took = start.elapsed();
+        for d in &ds {
+            self.metrics.decision(d, took);
+        }
+        Ok(ds)
     }
 
     /// Decides (and, when allowed, records durably) one send.
@@ -93,6 +116,14 @@ macro_rules! send_request {
     };
 }
 
+/// Item `index` of a batch, checked at the edge like a lone Acquire; its errors name the item's
+/// field (`sends[3].org_id`).
+#[allow(clippy::result_large_err)]
+fn batch_item(index: usize, r: &pb::AcquireRequest) -> Result<SendRequest<'_>, Status> {
+    let item = || -> Result<SendRequest<'_>, Status> { Ok(send_request!(r)) };
+    item().map_err(|s| Status::new(s.code(), format!("sends[{index}].{}", s.message())))
+}
+
 #[allow(clippy::result_large_err)]
 fn language_code(s: &str) -> Result<&str, Status> {
     if s.is_empty()
@@ -134,6 +165,33 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let send = send_request!(r);
         let d = self.decide(&send).await?;
         Ok(Response::new(convert::decision_pb(&d)))
+    }
+
+    async fn acquire_batch(
+        &self,
+        request: Request<pb::AcquireBatchRequest>,
+    ) -> Result<Response<pb::AcquireBatchResponse>, Status> {
+        let r = request.get_ref();
+        if r.sends.is_empty() {
+            return Err(Status::invalid_argument("sends: must not be empty"));
+        }
+        if r.sends.len() > self.max_batch {
+            return Err(Status::invalid_argument(format!(
+                "sends: {} sends, more than the limit of {} (server.max_batch)",
+                r.sends.len(),
+                self.max_batch
+            )));
+        }
+        let sends = r
+            .sends
+            .iter()
+            .enumerate()
+            .map(|(i, s)| batch_item(i, s))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let ds = self.decide_batch(&sends).await?;
+        Ok(Response::new(pb::AcquireBatchResponse {
+            results: ds.iter().map(convert::decision_pb).collect(),
+        }))
     }
 
     async fn report(

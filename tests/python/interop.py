@@ -243,5 +243,32 @@ try:
     raise AssertionError("bad recipient must be INVALID_ARGUMENT")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient" in e.details(), e
-assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 7
+
+# A batch (SPEC §2a): results in order, each as a lone Acquire; a bad item refuses them all.
+org("bt", pb.TIER_250, "49")
+
+
+def item(to, key=""):
+    return pb.AcquireRequest(org_id="bt", phone_number_id="49", recipient=str(to),
+                             template_name="order_update", category=pb.CATEGORY_UTILITY,
+                             idempotency_key=key)
+
+
+b = gov.AcquireBatch(pb.AcquireBatchRequest(sends=[item(1), item(2, key="b-2"), item(1),
+                                                   item(2, key="b-2")]))
+assert len(b.results) == 4, b
+ok(b.results[0])
+ok(b.results[1])
+expect(b.results[2], pb.DENY_REASON_PAIR_RATE)
+assert b.results[3].permit_id == b.results[1].permit_id, b
+assert b.results[1].usage.unique_recipients_24h == 2, b
+try:
+    gov.AcquireBatch(pb.AcquireBatchRequest(sends=[item(3), item("+49 151"), item(4)]))
+    raise AssertionError("a batch with a bad item must be INVALID_ARGUMENT")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    assert "sends[1].recipient" in e.details(), e
+assert admin.GetOrg(pb.GetOrgRequest(org_id="bt")).usage.templates_7d == 2
+
+assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 8
 print("interop ok")

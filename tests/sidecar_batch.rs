@@ -363,3 +363,60 @@ async fn redis_two_replicas_taking_batches_never_exceed_the_tier() {
         assert_eq!(u.unique_recipients_24h, 250);
     }
 }
+
+#[tokio::test]
+async fn loadgen_batches_count_decisions_like_the_server_metrics() {
+    let s = Sidecar::start(&[]).await;
+    let out = std::process::Command::new(bin())
+        .args([
+            "loadgen",
+            "--addr",
+            &s.grpc,
+            "--setup",
+            "--requests",
+            "60",
+            "--batch",
+            "10",
+            "--orgs",
+            "5",
+            "--recipients",
+            "200",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"], 60);
+    assert_eq!(v["batch"], 10);
+    assert_eq!(v["decisions"], 600);
+    assert_eq!(v["errors"], 0);
+    let (allowed, denied) = (
+        v["allowed"].as_u64().unwrap(),
+        v["denied"].as_u64().unwrap(),
+    );
+    assert_eq!(allowed + denied, 600);
+    assert!(
+        denied > 0,
+        "200 recipients over 600 sends must hit the pair rate"
+    );
+    assert!(v["decisions_per_s"].as_f64().unwrap() > v["throughput_rps"].as_f64().unwrap());
+    // Every send of every batch is counted as a lone Acquire's decision.
+    let m = s.metrics().await;
+    let sum = |verdict: &str| -> u64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("tiergate_decisions_total{")
+                    && l.contains(&format!("verdict=\"{verdict}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("allow"), allowed, "{m}");
+    assert_eq!(sum("deny"), denied, "{m}");
+}

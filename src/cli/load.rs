@@ -47,6 +47,10 @@ pub struct LoadgenArgs {
     /// Seed of the draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sends per call: `AcquireBatch` of N instead of single `Acquire`s (the summary counts
+    /// decisions/s either way).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: Option<u64>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         token: std::env::var("TIERGATE_SENDER_TOKEN").ok(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        batch: a.batch.map(|n| n as usize),
         ..LoadConfig::default()
     };
     if a.setup {

@@ -1,8 +1,11 @@
-//! `tiergate loadgen`: drives `SendGovernor.Acquire` over gRPC and measures it.
+//! `tiergate loadgen`: drives `SendGovernor.Acquire` (or `AcquireBatch`, `--batch N`) over gRPC
+//! and measures it.
 //!
 //! Many in-flight calls over a few HTTP/2 connections, an optional target rate, a duration or a
 //! call count, and orgs and recipients drawn uniformly or from a Zipf distribution. Latencies go
-//! into an HDR histogram; the summary gives throughput and p50/p90/p99/p999.
+//! into an HDR histogram (one entry per call); the summary gives decisions/s (sends decided,
+//! whichever call carried them, so single and batched runs compare), calls/s and
+//! p50/p90/p99/p999.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +53,8 @@ pub struct LoadConfig {
     pub token: Option<String>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Sends per call: `None` = one `Acquire` each; `Some(n)` = `AcquireBatch` of `n`.
+    pub batch: Option<usize>,
 }
 
 impl Default for LoadConfig {
@@ -70,6 +75,7 @@ impl Default for LoadConfig {
             seed: 1,
             token: None,
             progress: false,
+            batch: None,
         }
     }
 }
@@ -79,9 +85,13 @@ impl Default for LoadConfig {
 pub struct Summary {
     /// Calls made.
     pub requests: u64,
-    /// Calls answered ALLOW.
+    /// Sends per call (1: single `Acquire`s).
+    pub batch: usize,
+    /// Sends decided (answered ALLOW or DENY).
+    pub decisions: u64,
+    /// Sends answered ALLOW.
     pub allowed: u64,
-    /// Calls answered DENY.
+    /// Sends answered DENY.
     pub denied: u64,
     /// Denials by reason.
     pub denied_by_reason: BTreeMap<String, u64>,
@@ -91,6 +101,8 @@ pub struct Summary {
     pub elapsed_s: f64,
     /// Calls per second.
     pub throughput_rps: f64,
+    /// Sends decided per second (= calls/s for single `Acquire`s).
+    pub decisions_per_s: f64,
     /// Latency percentiles, microseconds.
     pub p50_us: u64,
     /// 90th percentile.
@@ -115,8 +127,10 @@ impl Summary {
             reasons.push("-".into());
         }
         format!(
-            "requests     {}\nthroughput   {:.0} calls/s over {:.2} s\nallowed      {}\ndenied       {} ({})\nerrors       {}\nlatency µs   p50 {}  p90 {}  p99 {}  p999 {}  max {}\n",
+            "requests     {} (batch {})\nthroughput   {:.0} decisions/s, {:.0} calls/s over {:.2} s\nallowed      {}\ndenied       {} ({})\nerrors       {}\nlatency µs   p50 {}  p90 {}  p99 {}  p999 {}  max {}  (per call)\n",
             self.requests,
+            self.batch,
+            self.decisions_per_s,
             self.throughput_rps,
             self.elapsed_s,
             self.allowed,
@@ -274,32 +288,49 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
-                let org = orgs.sample(&mut rng);
-                let to = 4_910_000_000_000 + recips.sample(&mut rng);
-                let req = pb::AcquireRequest {
-                    org_id: format!("{}{org}", cfg.org_prefix),
-                    phone_number_id: (cfg.phone_base + org).to_string(),
-                    recipient: to.to_string(),
-                    template_name: "loadgen".into(),
-                    category: pb::Category::Utility as i32,
-                    idempotency_key: String::new(),
-                    recipient_user_id: String::new(),
+                let mut send = || {
+                    let org = orgs.sample(&mut rng);
+                    let to = 4_910_000_000_000 + recips.sample(&mut rng);
+                    pb::AcquireRequest {
+                        org_id: format!("{}{org}", cfg.org_prefix),
+                        phone_number_id: (cfg.phone_base + org).to_string(),
+                        recipient: to.to_string(),
+                        template_name: "loadgen".into(),
+                        category: pb::Category::Utility as i32,
+                        idempotency_key: String::new(),
+                        recipient_user_id: String::new(),
+                    }
                 };
                 let t0 = Instant::now();
-                let r = client.acquire(request(req, cfg.token.as_deref())).await;
+                let r = match cfg.batch {
+                    None => client
+                        .acquire(request(send(), cfg.token.as_deref()))
+                        .await
+                        .map(|r| vec![r.into_inner()]),
+                    Some(n) => {
+                        let sends = (0..n.max(1)).map(|_| send()).collect();
+                        let req = pb::AcquireBatchRequest { sends };
+                        client
+                            .acquire_batch(request(req, cfg.token.as_deref()))
+                            .await
+                            .map(|r| r.into_inner().results)
+                    }
+                };
                 let us = t0.elapsed().as_micros().max(1) as u64;
                 let _ = hist.record(us.min(60_000_000));
                 s.requests += 1;
                 match r {
-                    Ok(resp) => {
-                        let resp = resp.into_inner();
-                        if resp.verdict == pb::Verdict::Allow as i32 {
-                            s.allowed += 1;
-                        } else {
-                            s.denied += 1;
-                            let name = pb::DenyReason::try_from(resp.reason)
-                                .map_or("UNKNOWN", |r| r.as_str_name());
-                            *s.denied_by_reason.entry(name.to_owned()).or_default() += 1;
+                    Ok(results) => {
+                        for resp in results {
+                            s.decisions += 1;
+                            if resp.verdict == pb::Verdict::Allow as i32 {
+                                s.allowed += 1;
+                            } else {
+                                s.denied += 1;
+                                let name = pb::DenyReason::try_from(resp.reason)
+                                    .map_or("UNKNOWN", |r| r.as_str_name());
+                                *s.denied_by_reason.entry(name.to_owned()).or_default() += 1;
+                            }
                         }
                     }
                     Err(_) => s.errors += 1,
@@ -338,6 +369,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         let Ok((s, h)) = h.await else { continue };
         let _ = hist.add(&h);
         total.requests += s.requests;
+        total.decisions += s.decisions;
         total.allowed += s.allowed;
         total.denied += s.denied;
         total.errors += s.errors;
@@ -347,6 +379,8 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
     }
     total.elapsed_s = elapsed;
     total.throughput_rps = total.requests as f64 / elapsed.max(1e-9);
+    total.decisions_per_s = total.decisions as f64 / elapsed.max(1e-9);
+    total.batch = cfg.batch.map_or(1, |n| n.max(1));
     total.p50_us = hist.value_at_quantile(0.5);
     total.p90_us = hist.value_at_quantile(0.9);
     total.p99_us = hist.value_at_quantile(0.99);

@@ -1,59 +1,131 @@
-//! Instructions per decision, counted rather than timed: the repeat-recipient case of
-//! `benches/decide.rs` (a TIER_100K org holding 100,000 recipients, each send to one of them).
+//! Instructions per decision, counted rather than timed, for the single-threaded cases of
+//! `benches/decide.rs`:
 //!
-//! Shared machines make nanoseconds noisy; instruction counts repeat exactly. Run it twice under
-//! callgrind and subtract, so the setup cancels out:
+//! - `repeat`: a TIER_100K org holding 100,000 recipients, each send to one of them;
+//! - `new`: every send to a new recipient, 60 s window (steady state: each send expires one);
+//! - `passthrough`: a RED org past its grace sending under 1,000 a (scaled, 1 s) week.
+//!
+//! The policy is the bench's (`Policy::default()` plus the scenario's override); a third
+//! argument `au` forces `auto_upgrade: true` (the default before it became opt-in).
+//!
+//! Shared machines make nanoseconds noisy; instruction counts nearly repeat (hash seeds vary
+//! per process, so take the median of a few runs). Count only the measured loop:
 //!
 //! ```sh
 //! cargo build --release --example decide_icount -p tiergate-core
-//! for n in 0 100000; do
-//!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg-$n target/release/examples/decide_icount $n 2>&1 | grep Collected
-//! done   # (second − first) / 100,000 = instructions per decision
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg --toggle-collect='*measured*' \
+//!   target/release/examples/decide_icount repeat 100000 2>&1 | grep Collected
+//! # Collected / 100,000 = instructions per decision (repeat | new | passthrough)
 //! ```
 use std::sync::Arc;
 use tiergate_core::*;
 
+const MAX: usize = 100_000;
+
 fn main() {
-    let n: usize = std::env::args().nth(1).unwrap().parse().unwrap();
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap();
+    let n: usize = args.next().unwrap().parse().unwrap();
+    assert!(n <= MAX);
+    let au = args.next().as_deref() == Some("au");
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let engine = Engine::new(
-        Policy {
-            // As the benches ran before auto-upgrade became opt-in, so figures stay comparable.
-            auto_upgrade: true,
-            ..Policy::default()
-        },
-        clock.clone(),
-    )
-    .unwrap();
+    let mut policy = Policy::default();
+    if au {
+        policy.auto_upgrade = true;
+    }
     let path = EscalationPath::new(EscalationKind::WebForm, "https://example.com/help").unwrap();
-    engine
-        .put_org(
-            OrgConfig::new("big", Tier::Tier100K)
+    let allowed = match scenario.as_str() {
+        "repeat" => {
+            let engine = Engine::new(policy, clock.clone()).unwrap();
+            engine
+                .put_org(
+                    OrgConfig::new("big", Tier::Tier100K)
+                        .with_phone("1", 1_000)
+                        .with_escalation(path),
+                )
+                .unwrap();
+            let rs = recipients(0, 100_000);
+            for r in &rs {
+                clock.advance(1);
+                assert!(engine.decide(&send("big", r)).unwrap().is_allowed());
+            }
+            measured(n, &mut |i| {
+                clock.advance(1);
+                engine
+                    .decide(&send("big", &rs[i % rs.len()]))
+                    .unwrap()
+                    .is_allowed()
+            })
+        }
+        "new" => {
+            policy.tier_window_ms = 60_000;
+            let engine = Engine::new(policy, clock.clone()).unwrap();
+            engine
+                .put_org(
+                    OrgConfig::new("grow", Tier::Tier100K)
+                        .with_phone("1", 1_000)
+                        .with_escalation(path),
+                )
+                .unwrap();
+            // The same strings in both runs, so that making them cancels out.
+            let warm = 70_000;
+            let rs = recipients(0, (warm + MAX) as u64);
+            for r in &rs[..warm] {
+                clock.advance(1);
+                assert!(engine.decide(&send("grow", r)).unwrap().is_allowed());
+            }
+            measured(n, &mut |i| {
+                clock.advance(1);
+                engine
+                    .decide(&send("grow", &rs[warm + i]))
+                    .unwrap()
+                    .is_allowed()
+            })
+        }
+        "passthrough" => {
+            policy.weekly_window_ms = 1_000;
+            let engine = Engine::new(policy, clock.clone()).unwrap();
+            let mut cfg = OrgConfig::new("small", Tier::Tier10K)
                 .with_phone("1", 1_000)
-                .with_escalation(path),
-        )
-        .unwrap();
-    let rs: Vec<String> = (0..100_000u64)
-        .map(|i| (4_915_100_000_000 + i).to_string())
-        .collect();
-    for r in &rs {
-        clock.advance(1);
-        assert!(engine.decide(&send(r)).unwrap().is_allowed());
-    }
-    let mut allowed = 0;
-    for i in 0..n {
-        clock.advance(1);
-        allowed += engine
-            .decide(&send(&rs[i % rs.len()]))
-            .unwrap()
-            .is_allowed() as usize;
-    }
+                .with_escalation(path);
+            cfg.quality_rating = QualityRating::Red;
+            engine.put_org(cfg).unwrap();
+            clock.advance(8 * 86_400_000);
+            let rs = recipients(0, 5_000);
+            let mut i = 0;
+            for _ in 0..10_000 {
+                clock.advance(2);
+                i = (i + 1) % rs.len();
+                assert!(engine.decide(&send("small", &rs[i])).unwrap().is_allowed());
+            }
+            measured(n, &mut |_| {
+                clock.advance(2);
+                i = (i + 1) % rs.len();
+                let d = engine.decide(&send("small", &rs[i])).unwrap();
+                d.is_allowed() && d.usage.passthrough
+            })
+        }
+        s => panic!("unknown scenario {s}"),
+    };
     assert_eq!(allowed, n);
 }
 
-fn send(r: &str) -> SendRequest<'_> {
+/// The decisions counted: run callgrind with `--toggle-collect='*measured*'` to count only
+/// these, setup excluded.
+#[inline(never)]
+fn measured(n: usize, decide: &mut dyn FnMut(usize) -> bool) -> usize {
+    (0..n).filter(|&i| decide(i)).count()
+}
+
+fn recipients(from: u64, to: u64) -> Vec<String> {
+    (from..to)
+        .map(|i| (4_915_100_000_000 + i).to_string())
+        .collect()
+}
+
+fn send<'a>(org: &'a str, r: &'a str) -> SendRequest<'a> {
     SendRequest {
-        org_id: "big",
+        org_id: org,
         phone_number_id: "1",
         recipient: r,
         recipient_user_id: None,

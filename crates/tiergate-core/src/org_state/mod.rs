@@ -90,6 +90,10 @@ pub(crate) struct OrgState {
     pacing_held_at: Option<u64>,
     /// Since when the org meets Meta's upgrade conditions (reported, not acted on by default).
     upgrade_eligible_since: Option<u64>,
+    /// Templates in the weekly window that make the org eligible for the next rung: `None` at
+    /// an unlimited tier or the top rung. Follows the tier (set with it, in `resize_log`), so a
+    /// decision does not walk the ladder.
+    upgrade_at: Option<u64>,
     /// Webhook deliveries applied (redeliveries change nothing).
     deliveries: Deliveries,
     /// BSUID (its 63-bit key) → the person key it counts under (see `people.rs`).
@@ -122,6 +126,7 @@ impl OrgState {
             limit_reduced: false,
             pacing_held_at: None,
             upgrade_eligible_since: None,
+            upgrade_at: None,
             deliveries: Deliveries::default(),
             links: Links::default(),
             config,
@@ -168,8 +173,16 @@ impl OrgState {
                 .is_some_and(|f| now >= f.saturating_add(policy.red_grace_ms))
     }
 
-    /// The log must answer every threshold the policy asks about for the current tier.
+    /// The log must answer every threshold the policy asks about for the current tier, and the
+    /// upgrade threshold follows the tier. Called whenever the tier is set.
     fn resize_log(&mut self, policy: &Policy) {
+        self.upgrade_at = match (
+            self.config.tier.limit(),
+            policy.ladder.next_above(self.config.tier),
+        ) {
+            (Some(limit), Some(_)) => Some(policy.upgrade_threshold(limit)),
+            _ => None,
+        };
         // Eligibility is reported even when the engine does not act on it.
         let upgrade = self
             .config

@@ -58,6 +58,7 @@ impl OrgState {
             limit_reduced: self.limit_reduced,
             pacing_held_at: self.pacing_held_at,
             upgrade_eligible_since: self.upgrade_eligible_since,
+            upgrade_at: self.upgrade_at,
             deliveries: Default::default(),
             links: self.links.clone(),
         }

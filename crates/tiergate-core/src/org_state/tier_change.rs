@@ -55,18 +55,13 @@ impl OrgState {
     /// limit used in the weekly window, with a rung above. Tracks since when they hold; only
     /// with `policy.auto_upgrade` (a what-if setting) does the engine act on them itself,
     /// through the same gate as any increase, and only on a decision (`act`), never on a read.
+    #[inline]
     pub(super) fn track_upgrade(&mut self, policy: &Policy, now: u64, act: bool) {
         let eligible = self.config.quality_rating != QualityRating::Red
-            && match (
-                self.config.tier.limit(),
-                policy.ladder.next_above(self.config.tier),
-            ) {
-                (Some(limit), Some(_)) => {
-                    let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
-                    self.log.at_least(policy.upgrade_threshold(limit), cutoff7)
-                }
-                _ => false,
-            };
+            && self.upgrade_at.is_some_and(|k| {
+                let cutoff7 = now.saturating_sub(policy.weekly_window_ms);
+                self.log.at_least(k, cutoff7)
+            });
         if !eligible {
             self.upgrade_eligible_since = None;
             return;

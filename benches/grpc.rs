@@ -8,6 +8,12 @@
 //! For `redis` the bench starts its own `redis-server` on a free port, with the append-only
 //! file fsynced on every write (`appendfsync always`), the same promise the embedded store
 //! keeps; `redis-everysec` is Redis's usual setting (fsync once a second).
+//!
+//! `cargo bench --bench grpc -- batch`: `AcquireBatch` of 100 (`TIERGATE_BENCH_BATCH`) against
+//! single `Acquire` calls instead, on the same server, connections and calls in flight, per
+//! store (and on the echo floor): decisions/s of each and their ratio (SPEC §6: ≥ 5×). 1,000
+//! orgs, so that the numbers' throughput (1,000/s each) does not turn the batches' sends into
+//! cheap denials.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -47,8 +53,153 @@ fn spawn(args: &[&str]) -> Proc {
     Proc(child, format!("http://{addr}"))
 }
 
+/// A server on a store, with its Redis and data directory: stopped and removed on drop.
+struct Running {
+    server: Proc,
+    redis: Option<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.server.0.kill();
+        let _ = self.server.0.wait();
+        drop(self.redis.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server on `store` (`memory`, `embedded`, `redis`, `redis-everysec`) and its label, or why
+/// it could not be measured.
+fn start_store(store: &str) -> Result<(Running, String), String> {
+    let dir = std::env::temp_dir().join(format!("tiergate-bench-{store}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_s = dir.to_string_lossy().into_owned();
+    let (kind, fsync) = match store.split_once('-') {
+        Some(("redis", f)) => ("redis", f),
+        _ => (store, "always"),
+    };
+    let mut args = vec![
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--store",
+        kind,
+        "--data-dir",
+        &dir_s,
+    ];
+    let redis = if kind == "redis" {
+        Some(
+            RedisServer::start_with_fsync(&format!("bench-{store}"), fsync)
+                .map_err(|e| format!("{store} ({e})"))?,
+        )
+    } else {
+        None
+    };
+    let url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
+    if redis.is_some() {
+        args.extend(["--redis-url", &url]);
+    }
+    let server = spawn(&args);
+    let label = match kind {
+        "redis" => format!("redis (appendfsync {fsync})"),
+        _ => store.to_owned(),
+    };
+    Ok((Running { server, redis, dir }, label))
+}
+
+/// Single `Acquire` calls against `AcquireBatch` of `n` on each store (see the module docs).
+fn batch_bench(rt: &tokio::runtime::Runtime, base: &LoadConfig, stores: &str) {
+    let n: usize = std::env::var("TIERGATE_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let base = LoadConfig {
+        orgs: 1_000,
+        ..base.clone()
+    };
+    let run = |addr: &str| {
+        let single = LoadConfig {
+            addr: addr.to_owned(),
+            ..base.clone()
+        };
+        // Other draws than the single run's: its pairs are still inside the pair-rate window,
+        // and their (cheaper) denials would flatter the batches.
+        let batched = LoadConfig {
+            batch: Some(n),
+            seed: single.seed + 1_000_003,
+            ..single.clone()
+        };
+        let s = rt.block_on(loadgen::run(&single)).unwrap();
+        let b = rt.block_on(loadgen::run(&batched)).unwrap();
+        (s, b)
+    };
+    let mut rows: Vec<(String, Summary, Summary)> = Vec::new();
+    {
+        let echo = spawn(&["echo-serve", "--grpc-addr", "127.0.0.1:0"]);
+        let (s, b) = run(&echo.1);
+        rows.push(("echo (floor)".into(), s, b));
+    }
+    let mut skipped = Vec::new();
+    for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (running, label) = match start_store(store) {
+            Ok(x) => x,
+            Err(e) => {
+                skipped.push(e);
+                continue;
+            }
+        };
+        let cfg = LoadConfig {
+            addr: running.server.1.clone(),
+            ..base.clone()
+        };
+        rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
+            .unwrap();
+        let (s, b) = run(&running.server.1);
+        rows.push((label, s, b));
+        drop(running);
+    }
+    println!(
+        "\nloadgen: {} connections, {} calls in flight, {} s per run, {} orgs, {} recipients (uniform); batches of {n}\n",
+        base.connections,
+        base.concurrency,
+        base.duration.map_or(0.0, |d| d.as_secs_f64()),
+        base.orgs,
+        base.recipients
+    );
+    println!(
+        "| store | single: decisions/s | p50 µs | p99 µs | batch of {n}: decisions/s | calls/s | p50 µs | p99 µs | ratio | allowed (single / batch) | errors |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, s, b) in &rows {
+        let share = |x: &Summary| 100.0 * x.allowed as f64 / x.decisions.max(1) as f64;
+        println!(
+            "| {name} | {:.0} | {} | {} | {:.0} | {:.0} | {} | {} | {:.2}× | {:.0} % / {:.0} % | {} / {} |",
+            s.decisions_per_s,
+            s.p50_us,
+            s.p99_us,
+            b.decisions_per_s,
+            b.throughput_rps,
+            b.p50_us,
+            b.p99_us,
+            b.decisions_per_s / s.decisions_per_s.max(1e-9),
+            share(s),
+            share(b),
+            s.errors,
+            b.errors
+        );
+    }
+    for s in skipped {
+        println!("\nnot measured: {s}");
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any other filter argument is ignored.
+    // `cargo bench` passes `--bench`; the filter `batch` runs the batch comparison, any other
+    // filter argument is ignored.
+    let batch = std::env::args().skip(1).any(|a| a == "batch");
     let secs: f64 = std::env::var("TIERGATE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -62,6 +213,11 @@ fn main() {
         recipients: 1_000_000,
         ..LoadConfig::default()
     };
+    let stores = std::env::var("TIERGATE_BENCH_STORES")
+        .unwrap_or_else(|_| "memory,embedded,redis,redis-everysec".into());
+    if batch {
+        return batch_bench(&rt, &base, &stores);
+    }
     let mut rows: Vec<(String, Summary)> = Vec::new();
     {
         let echo = spawn(&["echo-serve", "--grpc-addr", "127.0.0.1:0"]);
@@ -74,60 +230,26 @@ fn main() {
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
     }
-    let stores = std::env::var("TIERGATE_BENCH_STORES")
-        .unwrap_or_else(|_| "memory,embedded,redis,redis-everysec".into());
     let mut skipped = Vec::new();
     for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let dir =
-            std::env::temp_dir().join(format!("tiergate-bench-{store}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let dir_s = dir.to_string_lossy().into_owned();
-        let mut redis = None;
-        let (kind, fsync) = match store.split_once('-') {
-            Some(("redis", f)) => ("redis", f),
-            _ => (store, "always"),
-        };
-        let mut args = vec![
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--store",
-            kind,
-            "--data-dir",
-            &dir_s,
-        ];
-        if kind == "redis" {
-            match RedisServer::start_with_fsync(&format!("bench-{store}"), fsync) {
-                Ok(r) => redis = Some(r),
-                Err(e) => {
-                    skipped.push(format!("{store} ({e})"));
-                    continue;
-                }
+        let (running, label) = match start_store(store) {
+            Ok(x) => x,
+            Err(e) => {
+                skipped.push(e);
+                continue;
             }
-        }
-        let url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
-        if redis.is_some() {
-            args.extend(["--redis-url", &url]);
-        }
-        let server = spawn(&args);
+        };
         let cfg = LoadConfig {
-            addr: server.1.clone(),
+            addr: running.server.1.clone(),
             ..base.clone()
         };
         rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
             .unwrap();
         rows.push((
-            match kind {
-                "redis" => format!("tiergate serve --store redis (appendfsync {fsync})"),
-                _ => format!("tiergate serve --store {store}"),
-            },
+            format!("tiergate serve --store {label}"),
             rt.block_on(loadgen::run(&cfg)).unwrap(),
         ));
-        drop(server);
-        drop(redis);
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(running);
     }
     let floor = rows[0].1.throughput_rps;
     let memory = rows

@@ -75,11 +75,11 @@ for i = 1, #KEYS / 2 do
   if not ok then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
     local info = redis.call('XINFO', 'STREAM', key)
-    local last
+    local latest
     for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then last = info[j + 1] end
+      if info[j] == 'last-generated-id' then latest = info[j + 1] end
     end
-    id = redis.call('XADD', key, string.match(last, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
+    id = redis.call('XADD', key, string.match(latest, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
   end
   last[key] = id
   local sid = redis.call('HGET', snap, 'id')

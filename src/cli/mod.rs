@@ -1,9 +1,11 @@
-//! The command line: `serve`, `check-config` and the admin subcommands.
+//! The command line: `serve`, `check-config`, the admin subcommands, `plan`, `send` and
+//! `report`.
 
 mod admin;
 mod load;
 mod output;
 mod plan;
+mod send;
 mod serve;
 mod sim;
 
@@ -49,6 +51,10 @@ enum Command {
     Clock(admin::ClockCmd),
     /// Preflight a campaign: how much goes now, when the rest can go, and which rule binds it.
     Plan(plan::PlanArgs),
+    /// Ask to send one template (SendGovernor.Acquire): ALLOW with a permit, or DENY (exit 3).
+    Send(send::SendArgs),
+    /// Report what happened to an allowed send (SendGovernor.Report) and get the advice.
+    Report(send::ReportArgs),
     /// Load-test a sidecar's SendGovernor.Acquire and report throughput and latency.
     Loadgen(load::LoadgenArgs),
     /// Replay a trace through the policy offline and report what it would allow and deny.
@@ -91,6 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Appeal(c) => admin::appeal(c).await,
         Command::Clock(c) => admin::clock(c).await,
         Command::Plan(a) => plan::plan(a).await,
+        Command::Send(a) => send::send(a).await,
+        Command::Report(a) => send::report(a).await,
         Command::Loadgen(a) => load::loadgen(a).await,
         Command::Simulate(a) => sim::simulate(a),
         Command::TraceGen(a) => sim::trace_gen(a),

@@ -9,14 +9,14 @@ fn name<E: TryFrom<i32>>(v: i32, f: impl Fn(&E) -> &'static str) -> String {
         .map_or_else(|| v.to_string(), |e| f(&e).to_owned())
 }
 
-fn tier(v: i32) -> String {
+pub(super) fn tier(v: i32) -> String {
     if v == pb::Tier::Unspecified as i32 {
         return "-".to_owned();
     }
     name(v, pb::Tier::as_str_name)
 }
 
-fn rating(v: i32) -> String {
+pub(super) fn rating(v: i32) -> String {
     name(v, pb::QualityRating::as_str_name).replace("QUALITY_RATING_", "")
 }
 
@@ -30,7 +30,7 @@ fn escalation(p: &Option<pb::EscalationPath>) -> String {
     })
 }
 
-fn usage_json(u: Option<pb::Usage>) -> Value {
+pub(super) fn usage_json(u: Option<pb::Usage>) -> Value {
     let u = u.unwrap_or_default();
     json!({
         "tier": tier(u.tier),
@@ -39,6 +39,7 @@ fn usage_json(u: Option<pb::Usage>) -> Value {
         "templates_7d": u.templates_7d,
         "quality_rating": rating(u.quality_rating),
         "passthrough": u.passthrough,
+        "restricted": u.restricted,
     })
 }
 

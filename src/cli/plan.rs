@@ -32,7 +32,7 @@ pub enum CategoryArg {
 }
 
 impl CategoryArg {
-    fn pb(self) -> pb::Category {
+    pub(super) fn pb(self) -> pb::Category {
         match self {
             CategoryArg::Marketing => pb::Category::Marketing,
             CategoryArg::Utility => pb::Category::Utility,
@@ -210,7 +210,7 @@ fn delta(ms: i64) -> String {
 }
 
 /// A deny reason by its SPEC name (`TIER_LIMIT`); `None` for UNSPECIFIED.
-fn reason_name(v: i32) -> Option<String> {
+pub(super) fn reason_name(v: i32) -> Option<String> {
     match pb::DenyReason::try_from(v) {
         Ok(pb::DenyReason::Unspecified) => None,
         Ok(r) => Some(

@@ -46,7 +46,7 @@ impl PhoneSlot {
             key: validate::phone_key(&config.phone_number_id).unwrap_or_default(),
             config,
             active: true,
-            throughput: Throughput::new(mps),
+            throughput: Throughput::new(mps, policy.throughput_burst(mps)),
             feedback: NumberFeedback {
                 built_mps: mps,
                 ..NumberFeedback::default()
@@ -60,10 +60,12 @@ impl PhoneSlot {
         active: bool,
         throughput: GcraState,
         feedback: NumberFeedback,
+        policy: &Policy,
     ) -> Self {
+        let mps = feedback.built_mps;
         PhoneSlot {
             key: validate::phone_key(&config.phone_number_id).unwrap_or_default(),
-            throughput: Throughput::restore(feedback.built_mps, throughput),
+            throughput: Throughput::restore(mps, policy.throughput_burst(mps), throughput),
             config,
             active,
             feedback,
@@ -80,7 +82,7 @@ impl PhoneSlot {
     pub(crate) fn reconfigure(&mut self, config: &PhoneNumberConfig, policy: &Policy) {
         if self.config.throughput_mps != config.throughput_mps {
             let mps = config.mps(policy.default_throughput_mps);
-            self.throughput = Throughput::new(mps);
+            self.throughput = Throughput::new(mps, policy.throughput_burst(mps));
             self.feedback.cut = None;
             self.feedback.built_mps = mps;
         }
@@ -133,7 +135,7 @@ impl PhoneSlot {
             self.feedback.cut = None;
         }
         if self.feedback.built_mps != mps {
-            self.throughput = Throughput::new(mps);
+            self.throughput = Throughput::new(mps, policy.throughput_burst(mps));
             self.feedback.built_mps = mps;
         }
     }

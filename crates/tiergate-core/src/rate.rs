@@ -104,11 +104,12 @@ pub(crate) struct GcraState {
 }
 
 impl Throughput {
-    /// A fresh limiter at `mps` (at least 1).
-    pub(crate) fn new(mps: u32) -> Self {
+    /// A fresh limiter at `mps` (at least 1) that lets `burst` (1..=mps) go back to back.
+    pub(crate) fn new(mps: u32, burst: u32) -> Self {
         let mps = NonZeroU32::new(mps.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.clamp(1, mps.get())).unwrap_or(NonZeroU32::MIN);
         Self {
-            quota: Quota::per_second(mps),
+            quota: Quota::per_second(mps).allow_burst(burst),
             tat: EMPTY,
         }
     }
@@ -127,9 +128,9 @@ impl Throughput {
         }
     }
 
-    /// A limiter at `mps` in the state a snapshot kept.
-    pub(crate) fn restore(mps: u32, state: GcraState) -> Self {
-        let mut t = Self::new(mps);
+    /// A limiter at `mps` and `burst` in the state a snapshot kept.
+    pub(crate) fn restore(mps: u32, burst: u32, state: GcraState) -> Self {
+        let mut t = Self::new(mps, burst);
         t.tat = absolute(state.start_ms.saturating_mul(NS_PER_MS), state.tat);
         t
     }
@@ -236,11 +237,34 @@ mod tests {
 
     #[test]
     fn throughput_at_the_time_it_is_given() {
-        let mut t = Throughput::new(2);
+        let mut t = Throughput::new(2, 2);
         assert!(t.check(1_000_000).is_ok());
         assert!(t.check(1_000_000).is_ok());
         assert_eq!(t.check(1_000_000).unwrap_err(), 500);
         assert!(t.check(1_000_500).is_ok());
+    }
+
+    /// With a burst of a second's worth, a quiet number may send almost twice its rate in its
+    /// first second; with a burst of 1 no second (sliding) holds more than the rate.
+    #[test]
+    fn a_burst_of_one_keeps_every_second_at_the_rate() {
+        let most_in_a_second = |burst: u32| {
+            let mut t = Throughput::new(20, burst);
+            let mut sent = Vec::new();
+            let mut now = 1_000_000u64;
+            while sent.len() < 200 {
+                match t.check(now) {
+                    Ok(()) => sent.push(now),
+                    Err(ms) => now += ms,
+                }
+            }
+            sent.iter()
+                .map(|&a| sent.iter().filter(|&&b| b >= a && b < a + 1_000).count())
+                .max()
+                .unwrap_or(0)
+        };
+        assert_eq!(most_in_a_second(20), 39);
+        assert_eq!(most_in_a_second(1), 20);
     }
 
     #[test]
@@ -272,6 +296,7 @@ mod tests {
         // as an absolute TAT of 1,500 ms.
         let old = Throughput::restore(
             1,
+            1,
             GcraState {
                 start_ms: 1_000,
                 tat: 500 * NS_PER_MS,
@@ -279,6 +304,7 @@ mod tests {
         );
         assert_eq!(old.state().tat, 1_500 * NS_PER_MS);
         let fresh = Throughput::restore(
+            1,
             1,
             GcraState {
                 start_ms: 0,

@@ -511,6 +511,41 @@ fn throughput_per_phone_number() {
     assert!(h.send(3).is_allowed());
 }
 
+/// `policy.throughput_burst_percent = 0`: sends go one emission interval apart, so no second
+/// holds more than the number's rate (at the default, a quiet number's first second may hold
+/// almost twice as many).
+#[test]
+fn throughput_without_burst_keeps_every_second_at_the_rate() {
+    let most_in_a_second = |burst_percent: u8| {
+        let cfg = OrgConfig::new("acme", Tier::Tier10K)
+            .with_phone(PHONE, 20)
+            .with_escalation(email());
+        let policy = Policy {
+            throughput_burst_percent: burst_percent,
+            ..Policy::default()
+        };
+        let h = harness(policy, cfg);
+        let mut sent = Vec::new();
+        let mut r = 0;
+        while sent.len() < 100 {
+            let d = h.send(r);
+            if d.is_allowed() {
+                sent.push(h.clock.now_ms());
+                r += 1;
+            } else {
+                denied(&d, DenyReason::Throughput);
+                h.clock.advance(d.retry_after_ms);
+            }
+        }
+        sent.iter()
+            .map(|&a| sent.iter().filter(|&&b| b >= a && b < a + SEC).count())
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(most_in_a_second(100), 39);
+    assert_eq!(most_in_a_second(0), 20);
+}
+
 #[test]
 fn pair_rate_per_recipient() {
     let h = harness(Policy::default(), org(Tier::Tier250));

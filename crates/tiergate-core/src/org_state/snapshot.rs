@@ -145,7 +145,7 @@ impl OrgState {
         st.phones = snap
             .phones
             .into_iter()
-            .map(|p| PhoneSlot::restore(p.config, p.active, p.throughput, p.feedback))
+            .map(|p| PhoneSlot::restore(p.config, p.active, p.throughput, p.feedback, policy))
             .collect();
         st.phone_index.clear();
         for (i, p) in st.phones.iter().enumerate() {

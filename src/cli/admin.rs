@@ -113,6 +113,61 @@ pub enum AppealCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccountCmd {
+    /// Block the account: every send is denied ACCOUNT_RESTRICTED until `unrestrict`.
+    Restrict {
+        org_id: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Lift the block (WhatsApp's 368 and 131031 set it; only an admin clears it).
+    Unrestrict {
+        org_id: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarketingApiCmd {
+    /// Deny MARKETING sends (MARKETING_API_REQUIRED) as after error 131063.
+    Require {
+        org_id: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Allow MARKETING again, once the org sends its marketing through the Marketing Messages
+    /// API.
+    Clear {
+        org_id: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Pause a template until `--until`, or without it disable it until `reinstate`.
+    Pause {
+        org_id: String,
+        template: String,
+        /// When the pause ends, on the server's clock: RFC 3339 (`2026-05-01T12:00:00Z`) or
+        /// Unix milliseconds.
+        #[arg(long, value_name = "RFC3339|UNIX_MS")]
+        until: Option<String>,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// End a template's pause or disablement.
+    Reinstate {
+        org_id: String,
+        template: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClockCmd {
     /// Move the clock forward by a duration: `90s`, `6h`, `7d` or milliseconds.
     Advance {
@@ -197,6 +252,94 @@ fn duration_ms(s: &str) -> anyhow::Result<u64> {
         _ => bail!("{s:?}: unit must be ms, s, m, h or d"),
     };
     n.checked_mul(mult).context("duration too large")
+}
+
+/// `--until`: Unix milliseconds, or RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`).
+fn parse_until(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let bad = || anyhow::anyhow!("--until {s:?}: not RFC 3339 (2026-05-01T12:00:00Z) or Unix ms");
+    let ms = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<i64>().map_err(|_| bad())?
+    } else {
+        let num = |r: std::ops::Range<usize>| -> anyhow::Result<i64> {
+            let t = s.get(r).ok_or_else(bad)?;
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            t.parse().map_err(|_| bad())
+        };
+        let b = s.as_bytes();
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return Err(bad());
+        }
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let mut i = 19;
+        let mut milli = 0;
+        if b[i] == b'.' {
+            let end = s[i + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(s.len(), |n| i + 1 + n);
+            let frac = s
+                .get(i + 1..end)
+                .filter(|f| !f.is_empty())
+                .ok_or_else(bad)?;
+            milli = format!("{frac:0<3}")[..3]
+                .parse::<i64>()
+                .map_err(|_| bad())?;
+            i = end;
+        }
+        let offset_min = match s.get(i..).ok_or_else(bad)? {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
+                let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+                if o.starts_with('-') { -m } else { m }
+            }
+            _ => return Err(bad()),
+        };
+        let days_in = [
+            31,
+            28 + i64::from(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)),
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        if !(1..=12).contains(&mo)
+            || d < 1
+            || d > days_in[(mo - 1) as usize]
+            || h > 23
+            || mi > 59
+            || sec > 60
+        {
+            return Err(bad());
+        }
+        // Howard Hinnant's days_from_civil.
+        let yy = if mo <= 2 { y - 1 } else { y };
+        let era = yy.div_euclid(400);
+        let yoe = yy - era * 400;
+        let mp = (mo + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        ((days * 86_400 + h * 3_600 + mi * 60 + sec - offset_min * 60) * 1_000) + milli
+    };
+    if ms <= 0 {
+        bail!("--until {s:?}: must be after 1970-01-01T00:00:00Z");
+    }
+    Ok(ms)
 }
 
 pub async fn org(cmd: OrgCmd) -> anyhow::Result<ExitCode> {
@@ -382,6 +525,84 @@ pub async fn appeal(cmd: AppealCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn account(cmd: AccountCmd) -> anyhow::Result<ExitCode> {
+    let (org_id, restricted, opts) = match cmd {
+        AccountCmd::Restrict { org_id, opts } => (org_id, true, opts),
+        AccountCmd::Unrestrict { org_id, opts } => (org_id, false, opts),
+    };
+    let org = client(&opts)
+        .await?
+        .set_account_restricted(authed(pb::SetAccountRestrictedRequest {
+            org_id,
+            restricted,
+        })?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    output::org(&org, opts.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn marketing_api(cmd: MarketingApiCmd) -> anyhow::Result<ExitCode> {
+    let (org_id, required, opts) = match cmd {
+        MarketingApiCmd::Require { org_id, opts } => (org_id, true, opts),
+        MarketingApiCmd::Clear { org_id, opts } => (org_id, false, opts),
+    };
+    let org = client(&opts)
+        .await?
+        .set_marketing_api_required(authed(pb::SetMarketingApiRequiredRequest {
+            org_id,
+            required,
+        })?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    output::org(&org, opts.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn template(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
+    let (org, json) = match cmd {
+        TemplateCmd::Pause {
+            org_id,
+            template,
+            until,
+            opts,
+        } => {
+            let until_unix_ms = until.as_deref().map(parse_until).transpose()?.unwrap_or(0);
+            let org = client(&opts)
+                .await?
+                .pause_template(authed(pb::PauseTemplateRequest {
+                    org_id,
+                    template_name: template,
+                    until_unix_ms,
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            (org, opts.json)
+        }
+        TemplateCmd::Reinstate {
+            org_id,
+            template,
+            opts,
+        } => {
+            let org = client(&opts)
+                .await?
+                .reinstate_template(authed(pb::ReinstateTemplateRequest {
+                    org_id,
+                    template_name: template,
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            (org, opts.json)
+        }
+    };
+    output::org(&org, json);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn clock(cmd: ClockCmd) -> anyhow::Result<ExitCode> {
     let ClockCmd::Advance { by, opts } = cmd;
     let r = client(&opts)
@@ -398,4 +619,40 @@ pub async fn clock(cmd: ClockCmd) -> anyhow::Result<ExitCode> {
         println!("now_unix_ms  {}", r.now_unix_ms);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_until;
+
+    #[test]
+    fn until_as_rfc3339_or_unix_ms() {
+        assert_eq!(parse_until("1795680368123").unwrap(), 1_795_680_368_123);
+        assert_eq!(
+            parse_until("2026-11-26T08:06:08.123Z").unwrap(),
+            1_795_680_368_123
+        );
+        assert_eq!(
+            parse_until("2026-11-26T08:06:08Z").unwrap(),
+            1_795_680_368_000
+        );
+        assert_eq!(
+            parse_until("2026-11-26T09:06:08.1+01:00").unwrap(),
+            1_795_680_368_100
+        );
+        assert_eq!(
+            parse_until("2000-02-29T00:00:00Z").unwrap(),
+            951_782_400_000
+        );
+        for bad in [
+            "",
+            "0",
+            "3h",
+            "2026-02-29T00:00:00Z",
+            "2026-11-26T08:06:08",
+            "2026-11-26",
+        ] {
+            assert!(parse_until(bad).is_err(), "{bad:?}");
+        }
+    }
 }

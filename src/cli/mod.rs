@@ -46,6 +46,15 @@ enum Command {
     /// File and resolve appeals against a low rating.
     #[command(subcommand)]
     Appeal(admin::AppealCmd),
+    /// Block or unblock an org's account (rule 3).
+    #[command(subcommand)]
+    Account(admin::AccountCmd),
+    /// Require or clear "marketing only through the Marketing Messages API" (131063).
+    #[command(subcommand)]
+    MarketingApi(admin::MarketingApiCmd),
+    /// Pause, disable or reinstate one of an org's templates (rule 4).
+    #[command(subcommand)]
+    Template(admin::TemplateCmd),
     /// Move a `--manual-clock` server's clock forward.
     #[command(subcommand)]
     Clock(admin::ClockCmd),
@@ -95,6 +104,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rating(c) => admin::rating(c).await,
         Command::Tier(c) => admin::tier(c).await,
         Command::Appeal(c) => admin::appeal(c).await,
+        Command::Account(c) => admin::account(c).await,
+        Command::MarketingApi(c) => admin::marketing_api(c).await,
+        Command::Template(c) => admin::template(c).await,
         Command::Clock(c) => admin::clock(c).await,
         Command::Plan(a) => plan::plan(a).await,
         Command::Send(a) => send::send(a).await,

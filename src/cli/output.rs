@@ -30,6 +30,27 @@ fn escalation(p: &Option<pb::EscalationPath>) -> String {
     })
 }
 
+/// `name (disabled), name (until RFC 3339)`, or `none`.
+fn paused_templates(p: &[pb::TemplatePause]) -> String {
+    if p.is_empty() {
+        return "none".to_owned();
+    }
+    p.iter()
+        .map(|t| {
+            if t.disabled || t.until_unix_ms == 0 {
+                format!("{} (disabled)", t.template_name)
+            } else {
+                format!(
+                    "{} (until {})",
+                    t.template_name,
+                    super::plan::rfc3339(t.until_unix_ms)
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn usage_json(u: Option<pb::Usage>) -> Value {
     let u = u.unwrap_or_default();
     json!({
@@ -73,6 +94,12 @@ fn org_json(o: &pb::Org) -> Value {
         "restricted": o.restricted,
         "flagged_since_unix_ms": o.flagged_since_unix_ms,
         "account_restricted": o.account_restricted,
+        "marketing_api_required": o.marketing_api_required,
+        "paused_templates": o.paused_templates.iter().map(|p| json!({
+            "template_name": p.template_name,
+            "until_unix_ms": p.until_unix_ms,
+            "disabled": p.disabled,
+        })).collect::<Vec<_>>(),
         "usage": usage_json(o.usage),
         "appeal": o.appeal.as_ref().map(appeal_json),
     })
@@ -109,6 +136,11 @@ pub fn org(o: &pb::Org, json: bool) {
         ("flagged_since_unix_ms", o.flagged_since_unix_ms.to_string()),
         ("restricted", o.restricted.to_string()),
         ("account_restricted", o.account_restricted.to_string()),
+        (
+            "marketing_api_required",
+            o.marketing_api_required.to_string(),
+        ),
+        ("paused_templates", paused_templates(&o.paused_templates)),
         ("escalation_path", escalation(&o.escalation_path)),
         ("has_template_history", o.has_template_history.to_string()),
         ("unique_recipients_24h", u.unique_recipients_24h.to_string()),

@@ -153,7 +153,7 @@ fn now_ms() -> i64 {
 }
 
 /// Unix milliseconds as RFC 3339 in UTC, to the millisecond.
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1_000);
     let milli = ms.rem_euclid(1_000);
     let days = secs.div_euclid(86_400);

@@ -21,7 +21,30 @@ pub struct BatchError {
     pub error: EngineError,
 }
 
+impl BatchError {
+    /// Item `index`'s `error`, a field error renamed as the item's (`sends[3].recipient`).
+    pub fn at(index: usize, error: EngineError) -> Self {
+        let error = match error {
+            EngineError::Invalid(v) => {
+                let field = format!("sends[{index}].{}", v.field);
+                EngineError::Invalid(v.on(field))
+            }
+            other => other,
+        };
+        BatchError { index, error }
+    }
+}
+
 impl Engine {
+    /// Checks every item of `sends` (fields, org, number) without deciding any: the first
+    /// that fails refuses the batch. A replicated store asks this before it orders a batch.
+    pub fn check_batch(&self, sends: &[SendRequest<'_>]) -> Result<(), BatchError> {
+        for (i, send) in sends.iter().enumerate() {
+            self.check_send(send).map_err(|e| BatchError::at(i, e))?;
+        }
+        Ok(())
+    }
+
     /// Decides `sends` in order now. See [`Engine::decide_batch_at`].
     pub fn decide_batch(&self, sends: &[SendRequest<'_>]) -> Result<Vec<Decision>, BatchError> {
         self.decide_batch_at(sends, self.clock().now_ms())
@@ -35,25 +58,11 @@ impl Engine {
         sends: &[SendRequest<'_>],
         now: u64,
     ) -> Result<Vec<Decision>, BatchError> {
-        let at = |index: usize| {
-            move |error: EngineError| BatchError {
-                index,
-                error: match error {
-                    EngineError::Invalid(v) => {
-                        let field = format!("sends[{index}].{}", v.field);
-                        EngineError::Invalid(v.on(field))
-                    }
-                    other => other,
-                },
-            }
-        };
-        for (i, send) in sends.iter().enumerate() {
-            self.check_send(send).map_err(at(i))?;
-        }
+        self.check_batch(sends)?;
         sends
             .iter()
             .enumerate()
-            .map(|(i, send)| self.decide_at(send, now).map_err(at(i)))
+            .map(|(i, send)| self.decide_at(send, now).map_err(|e| BatchError::at(i, e)))
             .collect()
     }
 }

@@ -146,7 +146,7 @@ impl Engine {
             }
             Audience::NewRecipients(n) => PlanTargets::New(n),
         };
-        let mut copy = self.registry.with_org(req.org_id, |st| {
+        let (mut copy, slot) = self.registry.with_org(req.org_id, |st| {
             let slot = st.slot_of(req.phone_number_id, phone)?;
             Ok::<_, EngineError>((st.plan_copy(), slot))
         })??;
@@ -154,8 +154,7 @@ impl Engine {
             auto_upgrade: false,
             ..self.policy.clone()
         };
-        let (st, slot) = (&mut copy.0, copy.1);
-        Ok(st.plan(
+        Ok(copy.plan(
             &policy,
             slot,
             req.template_name,

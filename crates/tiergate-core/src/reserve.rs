@@ -53,10 +53,8 @@ impl Reserves {
     pub fn share(self, category: Category, limit: u64) -> u64 {
         match category {
             Category::Authentication => limit,
-            c => u128::from(limit)
-                .saturating_mul(u128::from(self.share_percent(c)))
-                .checked_div(100)
-                .map_or(0, |v| v as u64),
+            // limit × percent fits in u128; the quotient is at most `limit`.
+            c => (u128::from(limit) * u128::from(self.share_percent(c)) / 100) as u64,
         }
     }
 }

@@ -147,11 +147,6 @@ impl RecipientWindow {
         self.per_class.map(u64::from)
     }
 
-    /// The class `key`'s slot was taken with, if it is in the window.
-    pub fn class_of(&self, key: RecipientKey) -> Option<u8> {
-        self.find(key.0).map(|i| self.nodes[i as usize].class())
-    }
-
     #[inline]
     fn hash(&self, key: u64) -> u64 {
         use std::hash::BuildHasher;

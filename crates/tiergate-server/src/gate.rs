@@ -16,8 +16,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tiergate_core::{
-    Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome, Plan,
-    SendRequest, Verdict,
+    BatchError, Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome,
+    Plan, SendRequest, Verdict,
 };
 use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, Replica};
 
@@ -51,14 +51,7 @@ fn store_failed(e: impl Into<GateError>) -> GateError {
 /// Item `index` of a batch refused by the engine, its field named as the item's
 /// (`sends[3].recipient`).
 fn item_error(index: usize, error: EngineError) -> GateError {
-    let error = match error {
-        EngineError::Invalid(v) => {
-            let field = format!("sends[{index}].{}", v.field);
-            EngineError::Invalid(v.on(field))
-        }
-        other => other,
-    };
-    GateError::Item { index, error }
+    BatchError::at(index, error).into()
 }
 
 impl Gate {
@@ -195,16 +188,14 @@ impl Gate {
             }
             Backend::Redis(r) => {
                 let mut known: HashSet<&str> = HashSet::new();
-                for (index, send) in sends.iter().enumerate() {
+                for send in sends {
                     if known.insert(send.org_id)
                         && let Err(e) = r.discover(send.org_id).await
                     {
                         return self.store_down_batch(sends, e);
                     }
-                    self.engine
-                        .check_send(send)
-                        .map_err(|error| item_error(index, error))?;
                 }
+                self.engine.check_batch(sends)?;
                 let commands: Vec<Command> = sends.iter().map(Command::decide).collect();
                 let results = match r.execute_many(&commands).await {
                     Ok(results) => results,

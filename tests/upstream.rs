@@ -94,6 +94,7 @@ async fn fake_upstream() -> (String, Fake) {
 
 fn template(org: &str, recipient: &str) -> pb::SendTemplateRequest {
     pb::SendTemplateRequest {
+        max_wait_ms: 0,
         org_id: org.into(),
         phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.into(),

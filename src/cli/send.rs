@@ -160,6 +160,7 @@ fn verdict_name(v: i32) -> String {
 
 pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     let req = pb::AcquireRequest {
+        max_wait_ms: 0,
         org_id: a.org_id.clone(),
         phone_number_id: a.phone.clone(),
         recipient: a.to.clone().unwrap_or_default(),

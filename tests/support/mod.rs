@@ -336,6 +336,7 @@ pub fn email() -> pb::EscalationPath {
 
 pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
     pb::AcquireRequest {
+        max_wait_ms: 0,
         org_id: org.into(),
         phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.to_string(),

@@ -14,6 +14,7 @@ use crate::error::EngineError;
 use crate::journal::Fact;
 use crate::org::OrgStatus;
 use crate::org_state::{Reaction, TierChange};
+use crate::wait::{WaitStep, WaitTicket};
 
 /// One call that may change an org.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,17 @@ pub enum Command {
         category: Category,
         /// [`SendRequest::idempotency_key`].
         key: Option<String>,
+        /// A waiting send's ticket (absent: answer at once, and in logs written before waits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait: Option<WaitTicket>,
+    },
+    /// End a waiting send's wait: its caller went away or its deadline passed. Logged like a
+    /// decision, so every replica's queue loses it at the same point.
+    Unwait {
+        /// The org it waits in.
+        org: String,
+        /// [`WaitTicket::id`].
+        waiter: u64,
     },
     /// Read an org's status at the command's time. A replica must not move an org's clock
     /// outside the log (its windows would expire at a time the others never saw), so a read
@@ -64,7 +76,17 @@ impl Command {
             template: req.template_name.to_owned(),
             category: req.category,
             key: req.idempotency_key.map(str::to_owned),
+            wait: None,
         }
+    }
+
+    /// The command for one try of a waiting send.
+    pub fn decide_waiting(req: &SendRequest<'_>, ticket: WaitTicket) -> Self {
+        let mut c = Command::decide(req);
+        if let Command::Decide { wait, .. } = &mut c {
+            *wait = Some(ticket);
+        }
+        c
     }
 
     /// Whether the command may create its org (a registration): a replicated store lets it
@@ -84,7 +106,9 @@ impl Command {
     /// The org the command changes: what a replicated log is keyed by.
     pub fn org(&self) -> &str {
         match self {
-            Command::Decide { org, .. } | Command::Status { org } => org,
+            Command::Decide { org, .. } | Command::Status { org } | Command::Unwait { org, .. } => {
+                org
+            }
             Command::Apply { fact } => &fact.org,
         }
     }
@@ -105,6 +129,13 @@ pub enum Outcome {
     Appeal(Appeal),
     /// A recorded send replayed.
     Restored,
+    /// One try of a waiting send (`Decide` with a ticket).
+    Wait(WaitStep),
+    /// A wait ended (`Unwait`).
+    Unwaited {
+        /// Whether the waiter was still in the queue.
+        was_waiting: bool,
+    },
     /// A webhook delivery's key: `first` unless the org applied the same delivery before.
     Delivery {
         /// Whether this is the first time the org sees it.

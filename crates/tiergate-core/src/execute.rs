@@ -29,6 +29,7 @@ impl Engine {
                 template,
                 category,
                 key,
+                wait,
             } => {
                 let req = SendRequest {
                     org_id: org,
@@ -39,8 +40,16 @@ impl Engine {
                     category: *category,
                     idempotency_key: key.as_deref(),
                 };
-                self.decide_at(&req, at_ms).map(Outcome::Decision)
+                match wait {
+                    None => self.decide_at(&req, at_ms).map(Outcome::Decision),
+                    Some(ticket) => self
+                        .decide_waiting_at(&req, *ticket, at_ms)
+                        .map(Outcome::Wait),
+                }
             }
+            Command::Unwait { org, waiter } => self
+                .unwait_at(org, *waiter, at_ms)
+                .map(|was| Outcome::Unwaited { was_waiting: was }),
             Command::Status { org } => self
                 .status_at(org, at_ms)
                 .map(|s| Outcome::Org(Box::new(s))),
@@ -82,6 +91,12 @@ impl Engine {
         let send = CheckedSend::find(&st, req, fields)?;
         let now = st.advance(now);
         let d = st.decide(&self.policy, send, now);
+        self.emit_send(req, &d, now);
+        Ok(d)
+    }
+
+    /// Journals the send of `d` when `d` allowed it now (not a replay), under the org's lock.
+    pub(crate) fn emit_send(&self, req: &SendRequest<'_>, d: &Decision, now: u64) {
         if d.is_allowed() && !d.replayed {
             self.emit(|| {
                 let change = Change::Send {
@@ -95,7 +110,6 @@ impl Engine {
                 Fact::new(now, req.org_id, change)
             });
         }
-        Ok(d)
     }
 
     /// An org's status at `now` (expiring what ended by then).

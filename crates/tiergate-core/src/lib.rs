@@ -69,6 +69,8 @@ mod reserve;
 mod send_log;
 mod tier;
 mod validate;
+mod wait;
+mod wait_queue;
 mod window;
 
 pub use advice::{Advice, advise};
@@ -94,4 +96,6 @@ pub use reserve::{CategoryFill, Reserves};
 pub use send_log::SendLog;
 pub use tier::{Ladder, Tier};
 pub use validate::{Bsuid, RecipientKey};
+pub use wait::{Next, WaitStep, WaitTicket};
+pub use wait_queue::Blocked;
 pub use window::{Found, RecipientWindow, Touch};

@@ -299,6 +299,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                         category: pb::Category::Utility as i32,
                         idempotency_key: String::new(),
                         recipient_user_id: String::new(),
+                        max_wait_ms: 0,
                     }
                 };
                 let t0 = Instant::now();

@@ -104,6 +104,15 @@ pub struct ServerSection {
     pub metrics_max_orgs: usize,
     /// Deadline of one upstream send, in milliseconds.
     pub upstream_timeout_ms: u64,
+    /// The longest a waiting send (`max_wait_ms`) is held, in milliseconds; longer waits are
+    /// cut to it. A waiting call's gRPC deadline is `request_timeout_ms` plus this.
+    pub max_wait_ms: u64,
+    /// The most sends one org may have waiting (all replicas together); beyond it a waiting
+    /// send is answered at once.
+    pub max_waiters_per_org: u32,
+    /// With Redis, how often a send waiting behind another replica's reads the org's log while
+    /// that one is due, in milliseconds.
+    pub wait_poll_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -130,6 +139,9 @@ impl Default for ServerSection {
             webhook_max_body_bytes: 1024 * 1024,
             metrics_max_orgs: 1_000,
             upstream_timeout_ms: 10_000,
+            max_wait_ms: crate::wait_room::DEFAULT_MAX_WAIT_MS,
+            max_waiters_per_org: crate::wait_room::DEFAULT_MAX_WAITERS_PER_ORG,
+            wait_poll_ms: crate::wait_room::DEFAULT_WAIT_POLL_MS,
         }
     }
 }
@@ -420,6 +432,28 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             key: "server.max_batch".into(),
             line: line_of_key(src, "server", "max_batch"),
             message: "must be at least 1".into(),
+        });
+    }
+    for (key, v) in [
+        ("wait_poll_ms", file.server.wait_poll_ms),
+        (
+            "max_waiters_per_org",
+            u64::from(file.server.max_waiters_per_org),
+        ),
+    ] {
+        if v == 0 {
+            issues.push(ConfigIssue {
+                key: format!("server.{key}"),
+                line: line_of_key(src, "server", key),
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    if file.server.max_wait_ms > 3_600_000 {
+        issues.push(ConfigIssue {
+            key: "server.max_wait_ms".into(),
+            line: line_of_key(src, "server", "max_wait_ms"),
+            message: "at most 3600000 (an hour): a waiting call holds a connection's stream".into(),
         });
     }
     if file.server.redis_snapshot_entries < 2 {

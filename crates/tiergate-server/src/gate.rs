@@ -16,13 +16,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tiergate_core::{
-    BatchError, Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, OrgStatus, Outcome,
-    Plan, SendRequest, Verdict,
+    BatchError, Change, Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, Next,
+    OrgStatus, Outcome, Plan, SendOutcome, SendRequest, Verdict, WaitStep, WaitTicket,
 };
 use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, Replica};
 
 use crate::config::OnStoreError;
 use crate::error::GateError;
+use crate::signals::Signals;
 
 /// Where the state lives.
 #[derive(Debug, Clone)]
@@ -39,6 +40,7 @@ pub struct Gate {
     engine: Arc<Engine>,
     backend: Backend,
     on_error: OnStoreError,
+    signals: Arc<Signals>,
 }
 
 /// A store error as the gate's, logged once here with its whole cause chain.
@@ -46,6 +48,24 @@ fn store_failed(e: impl Into<GateError>) -> GateError {
     let e = e.into();
     tracing::error!(error = %ErrorChain(&e), "state store failed");
     e
+}
+
+/// Whether a change may let a waiting send go sooner than its retry-after said: a slot given
+/// back, a pause lifted, a tier raised, a config or rating changed. Sent reports, error codes
+/// and webhook bookkeeping only ever hold sends back, so they wake nobody.
+fn may_free(change: &Change) -> bool {
+    !matches!(
+        change,
+        Change::Report {
+            outcome: SendOutcome::Sent | SendOutcome::Rejected { .. },
+            ..
+        } | Change::Feedback { .. }
+            | Change::WebhookDelivery { .. }
+            | Change::PacingHeld
+            | Change::AppealFiled { .. }
+            | Change::RecipientIds { .. }
+            | Change::Send { .. }
+    )
 }
 
 /// Item `index` of a batch refused by the engine, its field named as the item's
@@ -61,6 +81,7 @@ impl Gate {
             engine,
             backend: Backend::Local(embedded),
             on_error: OnStoreError::Deny,
+            signals: Arc::default(),
         }
     }
 
@@ -70,7 +91,13 @@ impl Gate {
             engine: replica.engine().clone(),
             backend: Backend::Redis(replica),
             on_error,
+            signals: Arc::default(),
         }
+    }
+
+    /// Where waiting sends hear that a change to their org may have freed something.
+    pub fn signals(&self) -> &Arc<Signals> {
+        &self.signals
     }
 
     /// The engine (for observers: metrics; never for changes).
@@ -161,6 +188,92 @@ impl Gate {
                     Err(e) => self.store_down(req, e),
                 }
             }
+        }
+    }
+
+    /// One try of a waiting send (SPEC §2a "Waiting"; see `tiergate_core::wait`). Allowed, it
+    /// is recorded and durable like [`Gate::decide`]'s. When Redis fails, the caller gets what a
+    /// lone send would (`on_store_error`), answered at once.
+    pub async fn decide_waiting(
+        &self,
+        req: &SendRequest<'_>,
+        ticket: WaitTicket,
+    ) -> Result<WaitStep, GateError> {
+        let answer = |decision| WaitStep {
+            decision,
+            next: Next::Answer,
+            wake_followers: false,
+        };
+        match &self.backend {
+            Backend::Local(_) => {
+                let now = self.engine.clock().now_ms();
+                let step = self.engine.decide_waiting_at(req, ticket, now)?;
+                if step.decision.is_allowed() && !step.decision.replayed {
+                    self.flush().await?;
+                }
+                Ok(step)
+            }
+            Backend::Redis(r) => {
+                let checked = match r.discover(req.org_id).await {
+                    Ok(_) => self.engine.check_send(req),
+                    Err(e) => return self.store_down(req, e).map(answer),
+                };
+                checked?;
+                match r.execute(&Command::decide_waiting(req, ticket)).await {
+                    Ok(Ok(Outcome::Wait(step))) => Ok(step),
+                    Ok(Ok(other)) => Err(GateError::Unexpected {
+                        call: "decide_waiting",
+                        outcome: format!("{other:?}"),
+                    }),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => self.store_down(req, e).map(answer),
+                }
+            }
+        }
+    }
+
+    /// Ends a wait (its caller went away or its deadline passed), so it holds nobody back.
+    pub async fn unwait(&self, org_id: &str, waiter: u64) -> Result<(), GateError> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let now = self.engine.clock().now_ms();
+                self.engine.unwait_at(org_id, waiter, now)?;
+                Ok(())
+            }
+            Backend::Redis(r) => {
+                let cmd = Command::Unwait {
+                    org: org_id.to_owned(),
+                    waiter,
+                };
+                match r.execute(&cmd).await {
+                    Ok(r) => r.map(drop).map_err(GateError::from),
+                    Err(e) => Err(store_failed(e)),
+                }
+            }
+        }
+    }
+
+    /// Gives back the slot of a send allowed for a caller that went away meanwhile (a NOT_SENT
+    /// report of its permit), so the caller takes nothing.
+    pub async fn give_back(&self, d: &Decision) -> Result<(), GateError> {
+        let Some(permit) = d.permit.as_ref().filter(|_| !d.replayed) else {
+            return Ok(());
+        };
+        let change = Change::Report {
+            seq: permit.seq,
+            outcome: SendOutcome::NotSent,
+        };
+        self.apply(Fact::new(0, permit.org_id.to_string(), change))
+            .await
+            .map(drop)
+    }
+
+    /// Brings an org up to the end of its log without writing (Redis), so that what this
+    /// replica knows of other replicas' waiters is current. Nothing to do for the other stores.
+    pub async fn sync(&self, org_id: &str) -> Result<(), GateError> {
+        match &self.backend {
+            Backend::Redis(r) => r.sync(org_id).await.map(drop).map_err(store_failed),
+            Backend::Local(_) => Ok(()),
         }
     }
 
@@ -281,14 +394,19 @@ impl Gate {
     /// change is replicated before this returns.
     pub async fn apply_unflushed(&self, fact: Fact) -> Result<Outcome, GateError> {
         self.engine.check_fact(&fact)?;
+        let may_free = may_free(&fact.change);
         let cmd = Command::Apply { fact };
-        match &self.backend {
-            Backend::Local(_) => Ok(self.engine.execute(&cmd)?),
+        let out = match &self.backend {
+            Backend::Local(_) => self.engine.execute(&cmd)?,
             Backend::Redis(r) => match self.replicated(r, &cmd).await {
-                Ok(r) => Ok(r?),
-                Err(e) => Err(store_failed(e)),
+                Ok(r) => r?,
+                Err(e) => return Err(store_failed(e)),
             },
+        };
+        if may_free {
+            self.signals.poke(cmd.org());
         }
+        Ok(out)
     }
 
     /// An org's status now.

@@ -14,6 +14,8 @@
 //! * [`webhook`]: signature of WhatsApp webhooks, and their application through the gate
 //!   (parsing and meaning are `tiergate-webhook`'s);
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
+//! * [`wait_room`]: waiting sends (`max_wait_ms`): who sleeps until when, and who wakes whom;
+//!   [`signals`]: per-org wake-ups when a change may free something;
 //! * [`too_large`]: RESOURCE_EXHAUSTED, with the limit, for a request over the size limit;
 //! * [`serve`]: binds the ports and runs until shutdown.
 #![forbid(unsafe_code)]
@@ -27,6 +29,8 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod serve;
+pub mod signals;
 pub mod too_large;
 pub mod upstream;
+pub mod wait_room;
 pub mod webhook;

@@ -42,6 +42,9 @@ pub struct Metrics {
     webhook_requests: Family<ResultLabel, Counter>,
     upstream_calls: Family<ResultLabel, Counter>,
     reactions: Family<ResultLabel, Counter>,
+    waits: Family<ResultLabel, Counter>,
+    wait_seconds: Histogram,
+    wait_tries: Counter,
     max_orgs: usize,
 }
 
@@ -87,8 +90,30 @@ impl Metrics {
             "Reactions to WhatsApp error codes",
             reactions.clone(),
         );
+        let waits = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "waits",
+            "Waiting sends (max_wait_ms > 0) by how they ended: allow, deny, gone (the caller went away)",
+            waits.clone(),
+        );
+        let wait_seconds =
+            Histogram::new([0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register(
+            "wait_seconds",
+            "How long waiting sends waited, from the call to its answer",
+            wait_seconds.clone(),
+        );
+        let wait_tries = Counter::default();
+        registry.register(
+            "wait_tries",
+            "Tries the engine made for waiting sends (one per wake-up: compare with tiergate_waits_total)",
+            wait_tries.clone(),
+        );
         Arc::new(Self {
             registry,
+            waits,
+            wait_seconds,
+            wait_tries,
             decisions,
             decision_seconds,
             webhook_changes,
@@ -137,6 +162,17 @@ impl Metrics {
     /// Counts one reaction to an error code.
     pub fn reaction(&self, result: &'static str) {
         self.reactions.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one try of a waiting send.
+    pub fn wait_try(&self) {
+        self.wait_tries.inc();
+    }
+
+    /// Counts a wait that ended (`allow`, `deny`, `gone`) after `took`.
+    pub fn wait_ended(&self, result: &'static str, took: Duration) {
+        self.waits.get_or_create(&ResultLabel { result }).inc();
+        self.wait_seconds.observe(took.as_secs_f64());
     }
 
     /// The text exposition, with per-org gauges read from `engine` now and the store's commit
@@ -218,6 +254,20 @@ impl Metrics {
                     o.config.org_id
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tiergate_org_waiters Sends waiting in the org's queue (SPEC §2a; with Redis, \
+             every replica's, as this one last read the log)."
+        );
+        let _ = writeln!(out, "# TYPE tiergate_org_waiters gauge");
+        for o in &orgs {
+            let _ = writeln!(
+                out,
+                "tiergate_org_waiters{{org=\"{}\"}} {}",
+                o.config.org_id,
+                gate.engine().waiting(&o.config.org_id)
+            );
         }
         let _ = writeln!(
             out,

@@ -22,6 +22,7 @@ use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
 use crate::too_large::{Limit, TooLarge};
 use crate::upstream::Upstream;
+use crate::wait_room::{WaitLimits, WaitRoom};
 use tiergate_core::Fact;
 use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, Replica};
 
@@ -302,7 +303,16 @@ pub async fn serve(
     let admin_auth = BearerAuth::new(config.auth.admin_token.as_deref(), "admin");
     // Over `max`, tonic's decoder refuses the request; `TooLarge` makes that RESOURCE_EXHAUSTED.
     // A plan's list of recipients and a batch of sends get their own, larger limits.
-    let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream)
+    let waits = WaitRoom::new(
+        gate.clone(),
+        metrics.clone(),
+        WaitLimits {
+            max_wait: Duration::from_millis(config.server.max_wait_ms),
+            max_waiters_per_org: config.server.max_waiters_per_org,
+            poll: Duration::from_millis(config.server.wait_poll_ms),
+        },
+    );
+    let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream, waits)
         .with_max_batch(config.server.max_batch);
     let plan_max = config.server.max_plan_request_bytes.max(max);
     let batch_max = config.server.max_batch_request_bytes.max(max);
@@ -346,7 +356,13 @@ pub async fn serve(
     };
 
     let grpc = tonic::transport::Server::builder()
-        .timeout(Duration::from_millis(config.server.request_timeout_ms))
+        // A waiting send may be held up to `max_wait_ms` before its decision starts.
+        .timeout(Duration::from_millis(
+            config
+                .server
+                .request_timeout_ms
+                .saturating_add(config.server.max_wait_ms),
+        ))
         .concurrency_limit_per_connection(1_024)
         .add_service(health_service)
         .add_service(reflection_v1)

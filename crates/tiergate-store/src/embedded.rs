@@ -396,6 +396,9 @@ impl EmbeddedStore {
         }
         drop(table);
         drop(read);
+        // A compaction while running may have stored sends that were waiting; their callers did
+        // not survive the restart.
+        engine.clear_waiters();
         let took = start.elapsed();
         let compacting = Instant::now();
         if rows > 0 {

@@ -31,6 +31,15 @@ pub(crate) struct CheckedSend<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
+/// What a send that passed rules 3–8b carries to the rates and the record: its window, what
+/// the window holds of its recipient, and the usage it was judged with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Passed {
+    w: usize,
+    found: Found,
+    usage: Usage,
+}
+
 /// A request's fields, checked (rule 1) before its org is locked: its number's key and its
 /// recipient's ids, parsed once.
 #[derive(Debug, Clone, Copy)]
@@ -91,13 +100,29 @@ impl OrgState {
 
     /// Decides one send at `now` (an advanced time) and records it when allowed.
     pub(crate) fn decide(&mut self, policy: &Policy, send: CheckedSend<'_>, now: u64) -> Decision {
-        let (w, cutoff7) = self.catch_up(policy, &send, now);
+        match self.standing_rules(policy, &send, now) {
+            Ok(passed) => self.rate_rules_and_record(policy, send, passed, now),
+            Err(d) => d,
+        }
+    }
+
+    /// Rules 3–8b at `now` (an advanced time): everything but the rates, which take their cell
+    /// when they pass. `Err` is the answer (a denial, or the first answer to a replayed
+    /// idempotency key); nothing is taken either way, so a waiting send may ask this and then
+    /// step back behind another waiter.
+    pub(crate) fn standing_rules(
+        &mut self,
+        policy: &Policy,
+        send: &CheckedSend<'_>,
+        now: u64,
+    ) -> Result<Passed, Decision> {
+        let (w, cutoff7) = self.catch_up(policy, send, now);
         if let Some(key) = send.idempotency_key {
             if let Some(first) = self.idem.get(key) {
-                return Decision {
+                return Err(Decision {
                     replayed: true,
                     ..first.clone()
-                };
+                });
             }
         }
         self.track_upgrade(policy, now, true);
@@ -114,19 +139,19 @@ impl OrgState {
 
         // 3. account or number blocked
         if self.account_restricted {
-            return deny(DenyReason::AccountRestricted, 0);
+            return Err(deny(DenyReason::AccountRestricted, 0));
         }
         let paused_until = self.phones[send.slot as usize].paused_until();
         if paused_until > now {
-            return deny(DenyReason::AccountRestricted, paused_until - now);
+            return Err(deny(DenyReason::AccountRestricted, paused_until - now));
         }
         // 4. template paused or disabled
         if !self.paused.is_empty()
             && let Some(&until) = self.paused.get(send.template_name)
         {
             match until {
-                None => return deny(DenyReason::TemplatePaused, 0),
-                Some(u) if u > now => return deny(DenyReason::TemplatePaused, u - now),
+                None => return Err(deny(DenyReason::TemplatePaused, 0)),
+                Some(u) if u > now => return Err(deny(DenyReason::TemplatePaused, u - now)),
                 Some(_) => {
                     self.paused.remove(send.template_name);
                 }
@@ -141,22 +166,22 @@ impl OrgState {
             } else {
                 until - now
             };
-            return deny(DenyReason::RecipientMarketingLimit, retry);
+            return Err(deny(DenyReason::RecipientMarketingLimit, retry));
         }
         // 4c. marketing that Meta wants sent through the Marketing Messages API (131063)
         if send.category == Category::Marketing && self.marketing_api_required {
-            return deny(DenyReason::MarketingApiRequired, 0);
+            return Err(deny(DenyReason::MarketingApiRequired, 0));
         }
         let no_path = self.config.escalation_path.is_none();
         // 5. no escalation path and no template ever sent
         if no_path && !self.has_history() {
-            return deny(DenyReason::EscalationPathRequired, 0);
+            return Err(deny(DenyReason::EscalationPathRequired, 0));
         }
         // 6. no escalation path and this send would pass the weekly cap
         let cap = policy.weekly_cap_without_escalation;
         if no_path && self.log.at_least(cap, cutoff7) {
             let retry = self.log.until_fewer_than(cap, now, policy.weekly_window_ms);
-            return deny(DenyReason::WeeklyCapWithoutEscalation, retry);
+            return Err(deny(DenyReason::WeeklyCapWithoutEscalation, retry));
         }
         // 7 and 8. a new recipient against the effective (maybe restricted) tier
         let window = &self.windows[w];
@@ -176,7 +201,7 @@ impl OrgState {
             } else {
                 DenyReason::TierLimit
             };
-            return deny(reason, retry);
+            return Err(deny(reason, retry));
         }
         // 8b. a new recipient of a category over its share of the effective tier (SPEC §2a)
         if let Some(limit) = usage.tier_limit
@@ -190,10 +215,31 @@ impl OrgState {
                     let retry = window
                         .below_at(share)
                         .map_or(0, |t| (t + policy.tier_window_ms).saturating_sub(now));
-                    return deny(DenyReason::CategoryReserve, retry);
+                    return Err(deny(DenyReason::CategoryReserve, retry));
                 }
             }
         }
+        Ok(Passed { w, found, usage })
+    }
+
+    /// Rules 9–11 for a send that passed [`OrgState::standing_rules`]: the rates (each takes
+    /// its cell when it passes), then the send is recorded.
+    pub(crate) fn rate_rules_and_record(
+        &mut self,
+        policy: &Policy,
+        send: CheckedSend<'_>,
+        passed: Passed,
+        now: u64,
+    ) -> Decision {
+        let Passed { w, found, usage } = passed;
+        let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
+            verdict: Verdict::Deny,
+            reason: Some(reason),
+            retry_after_ms,
+            permit: None,
+            usage,
+            replayed: false,
+        };
         // 9. throughput of the number (at its AIMD rate after a 130429)
         if let Err(ms) = self.phones[send.slot as usize].check_throughput(policy, now) {
             return deny(DenyReason::Throughput, ms);

@@ -26,6 +26,7 @@ use crate::quality::QualityRating;
 use crate::rate::PairRate;
 use crate::reserve::CategoryFill;
 use crate::send_log::SendLog;
+use crate::wait_queue::WaitQueue;
 use crate::window::Windows;
 
 mod appeals;
@@ -37,6 +38,7 @@ mod people;
 mod plan;
 mod snapshot;
 mod tier_change;
+mod wait;
 
 pub(crate) use decide::{CheckedSend, SendFields};
 pub use feedback::Reaction;
@@ -98,6 +100,8 @@ pub(crate) struct OrgState {
     deliveries: Deliveries,
     /// BSUID (its 63-bit key) → the person key it counts under (see `people.rs`).
     links: Links,
+    /// Sends waiting for what time frees (SPEC §2a "Waiting"); empty unless callers wait.
+    waiters: WaitQueue,
 }
 
 impl OrgState {
@@ -129,6 +133,7 @@ impl OrgState {
             upgrade_at: None,
             deliveries: Deliveries::default(),
             links: Links::default(),
+            waiters: WaitQueue::default(),
             config,
         };
         let phones = std::mem::take(&mut st.config.phone_numbers);

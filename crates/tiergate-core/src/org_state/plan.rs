@@ -61,6 +61,8 @@ impl OrgState {
             upgrade_at: self.upgrade_at,
             deliveries: Default::default(),
             links: self.links.clone(),
+            // A plan assumes nothing else is sent meanwhile, waiters included.
+            waiters: Default::default(),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::policy::Policy;
 use crate::rate::{GcraState, PairRate, PairState};
 use crate::send_log::SendLog;
 use crate::tier::Tier;
+use crate::wait_queue::WaitQueue;
 use crate::window::Windows;
 
 use super::OrgState;
@@ -63,6 +64,10 @@ pub struct OrgSnapshot {
     /// The class (category) each window entry's slot was taken with, aligned with `windows`.
     #[serde(default)]
     window_classes: Vec<Vec<u8>>,
+    /// Waiting sends: with Redis the queue is ordered by the log, so a replica that restores a
+    /// snapshot must see the same queue as one that applied the entries before it.
+    #[serde(default, skip_serializing_if = "WaitQueue::is_empty")]
+    waiters: WaitQueue,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +141,7 @@ impl OrgState {
             deliveries: self.deliveries.clone(),
             links: self.links.entries(),
             window_classes: self.windows.classes(),
+            waiters: self.waiters.clone(),
         }
     }
 
@@ -182,6 +188,7 @@ impl OrgState {
         st.upgrade_eligible_since = snap.upgrade_eligible_since;
         st.deliveries = snap.deliveries;
         st.links = Links::from_entries(snap.links);
+        st.waiters = snap.waiters;
         st.last_now = snap.last_now;
         st
     }

@@ -111,6 +111,10 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
                     },
                 ),
             },
+            12 if rng.below(2) == 0 => Command::Unwait {
+                org: "o".into(),
+                waiter: 1 + rng.below(8),
+            },
             9 if rng.below(4) == 0 => Command::Apply {
                 fact: Fact::new(0, "o", Change::MarketingApiRequired { required: false }),
             },
@@ -144,8 +148,18 @@ pub fn log(seed: u64, n: usize) -> Vec<(u64, Command)> {
                     recipient,
                     user_id,
                     template: "t".into(),
-                    category: Category::Marketing,
+                    category: [
+                        Category::Marketing,
+                        Category::Utility,
+                        Category::Authentication,
+                    ][rng.below(3) as usize],
                     key: (rng.below(5) == 0).then(|| format!("k{}", rng.below(30))),
+                    // Some sends wait: the org's queue must replicate and snapshot too.
+                    wait: (rng.below(3) == 0).then(|| WaitTicket {
+                        id: 1 + rng.below(8),
+                        max_wait_ms: rng.below(4) * 20_000,
+                        capacity: 1 + rng.below(4) as u32,
+                    }),
                 }
             }
         };

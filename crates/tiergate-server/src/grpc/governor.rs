@@ -18,6 +18,7 @@ use crate::error::GateError;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
+use crate::wait_room::{OwnedSend, WaitRoom};
 
 /// Decides sends and takes their outcomes.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub struct GovernorService {
     gate: Gate,
     metrics: Arc<Metrics>,
     upstream: Option<Arc<Upstream>>,
+    waits: Arc<WaitRoom>,
     max_batch: usize,
 }
 
@@ -32,12 +34,19 @@ pub struct GovernorService {
 const DEFAULT_MAX_BATCH: usize = 1_000;
 
 impl GovernorService {
-    /// A service over `gate`, counting into `metrics`; `SendTemplate` forwards to `upstream`.
-    pub fn new(gate: Gate, metrics: Arc<Metrics>, upstream: Option<Arc<Upstream>>) -> Self {
+    /// A service over `gate`, counting into `metrics`; `SendTemplate` forwards to `upstream`;
+    /// sends that may wait wait in `waits`.
+    pub fn new(
+        gate: Gate,
+        metrics: Arc<Metrics>,
+        upstream: Option<Arc<Upstream>>,
+        waits: Arc<WaitRoom>,
+    ) -> Self {
         Self {
             gate,
             metrics,
             upstream,
+            waits,
             max_batch: DEFAULT_MAX_BATCH,
         }
     }
@@ -60,10 +69,20 @@ impl GovernorService {
         Ok(ds)
     }
 
-    /// Decides (and, when allowed, records durably) one send.
-    async fn decide(&self, send: &SendRequest<'_>) -> Result<Decision, GateError> {
+    /// Decides (and, when allowed, records durably) one send; with `max_wait_ms` > 0, waits
+    /// for a denial time cures (SPEC §2a "Waiting"; see `wait_room`).
+    async fn decide(
+        &self,
+        send: &SendRequest<'_>,
+        max_wait_ms: u64,
+    ) -> Result<Decision, GateError> {
+        let wait = self.waits.wait_for(max_wait_ms);
         let start = Instant::now();
-        let d = self.gate.decide(send).await?;
+        let d = if wait.is_zero() {
+            self.gate.decide(send).await?
+        } else {
+            self.waits.decide(OwnedSend::new(send), wait).await?
+        };
         self.metrics.decision(&d, start.elapsed());
         Ok(d)
     }
@@ -120,7 +139,14 @@ macro_rules! send_request {
 /// field (`sends[3].org_id`).
 #[allow(clippy::result_large_err)]
 fn batch_item(index: usize, r: &pb::AcquireRequest) -> Result<SendRequest<'_>, Status> {
-    let item = || -> Result<SendRequest<'_>, Status> { Ok(send_request!(r)) };
+    let item = || -> Result<SendRequest<'_>, Status> {
+        if r.max_wait_ms > 0 {
+            return Err(Status::invalid_argument(
+                "max_wait_ms: a batch is answered at once (wait with single Acquire calls)",
+            ));
+        }
+        Ok(send_request!(r))
+    };
     item().map_err(|s| Status::new(s.code(), format!("sends[{index}].{}", s.message())))
 }
 
@@ -163,7 +189,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = request.get_ref();
         let send = send_request!(r);
-        let d = self.decide(&send).await?;
+        let d = self.decide(&send, r.max_wait_ms).await?;
         Ok(Response::new(convert::decision_pb(&d)))
     }
 
@@ -295,7 +321,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let send = send_request!(r);
         let language = language_code(&r.language_code)?;
         let components = components(&r.components_json)?;
-        let d = self.decide(&send).await?;
+        let d = self.decide(&send, r.max_wait_ms).await?;
         let mut resp = pb::SendTemplateResponse {
             verdict: convert::decision_pb(&d).verdict,
             reason: convert::reason_pb(d.reason) as i32,

@@ -94,7 +94,6 @@ async fn fake_upstream() -> (String, Fake) {
 
 fn template(org: &str, recipient: &str) -> pb::SendTemplateRequest {
     pb::SendTemplateRequest {
-        max_wait_ms: 0,
         org_id: org.into(),
         phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.into(),
@@ -104,6 +103,7 @@ fn template(org: &str, recipient: &str) -> pb::SendTemplateRequest {
         recipient_user_id: String::new(),
         language_code: "en_US".into(),
         components_json: r#"[{"type":"body","parameters":[{"type":"text","text":"A-42"}]}]"#.into(),
+        max_wait_ms: 0,
     }
 }
 
@@ -352,4 +352,45 @@ async fn a_send_held_for_quality_assessment_stays_counted_and_flags_pacing() {
             .await
             .contains("tiergate_org_pacing_review{org=\"acme\"} 0")
     );
+}
+
+/// A waiting SendTemplate (SPEC §2a) is held until its send may go, then forwarded once.
+#[tokio::test]
+async fn a_waiting_send_is_forwarded_once_it_may_go() {
+    let (url, fake) = fake_upstream().await;
+    let s = Sidecar::start_with(
+        &[
+            "--upstream-url",
+            &url,
+            "--set",
+            "policy.throughput_burst_percent=0",
+        ],
+        &[("TIERGATE_UPSTREAM_TOKEN", "upstream-secret")],
+    )
+    .await;
+    let mut o = org("slow", pb::Tier::Tier250);
+    o.phone_numbers[0].throughput_mps = 1;
+    s.put_org(o).await;
+    let mut tasks = Vec::new();
+    for r in 0..3 {
+        let mut g = s.governor();
+        let mut req = template("slow", &format!("49151000000{r}0"));
+        req.org_id = "slow".into();
+        req.max_wait_ms = 5_000;
+        tasks.push(tokio::spawn(async move {
+            g.send_template(req).await.unwrap().into_inner()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.verdict, pb::Verdict::Allow as i32, "{r:?}");
+        assert!(r.message_id.starts_with("wamid."), "{r:?}");
+    }
+    assert_eq!(fake.calls.lock().unwrap().len(), 3);
+    // Without a wait, the same burst is refused after the first.
+    let mut req = template("slow", "4915100000990");
+    req.org_id = "slow".into();
+    let r = s.governor().send_template(req).await.unwrap().into_inner();
+    assert_eq!(r.reason, pb::DenyReason::Throughput as i32, "{r:?}");
+    assert_eq!(fake.calls.lock().unwrap().len(), 3);
 }

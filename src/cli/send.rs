@@ -51,6 +51,11 @@ pub struct SendArgs {
     /// twice.
     #[arg(long, value_name = "K")]
     key: Option<String>,
+    /// Let the server hold the call up to this long (milliseconds) when the send is denied for
+    /// a reason time cures (throughput, pair rate, a tier slot, a pause ending): it answers
+    /// ALLOW the moment the send can go. 0 answers at once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    max_wait_ms: u64,
     #[command(flatten)]
     opts: AdminOpts,
 }
@@ -160,7 +165,6 @@ fn verdict_name(v: i32) -> String {
 
 pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     let req = pb::AcquireRequest {
-        max_wait_ms: 0,
         org_id: a.org_id.clone(),
         phone_number_id: a.phone.clone(),
         recipient: a.to.clone().unwrap_or_default(),
@@ -168,6 +172,7 @@ pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
         category: a.category.pb() as i32,
         idempotency_key: a.key.clone().unwrap_or_default(),
         recipient_user_id: a.user_id.clone().unwrap_or_default(),
+        max_wait_ms: a.max_wait_ms,
     };
     let r = SendGovernorClient::new(channel(&a.opts).await?)
         .acquire(bearer(req, "TIERGATE_SENDER_TOKEN")?)

@@ -270,5 +270,26 @@ except grpc.RpcError as e:
     assert "sends[1].recipient" in e.details(), e
 assert admin.GetOrg(pb.GetOrgRequest(org_id="bt")).usage.templates_7d == 2
 
-assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 8
+# Waiting (SPEC §2a): held until the number may send again (the manual clock moves it), or
+# answered at once when the wait cannot suffice.
+org("wt", pb.TIER_250, "50", mps=1)
+ok(acquire("wt", "50", 1))
+
+
+def waiting(to, max_wait_ms):
+    return pb.AcquireRequest(org_id="wt", phone_number_id="50", recipient=str(to),
+                             template_name="order_update", category=pb.CATEGORY_UTILITY,
+                             max_wait_ms=max_wait_ms)
+
+
+short = gov.Acquire(waiting(2, 500))
+expect(short, pb.DENY_REASON_THROUGHPUT)
+assert short.retry_after_ms == 1000, short
+held = gov.Acquire.future(waiting(3, 5000))
+while admin.GetOrg(pb.GetOrgRequest(org_id="wt")).usage.templates_7d == 1 and not held.done():
+    admin.AdvanceClock(pb.AdvanceClockRequest(millis=250))
+ok(held.result(timeout=10))
+assert admin.GetOrg(pb.GetOrgRequest(org_id="wt")).usage.templates_7d == 2
+
+assert len(admin.ListOrgs(pb.ListOrgsRequest()).orgs) == 9
 print("interop ok")

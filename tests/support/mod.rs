@@ -336,7 +336,6 @@ pub fn email() -> pb::EscalationPath {
 
 pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
     pb::AcquireRequest {
-        max_wait_ms: 0,
         org_id: org.into(),
         phone_number_id: FIXTURE_PHONE.into(),
         recipient: recipient.to_string(),
@@ -344,6 +343,7 @@ pub fn acquire(org: &str, recipient: u64) -> pb::AcquireRequest {
         category: pb::Category::Utility as i32,
         idempotency_key: String::new(),
         recipient_user_id: String::new(),
+        max_wait_ms: 0,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct WaitStep {
     pub decision: Decision,
     /// What to do next.
     pub next: Next,
+    /// The org's time of this try (its clock, in ms): `after_ms` counts from here, so a shell
+    /// whose answer came back late (a Redis round trip) still wakes on time.
+    pub at: u64,
     /// Whether waiters behind this one may now get something they could not before (it left
     /// the queue, or is now blocked on something else): the shell wakes the waiters it told to
     /// wait for this one ([`Next::Behind`]).

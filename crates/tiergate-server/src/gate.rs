@@ -200,6 +200,7 @@ impl Gate {
         ticket: WaitTicket,
     ) -> Result<WaitStep, GateError> {
         let answer = |decision| WaitStep {
+            at: self.engine.clock().now_ms(),
             decision,
             next: Next::Answer,
             wake_followers: false,

@@ -47,6 +47,14 @@ impl Signals {
         }
     }
 
+    /// Wakes every waiting send (a manual clock moved).
+    pub fn poke_all(&self) {
+        let orgs = self.orgs.lock().unwrap_or_else(PoisonError::into_inner);
+        for (notify, _) in orgs.values() {
+            notify.notify_waiters();
+        }
+    }
+
     /// How many orgs have a waiting send here.
     pub fn orgs(&self) -> usize {
         self.orgs

@@ -237,7 +237,13 @@ impl WaitRoom {
                 }
                 Next::Retry { after_ms } => {
                     queued = true;
-                    let until = Instant::now() + Duration::from_millis(after_ms);
+                    // Counted from the try's own time, not from when its answer came back (a
+                    // Redis round trip later). The clock reads whole milliseconds, rounded
+                    // down, so sleeping the difference never wakes before the engine's clock
+                    // reached the slot.
+                    let left =
+                        (step.at + after_ms).saturating_sub(self.gate.engine().clock().now_ms());
+                    let until = Instant::now() + Duration::from_millis(left);
                     tokio::select! {
                         () = tokio::time::sleep_until(until.min(deadline)) => Woke::Time,
                         () = org_signal.notify().notified() => Woke::Time,

@@ -42,7 +42,7 @@ impl OrgState {
         if let Err(d) = &standing
             && (!room || !cures(d))
         {
-            return self.answer(id, d.clone());
+            return self.answer(id, d.clone(), now);
         }
         if !room {
             // No room to wait: decided as a lone call.
@@ -50,7 +50,7 @@ impl OrgState {
                 Ok(passed) => self.rate_rules_and_record(policy, send, passed, now),
                 Err(d) => d,
             };
-            return self.answer(id, d);
+            return self.answer(id, d, now);
         }
         let r = rank(send.category);
         let person = send.recipient.0;
@@ -81,12 +81,13 @@ impl OrgState {
                 if due > until {
                     // It cannot go before the one ahead, which cannot go before its due: the
                     // wait cannot suffice.
-                    return self.answer(id, decision);
+                    return self.answer(id, decision, now);
                 }
                 let before = self
                     .waiters
                     .hold(id, r, until, blocked.clone(), reason, due);
                 return WaitStep {
+                    at: now,
                     decision,
                     next: Next::Behind { waiter, after_ms },
                     wake_followers: before.is_some_and(|b| b != blocked),
@@ -109,18 +110,20 @@ impl OrgState {
                     self.waiters
                         .hold(id, r, until, blocked.clone(), reason, now + after_ms);
                 WaitStep {
+                    at: now,
                     decision,
                     next: Next::Retry { after_ms },
                     wake_followers: before.is_some_and(|b| b != blocked),
                 }
             }
-            _ => self.answer(id, decision),
+            _ => self.answer(id, decision, now),
         }
     }
 
     /// The answer to waiter `id`: it leaves the queue (if it was in it).
-    fn answer(&mut self, id: u64, decision: Decision) -> WaitStep {
+    fn answer(&mut self, id: u64, decision: Decision, now: u64) -> WaitStep {
         WaitStep {
+            at: now,
             wake_followers: self.waiters.remove(id),
             decision,
             next: Next::Answer,

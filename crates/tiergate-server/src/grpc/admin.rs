@@ -270,6 +270,8 @@ impl pb::governor_admin_server::GovernorAdmin for AdminService {
             ));
         }
         let now = clock.advance(ms);
+        // Waiting sends sleep on the real clock: tell them time moved.
+        self.gate.signals().poke_all();
         Ok(Response::new(pb::AdvanceClockResponse {
             now_unix_ms: now as i64,
         }))

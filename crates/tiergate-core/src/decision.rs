@@ -212,6 +212,19 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A denial for `reason`, retry after `retry_after_ms` (0: time does not cure it), with the
+    /// usage the send was judged with.
+    pub(crate) fn deny(reason: DenyReason, retry_after_ms: u64, usage: Usage) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            reason: Some(reason),
+            retry_after_ms,
+            permit: None,
+            usage,
+            replayed: false,
+        }
+    }
+
     /// Whether the send may go.
     pub fn is_allowed(&self) -> bool {
         self.verdict == Verdict::Allow

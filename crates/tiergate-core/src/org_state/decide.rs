@@ -128,14 +128,7 @@ impl OrgState {
         self.track_upgrade(policy, now, true);
 
         let (usage, restricted) = self.standing(policy, w, now);
-        let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
-            verdict: Verdict::Deny,
-            reason: Some(reason),
-            retry_after_ms,
-            permit: None,
-            usage,
-            replayed: false,
-        };
+        let deny = |reason, retry_after_ms| Decision::deny(reason, retry_after_ms, usage);
 
         // 3. account or number blocked
         if self.account_restricted {
@@ -232,14 +225,7 @@ impl OrgState {
         now: u64,
     ) -> Decision {
         let Passed { w, found, usage } = passed;
-        let deny = |reason: DenyReason, retry_after_ms: u64| Decision {
-            verdict: Verdict::Deny,
-            reason: Some(reason),
-            retry_after_ms,
-            permit: None,
-            usage,
-            replayed: false,
-        };
+        let deny = |reason, retry_after_ms| Decision::deny(reason, retry_after_ms, usage);
         // 9. throughput of the number (at its AIMD rate after a 130429)
         if let Err(ms) = self.phones[send.slot as usize].check_throughput(policy, now) {
             return deny(DenyReason::Throughput, ms);

@@ -1,6 +1,6 @@
 //! One try of a waiting send, under the org's lock (see `crate::wait` and `crate::wait_queue`).
 
-use crate::decision::{Decision, Verdict};
+use crate::decision::Decision;
 use crate::policy::Policy;
 use crate::wait::{Next, WaitStep, WaitTicket};
 use crate::wait_queue::{Blocked, Want, rank};
@@ -69,14 +69,7 @@ impl OrgState {
                 let (waiter, reason, blocked) = (ahead.id, ahead.reason, ahead.blocked.clone());
                 let after_ms = ahead.due.saturating_sub(now);
                 let (usage, _) = self.standing(policy, w, now);
-                let decision = Decision {
-                    verdict: Verdict::Deny,
-                    reason: Some(reason),
-                    retry_after_ms: after_ms.max(1),
-                    permit: None,
-                    usage,
-                    replayed: false,
-                };
+                let decision = Decision::deny(reason, after_ms.max(1), usage);
                 let due = now.saturating_add(after_ms);
                 if due > until {
                     // It cannot go before the one ahead, which cannot go before its due: the

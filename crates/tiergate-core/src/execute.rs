@@ -96,6 +96,7 @@ impl Engine {
     }
 
     /// Journals the send of `d` when `d` allowed it now (not a replay), under the org's lock.
+    #[inline]
     pub(crate) fn emit_send(&self, req: &SendRequest<'_>, d: &Decision, now: u64) {
         if d.is_allowed() && !d.replayed {
             self.emit(|| {

@@ -110,6 +110,7 @@ impl OrgState {
     /// when they pass. `Err` is the answer (a denial, or the first answer to a replayed
     /// idempotency key); nothing is taken either way, so a waiting send may ask this and then
     /// step back behind another waiter.
+    #[inline(always)]
     pub(crate) fn standing_rules(
         &mut self,
         policy: &Policy,
@@ -217,6 +218,7 @@ impl OrgState {
 
     /// Rules 9–11 for a send that passed [`OrgState::standing_rules`]: the rates (each takes
     /// its cell when it passes), then the send is recorded.
+    #[inline(always)]
     pub(crate) fn rate_rules_and_record(
         &mut self,
         policy: &Policy,

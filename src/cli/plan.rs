@@ -152,29 +152,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Unix milliseconds as RFC 3339 in UTC, to the millisecond.
-pub(super) fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1_000);
-    let milli = ms.rem_euclid(1_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3_600,
-        sod % 3_600 / 60,
-        sod % 60
-    )
-}
+pub(super) use tiergate_core::rfc3339;
 
 /// A time relative to now: `now`, `+50ms`, `+1d 2h`, `+23h 59m 59.5s`.
 fn delta(ms: i64) -> String {
@@ -480,14 +458,6 @@ fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_680_368_123), "2026-11-26T08:06:08.123Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn deltas_read_well() {

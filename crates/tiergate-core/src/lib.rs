@@ -77,7 +77,7 @@ pub use advice::{Advice, advise};
 pub use appeal::{Appeal, AppealId, AppealStatus, MAX_EVIDENCE_LEN};
 pub use batch::BatchError;
 pub use change::{Change, MAX_DELIVERY_KEY_LEN};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, rfc3339};
 pub use command::{Command, Outcome};
 pub use decision::{
     Category, Decision, DenyReason, Permit, SendOutcome, SendRequest, Usage, Verdict,

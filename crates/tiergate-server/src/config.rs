@@ -113,6 +113,9 @@ pub struct ServerSection {
     /// With Redis, how often a send waiting behind another replica's reads the org's log while
     /// that one is due, in milliseconds.
     pub wait_poll_ms: u64,
+    /// The status page's buckets (each org's fill and denials over the last day), in
+    /// milliseconds; a day of them is kept.
+    pub status_bucket_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -142,6 +145,7 @@ impl Default for ServerSection {
             max_wait_ms: crate::wait_room::DEFAULT_MAX_WAIT_MS,
             max_waiters_per_org: crate::wait_room::DEFAULT_MAX_WAITERS_PER_ORG,
             wait_poll_ms: crate::wait_room::DEFAULT_WAIT_POLL_MS,
+            status_bucket_ms: 1_800_000,
         }
     }
 }
@@ -448,6 +452,13 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
                 message: "must be at least 1".into(),
             });
         }
+    }
+    if !(60_000..=86_400_000).contains(&file.server.status_bucket_ms) {
+        issues.push(ConfigIssue {
+            key: "server.status_bucket_ms".into(),
+            line: line_of_key(src, "server", "status_bucket_ms"),
+            message: "between 60000 (a minute) and 86400000 (a day)".into(),
+        });
     }
     if file.server.max_wait_ms > 3_600_000 {
         issues.push(ConfigIssue {

@@ -4,6 +4,7 @@
 //! * `/readyz`: 200 while it accepts sends; 503 once shutdown has begun, or while the state
 //!   store cannot take changes (Redis unreachable, an embedded write failed).
 //! * `/metrics`: Prometheus text.
+//! * `/` and `/orgs/{org_id}`: the operators' status pages ([`crate::status`]).
 //! * `GET /webhooks/whatsapp`: Meta's verification handshake.
 //! * `POST /webhooks/whatsapp`: signed notifications, verified, parsed, then applied change by
 //!   change (each counted by field and result: applied, held, unknown_id, ignored, duplicate,
@@ -64,11 +65,17 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Webhook settings.
     pub webhook: Arc<WebhookConfig>,
+    /// The status pages' view (`/`, `/orgs/{org_id}`).
+    pub status: crate::status::StatusState,
 }
 
 /// The HTTP routes.
 pub fn router(state: HttpState) -> Router {
     let limit = state.webhook.max_body_bytes;
+    let status = Router::new()
+        .route("/", get(crate::status::index))
+        .route("/orgs/{org_id}", get(crate::status::org))
+        .with_state(state.status.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -80,6 +87,7 @@ pub fn router(state: HttpState) -> Router {
                 .layer(DefaultBodyLimit::max(limit)),
         )
         .with_state(state)
+        .merge(status)
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {

@@ -11,6 +11,7 @@
 //!   answers only once the change is committed or replicated;
 //! * [`error`]: what a gate call can fail with, by kind ([`error::GateError`]);
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/webhooks/whatsapp`;
+//! * [`status`]: the operators' status pages (`/`, `/orgs/{org_id}`): HTML, SVG, no script;
 //! * [`webhook`]: signature of WhatsApp webhooks, and their application through the gate
 //!   (parsing and meaning are `tiergate-webhook`'s);
 //! * [`upstream`]: the Cloud API client `SendTemplate` forwards through;
@@ -30,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod serve;
 pub mod signals;
+pub mod status;
 pub mod too_large;
 pub mod upstream;
 pub mod wait_room;

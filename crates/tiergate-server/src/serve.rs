@@ -20,6 +20,8 @@ use crate::gate::Gate;
 use crate::grpc::{AdminService, GovernorService};
 use crate::http::{HttpState, Readiness, WebhookConfig, router};
 use crate::metrics::Metrics;
+use crate::status::StatusState;
+use crate::status::history::Activity;
 use crate::too_large::{Limit, TooLarge};
 use crate::upstream::Upstream;
 use crate::wait_room::{WaitLimits, WaitRoom};
@@ -312,8 +314,11 @@ pub async fn serve(
             poll: Duration::from_millis(config.server.wait_poll_ms),
         },
     );
+    let activity = Activity::new(config.server.status_bucket_ms);
+    tokio::spawn(activity.clone().run_sampler(gate.clone()));
     let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream, waits)
-        .with_max_batch(config.server.max_batch);
+        .with_max_batch(config.server.max_batch)
+        .with_activity(activity.clone());
     let plan_max = config.server.max_plan_request_bytes.max(max);
     let batch_max = config.server.max_batch_request_bytes.max(max);
     let wide = |bytes: usize| {
@@ -374,6 +379,11 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         );
     let http_state = HttpState {
+        status: StatusState {
+            gate: gate.clone(),
+            activity,
+            admin_token: config.auth.admin_token.clone(),
+        },
         ready: ready.clone(),
         gate: gate.clone(),
         metrics: metrics.clone(),

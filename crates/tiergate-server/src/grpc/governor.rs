@@ -17,6 +17,7 @@ use crate::convert;
 use crate::error::GateError;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::status::history::Activity;
 use crate::upstream::{TemplateMessage, Upstream, UpstreamResult};
 use crate::wait_room::{OwnedSend, WaitRoom};
 
@@ -27,6 +28,7 @@ pub struct GovernorService {
     metrics: Arc<Metrics>,
     upstream: Option<Arc<Upstream>>,
     waits: Arc<WaitRoom>,
+    activity: Option<Arc<Activity>>,
     max_batch: usize,
 }
 
@@ -47,7 +49,22 @@ impl GovernorService {
             metrics,
             upstream,
             waits,
+            activity: None,
             max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+
+    /// Counts denials per org for the status page.
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// A decision of `org_id`'s, for the status page (denials only: an allowed send shows in
+    /// the window's fill).
+    fn observe(&self, org_id: &str, d: &Decision) {
+        if let (Some(a), Some(reason)) = (&self.activity, d.reason) {
+            a.denied(org_id, reason);
         }
     }
 
@@ -63,8 +80,9 @@ impl GovernorService {
         let start = Instant::now();
         let ds = self.gate.decide_batch(sends).await?;
         let took = start.elapsed();
-        for d in &ds {
+        for (d, send) in ds.iter().zip(sends) {
             self.metrics.decision(d, took);
+            self.observe(send.org_id, d);
         }
         Ok(ds)
     }
@@ -84,6 +102,7 @@ impl GovernorService {
             self.waits.decide(OwnedSend::new(send), wait).await?
         };
         self.metrics.decision(&d, start.elapsed());
+        self.observe(send.org_id, &d);
         Ok(d)
     }
 

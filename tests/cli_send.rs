@@ -320,3 +320,34 @@ async fn send_and_report_carry_the_sender_token() {
     let out = tiergate(&s.grpc, &["report", p, "sent"], &env);
     assert_eq!(field(&ok(&out), "advice"), "none");
 }
+
+/// `--wait 10s`: the server holds the call until the pair rate lets it go (here: until the
+/// manual clock is moved past it), and the CLI prints the ALLOW.
+#[tokio::test]
+async fn send_with_wait_is_held_until_the_send_can_go() {
+    let s = sidecar_with_acme().await;
+    ok(&send(&s, TO, &[]));
+    let (grpc, to) = (s.grpc.clone(), TO.to_owned());
+    let waiting = std::thread::spawn(move || {
+        let args = [
+            "send", "acme", "--phone", FIXTURE_PHONE, "--to", &to, "--template", "order_update",
+            "--category", "utility", "--wait", "10s",
+        ];
+        tiergate(&grpc, &args, &[])
+    });
+    let series = "tiergate_org_waiters{org=\"acme\"} 1";
+    for _ in 0..500 {
+        if s.metrics().await.contains(series) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(s.metrics().await.contains(series), "the send never waited");
+    s.advance(6_000).await;
+    let out = waiting.join().unwrap();
+    let stdout = ok(&out);
+    assert_eq!(field(&stdout, "verdict"), "ALLOW", "{stdout}");
+    // A wait that is no duration is a usage error.
+    let out = send(&s, TO, &["--wait", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}

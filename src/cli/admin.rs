@@ -237,7 +237,8 @@ fn parse_escalation(kind: &str, contact: &str) -> anyhow::Result<pb::EscalationP
     })
 }
 
-fn duration_ms(s: &str) -> anyhow::Result<u64> {
+/// A duration as people write it: `5s`, `1500ms`, `2m`, `7d` (a bare number is milliseconds).
+pub(super) fn duration_ms(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num

@@ -51,11 +51,12 @@ pub struct SendArgs {
     /// twice.
     #[arg(long, value_name = "K")]
     key: Option<String>,
-    /// Let the server hold the call up to this long (milliseconds) when the send is denied for
-    /// a reason time cures (throughput, pair rate, a tier slot, a pause ending): it answers
-    /// ALLOW the moment the send can go. 0 answers at once.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    max_wait_ms: u64,
+    /// Let the server hold the call up to this long (`5s`, `1500ms`) when the send is denied
+    /// for a reason time cures (throughput, pair rate, a tier slot, a pause ending): it answers
+    /// ALLOW the moment the send can go (`max_wait_ms`; the server caps it at
+    /// `server.max_wait_ms`). Without it the answer comes at once.
+    #[arg(long, value_name = "DURATION", value_parser = wait_ms)]
+    wait: Option<u64>,
     #[command(flatten)]
     opts: AdminOpts,
 }
@@ -163,6 +164,10 @@ fn verdict_name(v: i32) -> String {
     }
 }
 
+fn wait_ms(s: &str) -> Result<u64, String> {
+    super::admin::duration_ms(s).map_err(|e| e.to_string())
+}
+
 pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     let req = pb::AcquireRequest {
         org_id: a.org_id.clone(),
@@ -172,7 +177,7 @@ pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
         category: a.category.pb() as i32,
         idempotency_key: a.key.clone().unwrap_or_default(),
         recipient_user_id: a.user_id.clone().unwrap_or_default(),
-        max_wait_ms: a.max_wait_ms,
+        max_wait_ms: a.wait.unwrap_or(0),
     };
     let r = SendGovernorClient::new(channel(&a.opts).await?)
         .acquire(bearer(req, "TIERGATE_SENDER_TOKEN")?)

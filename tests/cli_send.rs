@@ -330,8 +330,18 @@ async fn send_with_wait_is_held_until_the_send_can_go() {
     let (grpc, to) = (s.grpc.clone(), TO.to_owned());
     let waiting = std::thread::spawn(move || {
         let args = [
-            "send", "acme", "--phone", FIXTURE_PHONE, "--to", &to, "--template", "order_update",
-            "--category", "utility", "--wait", "10s",
+            "send",
+            "acme",
+            "--phone",
+            FIXTURE_PHONE,
+            "--to",
+            &to,
+            "--template",
+            "order_update",
+            "--category",
+            "utility",
+            "--wait",
+            "10s",
         ];
         tiergate(&grpc, &args, &[])
     });

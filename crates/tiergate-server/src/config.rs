@@ -182,12 +182,63 @@ impl fmt::Debug for AuthSection {
     }
 }
 
+/// `[alerts]`: where an org's state turning bad is POSTed (see `crate::alerts`). Off while `url`
+/// is unset.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    /// The receiver (`http://` or `https://`).
+    pub url: Option<String>,
+    /// Signs each body (`X-Tiergate-Signature-256: sha256=<HMAC-SHA256>`); prefer
+    /// `TIERGATE_ALERTS_SECRET`.
+    pub secret: Option<String>,
+    /// Which alerts: `["all"]` or names from `crate::alerts::detect::KINDS`.
+    pub events: Vec<String>,
+    /// How often the orgs are looked at, in milliseconds.
+    pub check_ms: u64,
+    /// Most alerts waiting for delivery; beyond it the oldest is dropped (and counted).
+    pub max_queue: usize,
+    /// Deadline of one delivery attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Longest wait between two attempts, in milliseconds (back-off doubles from 1 s).
+    pub max_backoff_ms: u64,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            url: None,
+            secret: None,
+            events: vec!["all".into()],
+            check_ms: 5_000,
+            max_queue: 10_000,
+            timeout_ms: 5_000,
+            max_backoff_ms: 60_000,
+        }
+    }
+}
+
+impl fmt::Debug for AlertsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertsSection")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("events", &self.events)
+            .field("check_ms", &self.check_ms)
+            .field("max_queue", &self.max_queue)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .finish()
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     server: ServerSection,
     auth: AuthSection,
+    alerts: AlertsSection,
     policy: Policy,
     orgs: Vec<Spanned<OrgConfig>>,
 }
@@ -199,6 +250,8 @@ pub struct Config {
     pub server: ServerSection,
     /// `[auth]`.
     pub auth: AuthSection,
+    /// `[alerts]`.
+    pub alerts: AlertsSection,
     /// `[policy]`.
     pub policy: Policy,
     /// `[[orgs]]`, registered at start.
@@ -239,7 +292,7 @@ pub struct Overrides {
     pub env: Vec<(String, String)>,
 }
 
-const SECTIONS: [&str; 3] = ["server", "auth", "policy"];
+const SECTIONS: [&str; 4] = ["server", "auth", "alerts", "policy"];
 
 /// Environment names SPEC fixes, mapped to their keys.
 const NAMED_ENV: [(&str, &str); 5] = [
@@ -367,6 +420,7 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
     Ok(Config {
         server: merged.server,
         auth: merged.auth,
+        alerts: merged.alerts,
         policy: merged.policy,
         orgs: merged.orgs.into_iter().map(Spanned::into_inner).collect(),
     })
@@ -459,6 +513,42 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             line: line_of_key(src, "server", "status_bucket_ms"),
             message: "between 60000 (a minute) and 86400000 (a day)".into(),
         });
+    }
+    let a = &file.alerts;
+    if let Some(u) = &a.url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        issues.push(ConfigIssue {
+            key: "alerts.url".into(),
+            line: line_of_key(src, "alerts", "url"),
+            message: format!("{u:?} is not an http:// or https:// URL"),
+        });
+    }
+    for e in &a.events {
+        if e != "all" && !crate::alerts::detect::KINDS.contains(&e.as_str()) {
+            issues.push(ConfigIssue {
+                key: "alerts.events".into(),
+                line: line_of_key(src, "alerts", "events"),
+                message: format!(
+                    "{e:?} is not \"all\" or one of {}",
+                    crate::alerts::detect::KINDS.join(", ")
+                ),
+            });
+        }
+    }
+    for (key, v, min) in [
+        ("check_ms", a.check_ms, 100),
+        ("timeout_ms", a.timeout_ms, 1),
+        ("max_backoff_ms", a.max_backoff_ms, 1_000),
+        ("max_queue", a.max_queue as u64, 1),
+    ] {
+        if v < min {
+            issues.push(ConfigIssue {
+                key: format!("alerts.{key}"),
+                line: line_of_key(src, "alerts", key),
+                message: format!("must be at least {min}"),
+            });
+        }
     }
     if file.server.max_wait_ms > 3_600_000 {
         issues.push(ConfigIssue {

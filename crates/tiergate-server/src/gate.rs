@@ -122,6 +122,14 @@ impl Gate {
         }
     }
 
+    /// The Redis log, if that is the store (for jobs one replica does: alerts).
+    pub fn redis_log(&self) -> Option<&tiergate_store::RedisLog> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r.log()),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// Whether the store can take changes (for `/readyz`).
     pub fn is_ready(&self) -> bool {
         match &self.backend {
@@ -500,6 +508,18 @@ impl Gate {
             return self.engine.lookup_id(id);
         }
         None
+    }
+
+    /// Brings every org up to the end of its log without writing (Redis: what a job that looks
+    /// at every org, such as alerts, asks first); nothing to do for the other stores.
+    pub async fn sync_all(&self) -> Result<(), GateError> {
+        if let Backend::Redis(r) = &self.backend {
+            r.discover_all().await.map_err(store_failed)?;
+            for id in self.engine.org_ids() {
+                r.sync(&id).await.map_err(store_failed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Loads the orgs other replicas registered since the last look (Redis; nothing to do for

@@ -67,6 +67,8 @@ pub struct HttpState {
     pub webhook: Arc<WebhookConfig>,
     /// The status pages' view (`/`, `/orgs/{org_id}`).
     pub status: crate::status::StatusState,
+    /// Alerts, when `[alerts] url` is set (their counters go into `/metrics`).
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// The HTTP routes.
@@ -107,7 +109,10 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let body = s.metrics.render(&s.gate);
+    let mut body = s.metrics.render(&s.gate);
+    if let Some(a) = &s.alerts {
+        crate::metrics::render_alerts(&mut body, &a.stats);
+    }
     (
         [(
             header::CONTENT_TYPE,

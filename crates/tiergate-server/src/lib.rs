@@ -3,6 +3,7 @@
 //! Everything here is I/O and translation; every decision is the engine's
 //! ([`tiergate_core::Engine`]). The modules read like the request path:
 //!
+//! * [`alerts`]: an org's state turning bad, POSTed (signed, at least once) to `[alerts] url`;
 //! * [`config`]: the TOML file, environment and flag overrides, with line-numbered errors;
 //! * [`auth`]: bearer tokens, compared in constant time;
 //! * [`convert`]: wire types ↔ engine types, validating at the edge;
@@ -21,6 +22,7 @@
 //! * [`serve`]: binds the ports and runs until shutdown.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod convert;

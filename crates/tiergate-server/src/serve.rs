@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::alerts::{Alerts, AlertsError};
 use crate::auth::BearerAuth;
 use crate::config::{Config, StoreKind};
 use crate::error::GateError;
@@ -53,6 +54,9 @@ pub enum ServeError {
     /// The policy in the config was refused by the engine.
     #[error(transparent)]
     Policy(#[from] tiergate_core::PolicyError),
+    /// Alerts could not start.
+    #[error(transparent)]
+    Alerts(#[from] AlertsError),
     /// An org in the config could not be registered (refused by the engine, or the store
     /// failed).
     #[error("org {org}")]
@@ -314,6 +318,17 @@ pub async fn serve(
             poll: Duration::from_millis(config.server.wait_poll_ms),
         },
     );
+    let alerts = match &config.alerts.url {
+        Some(url) => {
+            let dir = (config.server.store == StoreKind::Embedded)
+                .then_some(config.server.data_dir.as_path());
+            let a = Alerts::new(&config.alerts, url, gate.clone(), dir)?;
+            a.start();
+            tracing::info!(url, "alerts on");
+            Some(a)
+        }
+        None => None,
+    };
     let activity = Activity::new(config.server.status_bucket_ms);
     tokio::spawn(activity.clone().run_sampler(gate.clone()));
     let governor_service = GovernorService::new(gate.clone(), metrics.clone(), upstream, waits)
@@ -379,6 +394,7 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         );
     let http_state = HttpState {
+        alerts,
         status: StatusState {
             gate: gate.clone(),
             activity,

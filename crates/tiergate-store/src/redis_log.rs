@@ -628,6 +628,37 @@ impl RedisLog {
         Ok(c.sismember(ORGS_KEY, org).await?)
     }
 
+    /// Takes or keeps a lease named `key` for this replica for `ttl_ms`: true while this
+    /// replica holds it (what makes one replica of many do a job, e.g. send alerts).
+    pub async fn lease(&self, key: &str, ttl_ms: u64) -> Result<bool, RedisStoreError> {
+        let mut c = self.conn.clone();
+        let held: i64 = Script::new(
+            r"local v = redis.call('GET', KEYS[1])
+              if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+              if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+              return 0",
+        )
+        .key(key)
+        .arg(&self.replica)
+        .arg(ttl_ms)
+        .invoke_async(&mut c)
+        .await?;
+        Ok(held == 1)
+    }
+
+    /// A value stored under `key` by [`RedisLog::put_value`].
+    pub async fn value(&self, key: &str) -> Result<Option<String>, RedisStoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(key).await?)
+    }
+
+    /// Stores `value` under `key`.
+    pub async fn put_value(&self, key: &str, value: &str) -> Result<(), RedisStoreError> {
+        let mut c = self.conn.clone();
+        let () = c.set(key, value).await?;
+        Ok(())
+    }
+
     /// Every registered org.
     pub async fn orgs(&self) -> Result<Vec<String>, RedisStoreError> {
         let mut c = self.conn.clone();

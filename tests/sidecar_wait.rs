@@ -62,22 +62,28 @@ fn busiest_second(times: &[u64]) -> usize {
     best
 }
 
-/// A metric's value in `/metrics` (the first line that starts with `series`).
+/// A metric's value in `/metrics` (the first line that starts with `series`); a series that is
+/// not there fails the test.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
-async fn until_waiting(s: &Sidecar, org_id: &str, n: usize) {
+/// Waits until the org's queue holds a number of waiters `ok` accepts.
+async fn until_waiters(s: &Sidecar, org_id: &str, ok: impl Fn(usize) -> bool) {
     let series = format!("tiergate_org_waiters{{org=\"{org_id}\"}}");
-    for _ in 0..500 {
-        if metric(&s.metrics().await, &series) as usize >= n {
+    for _ in 0..1_000 {
+        if ok(metric(&s.metrics().await, &series) as usize) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{n} waiters never queued in {org_id}");
+    panic!("{org_id}'s waiters never got there");
+}
+
+async fn until_waiting(s: &Sidecar, org_id: &str, n: usize) {
+    until_waiters(s, org_id, |w| w >= n).await;
 }
 
 async fn pause(s: &Sidecar, org_id: &str, for_ms: u64) {
@@ -135,6 +141,13 @@ async fn two_hundred_callers(s: &Sidecar, org_id: &str, phone: &str) -> Vec<u64>
         last < 15_000,
         "every caller is allowed within its wait ({last} ms)"
     );
+    // Never faster than the rate: 199 intervals of 50 ms between the first and the last (less
+    // a little for the transport: the first answer may have reached us later than the last).
+    assert!(
+        last - times[0] >= 199 * 50 - 50,
+        "200 sends in {} ms: faster than 20/s",
+        last - times[0]
+    );
     // Exactly 200 sends counted, each once.
     let o = s.get_org(org_id).await;
     assert_eq!(o.usage.unwrap().templates_7d, 200);
@@ -155,19 +168,17 @@ async fn two_hundred_callers(s: &Sidecar, org_id: &str, phone: &str) -> Vec<u64>
 every_backend! {
 async fn two_hundred_waiting_callers_go_at_the_numbers_rate() {
     let s = start!(EXACT);
-    let times = two_hundred_callers(&s, "line", "301").await;
-    // Receipt times carry the transport's jitter (a response sent 50 ms after another may
-    // arrive a little sooner); the exact check is on the times the embedded store recorded
-    // (`embedded_sends_recorded_at_the_rate`). Without pacing the first second alone would
-    // hold 39 (20 in a burst and 19 more).
-    assert!(busiest_second(&times) <= 21, "{}", busiest_second(&times));
+    // Receipt times carry the transport's jitter (and a stalled client bunches answers), so
+    // the check per second is on the times the embedded store recorded
+    // (`embedded_sends_recorded_at_the_rate`); here the whole run may not beat the rate.
+    two_hundred_callers(&s, "line", "301").await;
 }
 
 async fn authentication_goes_before_fifty_waiting_marketing_callers() {
     let s = start!(EXACT);
     s.put_org(org_at("prio", "302", 100)).await;
     // Nothing can go for a while: everyone queues, then the pause ends.
-    pause(&s, "prio", 2_000).await;
+    pause(&s, "prio", 4_000).await;
     let mut tasks = Vec::new();
     for r in 0..50u64 {
         let mut g = s.governor();
@@ -198,13 +209,15 @@ async fn a_caller_that_gives_up_takes_nothing() {
     let s = start!(EXACT);
     s.put_org(org_at("quit", "303", 1)).await;
     assert!(allowed(&s.acquire_req(waiting("quit", "303", 1, pb::Category::Utility, 0)).await));
-    let facts_before = metric(&s.metrics().await, "tiergate_store_facts_total");
+    let facts = |m: &str| (BACKEND == Backend::Embedded).then(|| metric(m, "tiergate_store_facts_total"));
+    let facts_before = facts(&s.metrics().await);
     // A deadline shorter than the slot's wait: the client gives up (DEADLINE_EXCEEDED).
     let mut req = tonic::Request::new(waiting("quit", "303", 2, pb::Category::Utility, 10_000));
     req.set_timeout(Duration::from_millis(300));
     let e = s.governor().acquire(req).await.unwrap_err();
     assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
-    // A caller that disconnects: its call is dropped mid-wait.
+    // A caller that disconnects: its call is dropped mid-wait (once the first has left).
+    until_waiters(&s, "quit", |w| w == 0).await;
     let mut g = s.governor();
     let gone = tokio::spawn(async move {
         g.acquire(waiting("quit", "303", 3, pb::Category::Utility, 10_000)).await
@@ -219,9 +232,7 @@ async fn a_caller_that_gives_up_takes_nothing() {
     let o = s.get_org("quit").await.usage.unwrap();
     assert_eq!(o.templates_7d, 1, "no count");
     assert_eq!(o.unique_recipients_24h, 1, "no slot");
-    if BACKEND == Backend::Embedded {
-        assert_eq!(metric(&m, "tiergate_store_facts_total"), facts_before, "no fact");
-    }
+    assert_eq!(facts(&m), facts_before, "no fact");
     // The line is free: the next caller gets the next slot.
     let r = s.acquire_req(waiting("quit", "303", 4, pb::Category::Utility, 5_000)).await;
     assert!(allowed(&r), "{r:?}");
@@ -229,23 +240,32 @@ async fn a_caller_that_gives_up_takes_nothing() {
 
 async fn a_wait_that_cannot_suffice_and_a_full_queue_answer_at_once() {
     let s = start!(&["--set", "policy.throughput_burst_percent=0", "--set", "server.max_waiters_per_org=2"]);
-    s.put_org(org_at("full", "304", 1)).await;
-    assert!(allowed(&s.acquire_req(waiting("full", "304", 1, pb::Category::Utility, 0)).await));
-    // 1 s to the next slot, 500 ms of patience: the denial, with its retry-after.
+    s.put_org(org_at("full", "304", 100)).await;
+    // The template is paused for 10 s: everyone who waits, waits.
+    pause(&s, "full", 10_000).await;
+    // 500 ms of patience for a 10 s pause: the denial at once, with its retry-after.
     let r = s.acquire_req(waiting("full", "304", 2, pb::Category::Utility, 500)).await;
-    assert_eq!(reason(&r), pb::DenyReason::Throughput);
-    assert!(r.retry_after_ms > 500, "{r:?}");
+    assert_eq!(reason(&r), pb::DenyReason::TemplatePaused, "{r:?}");
+    assert!(r.retry_after_ms > 5_000, "{r:?}");
     // Two wait; the third is answered at once while they still wait.
     let mut tasks = Vec::new();
     for rcpt in [3, 4] {
         let mut g = s.governor();
-        let req = waiting("full", "304", rcpt, pb::Category::Utility, 10_000);
+        let req = waiting("full", "304", rcpt, pb::Category::Utility, 15_000);
         tasks.push(tokio::spawn(async move { g.acquire(req).await.unwrap().into_inner() }));
     }
     until_waiting(&s, "full", 2).await;
-    let r = s.acquire_req(waiting("full", "304", 5, pb::Category::Utility, 10_000)).await;
-    assert_eq!(reason(&r), pb::DenyReason::Throughput, "{r:?}");
+    let r = s.acquire_req(waiting("full", "304", 5, pb::Category::Utility, 15_000)).await;
+    assert_eq!(reason(&r), pb::DenyReason::TemplatePaused, "{r:?}");
     assert_eq!(metric(&s.metrics().await, "tiergate_org_waiters{org=\"full\"}"), 2.0);
+    // The pause lifted early: the waiters hear it and go.
+    s.admin()
+        .reinstate_template(s.req(pb::ReinstateTemplateRequest {
+            org_id: "full".into(),
+            template_name: "t".into(),
+        }))
+        .await
+        .unwrap();
     for t in tasks {
         assert!(allowed(&t.await.unwrap()));
     }
@@ -304,7 +324,8 @@ async fn embedded_sends_recorded_at_the_rate() {
         199_000.0 / span as f64,
         busiest_second(&t)
     );
-    assert_eq!(busiest_second(&t), 20);
+    assert!(busiest_second(&t) <= 20, "{}", busiest_second(&t));
+    assert!(span >= 199 * 50, "{span} ms: faster than 20/s");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -322,7 +343,7 @@ async fn redis_two_replicas_serve_one_queue_in_priority_order() {
     let a = Arc::new(Sidecar::start(&args).await);
     let b = Arc::new(Sidecar::start(&args).await);
     a.put_org(org_at("two", "306", 50)).await;
-    pause(&a, "two", 2_500).await;
+    pause(&a, "two", 5_000).await;
     let mut marketing = Vec::new();
     for r in 0..40u64 {
         let s = if r % 2 == 0 { a.clone() } else { b.clone() };

@@ -15,6 +15,7 @@ use crate::decision::{Decision, SendRequest};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::org_state::{CheckedSend, SendFields};
+use crate::wait_queue::Blocked;
 
 /// A caller's permission to wait, sent with each try of one waiting send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +33,7 @@ pub struct WaitTicket {
 }
 
 /// What the shell does after a try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     /// Answer the caller with the decision: allowed, or denied for a reason the wait does not
     /// cure (the waiter left the queue, or never joined it).
@@ -50,6 +51,9 @@ pub enum Next {
         waiter: u64,
         /// When the waiter ahead expects to try again.
         after_ms: u64,
+        /// What the waiter ahead was blocked on at this try: if the shell finds it blocked on
+        /// something else (or gone) before it starts listening, it has moved already.
+        blocked: Blocked,
     },
 }
 
@@ -100,7 +104,7 @@ impl Engine {
 
     /// Whether waiter `id` still waits in `org_id`, and what blocks it (for a replica whose
     /// waiter is behind another replica's: it reads the log and asks this before trying again).
-    pub fn waiter_blocked(&self, org_id: &str, id: u64) -> Option<crate::wait_queue::Blocked> {
+    pub fn waiter_blocked(&self, org_id: &str, id: u64) -> Option<Blocked> {
         self.registry
             .with_org(org_id, |st| st.waiter_blocked(id))
             .ok()

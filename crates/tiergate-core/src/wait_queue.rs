@@ -3,10 +3,12 @@
 //!
 //! A waiter is a send that was denied for a reason time cures within its wait, and whose caller
 //! chose to wait. Waiters are ordered AUTHENTICATION, then UTILITY, then MARKETING, and by
-//! arrival within a category ([`WaitQueue`] keeps them sorted by `(rank, seq)`). A waiter may
-//! take what it was denied only when no waiter ahead of it is blocked on the same thing
-//! ([`Blocked::holds_back`]): a throughput slot of its number, a tier slot, the pair, the
-//! template's pause. Waiters blocked on different things do not hold each other back, so a
+//! arrival within a category ([`WaitQueue`] keeps them sorted by `(rank, seq)`). A send may take
+//! nothing a waiter ahead of it is waiting for ([`WaitQueue::ahead`]): the next throughput slot
+//! of a number a waiter ahead is blocked on, the pair, the template's pause, and a slot of the
+//! 24 h window while the free slots are no more than the waiters ahead that need one (whatever
+//! those are blocked on now: a waiter held by its number's throughput still needs its tier slot
+//! when its turn comes). Waiters blocked on different things do not hold each other back, so a
 //! pair-rate wait for one recipient does not stall a campaign to others.
 //!
 //! The queue lives in the org's state, so it is ordered like everything else: in memory by the
@@ -53,10 +55,11 @@ impl Blocked {
     }
 
     /// Whether a waiter blocked on `self` holds back `want`, a send behind it: whether that send
-    /// would take what this waiter is waiting for.
+    /// would take what this waiter is waiting for. Window slots are not decided here but by
+    /// counting ([`WaitQueue::ahead`]).
     pub(crate) fn holds_back(&self, want: &Want<'_>) -> bool {
         match self {
-            Blocked::Slot => want.new_recipient,
+            Blocked::Slot => false,
             Blocked::Week => true,
             Blocked::Number(s) => *s == want.slot,
             Blocked::Pair(s, p) => *s == want.slot && *p == want.person,
@@ -72,7 +75,20 @@ pub(crate) struct Want<'a> {
     pub(crate) slot: u16,
     pub(crate) person: u64,
     pub(crate) template: &'a str,
+    /// The window it counts in.
+    pub(crate) window: u16,
     /// Whether it would take a new slot of the window.
+    pub(crate) new_recipient: bool,
+}
+
+/// What a try left a waiter with: what blocks it, why, when it expects to try again, and what it
+/// will need of the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub(crate) blocked: Blocked,
+    pub(crate) reason: DenyReason,
+    pub(crate) due: u64,
+    pub(crate) window: u16,
     pub(crate) new_recipient: bool,
 }
 
@@ -102,6 +118,12 @@ pub(crate) struct Waiter {
     pub(crate) reason: DenyReason,
     /// The org's time it expects to go (or learn more): its last retry-after.
     pub(crate) due: u64,
+    /// The window it counts in.
+    #[serde(default)]
+    pub(crate) window: u16,
+    /// Whether it needs a new slot of that window (its recipient is not counted there).
+    #[serde(default)]
+    pub(crate) new_recipient: bool,
 }
 
 impl Waiter {
@@ -147,40 +169,65 @@ impl WaitQueue {
         self.get(id).map_or((rank, self.next_seq), Waiter::key)
     }
 
-    /// The nearest waiter ahead of `key` (other than `id`) that holds `want` back.
-    pub(crate) fn ahead(&self, key: (u8, u64), id: u64, want: &Want<'_>) -> Option<&Waiter> {
-        self.waiters
+    /// The nearest waiter ahead of `key` (other than `id`) that holds `want` back: one blocked
+    /// on what `want` would take, or, when `want` needs a new slot of its window and that window
+    /// has `free_slots` (`None`: unlimited) for as many waiters ahead that need one or fewer, the
+    /// nearest of those.
+    pub(crate) fn ahead(
+        &self,
+        key: (u8, u64),
+        id: u64,
+        want: &Want<'_>,
+        free_slots: Option<u64>,
+    ) -> Option<&Waiter> {
+        let mut blocking: Option<(usize, &Waiter)> = None;
+        let mut needing: Option<(usize, &Waiter)> = None;
+        let mut need = 0u64;
+        for (i, w) in self
+            .waiters
             .iter()
-            .take_while(|w| w.key() < key)
-            .filter(|w| w.id != id && w.blocked.holds_back(want))
-            .last()
+            .enumerate()
+            .take_while(|(_, w)| w.key() < key)
+        {
+            if w.id == id {
+                continue;
+            }
+            if w.blocked.holds_back(want) {
+                blocking = Some((i, w));
+            }
+            if want.new_recipient && w.new_recipient && w.window == want.window {
+                need += 1;
+                needing = Some((i, w));
+            }
+        }
+        let short = free_slots.is_some_and(|free| free <= need);
+        let needing = needing.filter(|_| short);
+        match (blocking, needing) {
+            (Some(a), Some(b)) => Some(if a.0 > b.0 { a.1 } else { b.1 }),
+            (a, b) => a.or(b).map(|(_, w)| w),
+        }
     }
 
     /// Puts waiter `id` in the queue or updates it; a new one gets the next arrival number and
     /// waits until `until`. Returns what it was blocked on before (`None` if new).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn hold(
-        &mut self,
-        id: u64,
-        rank: u8,
-        until: u64,
-        blocked: Blocked,
-        reason: DenyReason,
-        due: u64,
-    ) -> Option<Blocked> {
+    pub(crate) fn hold(&mut self, id: u64, rank: u8, until: u64, h: Hold) -> Option<Blocked> {
         if let Some(w) = self.waiters.iter_mut().find(|w| w.id == id) {
-            w.reason = reason;
-            w.due = due;
-            return Some(std::mem::replace(&mut w.blocked, blocked));
+            w.reason = h.reason;
+            w.due = h.due;
+            w.window = h.window;
+            w.new_recipient = h.new_recipient;
+            return Some(std::mem::replace(&mut w.blocked, h.blocked));
         }
         let w = Waiter {
             id,
             rank,
             seq: self.next_seq,
             until,
-            blocked,
-            reason,
-            due,
+            blocked: h.blocked,
+            reason: h.reason,
+            due: h.due,
+            window: h.window,
+            new_recipient: h.new_recipient,
         };
         self.next_seq += 1;
         let at = self.waiters.partition_point(|x| x.key() < w.key());
@@ -214,6 +261,17 @@ mod tests {
             slot,
             person,
             template: "t",
+            window: 0,
+            new_recipient,
+        }
+    }
+
+    fn hold(blocked: Blocked, reason: DenyReason, due: u64, new_recipient: bool) -> Hold {
+        Hold {
+            blocked,
+            reason,
+            due,
+            window: 0,
             new_recipient,
         }
     }
@@ -221,21 +279,28 @@ mod tests {
     #[test]
     fn sorted_by_category_then_arrival() {
         let mut q = WaitQueue::default();
-        let b = Blocked::Number(0);
-        q.hold(1, 2, 99, b.clone(), DenyReason::Throughput, 1);
-        q.hold(2, 2, 99, b.clone(), DenyReason::Throughput, 1);
-        q.hold(3, 0, 99, b.clone(), DenyReason::Throughput, 1);
-        q.hold(4, 1, 99, b.clone(), DenyReason::Throughput, 1);
+        let b = || hold(Blocked::Number(0), DenyReason::Throughput, 1, false);
+        q.hold(1, 2, 99, b());
+        q.hold(2, 2, 99, b());
+        q.hold(3, 0, 99, b());
+        q.hold(4, 1, 99, b());
         let ids: Vec<u64> = q.waiters.iter().map(|w| w.id).collect();
         assert_eq!(ids, [3, 4, 1, 2]);
         // The nearest ahead of the second marketing waiter is the first.
         let k = q.key_of(2, 2);
-        assert_eq!(q.ahead(k, 2, &want(0, 7, false)).map(|w| w.id), Some(1));
+        assert_eq!(
+            q.ahead(k, 2, &want(0, 7, false), None).map(|w| w.id),
+            Some(1)
+        );
         // Nobody is ahead of the authentication waiter.
-        assert!(q.ahead(q.key_of(3, 0), 3, &want(0, 7, false)).is_none());
+        assert!(
+            q.ahead(q.key_of(3, 0), 3, &want(0, 7, false), None)
+                .is_none()
+        );
         // A new marketing arrival goes behind everyone.
         assert_eq!(
-            q.ahead(q.key_of(9, 2), 9, &want(0, 7, false)).map(|w| w.id),
+            q.ahead(q.key_of(9, 2), 9, &want(0, 7, false), None)
+                .map(|w| w.id),
             Some(2)
         );
     }
@@ -246,34 +311,70 @@ mod tests {
         assert!(!Blocked::Number(1).holds_back(&want(2, 5, true)));
         assert!(Blocked::Pair(1, 5).holds_back(&want(1, 5, false)));
         assert!(!Blocked::Pair(1, 5).holds_back(&want(1, 6, false)));
-        assert!(Blocked::Slot.holds_back(&want(3, 5, true)));
-        assert!(!Blocked::Slot.holds_back(&want(3, 5, false)));
+        assert!(
+            !Blocked::Slot.holds_back(&want(3, 5, true)),
+            "counted instead"
+        );
         assert!(Blocked::Week.holds_back(&want(3, 5, false)));
         assert!(Blocked::Template("t".into()).holds_back(&want(3, 5, false)));
         assert!(!Blocked::Template("u".into()).holds_back(&want(3, 5, false)));
     }
 
     #[test]
-    fn expired_and_removed_waiters_leave() {
+    fn window_slots_are_kept_for_the_waiters_ahead_that_need_one() {
         let mut q = WaitQueue::default();
+        // Waiting on their numbers' throughput, both need a new slot when their turn comes.
         q.hold(
             1,
-            2,
-            10,
-            Blocked::Week,
-            DenyReason::WeeklyCapWithoutEscalation,
-            5,
+            0,
+            99,
+            hold(Blocked::Number(1), DenyReason::Throughput, 5, true),
         );
         q.hold(
             2,
-            2,
-            20,
-            Blocked::Week,
-            DenyReason::WeeklyCapWithoutEscalation,
-            5,
+            0,
+            99,
+            hold(Blocked::Number(2), DenyReason::Throughput, 5, true),
         );
+        let other_number = want(3, 9, true);
+        let key = q.key_of(9, 2);
+        // Two free slots, two needed ahead: held back by the nearest.
         assert_eq!(
-            q.hold(2, 2, 20, Blocked::Slot, DenyReason::TierLimit, 6),
+            q.ahead(key, 9, &other_number, Some(2)).map(|w| w.id),
+            Some(2)
+        );
+        // Three free: one to spare.
+        assert!(q.ahead(key, 9, &other_number, Some(3)).is_none());
+        // Unlimited, or a counted recipient, or another window: never held for slots.
+        assert!(q.ahead(key, 9, &other_number, None).is_none());
+        assert!(q.ahead(key, 9, &want(3, 9, false), Some(0)).is_none());
+        let elsewhere = Want {
+            window: 3,
+            ..other_number
+        };
+        assert!(q.ahead(key, 9, &elsewhere, Some(0)).is_none());
+    }
+
+    #[test]
+    fn expired_and_removed_waiters_leave() {
+        let mut q = WaitQueue::default();
+        let week = || {
+            hold(
+                Blocked::Week,
+                DenyReason::WeeklyCapWithoutEscalation,
+                5,
+                false,
+            )
+        };
+        q.hold(1, 2, 10, week());
+        q.hold(2, 2, 20, week());
+        assert_eq!(
+            q.hold(
+                2,
+                2,
+                20,
+                hold(Blocked::Slot, DenyReason::TierLimit, 6, true)
+            ),
             Some(Blocked::Week)
         );
         q.expire(11);

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tiergate_core::{Category, Decision, Next, SendRequest, WaitTicket};
+use tiergate_core::{Blocked, Category, Decision, Next, SendRequest, WaitTicket};
 use tiergate_store::ErrorChain;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -213,13 +213,23 @@ impl WaitRoom {
         };
         let deadline = Instant::now() + wait;
         let req = send.request();
-        let mut queued = false;
+        // Whether the engine may still hold it in the queue (anything but an answer).
+        let mut queued = true;
         let out = loop {
             // Past the deadline one last try is made (a slot due exactly then still counts).
             let last_chance = Instant::now() >= deadline;
+            // Listening before the try: a change to the org while it runs is not missed.
+            let changed = org_signal.notify().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let step = match self.gate.decide_waiting(&req, ticket).await {
                 Ok(s) => s,
-                Err(e) => break Some(Err(e)),
+                Err(e) => {
+                    // The engine refused the send (nothing queued), or the store failed (it
+                    // may have been queued: ended below).
+                    queued = e.is_store();
+                    break Some(Err(e));
+                }
             };
             self.metrics.wait_try();
             if step.wake_followers {
@@ -232,11 +242,9 @@ impl WaitRoom {
                     break Some(Ok(step.decision));
                 }
                 Next::Retry { .. } | Next::Behind { .. } if last_chance => {
-                    queued = true;
                     break Some(Ok(step.decision));
                 }
                 Next::Retry { after_ms } => {
-                    queued = true;
                     // Counted from the try's own time, not from when its answer came back (a
                     // Redis round trip later). The clock reads whole milliseconds, rounded
                     // down, so sleeping the difference never wakes before the engine's clock
@@ -246,21 +254,25 @@ impl WaitRoom {
                     let until = Instant::now() + Duration::from_millis(left);
                     tokio::select! {
                         () = tokio::time::sleep_until(until.min(deadline)) => Woke::Time,
-                        () = org_signal.notify().notified() => Woke::Time,
+                        () = changed => Woke::Time,
                         () = caller.closed() => Woke::Gone,
                     }
                 }
-                Next::Behind { waiter, after_ms } => {
-                    queued = true;
-                    self.behind(send, waiter, after_ms, deadline, caller).await
+                Next::Behind {
+                    waiter,
+                    after_ms,
+                    blocked,
+                } => {
+                    self.behind(send, waiter, &blocked, after_ms, deadline, caller)
+                        .await
                 }
             };
             if woke == Woke::Gone {
                 break None;
             }
         };
+        // Best effort: the engine also drops a waiter by itself once its wait is over.
         if queued && let Err(e) = self.gate.unwait(&send.org_id, id).await {
-            // The engine drops a waiter by itself once its wait is over.
             tracing::warn!(org_id = %send.org_id, error = %ErrorChain(&e), "wait not ended");
         }
         self.local_set().remove(&id);
@@ -268,23 +280,28 @@ impl WaitRoom {
         out
     }
 
-    /// Waits behind waiter `ahead` until it moves, the deadline passes or the caller goes.
+    /// Waits behind waiter `ahead` (blocked on `blocked` at the try) until it moves, the
+    /// deadline passes or the caller goes.
     async fn behind(
         &self,
         send: &OwnedSend,
         ahead: u64,
+        blocked: &Blocked,
         after_ms: u64,
         deadline: Instant,
         caller: &mut oneshot::Sender<Result<Decision, GateError>>,
     ) -> Woke {
+        let engine = self.gate.engine().clone();
+        let moved_since_try =
+            || engine.waiter_blocked(&send.org_id, ahead).as_ref() != Some(blocked);
         let local = self.local_set().get(&ahead).cloned();
         if let Some(notify) = local {
-            // This process's: it says when it moves. Listen first, then check it is still
-            // here, so its signal cannot slip between the two.
+            // This process's: it says when it moves. Listen first, then check it has not moved
+            // since the try, so its signal cannot slip between the two.
             let moved = notify.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if !self.local_set().contains_key(&ahead) {
+            if !self.local_set().contains_key(&ahead) || moved_since_try() {
                 return Woke::Time;
             }
             return tokio::select! {
@@ -293,10 +310,12 @@ impl WaitRoom {
                 () = caller.closed() => Woke::Gone,
             };
         }
+        // Gone already (it left between the try and here): try again now.
+        if moved_since_try() {
+            return Woke::Time;
+        }
         // Another replica's: sleep until it is due, then read the log (no write) and try only
         // once it left or is blocked on something else.
-        let engine = self.gate.engine().clone();
-        let was = engine.waiter_blocked(&send.org_id, ahead);
         let mut nap = Duration::from_millis(after_ms).max(self.limits.poll);
         loop {
             tokio::select! {
@@ -310,8 +329,7 @@ impl WaitRoom {
                 tracing::debug!(error = %ErrorChain(&e), "waiting: log not read");
                 return Woke::Time;
             }
-            let now = engine.waiter_blocked(&send.org_id, ahead);
-            if now.is_none() || now != was {
+            if moved_since_try() {
                 return Woke::Time;
             }
             nap = self.limits.poll;

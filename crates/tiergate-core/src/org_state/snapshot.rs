@@ -66,7 +66,7 @@ pub struct OrgSnapshot {
     window_classes: Vec<Vec<u8>>,
     /// Waiting sends: with Redis the queue is ordered by the log, so a replica that restores a
     /// snapshot must see the same queue as one that applied the entries before it.
-    #[serde(default, skip_serializing_if = "WaitQueue::is_empty")]
+    #[serde(default)]
     waiters: WaitQueue,
 }
 

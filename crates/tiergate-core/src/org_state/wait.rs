@@ -3,7 +3,7 @@
 use crate::decision::Decision;
 use crate::policy::Policy;
 use crate::wait::{Next, WaitStep, WaitTicket};
-use crate::wait_queue::{Blocked, Want, rank};
+use crate::wait_queue::{Blocked, Hold, Want, rank};
 
 use super::{CheckedSend, OrgState};
 
@@ -54,21 +54,40 @@ impl OrgState {
         }
         let r = rank(send.category);
         let person = send.recipient.0;
+        let w = self.window_of(policy, send.slot);
+        let new_recipient = !self.windows[w].lookup(send.recipient).is_member();
+        let hold = |blocked, reason, due| Hold {
+            blocked,
+            reason,
+            due,
+            window: w as u16,
+            new_recipient,
+        };
 
         // 1. someone ahead goes first
         if !self.waiters.is_empty() {
-            let w = self.window_of(policy, send.slot);
             let want = Want {
                 slot: send.slot,
                 person,
                 template: send.template_name,
-                new_recipient: !self.windows[w].lookup(send.recipient).is_member(),
+                window: w as u16,
+                new_recipient,
             };
+            let (usage, _) = self.standing(policy, w, now);
+            // The slots this send's category may still take (its share, under reserves).
+            let free_slots = usage.tier_limit.map(|limit| {
+                let reserves = self.config.reserves(policy);
+                let share = if reserves.is_none() {
+                    limit
+                } else {
+                    reserves.share(send.category, limit)
+                };
+                share.saturating_sub(self.windows[w].len())
+            });
             let key = self.waiters.key_of(id, r);
-            if let Some(ahead) = self.waiters.ahead(key, id, &want) {
+            if let Some(ahead) = self.waiters.ahead(key, id, &want, free_slots) {
                 let (waiter, reason, blocked) = (ahead.id, ahead.reason, ahead.blocked.clone());
                 let after_ms = ahead.due.saturating_sub(now);
-                let (usage, _) = self.standing(policy, w, now);
                 let decision = Decision::deny(reason, after_ms.max(1), usage);
                 let due = now.saturating_add(after_ms);
                 if due > until {
@@ -78,12 +97,16 @@ impl OrgState {
                 }
                 let before = self
                     .waiters
-                    .hold(id, r, until, blocked.clone(), reason, due);
+                    .hold(id, r, until, hold(blocked.clone(), reason, due));
                 return WaitStep {
                     at: now,
                     decision,
-                    next: Next::Behind { waiter, after_ms },
                     wake_followers: before.is_some_and(|b| b != blocked),
+                    next: Next::Behind {
+                        waiter,
+                        after_ms,
+                        blocked,
+                    },
                 };
             }
         }
@@ -101,7 +124,7 @@ impl OrgState {
                 let after_ms = decision.retry_after_ms;
                 let before =
                     self.waiters
-                        .hold(id, r, until, blocked.clone(), reason, now + after_ms);
+                        .hold(id, r, until, hold(blocked.clone(), reason, now + after_ms));
                 WaitStep {
                     at: now,
                     decision,

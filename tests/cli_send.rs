@@ -361,3 +361,73 @@ async fn send_with_wait_is_held_until_the_send_can_go() {
     let out = send(&s, TO, &["--wait", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }
+
+/// README's first screen, command for command: a tier increase held for an escalation path,
+/// 250 recipients allowed and the 251st denied, then the path set and the held tier applied.
+#[tokio::test]
+async fn the_readmes_first_screen() {
+    let s = Sidecar::start(&[]).await;
+    let run = |args: &[&str]| tiergate(&s.grpc, args, &[]);
+    ok(&run(&[
+        "org",
+        "put",
+        "acme",
+        "--tier",
+        "250",
+        "--phone",
+        FIXTURE_PHONE,
+        "--history",
+    ]));
+    let held = ok(&run(&["tier", "request", "acme", "TIER_2K"]));
+    assert_eq!(field(&held, "applied"), "false", "{held}");
+    assert_eq!(field(&held, "pending_tier"), "TIER_2K", "{held}");
+    assert_eq!(
+        field(&held, "held_reason"),
+        "DENY_REASON_ESCALATION_PATH_REQUIRED"
+    );
+    let to = |i: u32| format!("4915100{i:06}");
+    let send = |i: u32| {
+        run(&[
+            "send",
+            "acme",
+            "--phone",
+            FIXTURE_PHONE,
+            "--to",
+            &to(i),
+            "--template",
+            "order_update",
+            "--category",
+            "utility",
+        ])
+    };
+    for i in 1..=250 {
+        let out = send(i);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "recipient {i}: {:?}",
+            text(&out)
+        );
+    }
+    let out = send(251);
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    assert_eq!(field(&stdout, "reason"), "TIER_LIMIT", "{stdout}");
+    assert_eq!(field(&stdout, "retry_after"), "24 h", "{stdout}");
+    assert_eq!(field(&stdout, "unique_recipients_24h"), "250", "{stdout}");
+    ok(&run(&[
+        "escalation",
+        "set",
+        "acme",
+        "email",
+        "help@example.com",
+    ]));
+    let stdout = ok(&send(251));
+    assert_eq!(field(&stdout, "verdict"), "ALLOW", "{stdout}");
+    assert_eq!(field(&stdout, "tier"), "TIER_2K", "{stdout}");
+    assert_eq!(field(&stdout, "permit_id"), "acme:250", "{stdout}");
+    let stdout = ok(&run(&[
+        "report", "acme:250", "rejected", "--code", "131049",
+    ]));
+    assert!(stdout.contains("RETRY_AFTER"), "{stdout}");
+}

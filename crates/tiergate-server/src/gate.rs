@@ -85,13 +85,23 @@ impl Gate {
         }
     }
 
-    /// State shared through Redis.
+    /// State shared through Redis. Changes other replicas made that may free something wake
+    /// this process's waiting sends as the replica applies them.
     pub fn redis(replica: Arc<Replica>, on_error: OnStoreError) -> Self {
+        let signals: Arc<Signals> = Arc::default();
+        let heard = signals.clone();
+        replica.observe(Box::new(move |cmd| {
+            if let Command::Apply { fact } = cmd
+                && may_free(&fact.change)
+            {
+                heard.poke(&fact.org);
+            }
+        }));
         Self {
             engine: replica.engine().clone(),
             backend: Backend::Redis(replica),
             on_error,
-            signals: Arc::default(),
+            signals,
         }
     }
 

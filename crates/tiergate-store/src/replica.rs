@@ -63,7 +63,11 @@ pub struct Replica {
     health: AtomicU8,
     discovering: AtomicBool,
     snapshot_every: u64,
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// Told of every entry another replica appended, as this one applies it.
+pub type Observer = Box<dyn Fn(&Command) + Send + Sync>;
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +103,7 @@ impl Replica {
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
             snapshot_every: snapshot_every.max(1),
+            observer: std::sync::OnceLock::new(),
         };
         // Orgs are independent: load a few at once (the engine takes them in parallel), so a
         // start costs the slowest org's log more than the sum of all.
@@ -119,6 +124,12 @@ impl Replica {
         }
         Arc::into_inner(replica)
             .ok_or_else(|| RedisStoreError::Protocol("a load task outlived the start".into()))
+    }
+
+    /// Sets what is told of other replicas' entries as they are applied here (once; later calls
+    /// are ignored): how waiting sends here hear that a change elsewhere may free something.
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
     }
 
     /// This replica's id, as written in the entries it appends.
@@ -213,6 +224,11 @@ impl Replica {
             let r = self.engine.execute_at(&e.command, e.id.ms);
             cur.applied = e.id;
             cur.since_snapshot += 1;
+            if e.replica != self.id
+                && let Some(observe) = self.observer.get()
+            {
+                observe(&e.command);
+            }
             if e.replica == self.id {
                 cur.stash.insert(e.id, r);
                 let due = self.snapshot_every.max(2 * cur.snapshot_recipients);

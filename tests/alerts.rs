@@ -99,6 +99,20 @@ async fn rate(s: &Sidecar, org_id: &str, rating: pb::QualityRating) {
         .unwrap();
 }
 
+/// One batch of sends from `phone`, to each recipient of `to`.
+async fn send_to(s: &Sidecar, org_id: &str, phone: &str, to: std::ops::Range<u64>) {
+    let sends = to
+        .map(|r| pb::AcquireRequest {
+            phone_number_id: phone.into(),
+            ..acquire(org_id, r)
+        })
+        .collect();
+    s.governor()
+        .acquire_batch(pb::AcquireBatchRequest { sends })
+        .await
+        .unwrap();
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -151,27 +165,9 @@ async fn alerts_are_signed_retried_until_taken_and_each_delivered_once() {
     assert_eq!(all[1].1["id"], red["id"]);
 
     // The window at 80 % and full (TIER_50), a template paused, and back to GREEN.
-    let sends = (0..40)
-        .map(|i| pb::AcquireRequest {
-            phone_number_id: "901".into(),
-            ..acquire("acme", 7_000 + i)
-        })
-        .collect();
-    s.governor()
-        .acquire_batch(pb::AcquireBatchRequest { sends })
-        .await
-        .unwrap();
+    send_to(&s, "acme", "901", 7_000..7_040).await;
     until("window_80", || r.kinds().contains(&"window_80".into())).await;
-    let sends = (40..50)
-        .map(|i| pb::AcquireRequest {
-            phone_number_id: "901".into(),
-            ..acquire("acme", 7_000 + i)
-        })
-        .collect();
-    s.governor()
-        .acquire_batch(pb::AcquireBatchRequest { sends })
-        .await
-        .unwrap();
+    send_to(&s, "acme", "901", 7_040..7_050).await;
     s.admin()
         .pause_template(s.req(pb::PauseTemplateRequest {
             org_id: "acme".into(),

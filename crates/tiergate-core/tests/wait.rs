@@ -14,6 +14,20 @@ struct H {
 
 const WAIT: u64 = 30 * SEC;
 
+/// An org at TIER_50 with two numbers: [`PHONE`] at `mps`, and "2002" at 1,000 msg/s.
+fn two_numbers(policy: Policy, mps: u32) -> H {
+    let (engine, clock) = engine_at_t0(policy);
+    engine
+        .put_org(
+            OrgConfig::new("acme", Tier::Tier50)
+                .with_phone(PHONE, mps)
+                .with_phone("2002", 1_000)
+                .with_escalation(email()),
+        )
+        .unwrap();
+    H { engine, clock }
+}
+
 fn harness(mps: u32, tier: Tier) -> H {
     let (engine, clock) = engine_at_t0(Policy::default());
     engine
@@ -39,10 +53,22 @@ impl H {
         max_wait_ms: u64,
         capacity: u32,
     ) -> WaitStep {
+        self.try_from(PHONE, id, category, recipient, max_wait_ms, capacity)
+    }
+
+    fn try_from(
+        &self,
+        phone: &str,
+        id: u64,
+        category: Category,
+        recipient: u64,
+        max_wait_ms: u64,
+        capacity: u32,
+    ) -> WaitStep {
         let r = recipient.to_string();
         let req = SendRequest {
             org_id: "acme",
-            phone_number_id: PHONE,
+            phone_number_id: phone,
             recipient: &r,
             recipient_user_id: None,
             template_name: "t",
@@ -428,16 +454,7 @@ fn any_order_of_tries_serves_the_queue_in_priority_order() {
 /// may not take the last one first.
 #[test]
 fn a_waiter_keeps_its_tier_slot_while_it_waits_for_its_number() {
-    let (engine, clock) = engine_at_t0(Policy::default());
-    engine
-        .put_org(
-            OrgConfig::new("acme", Tier::Tier50)
-                .with_phone(PHONE, 1)
-                .with_phone("2002", 1_000)
-                .with_escalation(email()),
-        )
-        .unwrap();
-    let h = H { engine, clock };
+    let h = two_numbers(Policy::default(), 1);
     for r in 0..49 {
         h.clock.advance(1_000);
         assert!(h.send(r).is_allowed());
@@ -447,26 +464,7 @@ fn a_waiter_keeps_its_tier_slot_while_it_waits_for_its_number() {
     assert_eq!(s.decision.reason, Some(DenyReason::Throughput));
     assert!(matches!(s.next, Next::Retry { .. }));
     // A new recipient on the other number: held back, the last slot is the waiter's.
-    let other = |id: u64, to: u64| {
-        let r = to.to_string();
-        let req = SendRequest {
-            org_id: "acme",
-            phone_number_id: "2002",
-            recipient: &r,
-            recipient_user_id: None,
-            template_name: "t",
-            category: Category::Marketing,
-            idempotency_key: None,
-        };
-        let ticket = WaitTicket {
-            id,
-            max_wait_ms: WAIT,
-            capacity: 100,
-        };
-        h.engine
-            .decide_waiting_at(&req, ticket, h.clock.now_ms())
-            .unwrap()
-    };
+    let other = |id, to| h.try_from("2002", id, Category::Marketing, to, WAIT, 100);
     assert!(matches!(other(2, 600).next, Next::Behind { waiter: 1, .. }));
     // An already counted recipient on the other number takes no slot: it goes.
     assert!(allowed(&other(3, 10)));
@@ -481,16 +479,7 @@ fn a_tier_wait_holds_back_only_its_own_window() {
         tier_scope: TierScope::PhoneNumber,
         ..Policy::default()
     };
-    let (engine, clock) = engine_at_t0(policy);
-    engine
-        .put_org(
-            OrgConfig::new("acme", Tier::Tier50)
-                .with_phone(PHONE, 1_000)
-                .with_phone("2002", 1_000)
-                .with_escalation(email()),
-        )
-        .unwrap();
-    let h = H { engine, clock };
+    let h = two_numbers(policy, 1_000);
     for r in 0..50 {
         h.clock.advance(10);
         assert!(h.send(r).is_allowed());
@@ -499,24 +488,6 @@ fn a_tier_wait_holds_back_only_its_own_window() {
     let s = h.try_wait(1, Category::Authentication, 1_000, WAIT);
     assert_eq!(s.decision.reason, Some(DenyReason::TierLimit));
     assert!(matches!(s.next, Next::Retry { .. }));
-    let r = "7777".to_string();
-    let req = SendRequest {
-        org_id: "acme",
-        phone_number_id: "2002",
-        recipient: &r,
-        recipient_user_id: None,
-        template_name: "t",
-        category: Category::Marketing,
-        idempotency_key: None,
-    };
-    let ticket = WaitTicket {
-        id: 2,
-        max_wait_ms: WAIT,
-        capacity: 100,
-    };
-    let s = h
-        .engine
-        .decide_waiting_at(&req, ticket, h.clock.now_ms())
-        .unwrap();
+    let s = h.try_from("2002", 2, Category::Marketing, 7_777, WAIT, 100);
     assert!(allowed(&s), "{s:?}");
 }

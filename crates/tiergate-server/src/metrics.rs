@@ -331,37 +331,38 @@ impl Metrics {
 /// The alert counters, inserted before `# EOF`.
 pub fn render_alerts(out: &mut String, st: &crate::alerts::AlertStats) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut lines = String::new();
-    for (name, kind, help, v) in [
+    let series: [(&str, &str, &str, &std::sync::atomic::AtomicU64); 4] = [
         (
             "alerts_delivered_total",
             "counter",
             "Alerts the receiver took (2xx)",
-            st.delivered.load(Relaxed),
+            &st.delivered,
         ),
         (
             "alerts_failed_total",
             "counter",
             "Alert deliveries that failed (each retried)",
-            st.failed.load(Relaxed),
+            &st.failed,
         ),
         (
             "alerts_dropped_total",
             "counter",
             "Alerts dropped because the outbox was full",
-            st.dropped.load(Relaxed),
+            &st.dropped,
         ),
         (
             "alerts_queued",
             "gauge",
             "Alerts waiting for delivery",
-            st.queued.load(Relaxed),
+            &st.queued,
         ),
-    ] {
+    ];
+    let mut lines = String::new();
+    for (name, kind, help, v) in series {
         let base = name.trim_end_matches("_total");
         let _ = writeln!(lines, "# HELP tiergate_{base} {help}.");
         let _ = writeln!(lines, "# TYPE tiergate_{base} {kind}");
-        let _ = writeln!(lines, "tiergate_{name} {v}");
+        let _ = writeln!(lines, "tiergate_{name} {}", v.load(Relaxed));
     }
     match out.find("# EOF") {
         Some(i) => out.insert_str(i, &lines),

@@ -273,7 +273,18 @@ async fn a_receiver_that_hangs_never_slows_a_decision() {
             .into_inner();
         assert!(allowed(&r), "{r:?}");
     }
-    assert!(s.metrics().await.contains("tiergate_alerts_queued 1"));
+    // The RED alert (and, as the window fills, the window's) still waits for the receiver.
+    let m = s.metrics().await;
+    let queued: u64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tiergate_alerts_queued ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no tiergate_alerts_queued in {m}"));
+    assert!((1..=3).contains(&queued), "{queued} queued");
     drop(listener);
 }
 

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tiergate::*;
 use tiergate_testkit::engine_at_t0;
 
@@ -229,10 +229,107 @@ fn governor_keyed_check(c: &mut Criterion) {
     });
 }
 
+/// `iters` calls of `f(i)` shared by `threads` threads (thread `t` takes `i = k * threads + t`).
+fn on_threads(threads: u64, iters: u64, f: &(impl Fn(u64) + Sync)) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let n = iters / threads + u64::from(t < iters % threads);
+                for k in 0..n {
+                    f(k * threads + t);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// Issue #16's measurement, read as a ratio from one run: a decision on a cold org (10,000
+/// orgs, each its own number, TIER_10K, 64 recipients revisited, the system clock) against
+/// `governor`'s keyed check over 100,000 keys, on the same 1 and 2 threads. Besides criterion's
+/// report it prints the ratio of the two rates, each summed over everything criterion ran.
+fn cold_path(c: &mut Criterion) {
+    let policy = Policy {
+        pair_rate_period_ms: 10,
+        ..Policy::default()
+    };
+    let engine = Engine::new(policy, Arc::new(SystemClock)).unwrap();
+    let orgs: Vec<String> = (0..10_000).map(|i| format!("cold{i}")).collect();
+    let phones: Vec<String> = (0..10_000).map(|i| (2_000_000 + i).to_string()).collect();
+    for (o, p) in orgs.iter().zip(&phones) {
+        engine
+            .put_org(
+                OrgConfig::new(o.as_str(), Tier::Tier10K)
+                    .with_phone(p, 1_000)
+                    .with_escalation(path()),
+            )
+            .unwrap();
+    }
+    let rs = recipients(64);
+    let limiter = governor::RateLimiter::dashmap(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000).unwrap(),
+    ));
+    for k in 0..100_000u64 {
+        let _ = limiter.check_key(&k);
+    }
+    let decide = |i: u64| {
+        let o = (i % 10_000) as usize;
+        let r = &rs[((i / 10_000) % 64) as usize];
+        black_box(engine.decide(&send(&orgs[o], &phones[o], r)).unwrap());
+    };
+    let check = |i: u64| {
+        black_box(limiter.check_key(&(i % 100_000)).is_ok());
+    };
+    let ran =
+        std::sync::Mutex::new(std::collections::HashMap::<(&str, u64), (u64, Duration)>::new());
+    let count = |name: &'static str, threads: u64, iters: u64, took: Duration| {
+        let mut m = ran.lock().unwrap();
+        let e = m.entry((name, threads)).or_default();
+        e.0 += iters;
+        e.1 += took;
+        took
+    };
+    for threads in [1u64, 2] {
+        let mut g = c.benchmark_group("decide");
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::new("cold_orgs_10k", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| count("decide", t, iters, on_threads(t, iters, &decide))),
+        );
+        g.finish();
+        let mut g = c.benchmark_group("baseline");
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::new("governor_keyed_10k", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| count("governor", t, iters, on_threads(t, iters, &check)))
+            },
+        );
+        g.finish();
+    }
+    let m = ran.lock().unwrap();
+    for threads in [1u64, 2] {
+        let rate = |name| {
+            m.get(&(name, threads))
+                .map_or(0.0, |(n, d)| *n as f64 / d.as_secs_f64().max(1e-9))
+        };
+        let (d, g) = (rate("decide"), rate("governor"));
+        println!(
+            "cold path, {threads} thread(s): decide {:.2} M/s, governor {:.2} M/s: {:.3}× governor",
+            d / 1e6,
+            g / 1e6,
+            d / g.max(1.0)
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
     targets = governor_keyed_check, repeat_recipient_100k_window, new_recipient,
-        passthrough_small_sender, two_threads_10k_orgs
+        passthrough_small_sender, two_threads_10k_orgs, cold_path
 }
 criterion_main!(benches);

@@ -148,18 +148,18 @@ fn passthrough_small_sender(c: &mut Criterion) {
     assert!(engine.get_org("small").unwrap().restricted);
 }
 
-/// Two threads deciding for 10,000 orgs on the system clock.
-fn two_threads_10k_orgs(c: &mut Criterion) {
+/// 10,000 orgs (`{prefix}{i}`) at TIER_10K on the system clock, each with its own number
+/// (`phone_base + i`: an id belongs to one org) at 1,000 msg/s, and their ids. A 10 ms pair
+/// period: 64 recipients per org are revisited every few ms, and these are benches of ALLOWs
+/// rather than of pair-rate denials.
+fn ten_thousand_orgs(prefix: &str, phone_base: u64) -> (Engine, Vec<String>, Vec<String>) {
     let policy = Policy {
-        // 64 recipients per org are revisited every few ms; a 10 ms pair period keeps this a
-        // throughput bench of ALLOWs rather than of pair-rate denials.
         pair_rate_period_ms: 10,
         ..Policy::default()
     };
-    let engine = Arc::new(Engine::new(policy, Arc::new(SystemClock)).unwrap());
-    let orgs: Vec<String> = (0..10_000).map(|i| format!("org{i}")).collect();
-    // Every org has its own number: an id belongs to one org.
-    let phones: Vec<String> = (0..10_000).map(|i| (1_000_000 + i).to_string()).collect();
+    let engine = Engine::new(policy, Arc::new(SystemClock)).unwrap();
+    let orgs: Vec<String> = (0..10_000).map(|i| format!("{prefix}{i}")).collect();
+    let phones: Vec<String> = (0..10_000).map(|i| (phone_base + i).to_string()).collect();
     for (o, p) in orgs.iter().zip(&phones) {
         engine
             .put_org(
@@ -169,6 +169,13 @@ fn two_threads_10k_orgs(c: &mut Criterion) {
             )
             .unwrap();
     }
+    (engine, orgs, phones)
+}
+
+/// Two threads deciding for 10,000 orgs on the system clock.
+fn two_threads_10k_orgs(c: &mut Criterion) {
+    let (engine, orgs, phones) = ten_thousand_orgs("org", 1_000_000);
+    let engine = Arc::new(engine);
     let orgs = Arc::new(orgs);
     let phones = Arc::new(phones);
     let rs = Arc::new(recipients(64));
@@ -250,22 +257,7 @@ fn on_threads(threads: u64, iters: u64, f: &(impl Fn(u64) + Sync)) -> Duration {
 /// `governor`'s keyed check over 100,000 keys, on the same 1 and 2 threads. Besides criterion's
 /// report it prints the ratio of the two rates, each summed over everything criterion ran.
 fn cold_path(c: &mut Criterion) {
-    let policy = Policy {
-        pair_rate_period_ms: 10,
-        ..Policy::default()
-    };
-    let engine = Engine::new(policy, Arc::new(SystemClock)).unwrap();
-    let orgs: Vec<String> = (0..10_000).map(|i| format!("cold{i}")).collect();
-    let phones: Vec<String> = (0..10_000).map(|i| (2_000_000 + i).to_string()).collect();
-    for (o, p) in orgs.iter().zip(&phones) {
-        engine
-            .put_org(
-                OrgConfig::new(o.as_str(), Tier::Tier10K)
-                    .with_phone(p, 1_000)
-                    .with_escalation(path()),
-            )
-            .unwrap();
-    }
+    let (engine, orgs, phones) = ten_thousand_orgs("cold", 2_000_000);
     let rs = recipients(64);
     let limiter = governor::RateLimiter::dashmap(governor::Quota::per_second(
         NonZeroU32::new(1_000_000).unwrap(),

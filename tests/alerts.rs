@@ -81,14 +81,6 @@ async fn receiver(refuse: usize) -> (String, Receiver) {
     (format!("http://{addr}/alerts"), r)
 }
 
-fn org_on(org_id: &str, tier: pb::Tier, phone: &str) -> pb::Org {
-    let mut o = org(org_id, tier);
-    o.phone_numbers[0].phone_number_id = phone.into();
-    o.phone_numbers[0].display_phone_number.clear();
-    o.waba_ids.clear();
-    o
-}
-
 async fn rate(s: &Sidecar, org_id: &str, rating: pb::QualityRating) {
     s.admin()
         .set_quality_rating(s.req(pb::SetQualityRatingRequest {

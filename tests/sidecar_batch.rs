@@ -15,15 +15,6 @@ use tonic::Code;
 
 const MANUAL: &[&str] = &["--manual-clock", "--set", "policy.auto_upgrade=false"];
 
-/// An org like [`org`] with its own phone number (ids are unique across orgs).
-fn org_on(org_id: &str, tier: pb::Tier, phone: &str) -> pb::Org {
-    let mut o = org(org_id, tier);
-    o.phone_numbers[0].phone_number_id = phone.into();
-    o.phone_numbers[0].display_phone_number.clear();
-    o.waba_ids.clear();
-    o
-}
-
 fn send(org_id: &str, phone: &str, recipient: u64, key: &str) -> pb::AcquireRequest {
     pb::AcquireRequest {
         org_id: org_id.into(),

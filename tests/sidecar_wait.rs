@@ -18,11 +18,8 @@ use tonic::Code;
 const EXACT: &[&str] = &["--set", "policy.throughput_burst_percent=0"];
 
 fn org_at(org_id: &str, phone: &str, mps: u32) -> pb::Org {
-    let mut o = org(org_id, pb::Tier::Tier1k);
-    o.phone_numbers[0].phone_number_id = phone.into();
-    o.phone_numbers[0].display_phone_number.clear();
+    let mut o = org_on(org_id, pb::Tier::Tier1k, phone);
     o.phone_numbers[0].throughput_mps = mps;
-    o.waba_ids.clear();
     o
 }
 

@@ -68,14 +68,6 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     d
 }
 
-fn org_on(org_id: &str, tier: pb::Tier, phone: &str) -> pb::Org {
-    let mut o = org(org_id, tier);
-    o.phone_numbers[0].phone_number_id = phone.into();
-    o.phone_numbers[0].display_phone_number.clear();
-    o.waba_ids.clear();
-    o
-}
-
 fn send(org_id: &str, phone: &str, recipient: u64) -> pb::AcquireRequest {
     pb::AcquireRequest {
         org_id: org_id.into(),

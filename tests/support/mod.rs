@@ -327,6 +327,16 @@ pub fn org(org_id: &str, tier: pb::Tier) -> pb::Org {
     }
 }
 
+/// [`org`] on a number of its own (`phone`), with no display number or WABA: ids are unique
+/// across orgs, so tests that register several orgs give each its own.
+pub fn org_on(org_id: &str, tier: pb::Tier, phone: &str) -> pb::Org {
+    let mut o = org(org_id, tier);
+    o.phone_numbers[0].phone_number_id = phone.into();
+    o.phone_numbers[0].display_phone_number.clear();
+    o.waba_ids.clear();
+    o
+}
+
 pub fn email() -> pb::EscalationPath {
     pb::EscalationPath {
         kind: pb::EscalationKind::Email as i32,

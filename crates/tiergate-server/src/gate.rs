@@ -185,27 +185,16 @@ impl Gate {
         match &self.backend {
             Backend::Local(_) => {
                 let d = self.engine.decide(req)?;
-                if d.is_allowed() && !d.replayed {
-                    self.flush().await?;
-                }
+                self.durable(&d).await?;
                 Ok(d)
             }
-            Backend::Redis(r) => {
-                let checked = match r.discover(req.org_id).await {
-                    Ok(_) => self.engine.check_send(req),
-                    Err(e) => return self.store_down(req, e),
-                };
-                checked?;
-                match r.execute(&Command::decide(req)).await {
-                    Ok(Ok(Outcome::Decision(d))) => Ok(d),
-                    Ok(Ok(other)) => Err(GateError::Unexpected {
-                        call: "decide",
-                        outcome: format!("{other:?}"),
-                    }),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => self.store_down(req, e),
-                }
-            }
+            Backend::Redis(r) => match self.replicated_send(r, req, &Command::decide(req)).await? {
+                Outcome::Decision(d) => Ok(d),
+                other => Err(GateError::Unexpected {
+                    call: "decide",
+                    outcome: format!("{other:?}"),
+                }),
+            },
         }
     }
 
@@ -217,37 +206,57 @@ impl Gate {
         req: &SendRequest<'_>,
         ticket: WaitTicket,
     ) -> Result<WaitStep, GateError> {
-        let answer = |decision| WaitStep {
-            at: self.engine.clock().now_ms(),
-            decision,
-            next: Next::Answer,
-            wake_followers: false,
-        };
         match &self.backend {
             Backend::Local(_) => {
                 let now = self.engine.clock().now_ms();
                 let step = self.engine.decide_waiting_at(req, ticket, now)?;
-                if step.decision.is_allowed() && !step.decision.replayed {
-                    self.flush().await?;
-                }
+                self.durable(&step.decision).await?;
                 Ok(step)
             }
             Backend::Redis(r) => {
-                let checked = match r.discover(req.org_id).await {
-                    Ok(_) => self.engine.check_send(req),
-                    Err(e) => return self.store_down(req, e).map(answer),
-                };
-                checked?;
-                match r.execute(&Command::decide_waiting(req, ticket)).await {
-                    Ok(Ok(Outcome::Wait(step))) => Ok(step),
-                    Ok(Ok(other)) => Err(GateError::Unexpected {
+                let cmd = Command::decide_waiting(req, ticket);
+                match self.replicated_send(r, req, &cmd).await? {
+                    Outcome::Wait(step) => Ok(step),
+                    // Redis failed: the lone send's answer, at once.
+                    Outcome::Decision(decision) => Ok(WaitStep {
+                        at: self.engine.clock().now_ms(),
+                        decision,
+                        next: Next::Answer,
+                        wake_followers: false,
+                    }),
+                    other => Err(GateError::Unexpected {
                         call: "decide_waiting",
                         outcome: format!("{other:?}"),
                     }),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => self.store_down(req, e).map(answer),
                 }
             }
+        }
+    }
+
+    /// Waits for the store's commit of a send `d` recorded (the embedded store; nothing to wait
+    /// for when nothing was recorded).
+    async fn durable(&self, d: &Decision) -> Result<(), GateError> {
+        if d.is_allowed() && !d.replayed {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// A send's command through the org's log: the org discovered and the send checked before
+    /// anything is written. When Redis fails, what [`Gate::store_down`] answers, as a decision.
+    async fn replicated_send(
+        &self,
+        r: &Replica,
+        req: &SendRequest<'_>,
+        cmd: &Command,
+    ) -> Result<Outcome, GateError> {
+        if let Err(e) = r.discover(req.org_id).await {
+            return self.store_down(req, e).map(Outcome::Decision);
+        }
+        self.engine.check_send(req)?;
+        match r.execute(cmd).await {
+            Ok(r) => Ok(r?),
+            Err(e) => self.store_down(req, e).map(Outcome::Decision),
         }
     }
 

@@ -116,14 +116,6 @@ pub struct WaitRoom {
     next: AtomicU64,
 }
 
-/// How a wait ended, for metrics.
-#[derive(Debug, Clone, Copy)]
-enum Ended {
-    Allow,
-    Deny,
-    Gone,
-}
-
 impl WaitRoom {
     /// A waiting room deciding through `gate`.
     pub fn new(gate: Gate, metrics: Arc<Metrics>, limits: WaitLimits) -> Arc<Self> {
@@ -165,25 +157,21 @@ impl WaitRoom {
             let took = started.elapsed();
             match (r, tx.is_closed()) {
                 (Some(Ok(d)), false) => {
-                    let ended = if d.is_allowed() {
-                        Ended::Allow
-                    } else {
-                        Ended::Deny
-                    };
-                    room.metrics.wait_ended(ended_label(ended), took);
+                    let ended = if d.is_allowed() { "allow" } else { "deny" };
+                    room.metrics.wait_ended(ended, took);
                     if let Err(Ok(d)) = tx.send(Ok(d)) {
                         // The caller went away between the check and the send.
                         room.give_back(&d).await;
                     }
                 }
                 (Some(Ok(d)), true) => {
-                    room.metrics.wait_ended(ended_label(Ended::Gone), took);
+                    room.metrics.wait_ended("gone", took);
                     room.give_back(&d).await;
                 }
                 (Some(Err(e)), _) => {
                     let _ = tx.send(Err(e));
                 }
-                (None, _) => room.metrics.wait_ended(ended_label(Ended::Gone), took),
+                (None, _) => room.metrics.wait_ended("gone", took),
             }
         });
         match rx.await {
@@ -370,12 +358,4 @@ enum Woke {
     Time,
     /// The caller went away.
     Gone,
-}
-
-fn ended_label(e: Ended) -> &'static str {
-    match e {
-        Ended::Allow => "allow",
-        Ended::Deny => "deny",
-        Ended::Gone => "gone",
-    }
 }

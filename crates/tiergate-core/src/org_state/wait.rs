@@ -75,14 +75,11 @@ impl OrgState {
             };
             let (usage, _) = self.standing(policy, w, now);
             // The slots this send's category may still take (its share, under reserves).
+            let reserves = self.config.reserves(policy);
             let free_slots = usage.tier_limit.map(|limit| {
-                let reserves = self.config.reserves(policy);
-                let share = if reserves.is_none() {
-                    limit
-                } else {
-                    reserves.share(send.category, limit)
-                };
-                share.saturating_sub(self.windows[w].len())
+                reserves
+                    .share(send.category, limit)
+                    .saturating_sub(self.windows[w].len())
             });
             let key = self.waiters.key_of(id, r);
             if let Some(ahead) = self.waiters.ahead(key, id, &want, free_slots) {

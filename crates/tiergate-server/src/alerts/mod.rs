@@ -44,7 +44,6 @@ struct Book {
     outbox: VecDeque<Alert>,
     seen: BTreeMap<String, BTreeSet<String>>,
     next: u64,
-    dropped: u64,
 }
 
 /// Where the book is kept.
@@ -257,7 +256,6 @@ impl Alerts {
                 added += 1;
                 while book.outbox.len() > self.max_queue {
                     book.outbox.pop_front();
-                    book.dropped += 1;
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("alerts: outbox full, oldest alert dropped");
                 }

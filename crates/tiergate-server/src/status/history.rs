@@ -74,16 +74,11 @@ impl Activity {
     /// Counts a denial of a registered org's send.
     pub fn denied(&self, org_id: &str, reason: DenyReason) {
         let i = index(reason);
-        if let Some(mut h) = self.orgs.get_mut(org_id) {
-            h.open[i] = h.open[i].saturating_add(1);
-            return;
+        // The org's entry exists after its first sample or denial: no key allocated then.
+        match self.orgs.get_mut(org_id) {
+            Some(mut h) => h.open[i] = h.open[i].saturating_add(1),
+            None => self.orgs.entry(org_id.into()).or_default().open[i] += 1,
         }
-        let mut h = OrgHistory::default();
-        h.open[i] = 1;
-        self.orgs
-            .entry(org_id.into())
-            .and_modify(|e| e.open[i] = e.open[i].saturating_add(1))
-            .or_insert(h);
     }
 
     /// Closes the open bucket of every org the gate knows, at `now_ms`.

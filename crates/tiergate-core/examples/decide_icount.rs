@@ -3,7 +3,9 @@
 //!
 //! - `repeat`: a TIER_100K org holding 100,000 recipients, each send to one of them;
 //! - `new`: every send to a new recipient, 60 s window (steady state: each send expires one);
-//! - `passthrough`: a RED org past its grace sending under 1,000 a (scaled, 1 s) week.
+//! - `passthrough`: a RED org past its grace sending under 1,000 a (scaled, 1 s) week;
+//! - `cold`: 10,000 orgs in rotation, every decision on a cold org (issue #16), which is also
+//!   the one to profile with `perf record` for where the cache misses are.
 //!
 //! The policy is the bench's (`Policy::default()` plus the scenario's override); a third
 //! argument `au` forces `auto_upgrade: true` (the default before it became opt-in).
@@ -20,7 +22,7 @@
 use std::sync::Arc;
 use tiergate_core::*;
 
-const MAX: usize = 100_000;
+const MAX: usize = 100_000_000;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -69,7 +71,8 @@ fn main() {
                 .unwrap();
             // The same strings in both runs, so that making them cancels out.
             let warm = 70_000;
-            let rs = recipients(0, (warm + MAX) as u64);
+            assert!(n <= 100_000);
+            let rs = recipients(0, (warm + n) as u64);
             for r in &rs[..warm] {
                 clock.advance(1);
                 assert!(engine.decide(&send("grow", r)).unwrap().is_allowed());
@@ -104,6 +107,40 @@ fn main() {
                 let d = engine.decide(&send("small", &rs[i])).unwrap();
                 d.is_allowed() && d.usage.passthrough
             })
+        }
+        "cold" => {
+            // benches/decide.rs's cold path: 10,000 orgs at TIER_10K, each its own number,
+            // 64 recipients revisited, every decision on another org. Time moves 1 ms per
+            // 1,000 decisions (the bench's system clock moves about that fast).
+            policy.pair_rate_period_ms = 10;
+            let engine = Engine::new(policy, clock.clone()).unwrap();
+            let orgs: Vec<String> = (0..10_000).map(|i| format!("cold{i}")).collect();
+            let phones: Vec<String> = (0..10_000).map(|i| (2_000_000 + i).to_string()).collect();
+            for (o, p) in orgs.iter().zip(&phones) {
+                engine
+                    .put_org(
+                        OrgConfig::new(o.as_str(), Tier::Tier10K)
+                            .with_phone(p, 1_000)
+                            .with_escalation(path.clone()),
+                    )
+                    .unwrap();
+            }
+            let rs = recipients(0, 64);
+            let one = |i: usize| {
+                if i % 1_000 == 0 {
+                    clock.advance(1);
+                }
+                let o = i % 10_000;
+                let r = &rs[(i / 10_000) % 64];
+                let mut req = send(&orgs[o], r);
+                req.phone_number_id = &phones[o];
+                engine.decide(&req).unwrap().is_allowed()
+            };
+            // Every org holds its 64 recipients before the count starts.
+            for i in 0..640_000 {
+                assert!(one(i));
+            }
+            measured(n, &mut |i| one(640_000 + i))
         }
         s => panic!("unknown scenario {s}"),
     };

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use compact_str::CompactString;
 
 use serde::{Deserialize, Serialize};
 
@@ -165,8 +165,10 @@ pub struct Usage {
 /// Proof that a send was allowed; hand it back to [`crate::Engine::report`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Permit {
-    /// The org that allowed it.
-    pub org_id: Arc<str>,
+    /// The org that allowed it. Inline up to 24 bytes: a permit is made on every allowed send,
+    /// and copying the id from the org's own state costs nothing, where a shared `Arc<str>`'s
+    /// count was a cache miss and an atomic on a cold org (issue #16, a fifth of its time).
+    pub org_id: CompactString,
     /// The org's sequence number of this permit.
     pub seq: u64,
 }
@@ -187,7 +189,7 @@ impl FromStr for Permit {
         let org = crate::validate::org_id(org).map_err(|_| bad())?;
         let seq = seq.parse().map_err(|_| bad())?;
         Ok(Permit {
-            org_id: Arc::from(org),
+            org_id: CompactString::from(org),
             seq,
         })
     }

@@ -286,15 +286,8 @@ impl OrgState {
         self.sends_total += 1;
         self.learn(&send.to, send.recipient, policy.recipient_links_capacity);
         let seq = self.ledger.push(
-            PermitRecord {
-                at: now,
-                recipient: send.recipient,
-                prev_ts,
-                window: w as u16,
-                slot: send.slot,
-                reported: false,
-                idempotency_key: send.idempotency_key.map(Box::from),
-            },
+            PermitRecord::new(now, send.recipient, prev_ts, w as u16, send.slot),
+            send.idempotency_key,
             policy.permit_capacity,
         );
         // Tier and pass-through stay as judged for this send; the counts now include it.
@@ -331,12 +324,12 @@ impl OrgState {
         let permit = || Permit { org_id, seq }.to_string();
         let rec = match self.ledger.get_mut(seq) {
             None => return Err(EngineError::UnknownPermit(permit())),
-            Some(r) if r.reported => {
+            Some(r) if r.reported() => {
                 return Err(EngineError::PermitAlreadyReported(permit()));
             }
             Some(r) => {
-                r.reported = true;
-                r.clone()
+                r.mark_reported();
+                *r
             }
         };
         match outcome {
@@ -344,8 +337,8 @@ impl OrgState {
             SendOutcome::Rejected { error_code } => {
                 let r = self.feedback(
                     policy,
-                    Some(rec.slot),
-                    Some(rec.recipient),
+                    Some(rec.slot()),
+                    Some(rec.recipient()),
                     None,
                     error_code,
                     now,
@@ -355,19 +348,23 @@ impl OrgState {
             SendOutcome::NotSent => {}
         }
         let cutoff = now.saturating_sub(policy.tier_window_ms);
-        let undone =
-            self.windows[rec.window as usize].undo(rec.recipient, rec.at, rec.prev_ts, cutoff);
+        let undone = self.windows[rec.window() as usize].undo(
+            rec.recipient(),
+            rec.at(),
+            rec.prev_ts(),
+            cutoff,
+        );
         if !undone
             && let Some(later) = self.ledger.next_to_same(seq)
-            && later.prev_ts == Some(rec.at)
+            && later.prev_ts() == Some(rec.at())
         {
             // A later send to the same recipient is its latest; it now follows this send's
             // predecessor, so undoing it later restores the right time.
-            later.prev_ts = rec.prev_ts;
+            later.set_prev_ts(rec.prev_ts());
         }
-        self.log.remove(rec.at);
+        self.log.remove(rec.at());
         self.sends_total = self.sends_total.saturating_sub(1);
-        if let Some(key) = rec.idempotency_key.as_deref() {
+        if let Some(key) = self.ledger.key_of(seq) {
             self.idem.forget(key, seq);
         }
         Ok(Reaction::None)

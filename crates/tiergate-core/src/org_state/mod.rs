@@ -6,7 +6,6 @@
 //! (permits, idempotency keys, pauses, appeals).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -63,7 +62,7 @@ const MAX_PHONE_SLOTS: usize = 2 * MAX_PHONE_NUMBERS;
 /// (one [`OrgState::apply`] for every [`crate::Change`]), and its topics live in child modules.
 #[derive(Debug)]
 pub(crate) struct OrgState {
-    id: Arc<str>,
+    id: compact_str::CompactString,
     config: OrgConfig,
     phones: Vec<PhoneSlot>,
     phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
@@ -108,7 +107,7 @@ impl OrgState {
     /// A new org from a validated config.
     pub(crate) fn new(config: OrgConfig, policy: &Policy, now: u64) -> Self {
         let mut st = OrgState {
-            id: Arc::from(config.org_id.as_str()),
+            id: compact_str::CompactString::from(config.org_id.as_str()),
             pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst),
             phones: Vec::new(),
             phone_index: HashMap::default(),

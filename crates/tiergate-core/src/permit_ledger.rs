@@ -21,95 +21,50 @@ const SLOT_MASK: u16 = 0x3ff;
 const REPORTED: u16 = 1 << 14;
 const KEYED: u16 = 1 << 15;
 
-/// What one allowed send changed. 20 bytes: the two 64-bit values are kept as halves, so that
-/// nothing needs 8-byte alignment (as the window's nodes do).
+/// What one allowed send changed, as the engine reads and writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PermitRecord {
-    at: [u32; 2],
-    recipient: [u32; 2],
-    /// `at` − the recipient's last send time before this one, or [`NO_PREV`]. The window spans
-    /// at most 10 days (`Policy::validate`), far less than 2³² ms (49.7 days); a gap that does
-    /// not fit can only name a time long out of every window, which undoing treats exactly as
-    /// "no previous send", so it is kept as that.
-    prev_gap: u32,
+    pub(crate) at: u64,
+    pub(crate) recipient: RecipientKey,
+    /// The recipient's last send time before this one; `None` if the send added it.
+    pub(crate) prev_ts: Option<u64>,
     /// Which window it counted in.
+    pub(crate) window: u16,
+    /// The phone slot it was sent from (below 1,024).
+    pub(crate) slot: u16,
+}
+
+/// Why a permit cannot be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotReportable {
+    /// Never made, expired, or dropped beyond the capacity.
+    Unknown,
+    AlreadyReported,
+}
+
+/// A [`PermitRecord`] as the ledger holds it: 20 bytes, 4-aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    /// `at` − the ledger's `base`. The ledger spans at most the permit TTL (30 days at most,
+    /// `Policy::validate`), well within 2³² ms (49.7 days).
+    at: u32,
+    /// The recipient key in halves, so that nothing needs 8-byte alignment.
+    recipient: [u32; 2],
+    /// `at` − the recipient's previous send, or [`NO_PREV`]. A previous send lies within the
+    /// window (at most 10 days); a gap that does not fit in 32 bits can only name a time long
+    /// out of every window, which undoing treats exactly as "no previous send", so it is kept
+    /// as that.
+    prev_gap: u32,
     window: u16,
-    /// The phone slot it was sent from (low 10 bits), [`REPORTED`] and [`KEYED`].
+    /// The slot (low 10 bits), [`REPORTED`] and [`KEYED`].
     slot_flags: u16,
 }
 
-impl PermitRecord {
-    /// A record of a send at `at` to `recipient`, whose previous send in `window` was
-    /// `prev_ts`, from phone `slot` (< 1,024).
-    pub(crate) fn new(
-        at: u64,
-        recipient: RecipientKey,
-        prev_ts: Option<u64>,
-        window: u16,
-        slot: u16,
-    ) -> Self {
-        debug_assert!(slot <= SLOT_MASK);
-        let mut r = PermitRecord {
-            at: split(at),
-            recipient: split(recipient.0),
-            prev_gap: NO_PREV,
-            window,
-            slot_flags: slot & SLOT_MASK,
-        };
-        r.set_prev_ts(prev_ts);
-        r
-    }
-
-    pub(crate) fn at(&self) -> u64 {
-        join(self.at)
-    }
-
-    pub(crate) fn recipient(&self) -> RecipientKey {
-        RecipientKey(join(self.recipient))
-    }
-
-    pub(crate) fn window(&self) -> u16 {
-        self.window
-    }
-
-    pub(crate) fn slot(&self) -> u16 {
-        self.slot_flags & SLOT_MASK
-    }
-
-    pub(crate) fn reported(&self) -> bool {
-        self.slot_flags & REPORTED != 0
-    }
-
-    pub(crate) fn mark_reported(&mut self) {
-        self.slot_flags |= REPORTED;
-    }
-
-    fn keyed(&self) -> bool {
-        self.slot_flags & KEYED != 0
-    }
-
-    /// The recipient's last send time before this one; `None` if the send added it.
-    pub(crate) fn prev_ts(&self) -> Option<u64> {
-        (self.prev_gap != NO_PREV).then(|| self.at() - u64::from(self.prev_gap))
-    }
-
-    pub(crate) fn set_prev_ts(&mut self, prev: Option<u64>) {
-        self.prev_gap = prev
-            .and_then(|p| self.at().checked_sub(p))
-            .and_then(|gap| u32::try_from(gap).ok())
-            .filter(|&gap| gap != NO_PREV)
-            .unwrap_or(NO_PREV);
-    }
-}
-
-#[inline]
-fn split(v: u64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
-}
-
-#[inline]
-fn join(v: [u32; 2]) -> u64 {
-    u64::from(v[0]) | (u64::from(v[1]) << 32)
+fn gap(at: u64, prev: Option<u64>) -> u32 {
+    prev.and_then(|p| at.checked_sub(p))
+        .and_then(|g| u32::try_from(g).ok())
+        .filter(|&g| g != NO_PREV)
+        .unwrap_or(NO_PREV)
 }
 
 /// One org's permits, by sequence number.
@@ -119,7 +74,9 @@ pub(crate) struct PermitLedger {
     first_seq: u64,
     /// When the oldest record was made (kept inline so expiry needs no look at the buffer).
     oldest: Option<u64>,
-    records: VecDeque<PermitRecord>,
+    /// What records' times are offsets from.
+    base: u64,
+    records: VecDeque<Packed>,
     /// The idempotency key of each keyed record still held, by sequence number (ascending).
     keys: VecDeque<(u64, Box<str>)>,
 }
@@ -130,22 +87,59 @@ impl PermitLedger {
         self.first_seq + self.records.len() as u64
     }
 
+    fn unpack(&self, p: &Packed) -> PermitRecord {
+        let at = self.base + u64::from(p.at);
+        PermitRecord {
+            at,
+            recipient: RecipientKey(u64::from(p.recipient[0]) | (u64::from(p.recipient[1]) << 32)),
+            prev_ts: (p.prev_gap != NO_PREV).then(|| at - u64::from(p.prev_gap)),
+            window: p.window,
+            slot: p.slot_flags & SLOT_MASK,
+        }
+    }
+
+    /// `at` as an offset from the base, moving the base up to the oldest record when `at` is
+    /// past its 32-bit reach. Records older than that reach (only possible with a TTL the
+    /// policy refuses) are dropped rather than kept wrong.
+    fn offset(&mut self, at: u64) -> u32 {
+        if self.records.is_empty() {
+            self.base = at;
+        }
+        if at.saturating_sub(self.base) > u64::from(u32::MAX) {
+            while self.oldest.is_some_and(|o| at - o > u64::from(u32::MAX)) {
+                self.pop_front();
+            }
+            let new_base = self.oldest.unwrap_or(at);
+            let shift = (new_base - self.base) as u32;
+            for r in &mut self.records {
+                r.at -= shift;
+            }
+            self.base = new_base;
+        }
+        at.saturating_sub(self.base) as u32
+    }
+
     /// Records `rec` (made with idempotency `key` when it has one) and returns its sequence
-    /// number. Beyond `capacity` records, the oldest is dropped.
+    /// number. Beyond `capacity` records, the oldest is dropped. `rec.at` is never earlier
+    /// than a time recorded before (the org's clock does not go back).
     #[inline]
     pub(crate) fn push(&mut self, rec: PermitRecord, key: Option<&str>, capacity: usize) -> u64 {
+        debug_assert!(rec.slot <= SLOT_MASK);
         while self.records.len() >= capacity {
             self.pop_front();
         }
+        let at = self.offset(rec.at);
         let seq = self.next_seq();
         if self.records.is_empty() {
-            self.oldest = Some(rec.at());
+            self.oldest = Some(rec.at);
         }
-        let rec = PermitRecord {
-            slot_flags: (rec.slot_flags & !KEYED) | if key.is_some() { KEYED } else { 0 },
-            ..rec
-        };
-        self.records.push_back(rec);
+        self.records.push_back(Packed {
+            at,
+            recipient: [rec.recipient.0 as u32, (rec.recipient.0 >> 32) as u32],
+            prev_gap: gap(rec.at, rec.prev_ts),
+            window: rec.window,
+            slot_flags: (rec.slot & SLOT_MASK) | if key.is_some() { KEYED } else { 0 },
+        });
         if let Some(k) = key {
             self.keys.push_back((seq, Box::from(k)));
         }
@@ -154,29 +148,47 @@ impl PermitLedger {
 
     fn pop_front(&mut self) {
         if let Some(r) = self.records.pop_front() {
-            if r.keyed() {
+            if r.slot_flags & KEYED != 0 {
                 while self.keys.front().is_some_and(|(s, _)| *s <= self.first_seq) {
                     self.keys.pop_front();
                 }
             }
             self.first_seq += 1;
         }
-        self.oldest = self.records.front().map(PermitRecord::at);
+        self.oldest = self.records.front().map(|r| self.base + u64::from(r.at));
     }
 
     /// Drops records made at or before `cutoff`.
     #[inline]
     pub(crate) fn expire(&mut self, cutoff: u64) {
         if self.oldest.is_some_and(|t| t <= cutoff) {
-            while self.records.front().is_some_and(|r| r.at() <= cutoff) {
+            while self.oldest.is_some_and(|t| t <= cutoff) {
                 self.pop_front();
             }
         }
     }
 
-    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut PermitRecord> {
-        let i = seq.checked_sub(self.first_seq)?;
-        self.records.get_mut(usize::try_from(i).ok()?)
+    fn index(&self, seq: u64) -> Option<usize> {
+        let i = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        (i < self.records.len()).then_some(i)
+    }
+
+    /// Marks permit `seq` reported and returns what it recorded; a permit is reported once.
+    pub(crate) fn report(&mut self, seq: u64) -> Result<PermitRecord, NotReportable> {
+        let i = self.index(seq).ok_or(NotReportable::Unknown)?;
+        let p = &mut self.records[i];
+        if p.slot_flags & REPORTED != 0 {
+            return Err(NotReportable::AlreadyReported);
+        }
+        p.slot_flags |= REPORTED;
+        let p = *p;
+        Ok(self.unpack(&p))
+    }
+
+    /// The record of permit `seq`, if it is still held.
+    #[cfg(test)]
+    pub(crate) fn get(&self, seq: u64) -> Option<PermitRecord> {
+        self.index(seq).map(|i| self.unpack(&self.records[i]))
     }
 
     /// The idempotency key permit `seq` was made with, if it had one and is still held.
@@ -185,17 +197,28 @@ impl PermitLedger {
         Some(&self.keys[i].1)
     }
 
-    /// The first record after `seq` to the same recipient in the same window.
-    pub(crate) fn next_to_same(&mut self, seq: u64) -> Option<&mut PermitRecord> {
-        let i = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        let (key, window) = {
-            let r = self.records.get(i)?;
-            (r.recipient, r.window)
+    /// Undoing permit `seq` (`rec`) could not touch its window because a later send to the same
+    /// recipient is the latest there. If that later send (in the same window) followed `rec`,
+    /// it now follows `rec`'s predecessor, so undoing it later restores the right time.
+    pub(crate) fn relink_after_undo(&mut self, seq: u64, rec: &PermitRecord) {
+        let Some(i) = self.index(seq) else {
+            return;
         };
-        self.records
+        let key = [rec.recipient.0 as u32, (rec.recipient.0 >> 32) as u32];
+        let base = self.base;
+        if let Some(later) = self
+            .records
             .iter_mut()
             .skip(i + 1)
-            .find(|r| r.recipient == key && r.window == window)
+            .find(|r| r.recipient == key && r.window == rec.window)
+        {
+            let at = base + u64::from(later.at);
+            if at.checked_sub(u64::from(later.prev_gap)) == Some(rec.at)
+                && later.prev_gap != NO_PREV
+            {
+                later.prev_gap = gap(at, rec.prev_ts);
+            }
+        }
     }
 }
 
@@ -229,22 +252,25 @@ mod wire {
         fn from(w: Ledger) -> Self {
             let mut l = super::PermitLedger {
                 first_seq: w.first_seq,
-                oldest: w.oldest,
-                records: VecDeque::with_capacity(w.records.len()),
-                keys: VecDeque::new(),
+                ..Default::default()
             };
+            let n = w.records.len();
             for (i, r) in w.records.into_iter().enumerate() {
-                let mut rec =
-                    super::PermitRecord::new(r.at, r.recipient, r.prev_ts, r.window, r.slot);
+                let rec = super::PermitRecord {
+                    at: r.at,
+                    recipient: r.recipient,
+                    prev_ts: r.prev_ts,
+                    window: r.window,
+                    slot: r.slot & super::SLOT_MASK,
+                };
+                let seq = l.push(rec, r.idempotency_key.as_deref(), n.max(1));
                 if r.reported {
-                    rec.mark_reported();
+                    let _ = l.report(seq);
                 }
-                if let Some(k) = r.idempotency_key {
-                    rec.slot_flags |= super::KEYED;
-                    l.keys.push_back((w.first_seq + i as u64, k));
-                }
-                l.records.push_back(rec);
+                debug_assert_eq!(seq, w.first_seq + i as u64);
             }
+            // `oldest` follows from the records; the stored one is read for older versions.
+            let _ = w.oldest;
             l
         }
     }
@@ -255,16 +281,16 @@ mod wire {
                 .records
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    let seq = l.first_seq + i as u64;
+                .map(|(i, p)| {
+                    let r = l.unpack(p);
                     Record {
-                        at: r.at(),
-                        recipient: r.recipient(),
-                        prev_ts: r.prev_ts(),
+                        at: r.at,
+                        recipient: r.recipient,
+                        prev_ts: r.prev_ts,
                         window: r.window,
-                        slot: r.slot(),
-                        reported: r.reported(),
-                        idempotency_key: r.keyed().then(|| l.key_of(seq).map(Box::from)).flatten(),
+                        slot: r.slot,
+                        reported: p.slot_flags & super::REPORTED != 0,
+                        idempotency_key: l.key_of(l.first_seq + i as u64).map(Box::from),
                     }
                 })
                 .collect();
@@ -282,32 +308,57 @@ mod tests {
     use super::*;
 
     fn rec(at: u64, r: u64, prev: Option<u64>) -> PermitRecord {
-        PermitRecord::new(at, RecipientKey(r), prev, 0, 3)
+        PermitRecord {
+            at,
+            recipient: RecipientKey(r),
+            prev_ts: prev,
+            window: 0,
+            slot: 3,
+        }
     }
 
     #[test]
     fn a_record_is_20_bytes() {
-        assert_eq!(std::mem::size_of::<PermitRecord>(), 20);
+        assert_eq!(std::mem::size_of::<Packed>(), 20);
     }
 
     #[test]
     fn records_keep_what_undo_needs() {
-        let r = PermitRecord::new(10_000, RecipientKey(7), Some(4_000), 5, 511);
-        assert_eq!(
-            (r.at(), r.recipient(), r.prev_ts(), r.window(), r.slot()),
-            (10_000, RecipientKey(7), Some(4_000), 5, 511)
-        );
-        assert!(!r.keyed() && !r.reported());
-        let mut r = rec(10_000, 7, None);
-        assert_eq!(r.prev_ts(), None);
-        r.mark_reported();
-        assert!(r.reported());
-        assert_eq!(r.slot(), 3);
-        r.set_prev_ts(Some(10_000));
-        assert_eq!(r.prev_ts(), Some(10_000));
+        let mut l = PermitLedger::default();
+        let full = PermitRecord {
+            at: 1_700_000_010_000,
+            recipient: RecipientKey(u64::MAX >> 1),
+            prev_ts: Some(1_700_000_004_000),
+            window: 5,
+            slot: 511,
+        };
+        let a = l.push(full, None, 10);
+        assert_eq!(l.get(a), Some(full));
+        let b = l.push(rec(1_700_000_020_000, 7, None), None, 10);
+        assert_eq!(l.get(b).unwrap().prev_ts, None);
+        assert_eq!(l.report(b), Ok(rec(1_700_000_020_000, 7, None)));
+        assert_eq!(l.report(b), Err(NotReportable::AlreadyReported));
+        assert_eq!(l.report(b + 1), Err(NotReportable::Unknown));
         // A gap beyond 32 bits is older than any window: kept as no previous send.
-        let far = 10_000 + (1u64 << 33);
-        assert_eq!(rec(far, 7, Some(10_000)).prev_ts(), None);
+        let far = 1_700_000_020_000 + (1u64 << 33);
+        let c = l.push(rec(far, 8, Some(10_000)), None, 10);
+        assert_eq!(l.get(c).unwrap().prev_ts, None);
+    }
+
+    /// Times are offsets from a base that moves up when a time is past 32 bits of it; records
+    /// beyond that reach of the newest are dropped (a TTL the policy refuses).
+    #[test]
+    fn the_base_moves_with_the_records() {
+        let mut l = PermitLedger::default();
+        let t0 = 1_700_000_000_000;
+        let a = l.push(rec(t0, 1, None), None, 10);
+        let b = l.push(rec(t0 + 3_000_000_000, 2, Some(t0)), None, 10);
+        let c = l.push(rec(t0 + 5_000_000_000, 3, None), None, 10);
+        assert_eq!(l.get(a), None, "49.7 days older than the newest");
+        assert_eq!(l.get(b), Some(rec(t0 + 3_000_000_000, 2, Some(t0))));
+        assert_eq!(l.get(c), Some(rec(t0 + 5_000_000_000, 3, None)));
+        l.expire(t0 + 4_000_000_000);
+        assert_eq!((l.get(b), l.get(c).is_some()), (None, true));
     }
 
     #[test]
@@ -319,10 +370,24 @@ mod tests {
         assert_eq!((l.key_of(a), l.key_of(b), l.key_of(c)), (Some("a"), None, Some("c")));
         let d = l.push(rec(4, 4, None), Some("d"), 3);
         assert_eq!(l.key_of(a), None);
-        assert!(l.get_mut(a).is_none());
+        assert!(l.get(a).is_none());
         l.expire(3);
         assert_eq!((l.key_of(c), l.key_of(d)), (None, Some("d")));
         assert_eq!(l.keys.len(), 1);
+    }
+
+    #[test]
+    fn an_undone_send_relinks_the_next_one() {
+        let mut l = PermitLedger::default();
+        let a = l.push(rec(100, 1, Some(50)), None, 10);
+        l.push(rec(150, 2, None), None, 10);
+        let c = l.push(rec(200, 1, Some(100)), None, 10);
+        let ra = l.report(a).unwrap();
+        l.relink_after_undo(a, &ra);
+        assert_eq!(l.get(c).unwrap().prev_ts, Some(50));
+        // only a send that followed the undone one moves
+        l.relink_after_undo(a, &rec(100, 1, Some(10)));
+        assert_eq!(l.get(c).unwrap().prev_ts, Some(50));
     }
 
     #[test]
@@ -330,7 +395,7 @@ mod tests {
         let mut l = PermitLedger::default();
         l.push(rec(100, 1, None), Some("k-1"), 10);
         l.push(rec(200, 1, Some(100)), None, 10);
-        l.get_mut(0).unwrap().mark_reported();
+        l.report(0).unwrap();
         let json = serde_json::to_value(&l).unwrap();
         assert_eq!(
             json["records"][0],
@@ -338,6 +403,7 @@ mod tests {
                 "slot": 3, "reported": true, "idempotency_key": "k-1"})
         );
         assert_eq!(json["records"][1]["prev_ts"], 100);
+        assert_eq!(json["first_seq"], 0);
         let back: PermitLedger = serde_json::from_value(json).unwrap();
         assert_eq!(back, l);
     }

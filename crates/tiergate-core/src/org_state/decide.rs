@@ -9,7 +9,7 @@ use crate::decision::{
     Category, Decision, DenyReason, Permit, SendOutcome, SendRequest, Usage, Verdict,
 };
 use crate::error::EngineError;
-use crate::permit_ledger::PermitRecord;
+use crate::permit_ledger::{NotReportable, PermitRecord};
 use crate::policy::Policy;
 use crate::reserve;
 use crate::validate::{self, RecipientKey};
@@ -286,7 +286,13 @@ impl OrgState {
         self.sends_total += 1;
         self.learn(&send.to, send.recipient, policy.recipient_links_capacity);
         let seq = self.ledger.push(
-            PermitRecord::new(now, send.recipient, prev_ts, w as u16, send.slot),
+            PermitRecord {
+                at: now,
+                recipient: send.recipient,
+                prev_ts,
+                window: w as u16,
+                slot: send.slot,
+            },
             send.idempotency_key,
             policy.permit_capacity,
         );
@@ -322,23 +328,20 @@ impl OrgState {
         self.ledger.expire(now.saturating_sub(policy.permit_ttl_ms));
         let org_id = self.id.clone();
         let permit = || Permit { org_id, seq }.to_string();
-        let rec = match self.ledger.get_mut(seq) {
-            None => return Err(EngineError::UnknownPermit(permit())),
-            Some(r) if r.reported() => {
+        let rec = match self.ledger.report(seq) {
+            Err(NotReportable::Unknown) => return Err(EngineError::UnknownPermit(permit())),
+            Err(NotReportable::AlreadyReported) => {
                 return Err(EngineError::PermitAlreadyReported(permit()));
             }
-            Some(r) => {
-                r.mark_reported();
-                *r
-            }
+            Ok(r) => r,
         };
         match outcome {
             SendOutcome::Sent => return Ok(Reaction::None),
             SendOutcome::Rejected { error_code } => {
                 let r = self.feedback(
                     policy,
-                    Some(rec.slot()),
-                    Some(rec.recipient()),
+                    Some(rec.slot),
+                    Some(rec.recipient),
                     None,
                     error_code,
                     now,
@@ -348,21 +351,12 @@ impl OrgState {
             SendOutcome::NotSent => {}
         }
         let cutoff = now.saturating_sub(policy.tier_window_ms);
-        let undone = self.windows[rec.window() as usize].undo(
-            rec.recipient(),
-            rec.at(),
-            rec.prev_ts(),
-            cutoff,
-        );
-        if !undone
-            && let Some(later) = self.ledger.next_to_same(seq)
-            && later.prev_ts() == Some(rec.at())
-        {
-            // A later send to the same recipient is its latest; it now follows this send's
-            // predecessor, so undoing it later restores the right time.
-            later.set_prev_ts(rec.prev_ts());
+        let undone =
+            self.windows[rec.window as usize].undo(rec.recipient, rec.at, rec.prev_ts, cutoff);
+        if !undone {
+            self.ledger.relink_after_undo(seq, &rec);
         }
-        self.log.remove(rec.at());
+        self.log.remove(rec.at);
         self.sends_total = self.sends_total.saturating_sub(1);
         if let Some(key) = self.ledger.key_of(seq) {
             self.idem.forget(key, seq);

@@ -1,8 +1,8 @@
 //! What a caller asks and what the engine answers.
 
+use compact_str::CompactString;
 use std::fmt;
 use std::str::FromStr;
-use compact_str::CompactString;
 
 use serde::{Deserialize, Serialize};
 

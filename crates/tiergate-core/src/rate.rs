@@ -228,6 +228,21 @@ impl PairRate {
         Ok(())
     }
 
+    /// Looks the pair up without changing it (see `PermitLedger::touch_tail`): its TAT, or 0.
+    #[inline(always)]
+    pub(crate) fn touch(&self, phone: u16, recipient: u64) -> u64 {
+        let table = match phone.checked_sub(1) {
+            None => &self.first,
+            Some(i) => match self.rest.get(usize::from(i)) {
+                Some(t) => t,
+                None => return 0,
+            },
+        };
+        table
+            .find(self.hasher.hash_one(recipient), |&(r, _)| r == recipient)
+            .map_or(0, |&(_, tat)| tat)
+    }
+
     fn tables(&self) -> impl Iterator<Item = (u16, &HashTable<(u64, u64)>)> {
         std::iter::once(&self.first)
             .chain(&self.rest)
@@ -347,7 +362,11 @@ mod tests {
         // only the last ~6 s of recipients (600) can still be distinguishable from fresh;
         // the table holds at most about three times that before it prunes again
         assert!(p.len() < 2_000, "{} keys held", p.len());
-        assert!(p.first.capacity() < 2_000, "room for {}", p.first.capacity());
+        assert!(
+            p.first.capacity() < 2_000,
+            "room for {}",
+            p.first.capacity()
+        );
         // what is held still decides: the last recipient is within its period
         assert_eq!(p.check(0, 9_999, 1_000_000 + 99_990).unwrap_err(), 6_000);
         assert!(p.check(0, 9_000, 1_000_000 + 99_990).is_ok());

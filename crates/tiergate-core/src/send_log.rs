@@ -61,6 +61,12 @@ impl SendLog {
         }
     }
 
+    /// Reads the newest send time: see `PermitLedger::touch_tail`.
+    #[inline(always)]
+    pub(crate) fn touch_tail(&self) -> u64 {
+        self.recent.back().copied().unwrap_or(0)
+    }
+
     /// Records a send at `ts` (≥ every earlier one).
     pub fn push(&mut self, ts: u64) {
         if self.recent.len() == self.capacity {

@@ -117,6 +117,13 @@ impl OrgState {
         send: &CheckedSend<'_>,
         now: u64,
     ) -> Result<Passed, Decision> {
+        // On a cold org each of these is a cache miss (issue #16); asked for together here they
+        // overlap with each other and with the window's, instead of each stalling in its turn.
+        std::hint::black_box((
+            self.ledger.touch_tail(),
+            self.log.touch_tail(),
+            self.pair.touch(send.slot, send.recipient.0),
+        ));
         let (w, cutoff7) = self.catch_up(policy, send, now);
         if let Some(key) = send.idempotency_key {
             if let Some(first) = self.idem.get(key) {

@@ -120,6 +120,7 @@ impl OrgState {
         // On a cold org each of these is a cache miss (issue #16); asked for together here they
         // overlap with each other and with the window's, instead of each stalling in its turn.
         std::hint::black_box((
+            self.phones[send.slot as usize].paused_until(),
             self.ledger.touch_tail(),
             self.log.touch_tail(),
             self.pair.touch(send.slot, send.recipient.0),

@@ -60,47 +60,59 @@ const MAX_PHONE_SLOTS: usize = 2 * MAX_PHONE_NUMBERS;
 
 /// One org's state. Its fields are its own: the engine changes it only through its methods
 /// (one [`OrgState::apply`] for every [`crate::Change`]), and its topics live in child modules.
+///
+/// `repr(C)` keeps the fields in the order written: what every decision reads first, what
+/// only some sends or admin calls read after. A decision on a cold org then touches a run of
+/// adjacent cache lines that the hardware fetches in pairs, instead of lines scattered over
+/// the whole struct (issue #16).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct OrgState {
-    id: compact_str::CompactString,
-    config: OrgConfig,
+    // Read by every decision.
+    last_now: u64,
+    sends_total: u64,
+    /// Slot 0's key while it is active: most orgs send from one number, and finding it here
+    /// spares a decision on a cold org a dependent cache miss before anything else can start
+    /// (issue #16); the slot itself is then read together with the other cold lines.
+    first_phone: Option<u128>,
     phones: Vec<PhoneSlot>,
-    phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
     windows: Windows,
     log: SendLog,
-    pair: PairRate,
     ledger: PermitLedger,
-    idem: IdempotencyCache,
-    pending_tier: Option<crate::tier::Tier>,
-    flagged_since: Option<u64>,
-    account_restricted: bool,
+    pair: PairRate,
+    config: OrgConfig,
+    id: compact_str::CompactString,
     paused: HashMap<Box<str>, Option<u64>, foldhash::fast::RandomState>,
     /// Pairs backed off after error 131056, by (phone slot, recipient).
     pair_backoff: Backoffs<(u16, u64)>,
     /// Recipients not to market to (131050) or to back off (131049).
     marketing_block: Backoffs<u64>,
-    appeals: VecDeque<Appeal>,
-    appeals_filed: u64,
-    sends_total: u64,
-    last_now: u64,
-    /// Meta disabled the org's marketing on the Cloud API (131063) until an admin clears it.
-    marketing_api_required: bool,
-    /// Meta reduced the limit (131064): the restricted tier applies until Meta's next limit.
-    limit_reduced: bool,
-    /// The last send Meta held for quality assessment (portfolio pacing).
-    pacing_held_at: Option<u64>,
-    /// Since when the org meets Meta's upgrade conditions (reported, not acted on by default).
-    upgrade_eligible_since: Option<u64>,
+    flagged_since: Option<u64>,
     /// Templates in the weekly window that make the org eligible for the next rung: `None` at
     /// an unlimited tier or the top rung. Follows the tier (set with it, in `resize_log`), so a
     /// decision does not walk the ladder.
     upgrade_at: Option<u64>,
-    /// Webhook deliveries applied (redeliveries change nothing).
-    deliveries: Deliveries,
+    /// Since when the org meets Meta's upgrade conditions (reported, not acted on by default).
+    upgrade_eligible_since: Option<u64>,
+    account_restricted: bool,
+    /// Meta disabled the org's marketing on the Cloud API (131063) until an admin clears it.
+    marketing_api_required: bool,
+    /// Meta reduced the limit (131064): the restricted tier applies until Meta's next limit.
+    limit_reduced: bool,
+    // Read by some sends (keys, BSUIDs, many numbers, waiting) and by webhooks and admin calls.
+    phone_index: HashMap<u128, u16, foldhash::fast::RandomState>,
+    idem: IdempotencyCache,
     /// BSUID (its 63-bit key) → the person key it counts under (see `people.rs`).
     links: Links,
     /// Sends waiting for what time frees (SPEC §2a "Waiting"); empty unless callers wait.
     waiters: WaitQueue,
+    pending_tier: Option<crate::tier::Tier>,
+    /// The last send Meta held for quality assessment (portfolio pacing).
+    pacing_held_at: Option<u64>,
+    /// Webhook deliveries applied (redeliveries change nothing).
+    deliveries: Deliveries,
+    appeals: VecDeque<Appeal>,
+    appeals_filed: u64,
 }
 
 impl OrgState {
@@ -111,6 +123,7 @@ impl OrgState {
             pair: PairRate::new(policy.pair_rate_period_ms, policy.pair_rate_burst),
             phones: Vec::new(),
             phone_index: HashMap::default(),
+            first_phone: None,
             windows: Windows::default(),
             log: SendLog::default(),
             ledger: PermitLedger::default(),

@@ -15,6 +15,9 @@ impl OrgState {
     /// them touches memory the decision reads anyway; the index serves the rest.
     #[inline]
     pub(super) fn phone_slot(&self, key: u128) -> Option<u16> {
+        if self.first_phone == Some(key) {
+            return Some(0);
+        }
         if self.phones.len() <= 8 {
             return self
                 .phones
@@ -77,6 +80,7 @@ impl OrgState {
             };
             self.phone_index.insert(self.phones[slot].key, slot as u16);
         }
+        self.first_phone = self.phones.first().filter(|p| p.active).map(|p| p.key);
         if policy.tier_scope == TierScope::PhoneNumber {
             self.windows.ensure(self.phones.len());
         }

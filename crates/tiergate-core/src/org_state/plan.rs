@@ -39,6 +39,7 @@ impl OrgState {
             config: self.config.clone(),
             phones: self.phones.clone(),
             phone_index: self.phone_index.clone(),
+            first_phone: self.first_phone,
             windows: self.windows.clone(),
             log: self.log.clone(),
             pair: self.pair.clone(),

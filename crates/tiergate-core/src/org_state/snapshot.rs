@@ -159,6 +159,7 @@ impl OrgState {
                 st.phone_index.insert(p.key, i as u16);
             }
         }
+        st.first_phone = st.phones.first().filter(|p| p.active).map(|p| p.key);
         st.config = snap.config;
         st.windows = Windows::from_entries(&snap.windows, &snap.window_classes);
         st.log = snap.log;

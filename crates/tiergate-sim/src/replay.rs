@@ -12,7 +12,7 @@ use tiergate_webhook::{Plan, Summary, parse, plan};
 
 use crate::plot::Samples;
 use crate::report::{OrgStats, Report};
-use crate::trace::{Line, TraceOutcome};
+use crate::trace::{Line, OwnedSend, TraceOutcome};
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,104 @@ pub struct Simulator {
 }
 
 const MAX_ERRORS_KEPT: usize = 10;
+
+/// Lines handed from the parsing thread to the replaying one at a time.
+const BATCH: usize = 4_096;
+/// Batches parsed ahead of the replay (memory: a few MB of sends).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A line as the parsing thread hands it on.
+enum Parsed {
+    Send {
+        t: u64,
+        line: u64,
+        send: OwnedSend,
+    },
+    /// Any other event: parsed again where it is applied.
+    Other {
+        line: u64,
+        text: String,
+    },
+    /// A line that is not an event: the replay stops there.
+    Bad(ReplayError),
+}
+
+/// Parses one line of the trace into exactly one event.
+fn parse_line(text: &str, line: u64) -> Result<Line<'_>, ReplayError> {
+    let bad = |message: String| ReplayError::Line { line, message };
+    let l: Line<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if l.events() != 1 {
+        return Err(bad(format!(
+            "expected exactly one event, found {}",
+            l.events()
+        )));
+    }
+    Ok(l)
+}
+
+/// Reads and parses `input` into batches for the replaying thread, until the input ends, a
+/// line is bad (sent on, so that it is reported in order) or the replay stopped.
+fn read_batches(
+    mut input: impl BufRead,
+    tx: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), ReplayError> {
+    let mut buf = String::new();
+    let mut line = 0u64;
+    let mut read = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut stop = false;
+    while !stop {
+        buf.clear();
+        let n = match input.read_line(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // What was read before goes on first, as a line-by-line replay would apply it.
+                let _ = tx.send(batch);
+                return Err(e.into());
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        read += n as u64;
+        let text = buf.trim_end();
+        if text.is_empty() {
+            continue;
+        }
+        match parse_line(text, line) {
+            Ok(Line {
+                t, send: Some(s), ..
+            }) => batch.push(Parsed::Send {
+                t,
+                line,
+                send: OwnedSend::from(&s),
+            }),
+            Ok(_) => batch.push(Parsed::Other {
+                line,
+                text: text.to_owned(),
+            }),
+            Err(e) => {
+                batch.push(Parsed::Bad(e));
+                stop = true;
+            }
+        }
+        if batch.len() == BATCH || stop {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(full).is_err() {
+                // The replay stopped; its error is the one to report.
+                return Ok(());
+            }
+            progress(read);
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    progress(read);
+    Ok(())
+}
 
 impl Simulator {
     /// A simulator with `policy`; `orgs` are registered at the trace's first time. Samples of
@@ -101,14 +199,13 @@ impl Simulator {
 
     /// Applies one line of the trace (`line` is its 1-based number, for errors).
     pub fn apply_line(&mut self, text: &str, line: u64) -> Result<(), ReplayError> {
+        let l = parse_line(text, line)?;
+        self.apply_parsed(l, line)
+    }
+
+    /// Applies one parsed line (see `parse_line`).
+    fn apply_parsed(&mut self, l: Line<'_>, line: u64) -> Result<(), ReplayError> {
         let bad = |message: String| ReplayError::Line { line, message };
-        let l: Line<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if l.events() != 1 {
-            return Err(bad(format!(
-                "expected exactly one event, found {}",
-                l.events()
-            )));
-        }
         if l.t < self.last_t {
             return Err(bad(format!(
                 "time goes backwards ({} < {})",
@@ -274,34 +371,40 @@ impl Simulator {
     }
 
     /// Replays every line of `input`; `progress` is told the bytes read so far.
+    ///
+    /// Two threads: this one reads and parses (JSON is about a third of the work), and a
+    /// second replays what was parsed, in batches of [`BATCH`] lines, in the trace's order, so
+    /// the result is the same as replaying line by line. Sends cross as owned values (ids
+    /// inline); other events, rare, cross as their text and are parsed where they are applied.
     pub fn run(
         &mut self,
         input: impl BufRead,
         mut progress: impl FnMut(u64),
     ) -> Result<(), ReplayError> {
-        let mut buf = String::new();
-        let mut input = input;
-        let mut line = 0u64;
-        let mut read = 0u64;
-        loop {
-            buf.clear();
-            let n = input.read_line(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            line += 1;
-            read += n as u64;
-            let text = buf.trim_end();
-            if text.is_empty() {
-                continue;
-            }
-            self.apply_line(text, line)?;
-            if line % 65_536 == 0 {
-                progress(read);
-            }
-        }
-        progress(read);
-        Ok(())
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(BATCHES_IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let replayer = scope.spawn(move || -> Result<(), ReplayError> {
+                for batch in rx {
+                    for p in batch {
+                        match p {
+                            Parsed::Send { t, line, send } => {
+                                self.apply_parsed(Line::of_send(t, send.as_send()), line)?
+                            }
+                            Parsed::Other { line, text } => self.apply_line(&text, line)?,
+                            Parsed::Bad(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(())
+            });
+            let read = read_batches(input, &tx, &mut progress);
+            drop(tx);
+            let replayed = replayer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            // A replay error comes first: it names the earlier line.
+            replayed.and(read)
+        })
     }
 
     /// The report so far, with totals and rates.
@@ -325,5 +428,78 @@ impl Simulator {
     /// The samples collected for the plot.
     pub fn samples(&self) -> Option<&Samples> {
         self.plot.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracegen::{GenConfig, generate};
+
+    fn week(sends: u64) -> String {
+        let cfg = GenConfig {
+            orgs: 20,
+            sends,
+            days: 7,
+            ..GenConfig::default()
+        };
+        let mut out = Vec::new();
+        generate(&cfg, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn by_line(trace: &str) -> (Report, Option<String>) {
+        let mut sim = Simulator::new(Policy::default(), Vec::new(), None).unwrap();
+        let mut err = None;
+        for (i, text) in trace.lines().enumerate() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            if let Err(e) = sim.apply_line(text.trim_end(), i as u64 + 1) {
+                err = Some(e.to_string());
+                break;
+            }
+        }
+        (sim.report(), err)
+    }
+
+    fn piped(trace: &str) -> (Report, Option<String>) {
+        let mut sim = Simulator::new(Policy::default(), Vec::new(), None).unwrap();
+        let err = sim
+            .run(trace.as_bytes(), |_| {})
+            .err()
+            .map(|e| e.to_string());
+        (sim.report(), err)
+    }
+
+    /// The two-thread replay gives what replaying line by line gives, over many batches.
+    #[test]
+    fn the_pipeline_replays_as_line_by_line() {
+        let trace = week(30_000);
+        assert!(trace.lines().count() > 5 * BATCH);
+        let (a, ea) = by_line(&trace);
+        let (b, eb) = piped(&trace);
+        assert_eq!((ea, eb), (None, None));
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.orgs, b.orgs);
+        assert_eq!(a.total.sends, 30_000);
+    }
+
+    /// A bad line stops both at that line, after everything before it was applied.
+    #[test]
+    fn a_bad_line_stops_the_pipeline_where_it_is() {
+        let mut lines: Vec<&str> = Vec::new();
+        let trace = week(12_000);
+        lines.extend(trace.lines().take(2 * BATCH + 17));
+        lines.push("{\"t\":1,\"nonsense\":true}");
+        lines.extend(trace.lines().skip(2 * BATCH + 17));
+        let bad = lines.join("\n");
+        let (a, ea) = by_line(&bad);
+        let (b, eb) = piped(&bad);
+        let line = format!("line {}", 2 * BATCH + 18);
+        assert!(ea.as_deref().is_some_and(|e| e.contains(&line)), "{ea:?}");
+        assert_eq!(ea, eb);
+        assert_eq!(a.events, (2 * BATCH + 17) as u64);
+        assert_eq!((a.events, &a.orgs), (b.events, &b.orgs));
     }
 }

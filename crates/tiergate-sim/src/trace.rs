@@ -17,6 +17,7 @@
 //! none or several is an error. Strings of `send` are borrowed from the line, so replaying
 //! allocates nothing per send. `docs/trace-format.md` documents every field.
 
+use compact_str::CompactString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tiergate_core::{Category, EscalationPath, OrgConfig, QualityRating, Tier};
@@ -58,6 +59,48 @@ pub struct Send<'a> {
     /// An idempotency key.
     #[serde(borrow, default)]
     pub key: Option<&'a str>,
+}
+
+/// A [`Send`] that owns its strings (inline up to 24 bytes, so ids and template names need no
+/// allocation), to carry a parsed send from the thread that parses to the one that replays.
+#[derive(Debug, Clone)]
+pub struct OwnedSend {
+    org: CompactString,
+    phone: CompactString,
+    to: CompactString,
+    template: Option<CompactString>,
+    category: Option<Category>,
+    outcome: Option<TraceOutcome>,
+    key: Option<CompactString>,
+}
+
+impl From<&Send<'_>> for OwnedSend {
+    fn from(s: &Send<'_>) -> Self {
+        OwnedSend {
+            org: s.org.into(),
+            phone: s.phone.into(),
+            to: s.to.into(),
+            template: s.template.map(Into::into),
+            category: s.category,
+            outcome: s.outcome,
+            key: s.key.map(Into::into),
+        }
+    }
+}
+
+impl OwnedSend {
+    /// The send, borrowed again.
+    pub fn as_send(&self) -> Send<'_> {
+        Send {
+            org: &self.org,
+            phone: &self.phone,
+            to: &self.to,
+            template: self.template.as_deref(),
+            category: self.category,
+            outcome: self.outcome,
+            key: self.key.as_deref(),
+        }
+    }
 }
 
 /// `{"org": …, "rating": …}`
@@ -142,7 +185,22 @@ pub struct Line<'a> {
     pub webhook: Option<&'a RawValue>,
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
+    /// A line carrying only `send` at `t`.
+    pub fn of_send(t: u64, send: Send<'a>) -> Self {
+        Line {
+            t,
+            send: Some(send),
+            org: None,
+            rating: None,
+            escalation: None,
+            tier: None,
+            appeal: None,
+            resolve_appeal: None,
+            webhook: None,
+        }
+    }
+
     /// How many events the line carries (must be 1).
     pub fn events(&self) -> usize {
         usize::from(self.send.is_some())

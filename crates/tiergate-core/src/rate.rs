@@ -228,21 +228,6 @@ impl PairRate {
         Ok(())
     }
 
-    /// Looks the pair up without changing it (see `PermitLedger::touch_tail`): its TAT, or 0.
-    #[inline(always)]
-    pub(crate) fn touch(&self, phone: u16, recipient: u64) -> u64 {
-        let table = match phone.checked_sub(1) {
-            None => &self.first,
-            Some(i) => match self.rest.get(usize::from(i)) {
-                Some(t) => t,
-                None => return 0,
-            },
-        };
-        table
-            .find(self.hasher.hash_one(recipient), |&(r, _)| r == recipient)
-            .map_or(0, |&(_, tat)| tat)
-    }
-
     fn tables(&self) -> impl Iterator<Item = (u16, &HashTable<(u64, u64)>)> {
         std::iter::once(&self.first)
             .chain(&self.rest)

@@ -4,6 +4,8 @@
 //! - `repeat`: a TIER_100K org holding 100,000 recipients, each send to one of them;
 //! - `new`: every send to a new recipient, 60 s window (steady state: each send expires one);
 //! - `passthrough`: a RED org past its grace sending under 1,000 a (scaled, 1 s) week;
+//! - `busy`: an unlimited org sending every 4 minutes for weeks (its weekly log full, the
+//!   total from hourly buckets);
 //! - `cold`: 10,000 orgs in rotation, every decision on a cold org (issue #16), which is also
 //!   the one to profile with `perf record` for where the cache misses are.
 //!
@@ -106,6 +108,35 @@ fn main() {
                 i = (i + 1) % rs.len();
                 let d = engine.decide(&send("small", &rs[i])).unwrap();
                 d.is_allowed() && d.usage.passthrough
+            })
+        }
+        "busy" => {
+            // A busy sender's week: an unlimited org sending every 4 minutes, so its weekly log
+            // is full (it keeps 2,024 times) and the total comes from ~170 hourly buckets.
+            let engine = Engine::new(policy, clock.clone()).unwrap();
+            engine
+                .put_org(
+                    OrgConfig::new("busy", Tier::Unlimited)
+                        .with_phone("1", 1_000)
+                        .with_escalation(path),
+                )
+                .unwrap();
+            let rs = recipients(0, 3_000);
+            for i in 0..2_100 {
+                clock.advance(240_000);
+                assert!(
+                    engine
+                        .decide(&send("busy", &rs[i % 3_000]))
+                        .unwrap()
+                        .is_allowed()
+                );
+            }
+            measured(n, &mut |i| {
+                clock.advance(240_000);
+                engine
+                    .decide(&send("busy", &rs[(2_100 + i) % 3_000]))
+                    .unwrap()
+                    .is_allowed()
             })
         }
         "cold" => {

@@ -21,7 +21,8 @@ pub const REFUND_SLACK: usize = 1_024;
 ///
 /// The oldest time and the current hour's bucket are kept inline: on the hot path the log is
 /// checked for expiry and appended to, and neither then needs to touch the far end of a buffer.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(from = "wire::SendLog", into = "wire::SendLog")]
 pub struct SendLog {
     recent: VecDeque<u64>,
     /// `recent.front()`, or `None` when empty.
@@ -31,6 +32,72 @@ pub struct SendLog {
     hour: (u64, u32),
     /// Earlier hours, oldest first.
     hours: VecDeque<(u64, u32)>,
+    /// Sends in `hours` and `hour` together, so that the reported total of a full log (every
+    /// busy sender's) is one subtraction per decision instead of a sum over up to 192 hours.
+    bucketed: u64,
+    /// `hours.front()`'s hour (`u64::MAX` when empty), inline so that expiry drops the hours
+    /// before the window without reading the buffer on every decision.
+    first_hour: u64,
+}
+
+/// The log as snapshots have always written it (the running total is derived).
+mod wire {
+    use std::collections::VecDeque;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub(super) struct SendLog {
+        recent: VecDeque<u64>,
+        oldest: Option<u64>,
+        capacity: usize,
+        hour: (u64, u32),
+        hours: VecDeque<(u64, u32)>,
+    }
+
+    impl From<SendLog> for super::SendLog {
+        fn from(w: SendLog) -> Self {
+            let bucketed = w
+                .hours
+                .iter()
+                .chain(std::iter::once(&w.hour))
+                .map(|&(_, n)| u64::from(n))
+                .sum();
+            super::SendLog {
+                first_hour: w.hours.front().map_or(u64::MAX, |&(h, _)| h),
+                recent: w.recent,
+                oldest: w.oldest,
+                capacity: w.capacity,
+                hour: w.hour,
+                hours: w.hours,
+                bucketed,
+            }
+        }
+    }
+
+    impl From<super::SendLog> for SendLog {
+        fn from(l: super::SendLog) -> Self {
+            SendLog {
+                recent: l.recent,
+                oldest: l.oldest,
+                capacity: l.capacity,
+                hour: l.hour,
+                hours: l.hours,
+            }
+        }
+    }
+}
+
+impl Default for SendLog {
+    fn default() -> Self {
+        SendLog {
+            recent: VecDeque::new(),
+            oldest: None,
+            capacity: 0,
+            hour: (0, 0),
+            hours: VecDeque::new(),
+            bucketed: 0,
+            first_hour: u64::MAX,
+        }
+    }
 }
 
 impl SendLog {
@@ -50,7 +117,7 @@ impl SendLog {
         self.oldest = self.recent.front().copied();
     }
 
-    /// Forgets sends at or before `cutoff` (= now − 7 days).
+    /// Forgets sends at or before `cutoff` (= now − 7 days), and the hours before its hour.
     #[inline]
     pub fn expire(&mut self, cutoff: u64) {
         if self.oldest.is_some_and(|t| t <= cutoff) {
@@ -59,6 +126,19 @@ impl SendLog {
             }
             self.oldest = self.recent.front().copied();
         }
+        if self.first_hour < cutoff / HOUR_MS {
+            self.drop_hours_before(cutoff / HOUR_MS);
+        }
+    }
+
+    fn drop_hours_before(&mut self, hour: u64) {
+        while let Some(&(h, n)) = self.hours.front()
+            && h < hour
+        {
+            self.bucketed -= u64::from(n);
+            self.hours.pop_front();
+        }
+        self.first_hour = self.hours.front().map_or(u64::MAX, |&(h, _)| h);
     }
 
     /// Reads the newest send time: see `PermitLedger::touch_tail`.
@@ -78,18 +158,17 @@ impl SendLog {
             self.oldest = Some(ts);
         }
         let hour = ts / HOUR_MS;
+        self.bucketed += 1;
         if self.hour.0 == hour {
             self.hour.1 += 1;
         } else {
             if self.hour.1 > 0 {
                 self.hours.push_back(self.hour);
+                self.first_hour = self.first_hour.min(self.hour.0);
             }
             self.hour = (hour, 1);
             // At most a week and a day of hours are ever asked about.
-            let keep_from = hour.saturating_sub(8 * 24);
-            while self.hours.front().is_some_and(|&(h, _)| h < keep_from) {
-                self.hours.pop_front();
-            }
+            self.drop_hours_before(hour.saturating_sub(8 * 24));
         }
     }
 
@@ -105,6 +184,7 @@ impl SendLog {
             return false;
         };
         b.1 -= 1;
+        self.bucketed -= 1;
         let i = self.recent.partition_point(|&t| t < ts);
         if self.recent.get(i) == Some(&ts) {
             self.recent.remove(i);
@@ -146,15 +226,17 @@ impl SendLog {
         if in_recent < self.recent.len() || self.recent.len() < self.capacity {
             return in_recent as u64;
         }
+        // Expiry dropped the hours before its cutoff's; any left before this cutoff's (none when
+        // the two are the same, as on a decision) come first.
         let cutoff_hour = cutoff / HOUR_MS;
-        let bucketed: u64 = self
+        let before: u64 = self
             .hours
             .iter()
             .chain(std::iter::once(&self.hour))
-            .filter(|(h, _)| *h >= cutoff_hour)
+            .take_while(|(h, _)| *h < cutoff_hour)
             .map(|&(_, n)| u64::from(n))
             .sum();
-        bucketed.max(in_recent as u64)
+        (self.bucketed - before).max(in_recent as u64)
     }
 }
 
@@ -178,6 +260,49 @@ mod tests {
         assert_eq!(log.count(0), 3);
         log.expire(30);
         assert_eq!(log.count(30), 1);
+    }
+
+    /// The running total gives what summing the hours from the cutoff's on gives, through
+    /// pushes over many hours, refunds and expiry.
+    #[test]
+    fn the_running_total_matches_a_scan() {
+        fn scan(log: &SendLog, cutoff: u64) -> u64 {
+            let ch = cutoff / HOUR_MS;
+            log.hours
+                .iter()
+                .chain(std::iter::once(&log.hour))
+                .filter(|(h, _)| *h >= ch)
+                .map(|&(_, n)| u64::from(n))
+                .sum()
+        }
+        let mut log = SendLog::new(10);
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut t = 1_700_000_000_000u64;
+        let week = 7 * 24 * HOUR_MS;
+        let mut checked = 0;
+        for i in 0..20_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            t += seed % (HOUR_MS / 4);
+            log.push(t);
+            if i % 7 == 0 {
+                log.remove(t);
+            }
+            let cutoff = t.saturating_sub(week);
+            log.expire(cutoff);
+            if log.recent.len() == log.capacity {
+                assert_eq!(
+                    log.count(cutoff),
+                    scan(&log, cutoff).max(log.recent.len() as u64),
+                    "after {i} sends"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "the log was full {checked} times");
+        let back: SendLog = serde_json::from_value(serde_json::to_value(&log).unwrap()).unwrap();
+        assert_eq!(back.bucketed, log.bucketed);
     }
 
     #[test]

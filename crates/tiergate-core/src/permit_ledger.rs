@@ -113,7 +113,10 @@ impl PermitLedger {
             self.base = at;
         }
         if at.saturating_sub(self.base) > u64::from(u32::MAX) {
-            while self.oldest.is_some_and(|o| at - o > u64::from(u32::MAX)) {
+            while self
+                .oldest
+                .is_some_and(|o| at.saturating_sub(o) > u64::from(u32::MAX))
+            {
                 self.pop_front();
             }
             let new_base = self.oldest.unwrap_or(at);

@@ -60,6 +60,15 @@ struct Packed {
     slot_flags: u16,
 }
 
+/// A 64-bit value in two halves, and back (`Packed` stays 4-aligned).
+fn split(v: u64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
+}
+
+fn join(v: [u32; 2]) -> u64 {
+    u64::from(v[0]) | (u64::from(v[1]) << 32)
+}
+
 fn gap(at: u64, prev: Option<u64>) -> u32 {
     prev.and_then(|p| at.checked_sub(p))
         .and_then(|g| u32::try_from(g).ok())
@@ -98,7 +107,7 @@ impl PermitLedger {
         let at = self.base + u64::from(p.at);
         PermitRecord {
             at,
-            recipient: RecipientKey(u64::from(p.recipient[0]) | (u64::from(p.recipient[1]) << 32)),
+            recipient: RecipientKey(join(p.recipient)),
             prev_ts: (p.prev_gap != NO_PREV).then(|| at - u64::from(p.prev_gap)),
             window: p.window,
             slot: p.slot_flags & SLOT_MASK,
@@ -145,7 +154,7 @@ impl PermitLedger {
         }
         self.records.push_back(Packed {
             at,
-            recipient: [rec.recipient.0 as u32, (rec.recipient.0 >> 32) as u32],
+            recipient: split(rec.recipient.0),
             prev_gap: gap(rec.at, rec.prev_ts),
             window: rec.window,
             slot_flags: (rec.slot & SLOT_MASK) | if key.is_some() { KEYED } else { 0 },
@@ -214,7 +223,7 @@ impl PermitLedger {
         let Some(i) = self.index(seq) else {
             return;
         };
-        let key = [rec.recipient.0 as u32, (rec.recipient.0 >> 32) as u32];
+        let key = split(rec.recipient.0);
         let base = self.base;
         if let Some(later) = self
             .records
@@ -279,8 +288,7 @@ mod wire {
                 }
                 debug_assert_eq!(seq, w.first_seq + i as u64);
             }
-            // `oldest` follows from the records; the stored one is read for older versions.
-            let _ = w.oldest;
+            // `oldest` follows from the records; the stored one is written for older versions.
             l
         }
     }

@@ -274,8 +274,9 @@ impl PairRate {
     }
 }
 
-/// Rebuilds a full table (of at least [`PRUNE_FLOOR`] pairs) with only the pairs still distinguishable from fresh (TAT in the
-/// future), with room for half as many again and at least 16 more: the next prune is at least
+/// Rebuilds a full table (of at least [`PRUNE_FLOOR`] pairs) with only the pairs still
+/// distinguishable from fresh (TAT in the future), with room for half as many again and at
+/// least 16 more: the next prune is at least
 /// that many inserts away, so the scan costs O(1) amortised per insert, and the table stays
 /// within a small multiple of the live pairs. (Erasing in place would leave tombstones that
 /// keep a full table full.)

@@ -1,7 +1,7 @@
 //! # tiergate-sim: "what would it have done with last week's traffic?"
 //!
 //! * [`trace`]: the JSONL trace format (documented in `docs/trace-format.md`);
-//! * [`replay`]: a trace through the engine on a manual clock, as fast as it parses;
+//! * [`replay`]: a trace through the engine on a manual clock, parsed on one thread and replayed in order on another;
 //! * [`report`]: per-org and total counts, as a table or JSON;
 //! * [`plot`]: one org's window fill, effective tier and rating over time, as SVG (and a
 //!   campaign plan's cumulative sends against the tier limit, for `tiergate plan --plot`);

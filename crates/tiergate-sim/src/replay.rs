@@ -1,4 +1,5 @@
-//! Replaying a trace through the engine on a manual clock, as fast as it parses.
+//! Replaying a trace through the engine on a manual clock: parsed on one thread, replayed in
+//! order on another.
 
 use std::collections::HashMap;
 use std::io::BufRead;

@@ -23,10 +23,10 @@ pub struct ServeArgs {
     /// Data directory of the embedded store (server.data_dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// memory, embedded or redis (server.store).
+    /// memory, embedded, redis or redis-cluster (server.store).
     #[arg(long)]
     store: Option<StoreKind>,
-    /// Redis URL (server.redis_url).
+    /// Redis URL (server.redis_url); for redis-cluster, seed nodes separated by commas.
     #[arg(long)]
     redis_url: Option<String>,
     /// Upstream Cloud-API base URL (server.upstream_url).
@@ -92,10 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|p| quoted(&p.display().to_string())),
         ),
-        (
-            "server.store",
-            args.store.map(|s| quoted(&format!("{s:?}").to_lowercase())),
-        ),
+        ("server.store", args.store.map(|s| quoted(s.name()))),
         ("server.redis_url", args.redis_url.as_deref().map(quoted)),
         (
             "server.upstream_url",
@@ -163,10 +160,10 @@ pub fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     match config::load(Some(&src), &overrides) {
         Ok(cfg) => {
             println!(
-                "{}: ok ({} orgs, store {:?}, grpc {}, http {})",
+                "{}: ok ({} orgs, store {}, grpc {}, http {})",
                 file.display(),
                 cfg.orgs.len(),
-                cfg.server.store,
+                cfg.server.store.name(),
                 cfg.server.grpc_addr,
                 cfg.server.http_addr
             );

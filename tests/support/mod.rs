@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 pub mod redis;
 
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 // Not every test binary uses every one of these.
 #[allow(unused_imports)]
 pub use tiergate_testkit::{DAY, FIXTURE_PHONE, HOUR, SEC};
@@ -25,6 +25,7 @@ pub enum Backend {
     Memory,
     Embedded,
     Redis,
+    RedisCluster,
 }
 
 /// A sidecar on a backend, with what that backend needs (its own data directory, its own
@@ -32,6 +33,7 @@ pub enum Backend {
 pub struct OnBackend {
     pub sidecar: Sidecar,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     dir: Option<std::path::PathBuf>,
 }
 
@@ -58,6 +60,7 @@ impl Backend {
             Backend::Memory => Some(OnBackend {
                 sidecar: Sidecar::start(args).await,
                 redis: None,
+                cluster: None,
                 dir: None,
             }),
             Backend::Embedded => {
@@ -70,6 +73,7 @@ impl Backend {
                 Some(OnBackend {
                     sidecar: Sidecar::start(&all).await,
                     redis: None,
+                    cluster: None,
                     dir: Some(dir),
                 })
             }
@@ -81,6 +85,19 @@ impl Backend {
                 Some(OnBackend {
                     sidecar: Sidecar::start(&all).await,
                     redis: Some(redis),
+                    cluster: None,
+                    dir: None,
+                })
+            }
+            Backend::RedisCluster => {
+                let cluster = RedisCluster::start(name)?;
+                let urls = cluster.urls();
+                let mut all = vec!["--store", "redis-cluster", "--redis-url", &urls];
+                all.extend_from_slice(args);
+                Some(OnBackend {
+                    sidecar: Sidecar::start(&all).await,
+                    redis: None,
+                    cluster: Some(cluster),
                     dir: None,
                 })
             }
@@ -114,6 +131,11 @@ macro_rules! every_backend {
         mod redis {
             use super::*;
             const BACKEND: Backend = Backend::Redis;
+            $( #[tokio::test] async fn $name() { const NAME: &str = stringify!($name); $body } )*
+        }
+        mod redis_cluster {
+            use super::*;
+            const BACKEND: Backend = Backend::RedisCluster;
             $( #[tokio::test] async fn $name() { const NAME: &str = stringify!($name); $body } )*
         }
     };

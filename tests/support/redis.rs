@@ -8,29 +8,35 @@
 use std::ops::{Deref, DerefMut};
 
 use tiergate_testkit::redis::{self, RedisError};
+use tiergate_testkit::redis_cluster;
 
 /// A running `redis-server`, killed on drop.
 pub struct RedisServer(redis::RedisServer);
+
+/// What a missing `redis-server` means here: `None` (a skip, said) unless Redis is required.
+fn or_skip<T>(started: Result<T, RedisError>) -> Option<T> {
+    match started {
+        Ok(r) => Some(r),
+        Err(RedisError::NotInstalled)
+            if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
+        {
+            eprintln!(
+                "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
+            );
+            None
+        }
+        Err(RedisError::NotInstalled) => {
+            panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server is not on PATH")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
 
 impl RedisServer {
     /// Starts one, or returns `None` (after saying why) when redis-server is not installed and
     /// not required.
     pub fn start(name: &str) -> Option<RedisServer> {
-        match redis::RedisServer::start(name) {
-            Ok(r) => Some(RedisServer(r)),
-            Err(RedisError::NotInstalled)
-                if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
-            {
-                eprintln!(
-                    "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
-                );
-                None
-            }
-            Err(RedisError::NotInstalled) => {
-                panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server is not on PATH")
-            }
-            Err(e) => panic!("{e}"),
-        }
+        or_skip(redis::RedisServer::start(name)).map(RedisServer)
     }
 
     /// Starts it again on the same port and data (after [`redis::RedisServer::kill9`]).
@@ -48,6 +54,30 @@ impl Deref for RedisServer {
 
 impl DerefMut for RedisServer {
     fn deref_mut(&mut self) -> &mut redis::RedisServer {
+        &mut self.0
+    }
+}
+
+/// The test kit's 3-master Redis Cluster, killed on drop.
+pub struct RedisCluster(redis_cluster::RedisCluster);
+
+impl RedisCluster {
+    /// Starts one, or returns `None` (after saying why) when redis-server is not installed and
+    /// not required.
+    pub fn start(name: &str) -> Option<RedisCluster> {
+        or_skip(redis_cluster::RedisCluster::start(name)).map(RedisCluster)
+    }
+}
+
+impl Deref for RedisCluster {
+    type Target = redis_cluster::RedisCluster;
+    fn deref(&self) -> &redis_cluster::RedisCluster {
+        &self.0
+    }
+}
+
+impl DerefMut for RedisCluster {
+    fn deref_mut(&mut self) -> &mut redis_cluster::RedisCluster {
         &mut self.0
     }
 }

@@ -28,6 +28,27 @@ pub enum StoreKind {
     Embedded,
     /// Redis, shared by replicas: one command log per org that every replica applies.
     Redis,
+    /// A Redis Cluster, for when one Redis is not enough: the same logs, each org's keys on
+    /// the slot of its hash tag; `redis_url` lists seed nodes, separated by commas.
+    #[serde(rename = "redis-cluster", alias = "redis_cluster")]
+    RedisCluster,
+}
+
+impl StoreKind {
+    /// The name `--store` and `server.store` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Embedded => "embedded",
+            StoreKind::Redis => "redis",
+            StoreKind::RedisCluster => "redis-cluster",
+        }
+    }
+
+    /// Whether the state lives in Redis (one server or a cluster).
+    pub fn is_redis(self) -> bool {
+        matches!(self, StoreKind::Redis | StoreKind::RedisCluster)
+    }
 }
 
 /// What a sender is told while the store cannot be reached (Redis down).
@@ -49,7 +70,10 @@ impl std::str::FromStr for StoreKind {
             "memory" => Ok(StoreKind::Memory),
             "embedded" => Ok(StoreKind::Embedded),
             "redis" => Ok(StoreKind::Redis),
-            _ => Err(format!("{s:?} is not memory, embedded or redis")),
+            "redis-cluster" | "redis_cluster" => Ok(StoreKind::RedisCluster),
+            _ => Err(format!(
+                "{s:?} is not memory, embedded, redis or redis-cluster"
+            )),
         }
     }
 }
@@ -467,22 +491,37 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             });
         }
     }
-    if file.server.store == StoreKind::Redis {
+    if file.server.store.is_redis() {
+        let example = match file.server.store {
+            StoreKind::RedisCluster => "redis://h1:7000,redis://h2:7001,redis://h3:7002",
+            _ => "redis://host:port",
+        };
         match file.server.redis_url.as_deref() {
             None => issues.push(ConfigIssue {
                 key: "server.redis_url".into(),
                 line: line_of_key(src, "server", "store"),
-                message: "store = \"redis\" needs a redis_url (--redis-url redis://host:port)"
-                    .into(),
+                message: format!("this store needs a redis_url (--redis-url {example})"),
             }),
-            Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
-                issues.push(ConfigIssue {
-                    key: "server.redis_url".into(),
-                    line: line_of_key(src, "server", "redis_url"),
-                    message: format!("{u:?} is not a redis:// URL"),
-                })
+            Some(urls) => {
+                let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+                let bad = urls
+                    .iter()
+                    .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")));
+                let message = if let Some(u) = bad {
+                    Some(format!("{u:?} is not a redis:// URL"))
+                } else if urls.len() > 1 && file.server.store == StoreKind::Redis {
+                    Some("store = \"redis\" takes one URL; for several nodes use store = \"redis-cluster\"".into())
+                } else {
+                    None
+                };
+                if let Some(message) = message {
+                    issues.push(ConfigIssue {
+                        key: "server.redis_url".into(),
+                        line: line_of_key(src, "server", "redis_url"),
+                        message,
+                    });
+                }
             }
-            Some(_) => {}
         }
     }
     if file.server.max_batch == 0 {
@@ -645,5 +684,32 @@ mod tests {
             ..Overrides::default()
         };
         assert!(load(None, &bad).is_err());
+    }
+
+    #[test]
+    fn a_cluster_takes_seed_nodes_and_one_redis_takes_one_url() {
+        let cluster = "[server]\nstore = \"redis-cluster\"\nredis_url = \"redis://127.0.0.1:7000, redis://127.0.0.1:7001\"\n";
+        let c = load(Some(cluster), &Overrides::default()).unwrap();
+        assert_eq!(c.server.store, StoreKind::RedisCluster);
+        assert_eq!(c.server.store.name(), "redis-cluster");
+        assert_eq!("redis-cluster".parse(), Ok(StoreKind::RedisCluster));
+        let one = "[server]\nstore = \"redis\"\nredis_url = \"redis://a:1,redis://b:2\"\n";
+        let e = load(Some(one), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3: server.redis_url") && e.contains("redis-cluster"),
+            "{e}"
+        );
+        let bad = "[server]\nstore = \"redis-cluster\"\nredis_url = \"redis://a:1,http://b:2\"\n";
+        let e = load(Some(bad), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"http://b:2\" is not a redis:// URL"), "{e}");
+        let none = "[server]\nstore = \"redis-cluster\"\n";
+        let e = load(Some(none), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--redis-url redis://h1:7000"), "{e}");
     }
 }

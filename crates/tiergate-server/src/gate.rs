@@ -19,7 +19,7 @@ use tiergate_core::{
     BatchError, Change, Command, Decision, Engine, EngineError, Fact, IdOwner, IdRef, Next,
     OrgStatus, Outcome, Plan, SendOutcome, SendRequest, Verdict, WaitStep, WaitTicket,
 };
-use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, Replica};
+use tiergate_store::{EmbeddedStore, ErrorChain, Health, RedisStoreError, RedisTopology, Replica};
 
 use crate::config::OnStoreError;
 use crate::error::GateError;
@@ -154,7 +154,10 @@ impl Gate {
         match &self.backend {
             Backend::Local(None) => "memory",
             Backend::Local(Some(_)) => "embedded",
-            Backend::Redis(_) => "redis",
+            Backend::Redis(r) => match r.log().topology() {
+                RedisTopology::Single => "redis",
+                RedisTopology::Cluster => "redis-cluster",
+            },
         }
     }
 

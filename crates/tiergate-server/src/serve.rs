@@ -27,7 +27,7 @@ use crate::too_large::{Limit, TooLarge};
 use crate::upstream::Upstream;
 use crate::wait_room::{WaitLimits, WaitRoom};
 use tiergate_core::Fact;
-use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, Replica};
+use tiergate_store::{EmbeddedStore, ErrorChain, RedisLog, RedisOptions, RedisTopology, Replica};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] tiergate_store::StoreError),
     /// Redis could not be reached or read at start.
-    #[error("--store redis")]
+    #[error("--store redis / redis-cluster")]
     Redis(#[from] tiergate_store::RedisStoreError),
     /// Admin would be reachable from other machines without a token.
     #[error(
@@ -97,7 +97,7 @@ pub struct Built {
 /// Builds the engine from a config: policy, clock, the store (its replayed facts, or the Redis
 /// logs), then the config's orgs.
 pub async fn build(config: &Config) -> Result<Built, ServeError> {
-    if config.server.store != StoreKind::Redis {
+    if !config.server.store.is_redis() {
         return build_local(config);
     }
     let (manual, clock) = clocks(config);
@@ -105,6 +105,10 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
     let timeout = Duration::from_millis(config.server.redis_timeout_ms);
     let opts = RedisOptions {
         url: config.server.redis_url.clone().unwrap_or_default(),
+        topology: match config.server.store {
+            StoreKind::RedisCluster => RedisTopology::Cluster,
+            _ => RedisTopology::Single,
+        },
         response_timeout: timeout,
         connect_timeout: timeout,
         replica: RedisLog::new_replica_id(),

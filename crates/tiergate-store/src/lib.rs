@@ -16,8 +16,10 @@
 #![forbid(unsafe_code)]
 
 mod chain;
+mod cluster_router;
 mod commit_stats;
 mod embedded;
+mod redis_conn;
 mod redis_log;
 mod replica;
 mod waiters;
@@ -25,6 +27,7 @@ mod waiters;
 pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
+pub use redis_conn::RedisTopology;
 pub use redis_log::{
     APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
     RedisStoreError, SNAPSHOT,

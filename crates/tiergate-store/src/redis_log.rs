@@ -23,11 +23,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
 use crate::commit_stats::CommitStats;
+use crate::redis_conn::{RedisConn, RedisTopology};
 use tokio::sync::{mpsc, oneshot};
 
 /// The layout of the keys above.
@@ -61,9 +61,9 @@ end
 /// or `{id, false}` when a snapshot has replaced entries the caller never applied (it then
 /// reads the snapshot with [`READ`]).
 ///
-/// The whole batch is one atomic script run: one round trip, one append to Redis's file. With
-/// Redis Cluster a batch must hold orgs of one slot; the connection used here is a single
-/// Redis, where any batch is allowed.
+/// The whole batch is one atomic script run: one round trip, one append to Redis's file. A
+/// Redis Cluster refuses keys of different slots in one run, so there a batch is split by slot
+/// first (`groups`); on a single Redis any batch is allowed.
 pub const APPEND: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
 local out, last = {}, {}
@@ -248,13 +248,25 @@ impl RedisStoreError {
                 | RedisStoreError::BatcherStopped
         )
     }
+
+    /// The same error again, for each caller of a batch that failed as one.
+    fn duplicate(&self) -> Self {
+        match self {
+            RedisStoreError::Call(e) => RedisStoreError::Call(e.clone()),
+            RedisStoreError::BatcherStopped => RedisStoreError::BatcherStopped,
+            other => RedisStoreError::Protocol(other.to_string()),
+        }
+    }
 }
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`; for a cluster, seed nodes separated by commas
+    /// (`redis://h1:p1,redis://h2:p2`).
     pub url: String,
+    /// One Redis or a cluster.
+    pub topology: RedisTopology,
     /// Longest wait for one reply; past it the call fails (and the store's error rule applies).
     pub response_timeout: Duration,
     /// Longest wait to connect.
@@ -263,11 +275,11 @@ pub struct RedisOptions {
     pub replica: String,
 }
 
-/// The per-org logs in Redis, over one managed, multiplexed connection that reconnects by
-/// itself.
+/// The per-org logs in Redis (one server or a cluster), over one managed, multiplexed
+/// connection that reconnects by itself.
 #[derive(Clone)]
 pub struct RedisLog {
-    conn: ConnectionManager,
+    conn: RedisConn,
     append: Script,
     read: Script,
     snapshot: Script,
@@ -276,78 +288,133 @@ pub struct RedisLog {
     stats: Arc<CommitStats>,
 }
 
-/// One `APPEND` waiting for its batch.
-struct Call {
+/// One `APPEND`'s arguments: its org, the time proposed, the command's JSON and the caller's
+/// last applied entry (empty: the org's previous command of the same call).
+struct Item {
     org: String,
     at_ms: u64,
     json: String,
     after: String,
+}
+
+/// One `APPEND` waiting for its batch.
+struct Call {
+    item: Item,
     reply: oneshot::Sender<Result<(String, Value), RedisStoreError>>,
 }
 
 /// Appends in one script call at most.
 const BATCH: usize = 256;
 
-/// Sends the `APPEND`s waiting at that moment as one script call: while one batch is in
-/// Redis, the next gathers (group commit, as in the embedded store).
+/// Splits `items` into the groups one script call may carry, each in the given order: one
+/// group on a single Redis, one per hash slot on a cluster (an org's commands share a slot, so
+/// they stay together and in order).
+fn groups<T>(conn: &RedisConn, items: Vec<T>, org: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    if !conn.is_cluster() {
+        return vec![items];
+    }
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for item in items {
+        let slot = conn.group_key(&log_key(org(&item)));
+        let i = *index.entry(slot).or_insert_with(|| {
+            out.push(Vec::new());
+            out.len() - 1
+        });
+        out[i].push(item);
+    }
+    out
+}
+
+/// Runs one `APPEND` script call for `items` (all of one slot on a cluster) and returns one
+/// `(id, entries)` per item, in order.
+async fn invoke_append(
+    conn: RedisConn,
+    script: &Script,
+    replica: &str,
+    items: impl Iterator<Item = &Item>,
+) -> Result<Vec<(String, Value)>, RedisStoreError> {
+    let mut inv = script.prepare_invoke();
+    inv.arg(replica).arg(PAGE);
+    let mut n = 0;
+    let mut first = None;
+    for it in items {
+        first.get_or_insert_with(|| log_key(&it.org));
+        inv.key(log_key(&it.org))
+            .key(snap_key(&it.org))
+            .arg(it.at_ms)
+            .arg(&it.json)
+            .arg(&it.after);
+        n += 1;
+    }
+    // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
+    // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
+    let Some(key) = first else {
+        return Ok(Vec::new());
+    };
+    let results: Vec<(String, Value)> = inv.invoke_async(&mut conn.on(&key)).await?;
+    if results.len() != n {
+        return Err(RedisStoreError::Protocol(format!(
+            "{} results for {n} appends",
+            results.len()
+        )));
+    }
+    Ok(results)
+}
+
+/// Sends the `APPEND`s waiting at that moment as one script call per group (one on a single
+/// Redis): while one batch is in Redis, the next gathers (group commit, as in the embedded
+/// store). A cluster's groups go out together, so a batch costs the slowest node's round trip.
 async fn batcher(
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Script,
     replica: String,
     stats: Arc<CommitStats>,
     mut rx: mpsc::Receiver<Call>,
 ) {
+    let replica: Arc<str> = replica.into();
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let calls = std::mem::take(&mut batch);
         let (n, start) = (calls.len(), Instant::now());
-        if send_batch(conn.clone(), script.clone(), replica.clone(), calls).await {
+        let mut groups = groups(&conn, calls, |c| &c.item.org);
+        let ok = if groups.len() == 1 {
+            let calls = groups.pop().unwrap_or_default();
+            send_batch(conn.clone(), &script, &replica, calls).await
+        } else {
+            let mut sent = tokio::task::JoinSet::new();
+            for calls in groups {
+                let (conn, script, replica) = (conn.clone(), script.clone(), replica.clone());
+                sent.spawn(async move { send_batch(conn, &script, &replica, calls).await });
+            }
+            let mut all = true;
+            while let Some(r) = sent.join_next().await {
+                all &= r.unwrap_or(false);
+            }
+            all
+        };
+        if ok {
             stats.observe(start.elapsed(), n);
         }
     }
 }
 
-/// Runs one batch and answers its callers; returns whether Redis took it.
-async fn send_batch(
-    conn: ConnectionManager,
-    script: Script,
-    replica: String,
-    calls: Vec<Call>,
-) -> bool {
-    let mut inv = script.prepare_invoke();
-    inv.arg(&replica).arg(PAGE);
-    for c in &calls {
-        inv.key(log_key(&c.org))
-            .key(snap_key(&c.org))
-            .arg(c.at_ms)
-            .arg(&c.json)
-            .arg(&c.after);
-    }
-    let mut conn = conn;
-    // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
-    // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
-    let result: Result<Vec<(String, Value)>, redis::RedisError> = inv.invoke_async(&mut conn).await;
+/// Runs one group's script call and answers its callers; returns whether Redis took it.
+async fn send_batch(conn: RedisConn, script: &Script, replica: &str, calls: Vec<Call>) -> bool {
+    let result = invoke_append(conn, script, replica, calls.iter().map(|c| &c.item)).await;
     // Each caller gets its own error, made from the one failure (Redis's error is cloned so
     // that every caller keeps it as its source). A send fails only when the caller stopped
     // waiting (its call was cancelled): nobody is left to tell.
     match result {
-        Ok(results) if results.len() == calls.len() => {
+        Ok(results) => {
             for (c, r) in calls.into_iter().zip(results) {
                 let _ = c.reply.send(Ok(r));
             }
             true
         }
-        Ok(results) => {
-            let n = calls.len();
-            for c in calls {
-                let e = format!("{} results for {n} appends", results.len());
-                let _ = c.reply.send(Err(RedisStoreError::Protocol(e)));
-            }
-            false
-        }
         Err(e) => {
             for c in calls {
-                let _ = c.reply.send(Err(RedisStoreError::Call(e.clone())));
+                let _ = c.reply.send(Err(e.duplicate()));
             }
             false
         }
@@ -372,21 +439,22 @@ const ORGS_KEY: &str = "tg:orgs";
 const SCHEMA_KEY: &str = "tg:schema";
 
 impl RedisLog {
-    /// Connects, checks (or writes) the schema version and loads the script.
+    /// Connects, checks (or writes) the schema version and loads the scripts (on every master
+    /// of a cluster).
     pub async fn connect(opts: &RedisOptions) -> Result<Self, RedisStoreError> {
         let connect = |source| RedisStoreError::Connect {
             url: opts.url.clone(),
             source,
         };
-        let client = redis::Client::open(opts.url.as_str()).map_err(connect)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(opts.response_timeout))
-            .set_connection_timeout(Some(opts.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(connect)?;
+        let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
+        let conn = RedisConn::connect(
+            opts.topology,
+            &urls,
+            opts.response_timeout,
+            opts.connect_timeout,
+        )
+        .await
+        .map_err(connect)?;
         let append = script(APPEND);
         let (tx, rx) = mpsc::channel(4 * BATCH);
         let stats = Arc::new(CommitStats::default());
@@ -407,15 +475,18 @@ impl RedisLog {
             stats,
         };
         log.check_schema().await?;
-        let mut c = log.conn.clone();
-        for s in [&log.append, &log.read, &log.snapshot] {
-            s.prepare_invoke().load_async(&mut c).await?;
+        // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
+        if let RedisConn::Single(_) = &log.conn {
+            let mut c = log.conn.on(SCHEMA_KEY);
+            for s in [&log.append, &log.read, &log.snapshot] {
+                s.prepare_invoke().load_async(&mut c).await?;
+            }
         }
         Ok(log)
     }
 
     async fn check_schema(&self) -> Result<(), RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(SCHEMA_KEY);
         let _: bool = c.set_nx(SCHEMA_KEY, REDIS_SCHEMA_VERSION).await?;
         let found: String = c.get(SCHEMA_KEY).await?;
         let found: u64 = found
@@ -430,6 +501,15 @@ impl RedisLog {
     /// Latency of the script calls that appended batches, and the entries they carried.
     pub fn stats(&self) -> &CommitStats {
         &self.stats
+    }
+
+    /// One Redis or a cluster.
+    pub fn topology(&self) -> RedisTopology {
+        if self.conn.is_cluster() {
+            RedisTopology::Cluster
+        } else {
+            RedisTopology::Single
+        }
     }
 
     /// The id of the replica this log appends for.
@@ -450,9 +530,7 @@ impl RedisLog {
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), RedisStoreError> {
-        let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
-        Ok(())
+        Ok(self.conn.ping().await?)
     }
 
     /// Appends `command` for its org at `at_ms` (or later, if the log is already later) and
@@ -472,10 +550,12 @@ impl RedisLog {
         let (reply, rx) = oneshot::channel();
         let gone = || RedisStoreError::BatcherStopped;
         let call = Call {
-            org: org.to_owned(),
-            at_ms,
-            json,
-            after: after.to_string(),
+            item: Item {
+                org: org.to_owned(),
+                at_ms,
+                json,
+                after: after.to_string(),
+            },
             reply,
         };
         self.batches.send(call).await.map_err(|_| gone())?;
@@ -498,40 +578,64 @@ impl RedisLog {
         mut after: impl FnMut(&str) -> LogId,
     ) -> Result<Vec<(LogId, Vec<Entry>)>, RedisStoreError> {
         let start = Instant::now();
-        let mut inv = self.append.prepare_invoke();
-        inv.arg(&self.replica).arg(PAGE);
         let mut seen = std::collections::HashSet::new();
-        for command in commands {
+        let mut items = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter().enumerate() {
             let org = command.org();
             let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
                 what: "command".into(),
                 source,
             })?;
-            let first = seen.insert(org);
-            inv.key(log_key(org))
-                .key(snap_key(org))
-                .arg(at_ms)
-                .arg(json)
-                .arg(if first {
-                    after(org).to_string()
-                } else {
-                    String::new()
-                });
+            let after = if seen.insert(org) {
+                after(org).to_string()
+            } else {
+                String::new()
+            };
+            let item = Item {
+                org: org.to_owned(),
+                at_ms,
+                json,
+                after,
+            };
+            items.push((i, item));
         }
-        let mut conn = self.conn.clone();
-        let results: Vec<(String, Value)> = inv.invoke_async(&mut conn).await?;
-        if results.len() != commands.len() {
-            return Err(RedisStoreError::Protocol(format!(
-                "{} results for {} appends",
-                results.len(),
-                commands.len()
-            )));
+        // One script call per slot on a cluster (concurrently), one in all on a single Redis;
+        // the answers go back to the commands' places.
+        let mut results: Vec<Option<(String, Value)>> = vec![None; commands.len()];
+        let mut sent = tokio::task::JoinSet::new();
+        for group in groups(&self.conn, items, |(_, it)| &it.org) {
+            let (conn, script, replica) =
+                (self.conn.clone(), self.append.clone(), self.replica.clone());
+            sent.spawn(async move {
+                let r =
+                    invoke_append(conn, &script, &replica, group.iter().map(|(_, it)| it)).await;
+                r.map(|r| group.iter().map(|(i, _)| *i).zip(r).collect::<Vec<_>>())
+            });
+        }
+        let mut failed = None;
+        while let Some(joined) = sent.join_next().await {
+            match joined {
+                Ok(Ok(answers)) => {
+                    for (i, r) in answers {
+                        results[i] = Some(r);
+                    }
+                }
+                Ok(Err(e)) => failed = Some(e),
+                Err(e) => failed = Some(RedisStoreError::Load(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.stats.observe(start.elapsed(), commands.len());
         commands
             .iter()
             .zip(results)
-            .map(|(command, (id, entries))| self.appended(command, &id, entries))
+            .map(|(command, r)| {
+                let (id, entries) =
+                    r.ok_or_else(|| RedisStoreError::Protocol("an append went unanswered".into()))?;
+                self.appended(command, &id, entries)
+            })
             .collect()
     }
 
@@ -567,7 +671,7 @@ impl RedisLog {
         after: LogId,
         until: Option<LogId>,
     ) -> Result<Page, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(&log_key(org));
         let end = until.map_or_else(|| "+".to_owned(), |u| u.to_string());
         let (sid, state, entries): (Option<String>, Option<String>, Value) = self
             .read
@@ -596,7 +700,7 @@ impl RedisLog {
         id: LogId,
         state: &str,
     ) -> Result<bool, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(&log_key(org));
         let stored: i64 = self
             .snapshot
             .key(log_key(org))
@@ -611,27 +715,27 @@ impl RedisLog {
     /// Whether tiergate's schema key is still there (a Redis that restarted without its data
     /// answers, but has lost every log).
     pub async fn schema_present(&self) -> Result<bool, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(SCHEMA_KEY);
         Ok(c.exists(SCHEMA_KEY).await?)
     }
 
     /// Adds an org to the set replicas discover orgs from.
     pub async fn register(&self, org: &str) -> Result<(), RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(ORGS_KEY);
         let _: i64 = c.sadd(ORGS_KEY, org).await?;
         Ok(())
     }
 
     /// Whether an org was ever registered.
     pub async fn is_registered(&self, org: &str) -> Result<bool, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(ORGS_KEY);
         Ok(c.sismember(ORGS_KEY, org).await?)
     }
 
     /// Takes or keeps a lease named `key` for this replica for `ttl_ms`: true while this
     /// replica holds it (what makes one replica of many do a job, e.g. send alerts).
     pub async fn lease(&self, key: &str, ttl_ms: u64) -> Result<bool, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(key);
         let held: i64 = Script::new(
             r"local v = redis.call('GET', KEYS[1])
               if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
@@ -648,20 +752,20 @@ impl RedisLog {
 
     /// A value stored under `key` by [`RedisLog::put_value`].
     pub async fn value(&self, key: &str) -> Result<Option<String>, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(key);
         Ok(c.get(key).await?)
     }
 
     /// Stores `value` under `key`.
     pub async fn put_value(&self, key: &str, value: &str) -> Result<(), RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(key);
         let () = c.set(key, value).await?;
         Ok(())
     }
 
     /// Every registered org.
     pub async fn orgs(&self) -> Result<Vec<String>, RedisStoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.on(ORGS_KEY);
         let mut v: Vec<String> = c.smembers(ORGS_KEY).await?;
         v.sort();
         Ok(v)

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tiergate_core::{Command, Engine, EngineError, OrgSnapshot, Outcome};
 
 use crate::chain::ErrorChain;
+use crate::redis_conn::RedisTopology;
 use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 
 /// Results of this replica's own entries that another call applied first, kept until their
@@ -179,11 +180,27 @@ impl Replica {
         }
     }
 
-    /// Checks Redis every `every` and updates [`Replica::health`]; runs until dropped.
+    /// A call went through: on one Redis, that Redis is up. On a cluster it only says that
+    /// one master is, so there only [`Replica::watch`], which asks every master, says Up.
+    fn succeeded(&self) {
+        if self.log.topology() == RedisTopology::Single {
+            self.set_health(Health::Up);
+        }
+    }
+
+    /// Checks Redis every `every` and updates [`Replica::health`]; runs until dropped. On a
+    /// cluster every master must answer: while one is down, the orgs on its slots fail, so the
+    /// replica is not ready (the others' calls still go through).
     pub async fn watch(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            let checked = self.log.schema_present().await;
+            let checked = match self.log.topology() {
+                RedisTopology::Single => self.log.schema_present().await,
+                RedisTopology::Cluster => match self.log.ping().await {
+                    Ok(()) => self.log.schema_present().await,
+                    Err(e) => Err(e),
+                },
+            };
             let h = match &checked {
                 Ok(true) => Health::Up,
                 Ok(false) => Health::Lost,
@@ -394,7 +411,7 @@ impl Replica {
             .append_many(commands, now, |org| self.cursor(org).lock().applied)
             .await
             .map_err(|e| self.failed(e))?;
-        self.set_health(Health::Up);
+        self.succeeded();
         // Per org (in the order of their first command): the entries known to follow the
         // cursor without a gap, and the org's last command. A command whose list does not end
         // with itself leaves a gap after it: the rest is read from the log.
@@ -455,7 +472,7 @@ impl Replica {
             .append(command, now, after)
             .await
             .map_err(|e| self.failed(e))?;
-        self.set_health(Health::Up);
+        self.succeeded();
         self.apply(org, &mut cur.lock(), &entries);
         self.catch_up(org, Some(id)).await?;
         cur.lock()

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tiergate_core::{Engine, EscalationKind, EscalationPath, ManualClock, OrgConfig, Policy, Tier};
 
 pub mod redis;
+pub mod redis_cluster;
 mod rng;
 
 pub use rng::SplitMix64;

@@ -4,10 +4,17 @@
 //! each available store, drives each with the same loadgen settings, and prints one table with
 //! every result's ratio to the echo floor and to the in-memory sidecar. `TIERGATE_BENCH_SECS`
 //! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores
-//! (`memory,embedded,redis,redis-everysec`).
+//! (`memory,embedded,redis,redis-everysec,redis-cluster`), `TIERGATE_BENCH_ORGS` the orgs (100),
+//! `TIERGATE_BENCH_RATE` a fixed call rate (calls/s; unset: as fast as it goes). At a fixed rate
+//! below every store's ceiling the Redis CPU per decision is compared without the noise of a
+//! saturated 2-core machine.
 //! For `redis` the bench starts its own `redis-server` on a free port, with the append-only
 //! file fsynced on every write (`appendfsync always`), the same promise the embedded store
-//! keeps; `redis-everysec` is Redis's usual setting (fsync once a second).
+//! keeps; `redis-everysec` is Redis's usual setting (fsync once a second); `redis-cluster` is a
+//! 3-master Redis Cluster of its own (`appendfsync always`). For every Redis row the bench
+//! also reads Redis's own CPU (`INFO cpu`, user + sys, summed over the cluster's masters) before
+//! and after the run and prints it per decision, and for the cluster the script calls each
+//! master served (`INFO commandstats`), against their mean.
 //!
 //! `cargo bench --bench grpc -- batch`: `AcquireBatch` of 100 (`TIERGATE_BENCH_BATCH`) against
 //! single `Acquire` calls instead, on the same server, connections and calls in flight, per
@@ -22,6 +29,7 @@ use std::time::Duration;
 use tiergate_load::loadgen::{self, LoadConfig, Summary};
 use tiergate_proto::v1 as pb;
 use tiergate_testkit::redis::RedisServer;
+use tiergate_testkit::redis_cluster::RedisCluster;
 
 struct Proc(Child, String);
 
@@ -57,7 +65,75 @@ fn spawn(args: &[&str]) -> Proc {
 struct Running {
     server: Proc,
     redis: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     dir: std::path::PathBuf,
+}
+
+impl Running {
+    /// The ports of the Redis servers behind this store (none for memory and embedded).
+    fn redis_ports(&self) -> Vec<u16> {
+        match (&self.redis, &self.cluster) {
+            (Some(r), _) => vec![r.port()],
+            (_, Some(c)) => c.ports(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What one Redis server has spent: CPU seconds (user + sys, and sys alone), `EVALSHA` calls
+/// and the microseconds Redis counts inside them (`commandstats`: the scripts' own work).
+#[derive(Debug, Clone, Copy, Default)]
+struct RedisUsage {
+    cpu_s: f64,
+    sys_s: f64,
+    evalsha: u64,
+    evalsha_us: u64,
+}
+
+/// Reads `INFO cpu` and `INFO commandstats` of the server on `port` with `redis-cli`.
+fn redis_usage(port: u16) -> RedisUsage {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "all"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut u = RedisUsage::default();
+    for line in out.lines() {
+        if let Some(v) = line.strip_prefix("used_cpu_sys:") {
+            let v = v.trim().parse::<f64>().unwrap_or(0.0);
+            u.cpu_s += v;
+            u.sys_s += v;
+        } else if let Some(v) = line.strip_prefix("used_cpu_user:") {
+            u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
+        } else if let Some(rest) = line.strip_prefix("cmdstat_evalsha:") {
+            let field = |name: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            u.evalsha = field("calls=");
+            u.evalsha_us = field("usec=");
+        }
+    }
+    u
+}
+
+/// Each server's usage between `before` and now.
+fn usage_since(ports: &[u16], before: &[RedisUsage]) -> Vec<RedisUsage> {
+    ports
+        .iter()
+        .zip(before)
+        .map(|(p, b)| {
+            let a = redis_usage(*p);
+            RedisUsage {
+                cpu_s: a.cpu_s - b.cpu_s,
+                sys_s: a.sys_s - b.sys_s,
+                evalsha: a.evalsha.saturating_sub(b.evalsha),
+                evalsha_us: a.evalsha_us.saturating_sub(b.evalsha_us),
+            }
+        })
+        .collect()
 }
 
 impl Drop for Running {
@@ -65,17 +141,19 @@ impl Drop for Running {
         let _ = self.server.0.kill();
         let _ = self.server.0.wait();
         drop(self.redis.take());
+        drop(self.cluster.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A server on `store` (`memory`, `embedded`, `redis`, `redis-everysec`) and its label, or why
-/// it could not be measured.
+/// A server on `store` (`memory`, `embedded`, `redis`, `redis-everysec`, `redis-cluster`) and
+/// its label, or why it could not be measured.
 fn start_store(store: &str) -> Result<(Running, String), String> {
     let dir = std::env::temp_dir().join(format!("tiergate-bench-{store}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_s = dir.to_string_lossy().into_owned();
     let (kind, fsync) = match store.split_once('-') {
+        Some(("redis", "cluster")) => ("redis-cluster", "always"),
         Some(("redis", f)) => ("redis", f),
         _ => (store, "always"),
     };
@@ -98,16 +176,34 @@ fn start_store(store: &str) -> Result<(Running, String), String> {
     } else {
         None
     };
-    let url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
-    if redis.is_some() {
+    let cluster = if kind == "redis-cluster" {
+        Some(RedisCluster::start(&format!("bench-{store}")).map_err(|e| format!("{store} ({e})"))?)
+    } else {
+        None
+    };
+    let url = match (&redis, &cluster) {
+        (Some(r), _) => r.url(),
+        (_, Some(c)) => c.urls(),
+        _ => String::new(),
+    };
+    if !url.is_empty() {
         args.extend(["--redis-url", &url]);
     }
     let server = spawn(&args);
     let label = match kind {
         "redis" => format!("redis (appendfsync {fsync})"),
+        "redis-cluster" => "redis-cluster (3 masters, appendfsync always)".to_owned(),
         _ => store.to_owned(),
     };
-    Ok((Running { server, redis, dir }, label))
+    Ok((
+        Running {
+            server,
+            redis,
+            cluster,
+            dir,
+        },
+        label,
+    ))
 }
 
 /// Single `Acquire` calls against `AcquireBatch` of `n` on each store (see the module docs).
@@ -209,16 +305,24 @@ fn main() {
         connections: 4,
         concurrency: 64,
         duration: Some(Duration::from_secs_f64(secs)),
-        orgs: 100,
+        orgs: std::env::var("TIERGATE_BENCH_ORGS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100),
         recipients: 1_000_000,
+        rate: std::env::var("TIERGATE_BENCH_RATE")
+            .ok()
+            .and_then(|s| s.parse().ok()),
         ..LoadConfig::default()
     };
     let stores = std::env::var("TIERGATE_BENCH_STORES")
-        .unwrap_or_else(|_| "memory,embedded,redis,redis-everysec".into());
+        .unwrap_or_else(|_| "memory,embedded,redis,redis-everysec,redis-cluster".into());
     if batch {
         return batch_bench(&rt, &base, &stores);
     }
     let mut rows: Vec<(String, Summary)> = Vec::new();
+    // Per Redis row: each server's CPU and script calls over the run.
+    let mut redis_rows: Vec<(String, u64, Vec<RedisUsage>)> = Vec::new();
     {
         let echo = spawn(&["echo-serve", "--grpc-addr", "127.0.0.1:0"]);
         let cfg = LoadConfig {
@@ -245,10 +349,17 @@ fn main() {
         };
         rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
             .unwrap();
-        rows.push((
-            format!("tiergate serve --store {label}"),
-            rt.block_on(loadgen::run(&cfg)).unwrap(),
-        ));
+        let ports = running.redis_ports();
+        let before: Vec<RedisUsage> = ports.iter().map(|p| redis_usage(*p)).collect();
+        let summary = rt.block_on(loadgen::run(&cfg)).unwrap();
+        if !ports.is_empty() {
+            redis_rows.push((
+                label.clone(),
+                summary.decisions,
+                usage_since(&ports, &before),
+            ));
+        }
+        rows.push((format!("tiergate serve --store {label}"), summary));
         drop(running);
     }
     let floor = rows[0].1.throughput_rps;
@@ -278,6 +389,31 @@ fn main() {
             s.allowed,
             s.denied,
             s.errors
+        );
+    }
+    if !redis_rows.is_empty() {
+        println!(
+            "\n| Redis behind | decisions | Redis CPU s | Redis CPU µs / decision | of which sys | inside scripts | script calls per server (× their mean) |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    }
+    for (label, decisions, usage) in &redis_rows {
+        let cpu: f64 = usage.iter().map(|u| u.cpu_s).sum();
+        let sys: f64 = usage.iter().map(|u| u.sys_s).sum();
+        let inside: u64 = usage.iter().map(|u| u.evalsha_us).sum();
+        let per = |x: f64| x / (*decisions).max(1) as f64;
+        let calls: Vec<u64> = usage.iter().map(|u| u.evalsha).collect();
+        let mean = calls.iter().sum::<u64>() as f64 / calls.len().max(1) as f64;
+        let spread = calls
+            .iter()
+            .map(|c| format!("{c} ({:.2}×)", *c as f64 / mean.max(1e-9)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {label} | {decisions} | {cpu:.2} | {:.2} | {:.2} | {:.2} | {spread} |",
+            per(1e6 * cpu),
+            per(1e6 * sys),
+            per(inside as f64)
         );
     }
     for s in skipped {

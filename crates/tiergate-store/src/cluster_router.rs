@@ -206,7 +206,8 @@ impl ClusterRouter {
         });
     }
 
-    fn owner(&self, slot: u16) -> Option<Arc<str>> {
+    /// The slot's master, as far as this client knows.
+    pub(crate) fn owner(&self, slot: u16) -> Option<Arc<str>> {
         self.slots.read().get(usize::from(slot)).cloned().flatten()
     }
 

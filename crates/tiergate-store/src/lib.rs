@@ -15,6 +15,7 @@
 //! clear error, never reset. A second process on the same directory is refused by redb's lock.
 #![forbid(unsafe_code)]
 
+mod append;
 mod chain;
 mod cluster_router;
 mod commit_stats;
@@ -24,6 +25,7 @@ mod redis_log;
 mod replica;
 mod waiters;
 
+pub use append::APPEND_ON_NODE;
 pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};

@@ -83,6 +83,15 @@ impl RedisConn {
         }
     }
 
+    /// The master that serves `key`'s slot now, as far as this client knows (`None` on one
+    /// Redis, or while the slot's master is unknown): how a batch is split on a cluster.
+    pub(crate) fn node_of(&self, key: &str) -> Option<Arc<str>> {
+        match self {
+            RedisConn::Single(_) => None,
+            RedisConn::Cluster(r) => r.owner(slot_of(key.as_bytes())),
+        }
+    }
+
     /// Whether this is a cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, RedisConn::Cluster(_))

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
+use crate::append::{APPEND_ON_NODE, Answer, Appender, Item};
 use crate::commit_stats::CommitStats;
 use crate::redis_conn::{RedisConn, RedisTopology};
 use tokio::sync::{mpsc, oneshot};
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 pub const REDIS_SCHEMA_VERSION: u64 = 1;
 
 /// Entries an append returns at most; the rest are paged with `XRANGE`.
-const PAGE: usize = 512;
+pub(crate) const PAGE: usize = 512;
 
 /// Entries one `XRANGE` page carries when catching up (a start reads whole logs).
 const READ_PAGE: usize = 4_096;
@@ -250,7 +251,7 @@ impl RedisStoreError {
     }
 
     /// The same error again, for each caller of a batch that failed as one.
-    fn duplicate(&self) -> Self {
+    pub(crate) fn duplicate(&self) -> Self {
         match self {
             RedisStoreError::Call(e) => RedisStoreError::Call(e.clone()),
             RedisStoreError::BatcherStopped => RedisStoreError::BatcherStopped,
@@ -280,7 +281,7 @@ pub struct RedisOptions {
 #[derive(Clone)]
 pub struct RedisLog {
     conn: RedisConn,
-    append: Script,
+    appender: Appender,
     read: Script,
     snapshot: Script,
     batches: mpsc::Sender<Call>,
@@ -288,135 +289,33 @@ pub struct RedisLog {
     stats: Arc<CommitStats>,
 }
 
-/// One `APPEND`'s arguments: its org, the time proposed, the command's JSON and the caller's
-/// last applied entry (empty: the org's previous command of the same call).
-struct Item {
-    org: String,
-    at_ms: u64,
-    json: String,
-    after: String,
-}
-
 /// One `APPEND` waiting for its batch.
 struct Call {
     item: Item,
-    reply: oneshot::Sender<Result<(String, Value), RedisStoreError>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// Appends in one script call at most.
 const BATCH: usize = 256;
 
-/// Splits `items` into the groups one script call may carry, each in the given order: one
-/// group on a single Redis, one per hash slot on a cluster (an org's commands share a slot, so
-/// they stay together and in order).
-fn groups<T>(conn: &RedisConn, items: Vec<T>, org: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
-    if !conn.is_cluster() {
-        return vec![items];
-    }
-    let mut out: Vec<Vec<T>> = Vec::new();
-    let mut index = std::collections::HashMap::new();
-    for item in items {
-        let slot = conn.group_key(&log_key(org(&item)));
-        let i = *index.entry(slot).or_insert_with(|| {
-            out.push(Vec::new());
-            out.len() - 1
-        });
-        out[i].push(item);
-    }
-    out
-}
-
-/// Runs one `APPEND` script call for `items` (all of one slot on a cluster) and returns one
-/// `(id, entries)` per item, in order.
-async fn invoke_append(
-    conn: RedisConn,
-    script: &Script,
-    replica: &str,
-    items: impl Iterator<Item = &Item>,
-) -> Result<Vec<(String, Value)>, RedisStoreError> {
-    let mut inv = script.prepare_invoke();
-    inv.arg(replica).arg(PAGE);
-    let mut n = 0;
-    let mut first = None;
-    for it in items {
-        first.get_or_insert_with(|| log_key(&it.org));
-        inv.key(log_key(&it.org))
-            .key(snap_key(&it.org))
-            .arg(it.at_ms)
-            .arg(&it.json)
-            .arg(&it.after);
-        n += 1;
-    }
-    // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
-    // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
-    let Some(key) = first else {
-        return Ok(Vec::new());
-    };
-    let results: Vec<(String, Value)> = inv.invoke_async(&mut conn.on(&key)).await?;
-    if results.len() != n {
-        return Err(RedisStoreError::Protocol(format!(
-            "{} results for {n} appends",
-            results.len()
-        )));
-    }
-    Ok(results)
-}
-
-/// Sends the `APPEND`s waiting at that moment as one script call per group (one on a single
-/// Redis): while one batch is in Redis, the next gathers (group commit, as in the embedded
-/// store). A cluster's groups go out together, so a batch costs the slowest node's round trip.
-async fn batcher(
-    conn: RedisConn,
-    script: Script,
-    replica: String,
-    stats: Arc<CommitStats>,
-    mut rx: mpsc::Receiver<Call>,
-) {
-    let replica: Arc<str> = replica.into();
+/// Sends the `APPEND`s waiting at that moment together (one script call on one Redis, one per
+/// master on a cluster): while one batch is in Redis, the next gathers (group commit, as in the
+/// embedded store).
+async fn batcher(appender: Appender, stats: Arc<CommitStats>, mut rx: mpsc::Receiver<Call>) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let calls = std::mem::take(&mut batch);
-        let (n, start) = (calls.len(), Instant::now());
-        let mut groups = groups(&conn, calls, |c| &c.item.org);
-        let ok = if groups.len() == 1 {
-            let calls = groups.pop().unwrap_or_default();
-            send_batch(conn.clone(), &script, &replica, calls).await
-        } else {
-            let mut sent = tokio::task::JoinSet::new();
-            for calls in groups {
-                let (conn, script, replica) = (conn.clone(), script.clone(), replica.clone());
-                sent.spawn(async move { send_batch(conn, &script, &replica, calls).await });
-            }
-            let mut all = true;
-            while let Some(r) = sent.join_next().await {
-                all &= r.unwrap_or(false);
-            }
-            all
-        };
-        if ok {
+        let (n, start) = (batch.len(), Instant::now());
+        let (items, replies): (Vec<Item>, Vec<_>) =
+            batch.drain(..).map(|c| (c.item, c.reply)).unzip();
+        let answers = appender.append(items.into()).await;
+        let all_ok = answers.iter().all(Result::is_ok);
+        // A send fails only when the caller stopped waiting (its call was cancelled): nobody
+        // is left to tell.
+        for (reply, a) in replies.into_iter().zip(answers) {
+            let _ = reply.send(a);
+        }
+        if all_ok {
             stats.observe(start.elapsed(), n);
-        }
-    }
-}
-
-/// Runs one group's script call and answers its callers; returns whether Redis took it.
-async fn send_batch(conn: RedisConn, script: &Script, replica: &str, calls: Vec<Call>) -> bool {
-    let result = invoke_append(conn, script, replica, calls.iter().map(|c| &c.item)).await;
-    // Each caller gets its own error, made from the one failure (Redis's error is cloned so
-    // that every caller keeps it as its source). A send fails only when the caller stopped
-    // waiting (its call was cancelled): nobody is left to tell.
-    match result {
-        Ok(results) => {
-            for (c, r) in calls.into_iter().zip(results) {
-                let _ = c.reply.send(Ok(r));
-            }
-            true
-        }
-        Err(e) => {
-            for c in calls {
-                let _ = c.reply.send(Err(e.duplicate()));
-            }
-            false
         }
     }
 }
@@ -427,11 +326,11 @@ impl fmt::Debug for RedisLog {
     }
 }
 
-fn log_key(org: &str) -> String {
+pub(crate) fn log_key(org: &str) -> String {
     format!("tg:{{{org}}}:log")
 }
 
-fn snap_key(org: &str) -> String {
+pub(crate) fn snap_key(org: &str) -> String {
     format!("tg:{{{org}}}:snap")
 }
 
@@ -455,19 +354,18 @@ impl RedisLog {
         )
         .await
         .map_err(connect)?;
-        let append = script(APPEND);
+        let appender = Appender {
+            conn: conn.clone(),
+            append: script(APPEND),
+            on_node: script(APPEND_ON_NODE),
+            replica: opts.replica.as_str().into(),
+        };
         let (tx, rx) = mpsc::channel(4 * BATCH);
         let stats = Arc::new(CommitStats::default());
-        tokio::spawn(batcher(
-            conn.clone(),
-            append.clone(),
-            opts.replica.clone(),
-            stats.clone(),
-            rx,
-        ));
+        tokio::spawn(batcher(appender.clone(), stats.clone(), rx));
         let log = Self {
             conn,
-            append,
+            appender,
             read: script(READ),
             snapshot: script(SNAPSHOT),
             batches: tx,
@@ -478,7 +376,7 @@ impl RedisLog {
         // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
         if let RedisConn::Single(_) = &log.conn {
             let mut c = log.conn.on(SCHEMA_KEY);
-            for s in [&log.append, &log.read, &log.snapshot] {
+            for s in [&log.appender.append, &log.read, &log.snapshot] {
                 s.prepare_invoke().load_async(&mut c).await?;
             }
         }
@@ -580,7 +478,7 @@ impl RedisLog {
         let start = Instant::now();
         let mut seen = std::collections::HashSet::new();
         let mut items = Vec::with_capacity(commands.len());
-        for (i, command) in commands.iter().enumerate() {
+        for command in commands {
             let org = command.org();
             let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
                 what: "command".into(),
@@ -597,45 +495,18 @@ impl RedisLog {
                 json,
                 after,
             };
-            items.push((i, item));
+            items.push(item);
         }
-        // One script call per slot on a cluster (concurrently), one in all on a single Redis;
-        // the answers go back to the commands' places.
-        let mut results: Vec<Option<(String, Value)>> = vec![None; commands.len()];
-        let mut sent = tokio::task::JoinSet::new();
-        for group in groups(&self.conn, items, |(_, it)| &it.org) {
-            let (conn, script, replica) =
-                (self.conn.clone(), self.append.clone(), self.replica.clone());
-            sent.spawn(async move {
-                let r =
-                    invoke_append(conn, &script, &replica, group.iter().map(|(_, it)| it)).await;
-                r.map(|r| group.iter().map(|(i, _)| *i).zip(r).collect::<Vec<_>>())
-            });
-        }
-        let mut failed = None;
-        while let Some(joined) = sent.join_next().await {
-            match joined {
-                Ok(Ok(answers)) => {
-                    for (i, r) in answers {
-                        results[i] = Some(r);
-                    }
-                }
-                Ok(Err(e)) => failed = Some(e),
-                Err(e) => failed = Some(RedisStoreError::Load(e)),
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
+        let answers = self.appender.append(items.into()).await;
+        let mut results = Vec::with_capacity(answers.len());
+        for a in answers {
+            results.push(a?);
         }
         self.stats.observe(start.elapsed(), commands.len());
         commands
             .iter()
             .zip(results)
-            .map(|(command, r)| {
-                let (id, entries) =
-                    r.ok_or_else(|| RedisStoreError::Protocol("an append went unanswered".into()))?;
-                self.appended(command, &id, entries)
-            })
+            .map(|(command, (id, entries))| self.appended(command, &id, entries))
             .collect()
     }
 

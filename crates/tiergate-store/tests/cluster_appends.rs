@@ -1,0 +1,112 @@
+//! Appends on a real Redis Cluster (three masters of the test's own) through the store's own
+//! client: the appends bound for one master go in one script call whatever their slots, and an
+//! append whose slot moved behind the client's back is sent again by slot, written once.
+
+use std::time::Duration;
+
+use tiergate_core::Command;
+use tiergate_store::{LogId, RedisLog, RedisOptions, RedisTopology};
+use tiergate_testkit::redis::RedisError;
+use tiergate_testkit::redis_cluster::RedisCluster;
+
+/// The kit's cluster, or `None` (said) when Redis is not installed and not required.
+fn cluster(name: &str) -> Option<RedisCluster> {
+    match RedisCluster::start(name) {
+        Ok(c) => Some(c),
+        Err(RedisError::NotInstalled)
+            if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
+        {
+            eprintln!(
+                "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
+            );
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn log_key(org: &str) -> String {
+    format!("tg:{{{org}}}:log")
+}
+
+/// A cheap command that is valid in a log.
+fn unwait(org: &str, waiter: u64) -> Command {
+    Command::Unwait {
+        org: org.into(),
+        waiter,
+    }
+}
+
+/// `cmdstat_evalsha` calls on master `i`.
+fn evalsha_calls(c: &RedisCluster, i: usize) -> u64 {
+    let stats = c.cli(i, &["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_per_master_and_a_moved_slot_sent_again() {
+    let Some(c) = cluster("appends") else {
+        return;
+    };
+    let log = RedisLog::connect(&RedisOptions {
+        url: c.urls(),
+        topology: RedisTopology::Cluster,
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        replica: "test".into(),
+    })
+    .await
+    .unwrap();
+    // Four orgs of master 0, each on its own slot.
+    let mut orgs: Vec<String> = Vec::new();
+    for i in 0.. {
+        let o = format!("org-{i}");
+        let slot = RedisCluster::slot_of(&log_key(&o));
+        if c.owner_of_slot(slot).unwrap() == 0
+            && orgs
+                .iter()
+                .all(|p| RedisCluster::slot_of(&log_key(p)) != slot)
+        {
+            orgs.push(o);
+        }
+        if orgs.len() == 4 {
+            break;
+        }
+    }
+    // The client learned the slot map at connect; the last org's slot now moves to master 1
+    // behind its back.
+    let moved = RedisCluster::slot_of(&log_key(&orgs[3]));
+    c.migrate_slot(moved, 0, 1, Duration::ZERO).unwrap();
+    let before = [evalsha_calls(&c, 0), evalsha_calls(&c, 1)];
+
+    let commands: Vec<Command> = orgs
+        .iter()
+        .flat_map(|o| [unwait(o, 1), unwait(o, 2)])
+        .collect();
+    let appended = log
+        .append_many(&commands, 1_000, |_| LogId::default())
+        .await
+        .unwrap();
+
+    // Every append written once, each org's two in order, on the master that serves it now.
+    for (n, o) in orgs.iter().enumerate() {
+        let (first, second) = (&appended[2 * n], &appended[2 * n + 1]);
+        assert!(first.0 < second.0, "{o}: in order");
+        assert_eq!(second.1.last().map(|e| e.id), Some(second.0), "{o}");
+        let master = if n == 3 { 1 } else { 0 };
+        let len = c.cli(master, &["XLEN", &log_key(o)]).unwrap();
+        assert_eq!(len, "2", "{o} on master {master}");
+    }
+    // Master 0's three orgs went in one call (plus, at most, the NOSCRIPT one that loaded the
+    // script there); by slot they would have been three.
+    let calls0 = evalsha_calls(&c, 0) - before[0];
+    assert!(calls0 <= 2, "master 0 served {calls0} script calls");
+    assert!(
+        evalsha_calls(&c, 1) > before[1],
+        "the moved org was sent to master 1"
+    );
+}

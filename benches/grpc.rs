@@ -13,8 +13,9 @@
 //! keeps; `redis-everysec` is Redis's usual setting (fsync once a second); `redis-cluster` is a
 //! 3-master Redis Cluster of its own (`appendfsync always`). For every Redis row the bench
 //! also reads Redis's own CPU (`INFO cpu`, user + sys, summed over the cluster's masters) before
-//! and after the run and prints it per decision, and for the cluster the script calls each
-//! master served (`INFO commandstats`), against their mean.
+//! and after the run and prints it per decision, with the script calls and log entries (`XADD`s,
+//! one per decision) each server took (`INFO commandstats`); for the cluster, each master's
+//! entries against their mean (the balance of orgs over the masters).
 //!
 //! `cargo bench --bench grpc -- batch`: `AcquireBatch` of 100 (`TIERGATE_BENCH_BATCH`) against
 //! single `Acquire` calls instead, on the same server, connections and calls in flight, per
@@ -88,6 +89,8 @@ struct RedisUsage {
     sys_s: f64,
     evalsha: u64,
     evalsha_us: u64,
+    /// Log entries appended (`XADD`s, counted inside scripts too): the decisions a server took.
+    xadd: u64,
 }
 
 /// Reads `INFO cpu` and `INFO commandstats` of the server on `port` with `redis-cli`.
@@ -105,6 +108,12 @@ fn redis_usage(port: u16) -> RedisUsage {
             u.sys_s += v;
         } else if let Some(v) = line.strip_prefix("used_cpu_user:") {
             u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
+        } else if let Some(rest) = line.strip_prefix("cmdstat_xadd:calls=") {
+            u.xadd = rest
+                .split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
         } else if let Some(rest) = line.strip_prefix("cmdstat_evalsha:") {
             let field = |name: &str| {
                 rest.split(',')
@@ -131,6 +140,7 @@ fn usage_since(ports: &[u16], before: &[RedisUsage]) -> Vec<RedisUsage> {
                 sys_s: a.sys_s - b.sys_s,
                 evalsha: a.evalsha.saturating_sub(b.evalsha),
                 evalsha_us: a.evalsha_us.saturating_sub(b.evalsha_us),
+                xadd: a.xadd.saturating_sub(b.xadd),
             }
         })
         .collect()
@@ -393,24 +403,29 @@ fn main() {
     }
     if !redis_rows.is_empty() {
         println!(
-            "\n| Redis behind | decisions | Redis CPU s | Redis CPU µs / decision | of which sys | inside scripts | script calls per server (× their mean) |"
+            "\n| Redis behind | decisions | Redis CPU s | Redis CPU µs / decision | of which sys | inside scripts | script calls per server | entries per server (× their mean) |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |");
     }
     for (label, decisions, usage) in &redis_rows {
         let cpu: f64 = usage.iter().map(|u| u.cpu_s).sum();
         let sys: f64 = usage.iter().map(|u| u.sys_s).sum();
         let inside: u64 = usage.iter().map(|u| u.evalsha_us).sum();
         let per = |x: f64| x / (*decisions).max(1) as f64;
-        let calls: Vec<u64> = usage.iter().map(|u| u.evalsha).collect();
-        let mean = calls.iter().sum::<u64>() as f64 / calls.len().max(1) as f64;
-        let spread = calls
+        let calls = usage
+            .iter()
+            .map(|u| u.evalsha.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let entries: Vec<u64> = usage.iter().map(|u| u.xadd).collect();
+        let mean = entries.iter().sum::<u64>() as f64 / entries.len().max(1) as f64;
+        let spread = entries
             .iter()
             .map(|c| format!("{c} ({:.2}×)", *c as f64 / mean.max(1e-9)))
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "| {label} | {decisions} | {cpu:.2} | {:.2} | {:.2} | {:.2} | {spread} |",
+            "| {label} | {decisions} | {cpu:.2} | {:.2} | {:.2} | {:.2} | {calls} | {spread} |",
             per(1e6 * cpu),
             per(1e6 * sys),
             per(inside as f64)

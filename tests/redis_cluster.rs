@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use tiergate_proto::v1 as pb;
-use tiergate_testkit::redis_cluster::RedisCluster as Kit;
 use tonic::Code;
 
 const BASE: u64 = 4_915_200_000_000;
@@ -34,7 +33,7 @@ async fn sidecar(cluster: &RedisCluster, extra: &[&str]) -> Sidecar {
 /// The master (0..3) whose slots hold `org`'s keys.
 fn master_of(cluster: &RedisCluster, org: &str) -> usize {
     cluster
-        .owner_of_slot(Kit::slot_of(&format!("tg:{{{org}}}:log")))
+        .owner_of_slot(cluster.slot_of(&format!("tg:{{{org}}}:log")).expect("slot"))
         .expect("slot owner")
 }
 
@@ -398,7 +397,9 @@ async fn slots_moving_under_load_give_no_wrong_answer() {
     let retried = AtomicU64::new(0);
     let first = settle(&a, &racer, BASE + 1_000, &retried).await;
     assert!(allowed(&first));
-    let slot = Kit::slot_of(&format!("tg:{{{racer}}}:log"));
+    let slot = cluster
+        .slot_of(&format!("tg:{{{racer}}}:log"))
+        .expect("slot");
     let migrating = {
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || c.migrate_slot(slot, 0, 1, Duration::from_millis(150)))

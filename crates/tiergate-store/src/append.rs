@@ -39,12 +39,7 @@ for i = 1, (#ARGV - 2) / 5 do
   local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
   if not ok and string.find(msg(id), 'equal or smaller', 1, true) then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
-    local info = redis.call('XINFO', 'STREAM', key)
-    local latest
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then latest = info[j + 1] end
-    end
-    ok, id = true, redis.call('XADD', key, string.match(latest, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
+    ok, id = true, append_at_latest(key, replica, cmd)
   end
   if not ok then
     out[i] = false

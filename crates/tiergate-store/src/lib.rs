@@ -27,6 +27,7 @@ mod waiters;
 
 pub use append::APPEND_ON_NODE;
 pub use chain::ErrorChain;
+pub use cluster_router::hash_slot;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use redis_conn::RedisTopology;

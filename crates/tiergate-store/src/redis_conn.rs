@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::cluster_router::{ClusterRouter, SlotConn, slot_of};
+use crate::cluster_router::{ClusterRouter, SlotConn, hash_slot};
 
 /// How the sidecar reaches Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,7 +69,7 @@ impl RedisConn {
             RedisConn::Single(c) => Routed::Single(c.clone()),
             RedisConn::Cluster(r) => Routed::Cluster(SlotConn {
                 router: r.clone(),
-                slot: slot_of(key.as_bytes()),
+                slot: hash_slot(key.as_bytes()),
             }),
         }
     }
@@ -79,7 +79,7 @@ impl RedisConn {
     pub(crate) fn group_key(&self, log_key: &str) -> Option<u16> {
         match self {
             RedisConn::Single(_) => None,
-            RedisConn::Cluster(_) => Some(slot_of(log_key.as_bytes())),
+            RedisConn::Cluster(_) => Some(hash_slot(log_key.as_bytes())),
         }
     }
 
@@ -88,7 +88,7 @@ impl RedisConn {
     pub(crate) fn node_of(&self, key: &str) -> Option<Arc<str>> {
         match self {
             RedisConn::Single(_) => None,
-            RedisConn::Cluster(r) => r.owner(slot_of(key.as_bytes())),
+            RedisConn::Cluster(r) => r.owner(hash_slot(key.as_bytes())),
         }
     }
 

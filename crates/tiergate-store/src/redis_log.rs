@@ -40,13 +40,23 @@ pub(crate) const PAGE: usize = 512;
 /// Entries one `XRANGE` page carries when catching up (a start reads whole logs).
 const READ_PAGE: usize = 4_096;
 
-/// Compares two stream ids (`ms-n`); Lua numbers hold every millisecond time exactly.
-const ID_LESS: &str = r#"
+/// What every script starts with: `id_less` compares two stream ids (`ms-n`; Lua numbers hold
+/// every millisecond time exactly); `append_at_latest` appends at the log's latest time, for a
+/// log already later than the time proposed (another replica's clock is ahead).
+const HELPERS: &str = r#"
 local function id_less(a, b)
   local am, an = string.match(a, '^(%d+)-(%d+)$')
   local bm, bn = string.match(b, '^(%d+)-(%d+)$')
   am, an, bm, bn = tonumber(am), tonumber(an), tonumber(bm), tonumber(bn)
   return am < bm or (am == bm and an < bn)
+end
+local function append_at_latest(key, replica, cmd)
+  local info = redis.call('XINFO', 'STREAM', key)
+  local latest
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then latest = info[j + 1] end
+  end
+  return redis.call('XADD', key, string.match(latest, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
 end
 "#;
 
@@ -75,12 +85,7 @@ for i = 1, #KEYS / 2 do
   local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
   if not ok then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
-    local info = redis.call('XINFO', 'STREAM', key)
-    local latest
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then latest = info[j + 1] end
-    end
-    id = redis.call('XADD', key, string.match(latest, '^(%d+)-') .. '-*', 'r', replica, 'c', cmd)
+    id = append_at_latest(key, replica, cmd)
   end
   last[key] = id
   local sid = redis.call('HGET', snap, 'id')
@@ -121,7 +126,7 @@ return 1
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{ID_LESS}{body}"))
+    Script::new(&format!("{HELPERS}{body}"))
 }
 
 /// A stream entry id: the entry's time in ms, then its number within that ms.

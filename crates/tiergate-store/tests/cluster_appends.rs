@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tiergate_core::Command;
-use tiergate_store::{LogId, RedisLog, RedisOptions, RedisTopology};
+use tiergate_store::{LogId, RedisLog, RedisOptions, RedisTopology, hash_slot};
 use tiergate_testkit::redis::RedisError;
 use tiergate_testkit::redis_cluster::RedisCluster;
 
@@ -65,11 +65,9 @@ async fn one_call_per_master_and_a_moved_slot_sent_again() {
     let mut orgs: Vec<String> = Vec::new();
     for i in 0.. {
         let o = format!("org-{i}");
-        let slot = RedisCluster::slot_of(&log_key(&o));
+        let slot = c.slot_of(&log_key(&o)).unwrap();
         if c.owner_of_slot(slot).unwrap() == 0
-            && orgs
-                .iter()
-                .all(|p| RedisCluster::slot_of(&log_key(p)) != slot)
+            && orgs.iter().all(|p| c.slot_of(&log_key(p)).unwrap() != slot)
         {
             orgs.push(o);
         }
@@ -79,7 +77,7 @@ async fn one_call_per_master_and_a_moved_slot_sent_again() {
     }
     // The client learned the slot map at connect; the last org's slot now moves to master 1
     // behind its back.
-    let moved = RedisCluster::slot_of(&log_key(&orgs[3]));
+    let moved = c.slot_of(&log_key(&orgs[3])).unwrap();
     c.migrate_slot(moved, 0, 1, Duration::ZERO).unwrap();
     let before = [evalsha_calls(&c, 0), evalsha_calls(&c, 1)];
 
@@ -109,4 +107,30 @@ async fn one_call_per_master_and_a_moved_slot_sent_again() {
         evalsha_calls(&c, 1) > before[1],
         "the moved org was sent to master 1"
     );
+}
+
+#[test]
+fn the_clients_slot_of_a_key_is_redis_clusters() {
+    let Some(c) = cluster("keyslot") else {
+        return;
+    };
+    // Org ids as the engine allows them, and keys with odd braces: the first `{…}` that is not
+    // empty is the tag, else the whole key.
+    let mut keys: Vec<String> = (0..200).map(|i| log_key(&format!("org-{i}"))).collect();
+    keys.extend(
+        [
+            "tg:schema",
+            "tg:orgs",
+            "foo{}{bar}",
+            "foo{{bar}}zap",
+            "a{b}c{d}",
+            "{",
+            "}{x}",
+            "",
+        ]
+        .map(String::from),
+    );
+    for k in keys {
+        assert_eq!(hash_slot(k.as_bytes()), c.slot_of(&k).unwrap(), "{k:?}");
+    }
 }

@@ -382,6 +382,80 @@ async fn a_master_killed_under_load_fails_its_orgs_closed_while_the_others_go_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_hangs_holds_up_only_its_own_orgs() {
+    let Some(cluster) = RedisCluster::start("hang") else {
+        return;
+    };
+    let a = Arc::new(sidecar(&cluster, &[]).await);
+    let sidecars = [a.clone()];
+    let shared = [
+        master_of(&cluster, "tg:schema"),
+        master_of(&cluster, "tg:orgs"),
+    ];
+    let victim = (0..3).find(|m| !shared.contains(m)).unwrap_or(2);
+    let orgs: Vec<String> = (0..3).map(|m| org_on_master(&cluster, "hang", m)).collect();
+    for o in &orgs {
+        a.put_org(org_of(o, pb::Tier::Tier100k)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tasks, tallies) = load(&sidecars, &orgs, &stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SIGSTOP: the master keeps its connections and answers nothing (no reset), so each call
+    // to it waits for the reply timeout (1 s) before the node is marked down.
+    cluster.pause(victim).expect("pause the master");
+    let paused_at: HashMap<&String, u64> = orgs
+        .iter()
+        .map(|o| (o, tallies[o].acked.load(Ordering::SeqCst)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for (m, o) in orgs.iter().enumerate() {
+        let t = &tallies[o];
+        let acked = t.acked.load(Ordering::SeqCst);
+        eprintln!(
+            "{o} (master {m}, hung {victim}): acknowledged {} -> {acked} while hung; unavailable {}",
+            paused_at[o],
+            t.unavailable.load(Ordering::SeqCst)
+        );
+        if m == victim {
+            // Its two clients' calls in flight when it stopped may have been answered first.
+            assert!(
+                acked <= paused_at[o] + 2,
+                "{o}: nothing more is acknowledged by a hung master"
+            );
+            assert!(
+                t.unavailable.load(Ordering::SeqCst) > 0,
+                "{o}: its calls fail"
+            );
+        } else {
+            // At least half the rate it had before (0.5 s before, 2.5 s during): a batch
+            // shared with the hung master's orgs would wait a second at a time.
+            assert!(
+                acked - paused_at[o] >= paused_at[o] * 5 / 2,
+                "{o}: on a live master, it is not held up by the hung one"
+            );
+        }
+    }
+    wait_ready(&a, false).await;
+
+    cluster.resume(victim).expect("resume the master");
+    wait_ready(&a, true).await;
+    let resumed_at = tallies[&orgs[victim]].acked.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        tallies[&orgs[victim]].acked.load(Ordering::SeqCst) > resumed_at,
+        "its org flows again once the master answers"
+    );
+    for o in &orgs {
+        counted_exactly(&sidecars, o, &tallies[o]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_moving_under_load_give_no_wrong_answer() {
     let Some(cluster) = RedisCluster::start("reshard") else {
         return;

@@ -15,7 +15,8 @@
 //! * Anything else, a refused connection or a timeout included, is the caller's answer at once
 //!   (tiergate then fails closed); a refresh is started in case a replica took over. A node
 //!   that failed so is skipped for [`DOWN_FOR`]: calls for its slots fail at once instead of
-//!   each waiting on a reconnect, so that a batch holding them does not hold up the others.
+//!   each waiting on a reconnect. (The store also batches each master's appends apart, so a
+//!   master that hangs holds up only its own orgs.)
 //!
 //! Every request is bounded by a number of tries and a deadline, so a slot that never settles
 //! fails instead of hanging.
@@ -25,12 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
-/// Hash slots in a Redis Cluster.
-pub(crate) const SLOTS: usize = 16_384;
+use crate::slot::SLOTS;
 
 /// Tries of one request (redirects and waits included) before it fails.
 const MAX_TRIES: u32 = 32;
@@ -38,39 +38,10 @@ const MAX_TRIES: u32 = 32;
 /// How long a node that did not answer is not asked again (its slots' calls fail at once).
 const DOWN_FOR: Duration = Duration::from_millis(200);
 
-/// The hash slot of `key`: CRC16 (XMODEM) of its hash tag (`{…}`, when not empty) or of the
-/// whole key, modulo 16,384, as Redis Cluster computes it. Public so that tests can hold it
-/// against Redis's own `CLUSTER KEYSLOT`: a slot computed differently would send every call of
-/// an org to the wrong master first.
-pub fn hash_slot(key: &[u8]) -> u16 {
-    let tagged = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    crc16_xmodem(tagged) % SLOTS as u16
-}
-
-fn crc16_xmodem(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
+/// The least time between two background refreshes of the slot map: while a master is down,
+/// every failed call asks for one, and the live masters should not answer `CLUSTER SLOTS`
+/// back to back for the whole outage.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
 
 /// The slot map and one connection per node.
 pub(crate) struct ClusterRouter {
@@ -85,6 +56,13 @@ pub(crate) struct ClusterRouter {
     /// Nodes that did not answer, and until when they are not asked.
     down: RwLock<HashMap<Arc<str>, Instant>>,
     refreshing: AtomicBool,
+    /// When the last background refresh started, and whether the last refresh worked (a
+    /// failure is logged when it starts failing, not on every try).
+    last_refresh: Mutex<(Option<Instant>, bool)>,
+    /// The scripts a node is given when it answers NOSCRIPT (a node a slot is being migrated
+    /// to has never been asked to load them, and the client's own reload goes to the slot's
+    /// current owner, not to the node of an ASK).
+    scripts: Vec<Script>,
     response: Duration,
     connect: Duration,
 }
@@ -113,10 +91,12 @@ fn protocol(msg: &str) -> RedisError {
 
 impl ClusterRouter {
     /// Learns the slot map from the seeds (one must answer) and connects to the masters.
+    /// `scripts` are loaded on a node that answers NOSCRIPT.
     pub(crate) async fn connect(
         urls: &[&str],
         response: Duration,
         connect: Duration,
+        scripts: Vec<Script>,
     ) -> RedisResult<Arc<Self>> {
         let (prefix, _) = urls
             .first()
@@ -129,6 +109,8 @@ impl ClusterRouter {
             nodes: RwLock::new(HashMap::new()),
             down: RwLock::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
+            last_refresh: Mutex::new((None, true)),
+            scripts,
             response,
             connect,
         });
@@ -164,12 +146,18 @@ impl ClusterRouter {
     /// Asks the known nodes, then the seeds, for `CLUSTER SLOTS`, and replaces the map with the
     /// first answer.
     async fn refresh(&self) -> RedisResult<()> {
-        let mut asked: Vec<Arc<str>> = self.nodes.read().keys().cloned().collect();
-        for seed in &self.seeds {
-            if let Some((_, addr)) = split_url(seed)
-                && !asked.iter().any(|a| &**a == addr)
-            {
-                asked.push(addr.into());
+        // The masters first, then the seeds, then any other node ever connected to (a node
+        // reset out of the cluster may still answer, with no slots).
+        let mut asked: Vec<Arc<str>> = self.masters();
+        let seeds = self
+            .seeds
+            .iter()
+            .filter_map(|u| split_url(u))
+            .map(|(_, addr)| Arc::<str>::from(addr));
+        let known: Vec<Arc<str>> = self.nodes.read().keys().cloned().collect();
+        for addr in seeds.chain(known) {
+            if !asked.contains(&addr) {
+                asked.push(addr);
             }
         }
         let mut last = protocol("no node answered CLUSTER SLOTS");
@@ -184,25 +172,41 @@ impl ClusterRouter {
             }
             .await;
             match answer {
-                Ok(map) => {
+                Ok(map) if map.iter().any(Option::is_some) => {
                     *self.slots.write() = map;
                     return Ok(());
                 }
+                Ok(_) => last = protocol("a node answered CLUSTER SLOTS with no slots"),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// Starts a refresh in the background unless one is running.
+    /// Starts a refresh in the background unless one is running or one started less than
+    /// [`REFRESH_GAP`] ago.
     fn refresh_soon(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let mut last = self.last_refresh.lock();
+            if last.0.is_some_and(|t| t.elapsed() < REFRESH_GAP) {
+                return;
+            }
+            if self.refreshing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            last.0 = Some(Instant::now());
         }
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.refresh().await {
-                tracing::debug!(error = %e, "redis cluster: slot map not refreshed");
+            let result = me.refresh().await;
+            let was_ok = std::mem::replace(&mut me.last_refresh.lock().1, result.is_ok());
+            match result {
+                Err(e) if was_ok => {
+                    tracing::warn!(error = %e, "redis cluster: slot map not refreshed")
+                }
+                Err(e) => tracing::debug!(error = %e, "redis cluster: slot map not refreshed"),
+                Ok(()) if !was_ok => tracing::info!("redis cluster: slot map refreshed again"),
+                Ok(()) => {}
             }
             me.refreshing.store(false, Ordering::Release);
         });
@@ -232,8 +236,17 @@ impl ClusterRouter {
             return Err(protocol("some hash slots have no master"));
         }
         for addr in self.masters() {
-            let mut c = self.node(&addr).await?;
-            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            let pong: RedisResult<String> = async {
+                let mut c = self.node(&addr).await?;
+                redis::cmd("PING").query_async(&mut c).await
+            }
+            .await;
+            if let Err(e) = pong {
+                // A replica may have taken the dead master's slots: a sidecar that gets no
+                // calls for them (drained while not ready) would otherwise never look again.
+                self.refresh_soon();
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -244,6 +257,7 @@ impl ClusterRouter {
         let mut ask: Option<Arc<str>> = None;
         let mut wait = Duration::from_millis(5);
         let mut tries = 0;
+        let mut loaded = false;
         loop {
             tries += 1;
             let asking = ask.take();
@@ -257,7 +271,7 @@ impl ClusterRouter {
             };
             let result = async {
                 let mut c = self.node(&addr).await?;
-                match asking {
+                match &asking {
                     None => c.req_packed_command(cmd).await?.extract_error(),
                     Some(_) => {
                         let mut p = redis::pipe();
@@ -278,9 +292,19 @@ impl ClusterRouter {
                 return Err(err);
             }
             match err.kind() {
+                ErrorKind::Server(ServerErrorKind::NoScript) if !loaded && asking.is_some() => {
+                    // The node of an ASK has not got the script; the caller's own reload
+                    // would go to the slot's owner. Load it there and ask again.
+                    loaded = true;
+                    let mut c = self.node(&addr).await?;
+                    for script in &self.scripts {
+                        script.prepare_invoke().load_async(&mut c).await?;
+                    }
+                    ask = asking;
+                }
                 ErrorKind::Server(ServerErrorKind::Moved) => {
                     let (to, moved) = err.redirect_node().ok_or_else(|| err.clone())?;
-                    let to: Arc<str> = to.into();
+                    let to = node_addr(to, &addr);
                     if let Some(s) = self.slots.write().get_mut(usize::from(moved)) {
                         *s = Some(to);
                     }
@@ -288,7 +312,7 @@ impl ClusterRouter {
                 }
                 ErrorKind::Server(ServerErrorKind::Ask) => {
                     let (to, _) = err.redirect_node().ok_or_else(|| err.clone())?;
-                    ask = Some(to.into());
+                    ask = Some(node_addr(to, &addr));
                 }
                 ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown) => {
                     tokio::time::sleep(
@@ -331,8 +355,20 @@ impl ClusterRouter {
     }
 }
 
+/// A redirect's `host:port`; an empty host (`:port`, an endpoint Redis does not know) means
+/// the host of the node that answered.
+fn node_addr(to: &str, answered: &str) -> Arc<str> {
+    match to.strip_prefix(':') {
+        Some(port) => {
+            let host = answered.rsplit_once(':').map_or(answered, |(h, _)| h);
+            format!("{host}:{port}").into()
+        }
+        None => to.into(),
+    }
+}
+
 /// `CLUSTER SLOTS`: `[start, end, [host, port, id, …], replicas…]` per range. An empty host
-/// means the node that answered.
+/// means the node that answered; an IPv6 host is put in brackets, as a URL wants it.
 fn parse_slots(v: Value, answered: &str) -> RedisResult<Vec<Option<Arc<str>>>> {
     let bad = || protocol("unexpected CLUSTER SLOTS reply");
     let Value::Array(ranges) = v else {
@@ -362,7 +398,11 @@ fn parse_slots(v: Value, answered: &str) -> RedisResult<Vec<Option<Arc<str>>>> {
         let Some(Value::Int(port)) = master.get(1) else {
             return Err(bad());
         };
-        let addr: Arc<str> = format!("{host}:{port}").into();
+        let addr: Arc<str> = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}").into()
+        } else {
+            format!("{host}:{port}").into()
+        };
         let (start, end) = (
             usize::try_from(*start).map_err(|_| bad())?,
             usize::try_from(*end).map_err(|_| bad())?,
@@ -410,25 +450,6 @@ impl ConnectionLike for SlotConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_are_redis_clusters() {
-        // From the Redis Cluster specification.
-        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
-        assert_eq!(hash_slot(b"foo"), 12_182);
-        assert_eq!(
-            hash_slot(b"{user1000}.following"),
-            hash_slot(b"{user1000}.followers")
-        );
-        assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
-        // An empty tag hashes the whole key.
-        assert_eq!(
-            hash_slot(b"foo{}{bar}"),
-            crc16_xmodem(b"foo{}{bar}") % 16_384
-        );
-        assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
-        assert_eq!(hash_slot(b"tg:{acme}:log"), hash_slot(b"tg:{acme}:snap"));
-    }
 
     #[test]
     fn urls_split_into_credentials_and_address() {

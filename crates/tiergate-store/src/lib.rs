@@ -23,11 +23,11 @@ mod embedded;
 mod redis_conn;
 mod redis_log;
 mod replica;
+mod slot;
 mod waiters;
 
 pub use append::APPEND_ON_NODE;
 pub use chain::ErrorChain;
-pub use cluster_router::hash_slot;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use redis_conn::RedisTopology;
@@ -36,3 +36,4 @@ pub use redis_log::{
     RedisStoreError, SNAPSHOT,
 };
 pub use replica::{Health, Replica};
+pub use slot::hash_slot;

@@ -2,18 +2,19 @@
 //!
 //! Everything the Redis store sends is a command on one key or a script on one org's keys, so
 //! the same code runs on both; what differs is how a connection finds the node for a key and
-//! how a batch of appends must be split. A cluster refuses a script whose keys hash to
-//! different slots (`CROSSSLOT`), so there a batch becomes one script call per slot
-//! ([`RedisConn::group_key`]); each org's keys share the hash tag `{org}`, so one org's
-//! commands always stay in one call, in order. The cluster's routing is `cluster_router.rs`.
+//! how a batch of appends is split: on a cluster by master ([`RedisConn::node_of`], see
+//! `append.rs`), and by slot ([`RedisConn::group_key`]) for what a master did not take; each
+//! org's keys share the hash tag `{org}`, so one org's commands always stay in one call, in
+//! order. The cluster's routing is `cluster_router.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use crate::cluster_router::{ClusterRouter, SlotConn, hash_slot};
+use crate::cluster_router::{ClusterRouter, SlotConn};
+use crate::slot::hash_slot;
 
 /// How the sidecar reaches Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,7 +23,7 @@ pub enum RedisTopology {
     #[default]
     Single,
     /// A Redis Cluster (`--store redis-cluster`): the URLs are seed nodes, the slot map is
-    /// learned from them and `MOVED`/`ASK` are followed; a batch is split by slot.
+    /// learned from them and `MOVED`/`ASK` are followed; a batch is one script call per master.
     Cluster,
 }
 
@@ -37,12 +38,13 @@ pub(crate) enum RedisConn {
 impl RedisConn {
     /// Connects to `urls` (one URL for a single Redis; one or more seed nodes, comma-separated
     /// in the config, for a cluster). Each reply waits at most `response`, each connect at most
-    /// `connect`.
+    /// `connect`. On a cluster, `scripts` are loaded on a node that answers NOSCRIPT.
     pub(crate) async fn connect(
         topology: RedisTopology,
         urls: &[&str],
         response: Duration,
         connect: Duration,
+        scripts: Vec<Script>,
     ) -> Result<Self, redis::RedisError> {
         match topology {
             RedisTopology::Single => {
@@ -58,7 +60,7 @@ impl RedisConn {
                 ))
             }
             RedisTopology::Cluster => Ok(RedisConn::Cluster(
-                ClusterRouter::connect(urls, response, connect).await?,
+                ClusterRouter::connect(urls, response, connect, scripts).await?,
             )),
         }
     }

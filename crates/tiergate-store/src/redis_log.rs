@@ -23,6 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
@@ -73,8 +74,9 @@ end
 /// reads the snapshot with [`READ`]).
 ///
 /// The whole batch is one atomic script run: one round trip, one append to Redis's file. A
-/// Redis Cluster refuses keys of different slots in one run, so there a batch is split by slot
-/// first (`groups`); on a single Redis any batch is allowed.
+/// Redis Cluster refuses declared keys of different slots in one run, so there this script
+/// carries one slot's appends, and a batch goes to each master as one
+/// [`crate::APPEND_ON_NODE`] (see `append.rs`).
 pub const APPEND: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
 local out, last = {}, {}
@@ -260,6 +262,7 @@ impl RedisStoreError {
         match self {
             RedisStoreError::Call(e) => RedisStoreError::Call(e.clone()),
             RedisStoreError::BatcherStopped => RedisStoreError::BatcherStopped,
+            RedisStoreError::Protocol(s) => RedisStoreError::Protocol(s.clone()),
             other => RedisStoreError::Protocol(other.to_string()),
         }
     }
@@ -281,15 +284,15 @@ pub struct RedisOptions {
     pub replica: String,
 }
 
-/// The per-org logs in Redis (one server or a cluster), over one managed, multiplexed
-/// connection that reconnects by itself.
+/// The per-org logs in Redis (one server or a cluster), over managed, multiplexed connections
+/// that reconnect by themselves: one to a single Redis, one per master of a cluster.
 #[derive(Clone)]
 pub struct RedisLog {
     conn: RedisConn,
     appender: Appender,
     read: Script,
     snapshot: Script,
-    batches: mpsc::Sender<Call>,
+    batches: Arc<Batchers>,
     replica: String,
     stats: Arc<CommitStats>,
 }
@@ -303,9 +306,38 @@ struct Call {
 /// Appends in one script call at most.
 const BATCH: usize = 256;
 
+/// The batchers: one on a single Redis; on a cluster one per master, so that a master that
+/// hangs (a host gone without a reset) holds up only the appends bound for it, not a batch
+/// shared with the live masters.
+struct Batchers {
+    appender: Appender,
+    stats: Arc<CommitStats>,
+    /// By master as the slot map knows it (`None`: one Redis, or a slot with no known master).
+    /// Bounded by the cluster's masters.
+    lanes: DashMap<Option<Arc<str>>, mpsc::Sender<Call>>,
+}
+
+impl Batchers {
+    /// The batcher for `org`'s appends, started on first use.
+    fn lane(&self, org: &str) -> mpsc::Sender<Call> {
+        let key = self.appender.conn.node_of(&log_key(org));
+        if let Some(tx) = self.lanes.get(&key) {
+            return tx.clone();
+        }
+        self.lanes
+            .entry(key)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(4 * BATCH);
+                tokio::spawn(batcher(self.appender.clone(), self.stats.clone(), rx));
+                tx
+            })
+            .clone()
+    }
+}
+
 /// Sends the `APPEND`s waiting at that moment together (one script call on one Redis, one per
-/// master on a cluster): while one batch is in Redis, the next gathers (group commit, as in the
-/// embedded store).
+/// master on a cluster, where a slot may have moved since its lane was chosen): while one batch
+/// is in Redis, the next gathers (group commit, as in the embedded store).
 async fn batcher(appender: Appender, stats: Arc<CommitStats>, mut rx: mpsc::Receiver<Call>) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -351,29 +383,45 @@ impl RedisLog {
             source,
         };
         let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
+        let (append, on_node, read, snapshot) = (
+            script(APPEND),
+            script(APPEND_ON_NODE),
+            script(READ),
+            script(SNAPSHOT),
+        );
+        let all = vec![
+            append.clone(),
+            on_node.clone(),
+            read.clone(),
+            snapshot.clone(),
+        ];
         let conn = RedisConn::connect(
             opts.topology,
             &urls,
             opts.response_timeout,
             opts.connect_timeout,
+            all,
         )
         .await
         .map_err(connect)?;
         let appender = Appender {
             conn: conn.clone(),
-            append: script(APPEND),
-            on_node: script(APPEND_ON_NODE),
+            append,
+            on_node,
             replica: opts.replica.as_str().into(),
         };
-        let (tx, rx) = mpsc::channel(4 * BATCH);
         let stats = Arc::new(CommitStats::default());
-        tokio::spawn(batcher(appender.clone(), stats.clone(), rx));
+        let batches = Arc::new(Batchers {
+            appender: appender.clone(),
+            stats: stats.clone(),
+            lanes: DashMap::new(),
+        });
         let log = Self {
             conn,
             appender,
-            read: script(READ),
-            snapshot: script(SNAPSHOT),
-            batches: tx,
+            read,
+            snapshot,
+            batches,
             replica: opts.replica.clone(),
             stats,
         };
@@ -406,7 +454,8 @@ impl RedisLog {
         &self.stats
     }
 
-    /// One Redis or a cluster.
+    /// One Redis or a cluster: what a successful call proves (on a cluster, only its own
+    /// master is up) and what the store is called in logs and metrics.
     pub fn topology(&self) -> RedisTopology {
         if self.conn.is_cluster() {
             RedisTopology::Cluster
@@ -461,7 +510,11 @@ impl RedisLog {
             },
             reply,
         };
-        self.batches.send(call).await.map_err(|_| gone())?;
+        self.batches
+            .lane(org)
+            .send(call)
+            .await
+            .map_err(|_| gone())?;
         let (id, entries) = rx.await.map_err(|_| gone())??;
         self.appended(command, &id, entries)
     }

@@ -244,6 +244,35 @@ impl RedisCluster {
         }
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT (`resume`) node `i`: a paused node keeps its connections
+    /// open and answers nothing, like a host that vanished without a reset, which a killed
+    /// process (its port refusing at once) does not show.
+    pub fn pause(&self, i: usize) -> Result<(), RedisError> {
+        self.signal(i, "-STOP")
+    }
+
+    /// See [`RedisCluster::pause`].
+    pub fn resume(&self, i: usize) -> Result<(), RedisError> {
+        self.signal(i, "-CONT")
+    }
+
+    fn signal(&self, i: usize, sig: &str) -> Result<(), RedisError> {
+        let pid = self
+            .nodes
+            .get(i)
+            .and_then(|n| n.child.as_ref())
+            .map(Child::id)
+            .ok_or_else(|| no_such_node(i))?;
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(failed(format!("kill {sig} {pid}: {st}")))
+        }
+    }
+
     /// Starts node `i` again on the same port and directory (after [`RedisCluster::kill9`], or
     /// killing it first): its `nodes.conf` makes it rejoin as the same node with the same
     /// slots, its append-only file brings back its keys. Returns once every running node says

@@ -134,3 +134,54 @@ fn the_clients_slot_of_a_key_is_redis_clusters() {
         assert_eq!(hash_slot(k.as_bytes()), c.slot_of(&k).unwrap(), "{k:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_to_a_master_without_the_scripts_loads_them_there() {
+    let Some(c) = cluster("ask-noscript") else {
+        return;
+    };
+    let c = std::sync::Arc::new(c);
+    let log = RedisLog::connect(&RedisOptions {
+        url: c.urls(),
+        topology: RedisTopology::Cluster,
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        replica: "test".into(),
+    })
+    .await
+    .unwrap();
+    let org = (0..)
+        .map(|i| format!("ask-{i}"))
+        .find(|o| c.owner_of_slot(c.slot_of(&log_key(o)).unwrap()).unwrap() == 0)
+        .unwrap();
+    let (first, _) = log
+        .append(&unwait(&org, 1), 1_000, LogId::default())
+        .await
+        .unwrap();
+    // A snapshot, so that the org has both its keys (a migration moves them one at a time, and
+    // while they are apart Redis answers TRYAGAIN, not ASK).
+    assert!(log.store_snapshot(&org, first, "{}").await.unwrap());
+    // Master 1 has never run a script of the store's.
+    let sha = redis::Script::new(tiergate_store::APPEND)
+        .get_hash()
+        .to_owned();
+    let none = c.cli(1, &["SCRIPT", "EXISTS", &sha]).unwrap();
+    assert_eq!(none, "0", "master 1 has no scripts yet");
+    // The org's slot moves to master 1 by hand, slowly: its keys leave at ~1 s and ~2 s, the
+    // slot is handed over at ~3 s. An append in between meets ASK, then NOSCRIPT on master 1.
+    let slot = c.slot_of(&log_key(&org)).unwrap();
+    let mover = {
+        let c = c.clone();
+        std::thread::spawn(move || c.migrate_slot(slot, 0, 1, Duration::from_millis(1_000)))
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (id, entries) = log
+        .append(&unwait(&org, 2), 2_000, first)
+        .await
+        .expect("the append follows ASK and loads the scripts on master 1");
+    assert_eq!(entries.last().map(|e| e.id), Some(id));
+    mover.join().unwrap().unwrap();
+    assert_eq!(c.owner_of_slot(slot).unwrap(), 1);
+    // The snapshot trimmed the first entry; the second is there, on master 1.
+    assert_eq!(c.cli(1, &["XLEN", &log_key(&org)]).unwrap(), "1");
+}

@@ -29,6 +29,19 @@ fn log_key(org: &str) -> String {
     format!("tg:{{{org}}}:log")
 }
 
+/// The store's log on the cluster `c`, as a sidecar on `--store redis-cluster` opens it.
+async fn log_on(c: &RedisCluster) -> RedisLog {
+    RedisLog::connect(&RedisOptions {
+        url: c.urls(),
+        topology: RedisTopology::Cluster,
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        replica: "test".into(),
+    })
+    .await
+    .unwrap()
+}
+
 /// A cheap command that is valid in a log.
 fn unwait(org: &str, waiter: u64) -> Command {
     Command::Unwait {
@@ -52,15 +65,7 @@ async fn one_call_per_master_and_a_moved_slot_sent_again() {
     let Some(c) = cluster("appends") else {
         return;
     };
-    let log = RedisLog::connect(&RedisOptions {
-        url: c.urls(),
-        topology: RedisTopology::Cluster,
-        response_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        replica: "test".into(),
-    })
-    .await
-    .unwrap();
+    let log = log_on(&c).await;
     // Four orgs of master 0, each on its own slot.
     let mut orgs: Vec<String> = Vec::new();
     for i in 0.. {
@@ -141,15 +146,7 @@ async fn an_ask_to_a_master_without_the_scripts_loads_them_there() {
         return;
     };
     let c = std::sync::Arc::new(c);
-    let log = RedisLog::connect(&RedisOptions {
-        url: c.urls(),
-        topology: RedisTopology::Cluster,
-        response_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        replica: "test".into(),
-    })
-    .await
-    .unwrap();
+    let log = log_on(&c).await;
     let org = (0..)
         .map(|i| format!("ask-{i}"))
         .find(|o| c.owner_of_slot(c.slot_of(&log_key(o)).unwrap()).unwrap() == 0)

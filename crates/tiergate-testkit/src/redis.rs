@@ -76,6 +76,33 @@ fn pong(port: u16) -> bool {
     matches!(c.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
+/// Keeps a just spawned `redis-server` in `slot` and waits until it answers PING on `port`
+/// (at most [`START_TIMEOUT`]); a missing binary is [`RedisError::NotInstalled`], an early exit
+/// [`RedisError::Exited`] (and `slot` is emptied).
+pub(crate) fn started(
+    slot: &mut Option<Child>,
+    spawned: io::Result<Child>,
+    port: u16,
+) -> Result<(), RedisError> {
+    let child = match spawned {
+        Ok(c) => slot.insert(c),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RedisError::NotInstalled),
+        Err(e) => return Err(e.into()),
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !pong(port) {
+        if let Some(st) = child.try_wait()? {
+            *slot = None;
+            return Err(RedisError::Exited(st));
+        }
+        if Instant::now() >= deadline {
+            return Err(RedisError::NoAnswer);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 /// A running `redis-server` with the append-only file on; killed, and its directory removed,
 /// on drop.
 #[derive(Debug)]
@@ -126,23 +153,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let child = match spawned {
-            Ok(c) => self.child.insert(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RedisError::NotInstalled),
-            Err(e) => return Err(e.into()),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !pong(self.port) {
-            if let Some(st) = child.try_wait()? {
-                self.child = None;
-                return Err(RedisError::Exited(st));
-            }
-            if Instant::now() >= deadline {
-                return Err(RedisError::NoAnswer);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        started(&mut self.child, spawned, self.port)
     }
 
     /// Its port on 127.0.0.1.

@@ -19,17 +19,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis::{RedisError, free_port};
+use crate::redis::{RedisError, free_port, started};
 
 /// How many masters: the fewest `redis-cli --cluster create` accepts.
 const NODES: usize = 3;
 
 /// The hash slots of every Redis Cluster (fixed by Redis).
 const SLOTS: u32 = 16_384;
-
-/// How long a fresh or restarted `redis-server` gets to answer PING (loading its append-only
-/// file included) before it counts as failed to start, as in [`crate::redis`].
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the nodes get to agree that the cluster is whole (after `start`, `restart`, a
 /// reshard or a slot migration). A settled cluster of three takes about two seconds at most
@@ -100,23 +96,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let child = match spawned {
-            Ok(c) => self.child.insert(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RedisError::NotInstalled),
-            Err(e) => return Err(e.into()),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !matches!(command(self.port, &[b"PING"]), Ok(Reply::Status(s)) if s == "PONG") {
-            if let Some(st) = child.try_wait()? {
-                self.child = None;
-                return Err(RedisError::Exited(st));
-            }
-            if Instant::now() >= deadline {
-                return Err(RedisError::NoAnswer);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        started(&mut self.child, spawned, self.port)
     }
 
     /// SIGKILL, and reap it.

@@ -522,3 +522,39 @@ async fn slots_moving_under_load_give_no_wrong_answer() {
     }
     eprintln!("reshard of 2,000 slots under load: {moved} orgs moved, {failed} calls UNAVAILABLE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_log_lost_by_its_master_is_refused_not_started_again() {
+    let Some(cluster) = RedisCluster::start("lost-org") else {
+        return;
+    };
+    let a = sidecar(&cluster, &[]).await;
+    let lost = org_on_master(&cluster, "lost", 1);
+    let other = org_on_master(&cluster, "kept", 2);
+    for o in [&lost, &other] {
+        a.put_org(org_of(o, pb::Tier::Tier250)).await;
+        let r = a.governor().acquire(send(o, BASE)).await.unwrap();
+        assert!(allowed(r.get_ref()));
+    }
+    assert!(readyz(&a).await);
+    // Master 1 loses the org's keys (as a master that came back without its data would): the
+    // sidecar has applied entries of a log that is gone, so the shared budget is gone too.
+    let key = format!("tg:{{{lost}}}:log");
+    assert_eq!(cluster.cli(1, &["DEL", &key]).unwrap(), "1");
+    let e = a
+        .governor()
+        .acquire(send(&lost, BASE + 1))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // Nothing was written: the log was not started again behind the sidecars' backs.
+    assert_eq!(cluster.cli(1, &["EXISTS", &key]).unwrap(), "0");
+    // Like a Redis that lost its data, the sidecar trusts the store no more until restarted.
+    wait_ready(&a, false).await;
+    let e = a
+        .governor()
+        .acquire(send(&other, BASE + 1))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}

@@ -26,8 +26,9 @@ use crate::redis_log::{PAGE, RedisStoreError, log_key, snap_key};
 /// the page size, then per append its log key, snapshot key, proposed ms, command JSON and
 /// `after` (as in `APPEND`). Returns per append `{id, entries}` or `{id, false}` as `APPEND`
 /// does, or `false` when it was not written (its slot is not served here, or any other error
-/// of its `XADD`: nothing was written for it). Like every script of the store it runs after
-/// the helpers (`id_less`, `append_at_latest`) the store puts before each one.
+/// of its `XADD`: nothing was written for it), or `{'lost', false}` as `APPEND` does. Like
+/// every script of the store it runs after the helpers (`id_less`, `xadd`,
+/// `append_at_latest`) the store puts before each one.
 pub const APPEND_ON_NODE: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
 local out, last = {}, {}
@@ -39,13 +40,16 @@ for i = 1, (#ARGV - 2) / 5 do
   local b = 5 * i - 2
   local key, snap, at, cmd, after = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   if after == '' then after = last[key] or '0-0' end
-  local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
+  local ok, id = xadd(key, after, at, replica, cmd)
   if not ok and string.find(msg(id), 'equal or smaller', 1, true) then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
     ok, id = true, append_at_latest(key, replica, cmd)
   end
   if not ok then
     out[i] = false
+  elseif not id or last[key] == 'lost' then
+    last[key] = 'lost'
+    out[i] = {'lost', false}
   else
     last[key] = id
     local okh, sid = pcall(redis.call, 'HGET', snap, 'id')

@@ -42,14 +42,22 @@ pub(crate) const PAGE: usize = 512;
 const READ_PAGE: usize = 4_096;
 
 /// What every script starts with: `id_less` compares two stream ids (`ms-n`; Lua numbers hold
-/// every millisecond time exactly); `append_at_latest` appends at the log's latest time, for a
-/// log already later than the time proposed (another replica's clock is ahead).
+/// every millisecond time exactly); `xadd` appends a command, creating the log only for a
+/// caller that has applied nothing of it (`NOMKSTREAM` otherwise: a log that vanished is not
+/// silently started again; `nil` says so); `append_at_latest` appends at the log's latest
+/// time, for a log already later than the time proposed (another replica's clock is ahead).
 const HELPERS: &str = r#"
 local function id_less(a, b)
   local am, an = string.match(a, '^(%d+)-(%d+)$')
   local bm, bn = string.match(b, '^(%d+)-(%d+)$')
   am, an, bm, bn = tonumber(am), tonumber(an), tonumber(bm), tonumber(bn)
   return am < bm or (am == bm and an < bn)
+end
+local function xadd(key, after, at, replica, cmd)
+  if after == '0-0' then
+    return pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
+  end
+  return pcall(redis.call, 'XADD', key, 'NOMKSTREAM', at .. '-*', 'r', replica, 'c', cmd)
 end
 local function append_at_latest(key, replica, cmd)
   local info = redis.call('XINFO', 'STREAM', key)
@@ -71,7 +79,10 @@ end
 /// Returns, per command, `{id, entries}` where entries are the other entries in `(after, id)`,
 /// at most a page of them (the caller knows its own command; with one replica there are none),
 /// or `{id, false}` when a snapshot has replaced entries the caller never applied (it then
-/// reads the snapshot with [`READ`]).
+/// reads the snapshot with [`READ`]), or `{'lost', false}` when the caller has applied entries
+/// of a log that no longer exists (Redis, or a cluster's master, lost the org's keys: nothing
+/// is written, and the replica stops trusting Redis). A log is only ever created by a caller
+/// that has applied nothing of it (`after` = `0-0`); a trimmed log stays, empty.
 ///
 /// The whole batch is one atomic script run: one round trip, one append to Redis's file. A
 /// Redis Cluster refuses declared keys of different slots in one run, so there this script
@@ -84,17 +95,22 @@ for i = 1, #KEYS / 2 do
   local key, snap = KEYS[2 * i - 1], KEYS[2 * i]
   local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
   if after == '' then after = last[key] or '0-0' end
-  local ok, id = pcall(redis.call, 'XADD', key, at .. '-*', 'r', replica, 'c', cmd)
+  local ok, id = xadd(key, after, at, replica, cmd)
   if not ok then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
     id = append_at_latest(key, replica, cmd)
   end
-  last[key] = id
-  local sid = redis.call('HGET', snap, 'id')
-  if sid and id_less(after, sid) then
-    out[i] = {id, false}
+  if not id or last[key] == 'lost' then
+    last[key] = 'lost'
+    out[i] = {'lost', false}
   else
-    out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+    last[key] = id
+    local sid = redis.call('HGET', snap, 'id')
+    if sid and id_less(after, sid) then
+      out[i] = {id, false}
+    else
+      out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+    end
   end
 end
 return out
@@ -575,6 +591,9 @@ impl RedisLog {
         id: &str,
         entries: Value,
     ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
+        if id == "lost" {
+            return Err(RedisStoreError::Lost);
+        }
         let id: LogId = id.parse()?;
         if matches!(entries, Value::Nil | Value::Boolean(false)) {
             // A snapshot replaced entries this replica has not applied: it must read it.

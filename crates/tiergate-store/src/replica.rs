@@ -170,6 +170,12 @@ impl Replica {
         if e.is_unavailable() {
             self.set_health(Health::Down);
         }
+        if matches!(e, RedisStoreError::Lost) && self.health() != Health::Lost {
+            // An org's log vanished under entries this replica applied (a cluster master that
+            // came back without its data, keys deleted): its budget is gone from Redis.
+            tracing::error!("redis lost an org's log; refusing until restarted");
+            self.set_health(Health::Lost);
+        }
         e
     }
 

@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use tiergate_proto::v1 as pb;
@@ -35,6 +35,16 @@ fn master_of(cluster: &RedisCluster, org: &str) -> usize {
     cluster
         .owner_of_slot(cluster.slot_of(&format!("tg:{{{org}}}:log")).expect("slot"))
         .expect("slot owner")
+}
+
+/// A master that holds neither the schema key nor the org set, so that what fails when it does
+/// is only its orgs' logs.
+fn victim_master(cluster: &RedisCluster) -> usize {
+    let shared = [
+        master_of(cluster, "tg:schema"),
+        master_of(cluster, "tg:orgs"),
+    ];
+    (0..3).find(|m| !shared.contains(m)).unwrap_or(2)
 }
 
 /// An org id whose keys live on `master`, named from `prefix`.
@@ -192,20 +202,6 @@ async fn two_sidecars_on_a_cluster_never_exceed_the_tier_together() {
     assert!(m.contains("tiergate_store_up 1"), "{m}");
 }
 
-async fn readyz(s: &Sidecar) -> bool {
-    http_get(&s.http, "/readyz")
-        .await
-        .starts_with("HTTP/1.1 200")
-}
-
-async fn wait_ready(s: &Sidecar, want: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz(s).await != want {
-        assert!(Instant::now() < deadline, "/readyz never became {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// What the load did to one org.
 #[derive(Default)]
 struct Tally {
@@ -265,6 +261,14 @@ fn load(
     (tasks, tallies)
 }
 
+/// Stops the load of [`load`] and waits for its clients (a client's panic fails the test).
+async fn stop_load(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Every acknowledged ALLOW is counted, on every sidecar alike; calls that failed may or may
 /// not have reached Redis, so they bound the count from above.
 async fn counted_exactly(sidecars: &[Arc<Sidecar>], o: &str, t: &Tally) -> u64 {
@@ -300,13 +304,7 @@ async fn a_master_killed_under_load_fails_its_orgs_closed_while_the_others_go_on
     let a = Arc::new(sidecar(&cluster, &[]).await);
     let b = Arc::new(sidecar(&cluster, &[]).await);
     let sidecars = [a.clone(), b.clone()];
-    // The victim master is one that holds neither the schema key nor the org set, so that
-    // what fails is only its orgs' logs.
-    let shared = [
-        master_of(&cluster, "tg:schema"),
-        master_of(&cluster, "tg:orgs"),
-    ];
-    let victim = (0..3).find(|m| !shared.contains(m)).unwrap_or(2);
+    let victim = victim_master(&cluster);
     let orgs: Vec<String> = (0..3).map(|m| org_on_master(&cluster, "load", m)).collect();
     for o in &orgs {
         a.put_org(org_of(o, pb::Tier::Tier100k)).await;
@@ -362,10 +360,7 @@ async fn a_master_killed_under_load_fails_its_orgs_closed_while_the_others_go_on
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    stop_load(&stop, tasks).await;
     assert!(
         tallies[&orgs[victim]].acked.load(Ordering::SeqCst) > victim_down,
         "its org flows again once the master is back"
@@ -388,11 +383,7 @@ async fn a_master_that_hangs_holds_up_only_its_own_orgs() {
     };
     let a = Arc::new(sidecar(&cluster, &[]).await);
     let sidecars = [a.clone()];
-    let shared = [
-        master_of(&cluster, "tg:schema"),
-        master_of(&cluster, "tg:orgs"),
-    ];
-    let victim = (0..3).find(|m| !shared.contains(m)).unwrap_or(2);
+    let victim = victim_master(&cluster);
     let orgs: Vec<String> = (0..3).map(|m| org_on_master(&cluster, "hang", m)).collect();
     for o in &orgs {
         a.put_org(org_of(o, pb::Tier::Tier100k)).await;
@@ -442,10 +433,7 @@ async fn a_master_that_hangs_holds_up_only_its_own_orgs() {
     wait_ready(&a, true).await;
     let resumed_at = tallies[&orgs[victim]].acked.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    stop_load(&stop, tasks).await;
     assert!(
         tallies[&orgs[victim]].acked.load(Ordering::SeqCst) > resumed_at,
         "its org flows again once the master answers"
@@ -506,10 +494,7 @@ async fn slots_moving_under_load_give_no_wrong_answer() {
         .unwrap()
         .expect("reshard");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    stop_load(&stop, tasks).await;
     let moved = orgs
         .iter()
         .zip(&moved_from)

@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use tiergate_proto::v1 as pb;
@@ -119,20 +119,6 @@ async fn two_replicas_never_exceed_the_tier_together() {
         .and_then(|v| v.trim().parse().ok())
         .expect("commit count");
     assert!(commits > 0);
-}
-
-async fn readyz(s: &Sidecar) -> bool {
-    http_get(&s.http, "/readyz")
-        .await
-        .starts_with("HTTP/1.1 200")
-}
-
-async fn wait_ready(s: &Sidecar, want: bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while readyz(s).await != want {
-        assert!(Instant::now() < deadline, "/readyz never became {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

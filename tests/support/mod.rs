@@ -301,6 +301,25 @@ impl Sidecar {
     }
 }
 
+/// Whether the sidecar's `/readyz` answers 200.
+pub async fn readyz(s: &Sidecar) -> bool {
+    http_get(&s.http, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200")
+}
+
+/// Waits (at most 20 s, then fails the test) until `/readyz` is `want`.
+pub async fn wait_ready(s: &Sidecar, want: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while readyz(s).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A plain HTTP/1.1 GET on a raw socket: status line, headers and body as text.
 pub async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

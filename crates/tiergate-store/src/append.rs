@@ -158,7 +158,6 @@ impl Appender {
         }
         let missed: Vec<usize> = (0..idx.len()).filter(|&p| out[p].is_none()).collect();
         if !missed.is_empty() {
-            let missed_items: Vec<usize> = missed.iter().map(|&p| idx[p]).collect();
             for group in group_by(&missed, |&p| {
                 self.conn.group_key(&log_key(&items[idx[p]].org))
             }) {
@@ -168,7 +167,7 @@ impl Appender {
                 }
             }
             tracing::debug!(
-                appends = missed_items.len(),
+                appends = missed.len(),
                 "redis cluster: appends sent again by slot"
             );
         }

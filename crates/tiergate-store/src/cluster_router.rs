@@ -143,8 +143,8 @@ impl ClusterRouter {
         Ok(self.nodes.write().entry(addr.clone()).or_insert(c).clone())
     }
 
-    /// Asks the known nodes, then the seeds, for `CLUSTER SLOTS`, and replaces the map with the
-    /// first answer.
+    /// Asks the masters, then the seeds, then any other node ever connected to, for
+    /// `CLUSTER SLOTS`, and replaces the map with the first answer that has slots.
     async fn refresh(&self) -> RedisResult<()> {
         // The masters first, then the seeds, then any other node ever connected to (a node
         // reset out of the cluster may still answer, with no slots).
@@ -355,14 +355,16 @@ impl ClusterRouter {
     }
 }
 
+/// The host of a `host:port` (IPv6 hosts keep their brackets).
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
 /// A redirect's `host:port`; an empty host (`:port`, an endpoint Redis does not know) means
 /// the host of the node that answered.
 fn node_addr(to: &str, answered: &str) -> Arc<str> {
     match to.strip_prefix(':') {
-        Some(port) => {
-            let host = answered.rsplit_once(':').map_or(answered, |(h, _)| h);
-            format!("{host}:{port}").into()
-        }
+        Some(port) => format!("{}:{port}", host_of(answered)).into(),
         None => to.into(),
     }
 }
@@ -374,7 +376,7 @@ fn parse_slots(v: Value, answered: &str) -> RedisResult<Vec<Option<Arc<str>>>> {
     let Value::Array(ranges) = v else {
         return Err(bad());
     };
-    let answered_host = answered.rsplit_once(':').map_or(answered, |(h, _)| h);
+    let answered_host = host_of(answered);
     let mut map = vec![None; SLOTS];
     for range in ranges {
         let Value::Array(r) = range else {

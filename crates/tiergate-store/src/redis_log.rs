@@ -336,7 +336,12 @@ struct Batchers {
 impl Batchers {
     /// The batcher for `org`'s appends, started on first use.
     fn lane(&self, org: &str) -> mpsc::Sender<Call> {
-        let key = self.appender.conn.node_of(&log_key(org));
+        let conn = &self.appender.conn;
+        let key = if conn.is_cluster() {
+            conn.node_of(&log_key(org))
+        } else {
+            None
+        };
         if let Some(tx) = self.lanes.get(&key) {
             return tx.clone();
         }

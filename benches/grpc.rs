@@ -5,7 +5,10 @@
 //! every result's ratio to the echo floor and to the in-memory sidecar. `TIERGATE_BENCH_SECS`
 //! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores
 //! (`memory,embedded,redis,redis-everysec,redis-cluster`), `TIERGATE_BENCH_ORGS` the orgs (100),
-//! `TIERGATE_BENCH_RATE` a fixed call rate (calls/s; unset: as fast as it goes). At a fixed rate
+//! `TIERGATE_BENCH_RATE` a fixed call rate (calls/s; unset: as fast as it goes),
+//! `TIERGATE_BENCH_INFLIGHT` the calls in flight (64). Every server row also says the sidecar's
+//! own CPU per call (user + sys from `/proc/<pid>/stat` over the run), the figure issue #14
+//! compares between stores. At a fixed rate
 //! below every store's ceiling the Redis CPU per decision is compared without the noise of a
 //! saturated 2-core machine.
 //! For `redis` the bench starts its own `redis-server` on a free port, with the append-only
@@ -60,6 +63,19 @@ fn spawn(args: &[&str]) -> Proc {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
     Proc(child, format!("http://{addr}"))
+}
+
+/// The CPU seconds (user + sys) process `pid` has spent, from `/proc/<pid>/stat`; `None` where
+/// there is no procfs.
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime
+    // are the 12th and 13th of them, in clock ticks (100 a second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// A server on a store, with its Redis and data directory: stopped and removed on drop.
@@ -313,7 +329,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = LoadConfig {
         connections: 4,
-        concurrency: 64,
+        concurrency: std::env::var("TIERGATE_BENCH_INFLIGHT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64),
         duration: Some(Duration::from_secs_f64(secs)),
         orgs: std::env::var("TIERGATE_BENCH_ORGS")
             .ok()
@@ -330,7 +349,7 @@ fn main() {
     if batch {
         return batch_bench(&rt, &base, &stores);
     }
-    let mut rows: Vec<(String, Summary)> = Vec::new();
+    let mut rows: Vec<(String, Summary, Option<f64>)> = Vec::new();
     // Per Redis row: each server's CPU and script calls over the run.
     let mut redis_rows: Vec<(String, u64, Vec<RedisUsage>)> = Vec::new();
     {
@@ -339,10 +358,10 @@ fn main() {
             addr: echo.1.clone(),
             ..base.clone()
         };
-        rows.push((
-            "echo (floor)".into(),
-            rt.block_on(loadgen::run(&cfg)).unwrap(),
-        ));
+        let cpu0 = process_cpu_s(echo.0.id());
+        let summary = rt.block_on(loadgen::run(&cfg)).unwrap();
+        let cpu = cpu0.zip(process_cpu_s(echo.0.id())).map(|(a, b)| b - a);
+        rows.push(("echo (floor)".into(), summary, cpu));
     }
     let mut skipped = Vec::new();
     for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -361,7 +380,10 @@ fn main() {
             .unwrap();
         let ports = running.redis_ports();
         let before: Vec<RedisUsage> = ports.iter().map(|p| redis_usage(*p)).collect();
+        let pid = running.server.0.id();
+        let cpu0 = process_cpu_s(pid);
         let summary = rt.block_on(loadgen::run(&cfg)).unwrap();
+        let cpu = cpu0.zip(process_cpu_s(pid)).map(|(a, b)| b - a);
         if !ports.is_empty() {
             redis_rows.push((
                 label.clone(),
@@ -369,27 +391,34 @@ fn main() {
                 usage_since(&ports, &before),
             ));
         }
-        rows.push((format!("tiergate serve --store {label}"), summary));
+        rows.push((format!("tiergate serve --store {label}"), summary, cpu));
         drop(running);
     }
     let floor = rows[0].1.throughput_rps;
-    let memory = rows
-        .iter()
-        .find(|(n, _)| n.ends_with("--store memory"))
-        .map(|(_, s)| s.throughput_rps);
+    let memory_row = rows.iter().find(|(n, _, _)| n.ends_with("--store memory"));
+    let memory = memory_row.map(|(_, s, _)| s.throughput_rps);
+    let per_call = |s: &Summary, cpu: Option<f64>| cpu.map(|c| 1e6 * c / s.decisions.max(1) as f64);
+    let memory_cpu = memory_row.and_then(|(_, s, c)| per_call(s, *c));
     println!(
         "\nloadgen: {} connections, {} in flight, {secs} s per run, {} orgs, {} recipients (uniform)\n",
         base.connections, base.concurrency, base.orgs, base.recipients
     );
     println!(
-        "| target | calls/s | × echo | × memory | p50 µs | p90 µs | p99 µs | p999 µs | allowed | denied | errors |"
+        "| target | calls/s | × echo | × memory | sidecar CPU µs / call | × memory | p50 µs | p90 µs | p99 µs | p999 µs | allowed | denied | errors |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, s) in &rows {
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (name, s, cpu) in &rows {
         let vs_memory =
             memory.map_or_else(|| "-".into(), |m| format!("{:.2}", s.throughput_rps / m));
+        let cpu = per_call(s, *cpu);
+        let cpu_vs = cpu
+            .zip(memory_cpu)
+            .map_or_else(|| "-".into(), |(c, m)| format!("{:.2}", c / m));
+        let cpu = cpu.map_or_else(|| "-".into(), |c| format!("{c:.1}"));
         println!(
-            "| {name} | {:.0} | {:.2} | {vs_memory} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {:.0} | {:.2} | {vs_memory} | {cpu} | {cpu_vs} | {} | {} | {} | {} | {} | {} | {} |",
             s.throughput_rps,
             s.throughput_rps / floor,
             s.p50_us,

@@ -1,4 +1,5 @@
-//! The embedded store: facts in redb, one writer thread, group commit.
+//! The embedded store: facts appended to a journal of segment files by one writer thread,
+//! group commit; snapshots, the schema version and the directory's lock in redb.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,14 +10,19 @@ use std::time::{Duration, Instant};
 
 use crate::chain::ErrorChain;
 use crate::commit_stats::CommitStats;
+use crate::fact_log::{self, FactLog, FactLogError, Group};
 use crate::waiters::{WaitError, Waiters};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tiergate_core::{Engine, EngineError, Fact, Journal, OrgSnapshot};
 
-/// The on-disk format this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+/// The on-disk format this build writes and reads. Version 3 keeps the facts in the journal
+/// (`journal/*.facts`, see `fact_log.rs`); version 2 kept them in redb's `facts` table, which a
+/// start still reads (and compacts away), so a version-2 directory upgrades in place. A
+/// version-2 binary refuses a version-3 directory, whose facts it would not see.
+pub const SCHEMA_VERSION: u64 = 3;
 
+/// Facts written by schema version 2 and earlier, read once at start and compacted away.
 const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Each org's state as of its last compaction (`OrgSnapshot` JSON), which the facts then follow.
@@ -132,6 +138,9 @@ pub enum StoreError {
         /// The engine's reason.
         source: EngineError,
     },
+    /// The facts' journal could not be read or written, or is corrupt.
+    #[error(transparent)]
+    Journal(#[from] FactLogError),
     /// A stored fact is not valid JSON for this build's `Fact`.
     #[error("store {path}: fact {seq} unreadable")]
     FactDecode {
@@ -192,14 +201,24 @@ fn redb_err<E: Into<RedbError>>(path: &Path, during: &'static str) -> impl FnOnc
     }
 }
 
+/// What the writer thread is handed, in order.
+enum Msg {
+    /// A fact and its number.
+    Fact(u64, Fact),
+    /// Start a new segment before the next fact (a compaction is being prepared).
+    Rotate,
+}
+
 struct Queue {
     next: u64,
-    tx: mpsc::Sender<(u64, Fact)>,
+    tx: mpsc::Sender<Msg>,
 }
 
 /// An open embedded store. Hand it to the engine with [`Engine::set_journal`] after replay.
 pub struct EmbeddedStore {
     path: PathBuf,
+    /// The journal's directory (`journal/` beside the redb file).
+    journal: PathBuf,
     db: Arc<Database>,
     queue: Mutex<Option<Queue>>,
     waiters: Arc<Waiters>,
@@ -265,14 +284,16 @@ pub struct Recovery {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/tiergate.redb`. Refuses a newer schema, a corrupt file, or a
-    /// directory another process holds.
+    /// Opens (or creates) `dir/tiergate.redb` and the journal's directory `dir/journal`.
+    /// Refuses a newer schema, a corrupt file, or a directory another process holds (redb's
+    /// lock on its file guards the journal too).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join("tiergate.redb");
+        let journal = dir.join("journal");
         let db = if path.exists() {
             Database::open(&path).map_err(|source| StoreError::Open {
                 path: path.clone(),
@@ -297,8 +318,9 @@ impl EmbeddedStore {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::NewerSchema { path, found: v });
                 }
-                // Version 1 had no snapshots: it reads as a version 2 store without any, and is
-                // marked 2 so that a version-1 binary refuses it from now on.
+                // Version 1 had no snapshots and version 2 kept its facts in redb: both read as
+                // a version 3 store whose journal is empty, and are marked 3 so that an older
+                // binary refuses them from now on.
                 Some(SCHEMA_VERSION) => {}
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
@@ -311,8 +333,13 @@ impl EmbeddedStore {
                 .map_err(redb_err(&path, SCHEMA))?;
         }
         txn.commit().map_err(redb_err(&path, SCHEMA))?;
+        std::fs::create_dir_all(&journal).map_err(|source| StoreError::Dir {
+            path: journal.clone(),
+            source,
+        })?;
         Ok(Self {
             path,
+            journal,
             db: Arc::new(db),
             queue: Mutex::new(None),
             waiters: Arc::new(Waiters::default()),
@@ -326,9 +353,11 @@ impl EmbeddedStore {
     }
 
     /// Restores every org's snapshot, replays the facts stored since, in order, each at its own
-    /// time ([`Engine::apply_fact`]), then compacts (each org's state becomes its new snapshot and the
-    /// facts are dropped, in one transaction) and starts the writer. So a start replays what
-    /// happened since the last start, not the whole history.
+    /// time ([`Engine::apply_fact`]), then compacts (each org's state becomes its new snapshot,
+    /// stored in one transaction, and then the facts are dropped) and starts the writer on a
+    /// new segment. So a start replays what happened since the last start, not the whole
+    /// history. A torn write at the journal's end (never acknowledged) is dropped with a
+    /// warning; damage anywhere else refuses the start ([`FactLogError::Corrupt`]).
     pub fn replay(&self, engine: &Engine) -> Result<Recovery, StoreError> {
         let start = Instant::now();
         const REPLAY: &str = "reading snapshots and facts";
@@ -372,12 +401,10 @@ impl EmbeddedStore {
         let mut last = covered.values().copied().max().unwrap_or(0);
         let mut rows = 0u64;
         let mut n = 0u64;
-        for item in table.iter().map_err(redb_err(&self.path, REPLAY))? {
-            let (k, v) = item.map_err(redb_err(&self.path, REPLAY))?;
-            let seq = k.value();
+        let mut apply = |file: &Path, seq: u64, bytes: &[u8]| -> Result<(), StoreError> {
             let fact: Fact =
-                serde_json::from_slice(v.value()).map_err(|source| StoreError::FactDecode {
-                    path: self.path.clone(),
+                serde_json::from_slice(bytes).map_err(|source| StoreError::FactDecode {
+                    path: file.to_owned(),
                     seq,
                     source,
                 })?;
@@ -385,7 +412,7 @@ impl EmbeddedStore {
             rows += 1;
             if covered.get(fact.org.as_str()).is_some_and(|&at| seq <= at) {
                 // Already in the org's snapshot.
-                continue;
+                return Ok(());
             }
             if let Err(e) = engine.apply_fact(&fact) {
                 // A fact the engine refuses now (e.g. a policy change made it invalid) is
@@ -393,9 +420,18 @@ impl EmbeddedStore {
                 tracing::warn!(seq, error = %e, "stored fact not applied");
             }
             n += 1;
+            Ok(())
+        };
+        // Facts a version-2 store kept in redb come first: the journal's are all later.
+        for item in table.iter().map_err(redb_err(&self.path, REPLAY))? {
+            let (k, v) = item.map_err(redb_err(&self.path, REPLAY))?;
+            apply(&self.path, k.value(), v.value())?;
         }
         drop(table);
         drop(read);
+        let journal = self.journal.clone();
+        let replayed = fact_log::replay(&self.journal, |seq, bytes| apply(&journal, seq, bytes))?;
+        last = last.max(replayed.last);
         // A compaction while running may have stored sends that were waiting; their callers did
         // not survive the restart.
         engine.clear_waiters();
@@ -413,9 +449,10 @@ impl EmbeddedStore {
         })
     }
 
-    /// Writes every org's state as its snapshot and drops the facts, in one transaction: a crash
-    /// leaves either the old snapshots and facts or the new snapshots, never a mix. At start,
-    /// before any new fact: every snapshot reflects every fact up to `last`.
+    /// Writes every org's state as its snapshot in one transaction, then drops the facts: a crash
+    /// leaves either the old snapshots and facts or the new snapshots (and perhaps facts they
+    /// cover, skipped on replay), never a mix. At start, before any new fact: every snapshot
+    /// reflects every fact up to `last`.
     fn compact(&self, engine: &Engine, last: u64) -> Result<(), StoreError> {
         // No journal is set yet, so every snapshot's position is `last` itself.
         self.commit_compaction(&self.snapshot_all(engine, last)?)
@@ -434,8 +471,22 @@ impl EmbeddedStore {
     ///
     /// Facts are dropped only up to the position read *before* listing the orgs: an org
     /// registered later has no snapshot yet, and all its facts come after that position.
+    ///
+    /// The journal starts a new segment after that position, so that the segments before it,
+    /// whose facts the snapshots then cover, can be removed whole.
     pub fn prepare_compaction(&self, engine: &Engine) -> Result<Compaction, StoreError> {
-        self.snapshot_all(engine, self.issued())
+        let upto = {
+            let q = self.queue.lock();
+            match q.as_ref() {
+                // In the queue's order: the new segment starts with the fact after `upto`.
+                Some(q) => {
+                    let _ = q.tx.send(Msg::Rotate);
+                    q.next - 1
+                }
+                None => self.issued(),
+            }
+        };
+        self.snapshot_all(engine, upto)
     }
 
     /// Every org's snapshot with the journal position it reflects (at least `upto`), to drop
@@ -455,7 +506,9 @@ impl EmbeddedStore {
         Ok(Compaction { upto, snaps })
     }
 
-    /// Stores the snapshots and drops the facts they replace, in one transaction.
+    /// Stores the snapshots in one transaction, then removes the journal's segments they cover
+    /// whole (those before the segment [`EmbeddedStore::prepare_compaction`] started; a segment
+    /// the writer has not started yet is removed by the next compaction).
     pub fn commit_compaction(&self, c: &Compaction) -> Result<(), StoreError> {
         const COMPACT: &str = "storing a compaction";
         let committed = self.stats.facts();
@@ -485,18 +538,22 @@ impl EmbeddedStore {
                 .map_err(redb_err(&self.path, COMPACT))?;
         }
         txn.commit().map_err(redb_err(&self.path, COMPACT))?;
+        fact_log::drop_covered(&self.journal, c.upto)?;
         self.compacted_at.store(committed, Ordering::Relaxed);
         self.stats.snapshot_written(c.snaps.len() as u64);
         Ok(())
     }
 
-    /// Starts the writer thread; the journal takes facts only once it runs. A thread that
+    /// Starts the writer thread on a new segment (every older one is covered by the snapshots
+    /// now, or holds nothing intact); the journal takes facts only once it runs. A thread that
     /// cannot be started is an error here: without it nothing would ever be acknowledged.
     fn start_writer(&self, first_seq: u64) -> Result<(), StoreError> {
-        let (tx, rx) = mpsc::channel::<(u64, Fact)>();
+        let log = FactLog::create(&self.journal, first_seq)?;
+        fact_log::drop_all_but(&self.journal, log.path())?;
+        let (tx, rx) = mpsc::channel::<Msg>();
         let w = Writer {
-            db: self.db.clone(),
-            path: self.path.clone(),
+            log,
+            next: first_seq,
             durable: self.waiters.clone(),
             failed: self.failed.clone(),
             cause: self.cause.clone(),
@@ -583,7 +640,7 @@ impl Journal for EmbeddedStore {
         };
         let seq = q.next;
         q.next += 1;
-        if q.tx.send((seq, fact)).is_err() {
+        if q.tx.send(Msg::Fact(seq, fact)).is_err() {
             self.failed.store(true, Ordering::SeqCst);
             self.waiters.fail();
         }
@@ -593,19 +650,21 @@ impl Journal for EmbeddedStore {
 
 /// The writer thread's handles on the store.
 struct Writer {
-    db: Arc<Database>,
-    path: PathBuf,
+    log: FactLog,
+    /// The number the next fact gets.
+    next: u64,
     durable: Arc<Waiters>,
     failed: Arc<AtomicBool>,
     cause: Arc<OnceLock<Arc<StoreError>>>,
     stats: Arc<CommitStats>,
 }
 
-/// Takes what is queued, writes it in one transaction, fsyncs once, tells the waiters.
-fn writer(w: Writer, rx: mpsc::Receiver<(u64, Fact)>) {
+/// Takes what is queued, writes it as one group (one `pwrite`, one `fdatasync`), tells the
+/// waiters.
+fn writer(w: Writer, rx: mpsc::Receiver<Msg>) {
     let Writer {
-        db,
-        path,
+        mut log,
+        mut next,
         durable,
         failed,
         cause,
@@ -619,59 +678,52 @@ fn writer(w: Writer, rx: mpsc::Receiver<(u64, Fact)>) {
         failed.store(true, Ordering::SeqCst);
         durable.fail();
     };
-    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
-    let encode = |(seq, fact): (u64, Fact)| {
-        // Facts are plain data; encoding cannot fail, but a failure must not pass silently.
-        serde_json::to_vec(&fact)
-            .map(|b| (seq, b))
-            .map_err(|source| StoreError::FactEncode { seq, source })
+    let commit = |log: &mut FactLog, group: &mut Group| -> Result<(), StoreError> {
+        if group.len() == 0 {
+            return Ok(());
+        }
+        let (facts, last) = (group.len() as usize, group.last());
+        let started = Instant::now();
+        log.commit(group)?;
+        stats.observe(started.elapsed(), facts);
+        durable.advance(last);
+        Ok(())
     };
+    let mut group = Group::default();
+    let mut items: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
-        batch.clear();
-        let mut items = vec![first];
-        // Wait a moment for more: a commit costs the machine ~150 µs of CPU whatever it
-        // carries, and on a busy machine that CPU is the bottleneck, not the fsync.
-        let deadline = Instant::now() + GATHER;
+        items.push(first);
+        // Wait a moment for more: a commit costs the machine ~50 µs of CPU whatever it
+        // carries, and on a busy machine that CPU is the bottleneck, not the fsync. The writer
+        // sleeps rather than waits on the channel, so that the facts arriving meanwhile do not
+        // each wake it (a futex wake and a context switch per fact: measured 43.7 → 39.3 µs of
+        // the sidecar's CPU per call at 20,000 calls/s).
+        std::thread::sleep(GATHER);
         while items.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(item) => items.push(item),
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(item) => items.push(item),
-                        Err(_) => break,
-                    }
-                }
+                Err(_) => break,
             }
         }
-        for item in items {
-            match encode(item) {
-                Ok(b) => batch.push(b),
-                Err(e) => return fail(e),
+        for item in items.drain(..) {
+            let step = match item {
+                Msg::Fact(seq, fact) => {
+                    next = seq + 1;
+                    // Facts are plain data; encoding cannot fail, but a failure must not pass
+                    // silently.
+                    group
+                        .push_with(seq, |b| serde_json::to_writer(b, &fact))
+                        .map_err(|source| StoreError::FactEncode { seq, source })
+                }
+                Msg::Rotate => commit(&mut log, &mut group)
+                    .and_then(|()| log.rotate(next).map_err(StoreError::from)),
+            };
+            if let Err(e) = step {
+                return fail(e);
             }
         }
-        let started = Instant::now();
-        let result = (|| -> Result<(), RedbError> {
-            let txn = db.begin_write()?;
-            {
-                let mut t = txn.open_table(FACTS)?;
-                for (seq, bytes) in &batch {
-                    t.insert(*seq, bytes.as_slice())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                stats.observe(started.elapsed(), batch.len());
-                let last = batch.last().map_or(0, |b| b.0);
-                durable.advance(last);
-            }
-            Err(e) => return fail(redb_err(&path, "committing facts")(e)),
+        if let Err(e) = commit(&mut log, &mut group) {
+            return fail(e);
         }
     }
 }

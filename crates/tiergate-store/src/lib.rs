@@ -1,8 +1,9 @@
 //! # tiergate-store: state that survives a restart
 //!
 //! The engine hands every state change to a [`tiergate_core::Journal`] while it holds the org's
-//! lock. [`EmbeddedStore`] appends those facts to a redb database from one writer thread that
-//! commits them in batches (group commit: one fsync per batch, not per send), and a caller
+//! lock. [`EmbeddedStore`] appends those facts to a journal of segment files (`fact_log.rs`) from
+//! one writer thread that commits them in groups (group commit: one `pwrite` and one `fdatasync`
+//! per group, not per send), keeps each org's snapshot in redb, and a caller
 //! acknowledges an ALLOW only once [`EmbeddedStore::wait_durable`] says its batch is on disk.
 //! On start the facts are replayed in order through [`tiergate_core::Engine::apply_fact`], each at
 //! its own time, which rebuilds windows, counts, ratings, pending tiers,
@@ -12,7 +13,8 @@
 //! org has a log of commands that every replica applies in the same order (see `replica.rs`).
 //!
 //! The database stores a schema version; a newer, unreadable or corrupt one is refused with a
-//! clear error, never reset. A second process on the same directory is refused by redb's lock.
+//! clear error, never reset, and so is a journal damaged anywhere but in its last, unacknowledged
+//! write. A second process on the same directory is refused by redb's lock.
 #![forbid(unsafe_code)]
 
 mod append;
@@ -20,6 +22,7 @@ mod chain;
 mod cluster_router;
 mod commit_stats;
 mod embedded;
+mod fact_log;
 mod redis_conn;
 mod redis_log;
 mod replica;
@@ -30,6 +33,7 @@ pub use append::APPEND_ON_NODE;
 pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
+pub use fact_log::FactLogError;
 pub use redis_conn::RedisTopology;
 pub use redis_log::{
     APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,

@@ -227,6 +227,42 @@ fn a_corrupt_store_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_damaged_journal_is_refused_and_left_alone() {
+    let dir = data_dir("damaged");
+    let s = embedded(&dir).await;
+    s.put_org(org("acme", pb::Tier::Tier250)).await;
+    // One call at a time: each commit is its own group in the journal.
+    for i in 0..5 {
+        assert!(allowed(&s.acquire("acme", i).await));
+    }
+    s.kill9();
+    let journal = std::path::Path::new(&dir).join("journal");
+    let segment = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "facts"))
+        .expect("a journal segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // A byte inside the first group (32-byte segment header, 16-byte group header): later
+    // groups are intact, so this is damage, not a torn last write.
+    bytes[32 + 16 + 8] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = serve_once(&dir);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it must not listen");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&*segment.to_string_lossy()) && err.contains("corrupt at byte 32"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "never silently reset"
+    );
+}
+
+#[tokio::test]
 async fn compaction_while_running_keeps_everything() {
     let dir = data_dir("compact");
     let s = embedded_with(&dir, COMPACT_OFTEN).await;

@@ -1,0 +1,175 @@
+//! Schema version 3 keeps the facts in the journal (`journal/*.facts`), not in redb. A version-2
+//! directory, whose facts are in redb's `facts` table, must start with every fact applied once,
+//! become version 3, and go on from there; and a compaction must remove the journal's segments
+//! its snapshots cover. Each 131048 adds exactly one spam strike, so a fact lost or applied twice
+//! shows in the count.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use tiergate_core::*;
+use tiergate_store::{EmbeddedStore, SCHEMA_VERSION};
+use tiergate_testkit::T0;
+
+const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tiergate-upgrade-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn open(dir: &Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
+    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
+    let engine = Arc::new(Engine::new(Policy::default(), Arc::new(ManualClock::new(T0))).unwrap());
+    store.replay(&engine).unwrap();
+    engine.set_journal(store.clone());
+    (store, engine)
+}
+
+fn strikes(engine: &Engine) -> u64 {
+    let snap = serde_json::to_value(engine.snapshot_org("z").unwrap()).unwrap();
+    snap["phones"][0]["feedback"]["spam_strikes"]
+        .as_u64()
+        .unwrap()
+}
+
+fn strike(at: u64) -> Fact {
+    Fact::new(
+        at,
+        "z",
+        Change::Feedback {
+            phone: Some("1".into()),
+            recipient: None,
+            template: None,
+            code: 131_048,
+        },
+    )
+}
+
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".facts")
+        })
+        .count()
+}
+
+#[test]
+fn a_version_2_store_replays_its_facts_once_and_becomes_version_3() {
+    let d = dir("v2");
+    {
+        // A version-2 directory as that build wrote it: facts in redb, numbered from 1.
+        let db = Database::create(d.join("tiergate.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", 2).unwrap();
+            let mut facts = txn.open_table(FACTS).unwrap();
+            let org = Fact::put_org(T0, OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80));
+            facts
+                .insert(1, serde_json::to_vec(&org).unwrap().as_slice())
+                .unwrap();
+            for seq in 2..=6 {
+                let f = serde_json::to_vec(&strike(T0 + seq)).unwrap();
+                facts.insert(seq, f.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let (store, engine) = open(&d);
+    assert_eq!(strikes(&engine), 5, "the five stored strikes, each once");
+    for _ in 0..2 {
+        engine
+            .feedback("z", Some("1"), None, None, 131_048)
+            .unwrap();
+    }
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.sync())
+        .unwrap();
+    store.close();
+    drop((store, engine));
+    {
+        let db = Database::open(d.join("tiergate.redb")).unwrap();
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(
+            meta.get("schema_version").unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+        assert_eq!(SCHEMA_VERSION, 3);
+        let facts = read.open_table(FACTS).unwrap();
+        assert_eq!(
+            redb::ReadableTableMetadata::len(&facts).unwrap(),
+            0,
+            "version 2's facts are compacted away"
+        );
+    }
+    let (store, engine) = open(&d);
+    assert_eq!(
+        strikes(&engine),
+        7,
+        "the two later strikes came back from the journal"
+    );
+    store.close();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_compaction_removes_the_segments_its_snapshots_cover() {
+    let d = dir("segments");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (store, engine) = open(&d);
+    engine
+        .put_org(OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80))
+        .unwrap();
+    let compact = |store: &EmbeddedStore, engine: &Engine| {
+        let c = store.prepare_compaction(engine).unwrap();
+        rt.block_on(store.wait_durable(c.reflects())).unwrap();
+        store.commit_compaction(&c).unwrap();
+    };
+    for round in 1..=3u64 {
+        for _ in 0..10 {
+            engine
+                .feedback("z", Some("1"), None, None, 131_048)
+                .unwrap();
+        }
+        rt.block_on(store.sync()).unwrap();
+        compact(&store, &engine);
+        assert!(
+            segments(&d) <= 2,
+            "round {round}: {} segments after a compaction",
+            segments(&d)
+        );
+    }
+    // A compaction with nothing new since: the writer's segment holds facts the snapshots
+    // cover, and the next compaction removes every older one.
+    rt.block_on(store.sync()).unwrap();
+    compact(&store, &engine);
+    engine
+        .feedback("z", Some("1"), None, None, 131_048)
+        .unwrap();
+    rt.block_on(store.sync()).unwrap();
+    compact(&store, &engine);
+    assert!(segments(&d) <= 2, "{} segments", segments(&d));
+    store.close();
+    drop((store, engine));
+    let (store, engine) = open(&d);
+    assert_eq!(strikes(&engine), 31);
+    assert_eq!(
+        segments(&d),
+        1,
+        "a start leaves only the segment it writes to"
+    );
+    store.close();
+    let _ = std::fs::remove_dir_all(&d);
+}

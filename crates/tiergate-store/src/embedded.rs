@@ -27,7 +27,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Each org's state as of its last compaction (`OrgSnapshot` JSON), which the facts then follow.
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 /// For each snapshot, the number of the last fact it reflects: the org's facts numbered up to
-/// it are skipped on replay (a compaction while running leaves some of them in the table).
+/// it are skipped on replay (a compaction while running leaves some of them in the journal).
 const SNAPSHOT_AT: TableDefinition<&str, u64> = TableDefinition::new("snapshot_at");
 
 /// How long the writer waits for more facts before it commits a batch.
@@ -229,7 +229,8 @@ impl Pending {
 #[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
-    /// Rung when the first fact goes into an empty group, or on close.
+    /// Rung when the first fact goes into an empty group, when a compaction seals a group, and
+    /// on close.
     bell: Condvar,
 }
 
@@ -569,8 +570,8 @@ impl EmbeddedStore {
     /// now, or holds nothing intact); the journal takes facts only once it runs. A thread that
     /// cannot be started is an error here: without it nothing would ever be acknowledged.
     fn start_writer(&self, first_seq: u64) -> Result<(), StoreError> {
+        fact_log::drop_all(&self.journal)?;
         let log = FactLog::create(&self.journal, first_seq)?;
-        fact_log::drop_all_but(&self.journal, log.path())?;
         {
             let mut p = self.shared.pending.lock();
             p.open = true;
@@ -766,7 +767,16 @@ fn writer(w: Writer) {
                 return fail(e);
             }
         }
-        if let Err(e) = commit(&mut log, &mut group) {
+        let (had, next) = (group.len() > 0, group.last() + 1);
+        let step = commit(&mut log, &mut group).and_then(|()| {
+            // A long segment (compaction off or rare) is cut, so that a start reads it in
+            // bounded pieces.
+            if had && log.is_full() {
+                log.rotate(next)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = step {
             return fail(e);
         }
     }

@@ -43,6 +43,14 @@ const GROUP_HEADER: usize = 16;
 /// How far ahead of the writes a segment is zeroed.
 const ZERO_STEP: u64 = 1 << 20;
 const SUFFIX: &str = ".facts";
+/// A segment being created, renamed to its `.facts` name once its header is durable.
+const TMP_SUFFIX: &str = ".facts.tmp";
+/// The writer starts a new segment past this size, so that a start never reads more than about
+/// this much of one file into memory at once, even when compaction is off.
+const SEGMENT_MAX: u64 = 64 << 20;
+/// Fact numbers start at 1 and grow by one per fact; a segment claiming to start beyond this is
+/// not one of ours (and its numbers could overflow).
+const MAX_FIRST: u64 = 1 << 62;
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +240,9 @@ pub(crate) fn replay<E: From<FactLogError>>(
                             .into());
                         };
                         each(expect, fact)?;
-                        expect += 1;
+                        expect = expect.checked_add(1).ok_or_else(|| {
+                            corrupt(&seg.path, at as u64, "fact numbers overflow")
+                        })?;
                         out.facts += 1;
                         r += 4 + len;
                     }
@@ -294,6 +304,13 @@ fn check_header(seg: &Segment, b: &[u8]) -> Result<(), FactLogError> {
         });
     }
     let first = u64_at(h, 16);
+    if first == 0 || first > MAX_FIRST {
+        return Err(corrupt(
+            &seg.path,
+            16,
+            format!("it starts at fact {first}, which no journal numbers"),
+        ));
+    }
     if first != seg.first {
         return Err(corrupt(
             &seg.path,
@@ -316,17 +333,26 @@ pub(crate) fn drop_covered(dir: &Path, upto: u64) -> Result<usize, FactLogError>
             removed += 1;
         }
     }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
     Ok(removed)
 }
 
-/// Removes every segment but `keep` (at start, once a compaction covers them all).
-pub(crate) fn drop_all_but(dir: &Path, keep: &Path) -> Result<(), FactLogError> {
-    for seg in segments(dir)? {
-        if seg.path != keep {
-            std::fs::remove_file(&seg.path).map_err(io(&seg.path, "removing a segment"))?;
+/// Removes every segment, and any segment left half created (at start, once a compaction covers
+/// them all, or they hold nothing intact), durably, before the writer creates its own: a crash
+/// in between leaves no segment rather than an old one that could read as damaged.
+pub(crate) fn drop_all(dir: &Path) -> Result<(), FactLogError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir, "listing the segments"))? {
+        let entry = entry.map_err(io(dir, "listing the segments"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(SUFFIX) || name.ends_with(TMP_SUFFIX) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io(&path, "removing a segment"))?;
         }
     }
-    Ok(())
+    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), FactLogError> {
@@ -335,8 +361,9 @@ fn sync_dir(dir: &Path) -> Result<(), FactLogError> {
         .map_err(io(dir, "syncing the journal directory"))
 }
 
-/// A group of facts being put together for one commit: the writer appends each fact's JSON
-/// with [`Group::push_with`], then [`FactLog::commit`] writes and syncs it.
+/// A group of facts being put together for one commit: each fact's JSON is appended with
+/// [`Group::push_with`] (by the thread that records it), then [`FactLog::commit`] writes and
+/// syncs the group.
 #[derive(Debug, Default)]
 pub(crate) struct Group {
     buf: Vec<u8>,
@@ -409,23 +436,24 @@ pub(crate) struct FactLog {
 }
 
 impl FactLog {
-    /// Starts a new segment whose first fact is `first` (an existing file of that name holds
-    /// no intact fact, or `first` would be later, and is replaced), durable with its directory
-    /// entry before any fact goes in.
+    /// Starts a new segment whose first fact is `first`, durable with its directory entry
+    /// before any fact goes in. It is written under a temporary name and renamed once its
+    /// header is on disk, so a crash never leaves a segment without one.
     pub(crate) fn create(dir: &Path, first: u64) -> Result<Self, FactLogError> {
         let path = segment_path(dir, first);
+        let tmp = dir.join(format!("{first:020}{TMP_SUFFIX}"));
         let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
-            .map_err(io(&path, "creating a segment"))?;
+            .open(&tmp)
+            .map_err(io(&tmp, "creating a segment"))?;
         file.write_all_at(&header(first), 0)
-            .map_err(io(&path, "writing a segment header"))?;
+            .map_err(io(&tmp, "writing a segment header"))?;
         let mut log = FactLog {
             dir: dir.to_owned(),
-            path,
+            path: tmp,
             file,
             at: HEADER,
             zeroed: HEADER,
@@ -435,12 +463,20 @@ impl FactLog {
         log.file
             .sync_all()
             .map_err(io(&log.path, "syncing a new segment"))?;
+        std::fs::rename(&log.path, &path).map_err(io(&path, "naming a new segment"))?;
+        log.path = path;
         sync_dir(dir)?;
         Ok(log)
     }
 
+    /// Whether the segment is past [`SEGMENT_MAX`] and the next group should start a new one.
+    pub(crate) fn is_full(&self) -> bool {
+        self.at >= SEGMENT_MAX
+    }
+
     /// The segment's file.
-    pub(crate) fn path(&self) -> &Path {
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 
@@ -469,9 +505,9 @@ impl FactLog {
         }
         let bytes = group.seal();
         let end = self.at + bytes.len() as u64;
-        // Zeroed ahead first: a group is never followed by stale bytes, which a later read
-        // would take for damage.
-        if end + GROUP_HEADER as u64 > self.zeroed {
+        // Zeroed ahead of the write, so that the commit's `fdatasync` rarely changes the
+        // file's size (the file was created empty: nothing stale lies beyond what was written).
+        if end > self.zeroed {
             self.zero_ahead(end)?;
         }
         self.file
@@ -653,6 +689,35 @@ mod tests {
             read_all(&d).unwrap_err(),
             FactLogError::Corrupt { offset: 0, .. }
         ));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn implausible_fact_numbers_are_refused_not_wrapped() {
+        for first in [0, u64::MAX] {
+            let d = dir(&format!("numbers-{first}"));
+            let path = segment_path(&d, first);
+            std::fs::write(&path, header(first)).unwrap();
+            let err = read_all(&d).unwrap_err();
+            assert!(
+                matches!(&err, FactLogError::Corrupt { offset: 16, .. }),
+                "{first}: {err}"
+            );
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+
+    #[test]
+    fn a_half_created_segment_is_ignored_and_removed_at_start() {
+        let d = dir("tmp");
+        let mut log = FactLog::create(&d, 1).unwrap();
+        write(&mut log, 1, &[2]);
+        // A crash while the next segment was being created: an empty temporary file.
+        std::fs::write(d.join(format!("{:020}{TMP_SUFFIX}", 3)), b"").unwrap();
+        let (got, _) = read_all(&d).unwrap();
+        expect_seqs(&got, 1..=2);
+        drop_all(&d).unwrap();
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 

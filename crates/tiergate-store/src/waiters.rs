@@ -103,14 +103,17 @@ impl Future for Wait<'_> {
         if g.stopped {
             return Poll::Ready(Err(WaitError::Stopped));
         }
-        // Registered on every poll that finds it not durable yet: a poll without a wake-up
-        // (rare) leaves one stale entry, woken for nothing later.
-        let at = if g.waiting.back().is_none_or(|(s, _)| *s <= seq) {
-            g.waiting.len()
-        } else {
-            g.waiting.partition_point(|(s, _)| *s <= seq)
-        };
-        g.waiting.insert(at, (seq, cx.waker().clone()));
+        // A poll again (say, inside a `select!`) finds its entry among those of its fact
+        // rather than adding one more each time.
+        let end = g.waiting.partition_point(|(s, _)| *s <= seq);
+        let start = g.waiting.partition_point(|(s, _)| *s < seq);
+        if !g
+            .waiting
+            .range(start..end)
+            .any(|(_, w)| w.will_wake(cx.waker()))
+        {
+            g.waiting.insert(end, (seq, cx.waker().clone()));
+        }
         Poll::Pending
     }
 }

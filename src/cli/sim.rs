@@ -32,6 +32,10 @@ pub struct SimulateArgs {
     /// Rows of the table (the orgs with the most sends).
     #[arg(long, default_value_t = 20)]
     rows: usize,
+    /// Threads that replay sends, each owning a share of the orgs (default: twice the cores,
+    /// at most 8; the report is the same whatever the number).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=8))]
+    threads: Option<u16>,
 }
 
 pub fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -67,9 +71,11 @@ pub fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    sim.run(BufReader::with_capacity(1 << 20, file), |n| {
-        bar.set_position(n)
-    })?;
+    let input = BufReader::with_capacity(1 << 20, file);
+    match a.threads {
+        Some(n) => sim.run_on(usize::from(n), input, |n| bar.set_position(n)),
+        None => sim.run(input, |n| bar.set_position(n)),
+    }?;
     bar.finish_and_clear();
     let report = sim.report();
     print!("{}", report.table(a.rows));

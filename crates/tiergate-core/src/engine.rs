@@ -109,11 +109,22 @@ impl Engine {
     /// `Rejected` applies the error code's reaction (see [`crate::Reaction`]); reporting twice is
     /// refused so nothing is refunded or punished twice.
     pub fn report(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, EngineError> {
+        self.report_at(permit, outcome, self.now())
+    }
+
+    /// [`Engine::report`] at `now` instead of the clock's time: a replay that runs orgs on
+    /// several threads gives each call its own event's time (as [`Engine::decide_at`] does).
+    pub fn report_at(
+        &self,
+        permit: &Permit,
+        outcome: SendOutcome,
+        now: u64,
+    ) -> Result<Reaction, EngineError> {
         let change = Change::Report {
             seq: permit.seq,
             outcome,
         };
-        self.change(&permit.org_id, change)?.into_reaction()
+        self.commit(&permit.org_id, &change, now)?.into_reaction()
     }
 
     /// Registers an org, or updates it. An update keeps the org's windows and counts; a tier

@@ -7,7 +7,7 @@
 //! order on restart through [`crate::Engine::apply_fact`], which applies each at its own time
 //! through the same route the live call took. Denials change nothing and produce no fact.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::change::Change;
 use crate::error::{EngineError, ValidationError};
@@ -19,11 +19,11 @@ use crate::validate;
 ///
 /// Stored as JSON in the shape earlier versions wrote (`{"fact": "send", "at": …, "org": …}`),
 /// so a data directory or a Redis log written before the envelope still replays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    into = "crate::fact_wire::WireFact",
-    from = "crate::fact_wire::WireFact"
-)]
+///
+/// Written through `fact_wire.rs` (`Serialize` is implemented there): the facts a store writes
+/// most, sends and reports, by reference; the rest through an owned copy in the stored shape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "crate::fact_wire::WireFact")]
 pub struct Fact {
     /// When the change was applied: the org's time in Unix ms (never earlier than any time
     /// the org saw before).

@@ -52,7 +52,7 @@ pub struct Simulator {
 
 /// Sends handed from the parsing thread to a replaying one at a time.
 const BATCH: usize = 4_096;
-/// Batches parsed ahead of each replaying thread (memory: a few MB of sends).
+/// Batches parsed ahead of each replaying thread (memory: a few MB of sends per thread).
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Replaying threads at most.
 const MAX_SHARDS: usize = 8;
@@ -73,7 +73,8 @@ enum ShardMsg {
 }
 
 fn lock(side: &Mutex<SendSide>) -> std::sync::MutexGuard<'_, SendSide> {
-    // A replaying thread that panicked is resumed by the scope; its part is not used after.
+    // A replaying thread that panicked stops the read (its channel is closed) and its panic is
+    // resumed by the scope; what its part holds by then is never reported.
     side.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -345,28 +346,31 @@ impl Simulator {
     ) -> Result<(), ReplayError> {
         let n = txs.len();
         let mut batches: Vec<Vec<SendItem>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
-        // Hands every batch on; a replaying thread that is gone panicked, and the scope
-        // resumes its panic.
-        let flush = |batches: &mut Vec<Vec<SendItem>>| {
-            for (b, tx) in batches.iter_mut().zip(txs) {
-                if !b.is_empty() {
-                    let _ = tx.send(ShardMsg::Sends(std::mem::replace(
-                        b,
-                        Vec::with_capacity(BATCH),
-                    )));
-                }
-            }
+        // Hands every batch on. `false`: a replaying thread is gone, which only a panic does;
+        // the read stops at once and the scope resumes the panic.
+        let flush = |batches: &mut Vec<Vec<SendItem>>| -> bool {
+            batches.iter_mut().zip(txs).all(|(b, tx)| {
+                b.is_empty()
+                    || tx
+                        .send(ShardMsg::Sends(std::mem::replace(
+                            b,
+                            Vec::with_capacity(BATCH),
+                        )))
+                        .is_ok()
+            })
         };
-        let idle = |batches: &mut Vec<Vec<SendItem>>| {
-            flush(batches);
+        let idle = |batches: &mut Vec<Vec<SendItem>>| -> bool {
+            if !flush(batches) {
+                return false;
+            }
             let (done, wait) = std::sync::mpsc::channel();
             for tx in txs {
-                let _ = tx.send(ShardMsg::Sync(done.clone()));
+                if tx.send(ShardMsg::Sync(done.clone())).is_err() {
+                    return false;
+                }
             }
             drop(done);
-            for _ in 0..txs.len() {
-                let _ = wait.recv();
-            }
+            (0..txs.len()).all(|_| wait.recv().is_ok())
         };
         let mut buf = String::new();
         let mut line = 0u64;
@@ -410,13 +414,19 @@ impl Simulator {
                     });
                     if batches[k].len() == BATCH {
                         let full = std::mem::replace(&mut batches[k], Vec::with_capacity(BATCH));
-                        let _ = txs[k].send(ShardMsg::Sends(full));
+                        if txs[k].send(ShardMsg::Sends(full)).is_err() {
+                            return Ok(()); // a replaying thread panicked: see `flush`
+                        }
                     }
                 }
                 None => {
-                    idle(&mut batches);
-                    let other = parsed;
-                    self.apply_other(other, line)?;
+                    // Every other event waits for the replaying threads: it may register an
+                    // org (in their parts) or resolve ids of any org. A trace with many such
+                    // lines (webhooks, say) pays a wait for each.
+                    if !idle(&mut batches) {
+                        return Ok(()); // a replaying thread panicked: see `flush`
+                    }
+                    self.apply_other(parsed, line)?;
                 }
             }
             since_progress += 1;
@@ -510,7 +520,7 @@ mod tests {
         piped_on(3, trace)
     }
 
-    /// The two-thread replay gives what replaying line by line gives, over many batches.
+    /// The pipelined replay gives what replaying line by line gives, over many batches.
     #[test]
     fn the_pipeline_replays_as_line_by_line() {
         let trace = week(30_000);
@@ -549,18 +559,53 @@ mod tests {
                 ));
             }
         }
+        // An org registered half way: its sends before are errors, after are decided.
+        let half = lines.len() / 2;
+        let t_half: u64 = {
+            let l = &lines[half];
+            l[5..l.find(',').unwrap()].parse().unwrap()
+        };
+        let late_send = |i: usize| {
+            format!(r#"{{"t":{t_half},"send":{{"org":"late","phone":"9","to":"4915{i:09}"}}}}"#)
+        };
+        let mut late: Vec<String> = (0..5).map(late_send).collect();
+        late.push(format!(
+            r#"{{"t":{t_half},"org":{{"org_id":"late","tier":"TIER_250","has_template_history":true,"phone_numbers":[{{"phone_number_id":"9","throughput_mps":80}}],"escalation_path":{{"kind":"EMAIL","contact":"help@example.com"}}}}}}"#
+        ));
+        late.extend((5..300).map(late_send));
+        lines.splice(half..half, late);
         let trace = lines.join("\n");
-        let (a, ea) = by_line(&trace);
-        assert_eq!(ea, None);
+        let run = |threads: Option<usize>| {
+            let mut sim =
+                Simulator::new(Policy::default(), Vec::new(), Some("org-3".into())).unwrap();
+            let err = match threads {
+                None => trace
+                    .lines()
+                    .enumerate()
+                    .try_for_each(|(i, l)| sim.apply_line(l, i as u64 + 1)),
+                Some(n) => sim.run_on(n, trace.as_bytes(), |_| {}),
+            };
+            assert!(err.is_ok(), "{err:?}");
+            let samples = format!("{:?}", sim.samples());
+            (sim.report(), samples)
+        };
+        let (a, samples) = run(None);
         assert!(a.event_errors > 10, "{}", a.event_errors);
+        assert!(
+            a.orgs.get("late").is_some_and(|o| o.allowed > 0),
+            "{:?}",
+            a.orgs.get("late")
+        );
+        assert!(samples.len() > 100, "{samples}");
         for threads in [1, 2, 3, 5] {
-            let (b, eb) = piped_on(threads, &trace);
-            assert_eq!(eb, None);
+            let (b, b_samples) = run(Some(threads));
             assert_eq!(
                 (a.events, a.event_errors, &a.first_errors, &a.orgs, &a.total),
                 (b.events, b.event_errors, &b.first_errors, &b.orgs, &b.total),
                 "{threads} threads"
             );
+            assert_eq!(a.trace_hours, b.trace_hours);
+            assert_eq!(samples, b_samples, "{threads} threads");
         }
     }
 

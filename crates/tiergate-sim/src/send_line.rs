@@ -6,7 +6,8 @@
 //! (`None`) on anything else: whitespace, escapes, `null`, numbers other than plain digits, an
 //! unknown or repeated field, a category or outcome it does not spell exactly as serde does. The
 //! caller then parses the line with serde as before, so an unusual line gets the same value or
-//! the same error it always did; the tests check the two agree on every line this accepts.
+//! the same error it always did. The tests check that the two agree on the lines this accepts,
+//! edge cases and a generated trace's sends.
 
 use tiergate_core::Category;
 

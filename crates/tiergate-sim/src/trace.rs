@@ -15,7 +15,7 @@
 //!
 //! `t` is Unix milliseconds and never decreases. The event key names the event; a line with
 //! none or several is an error. Strings of `send` are borrowed from the line when parsed, and
-//! cross to the replaying thread inline ([`OwnedSend`]: ids up to 24 bytes), so replaying
+//! cross to the replaying threads inline ([`OwnedSend`]: ids up to 24 bytes), so replaying
 //! allocates nothing per send. `docs/trace-format.md` documents every field.
 
 use compact_str::CompactString;

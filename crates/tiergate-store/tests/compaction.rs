@@ -2,27 +2,13 @@
 //! drops up to and an org's snapshot are already in the snapshot, so the next start must skip
 //! them. A fact applied twice shows here: each 131048 adds exactly one spam strike.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use common::{open, strikes};
 use tiergate_core::*;
-use tiergate_store::EmbeddedStore;
-use tiergate_testkit::T0;
-
-fn open(dir: &std::path::Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
-    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
-    let engine = Arc::new(Engine::new(Policy::default(), Arc::new(ManualClock::new(T0))).unwrap());
-    store.replay(&engine).unwrap();
-    engine.set_journal(store.clone());
-    (store, engine)
-}
-
-fn strikes(engine: &Engine) -> u64 {
-    let snap = serde_json::to_value(engine.snapshot_org("z").unwrap()).unwrap();
-    snap["phones"][0]["feedback"]["spam_strikes"]
-        .as_u64()
-        .unwrap()
-}
 
 #[test]
 fn facts_recorded_during_a_compaction_are_applied_once() {

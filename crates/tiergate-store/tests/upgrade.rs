@@ -4,9 +4,11 @@
 //! its snapshots cover. Each 131048 adds exactly one spam strike, so a fact lost or applied twice
 //! shows in the count.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
+use std::path::Path;
+
+use common::{open, strikes};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use tiergate_core::*;
 use tiergate_store::{EmbeddedStore, SCHEMA_VERSION};
@@ -20,21 +22,6 @@ fn dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn open(dir: &Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
-    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
-    let engine = Arc::new(Engine::new(Policy::default(), Arc::new(ManualClock::new(T0))).unwrap());
-    store.replay(&engine).unwrap();
-    engine.set_journal(store.clone());
-    (store, engine)
-}
-
-fn strikes(engine: &Engine) -> u64 {
-    let snap = serde_json::to_value(engine.snapshot_org("z").unwrap()).unwrap();
-    snap["phones"][0]["feedback"]["spam_strikes"]
-        .as_u64()
-        .unwrap()
 }
 
 fn strike(at: u64) -> Fact {

@@ -376,6 +376,9 @@ impl Simulator {
         let mut line = 0u64;
         let mut read = 0u64;
         let mut since_progress = 0usize;
+        // Whether a send was handed on since the replaying threads were last idle: a run of
+        // other events (the orgs at the start, a burst of webhooks) waits for them once.
+        let mut busy = false;
         loop {
             buf.clear();
             let got = input.read_line(&mut buf);
@@ -407,6 +410,7 @@ impl Simulator {
                         return Err(e);
                     }
                     let k = shard_of(s.org, n);
+                    busy = true;
                     batches[k].push(SendItem {
                         t: parsed.t,
                         line,
@@ -422,10 +426,11 @@ impl Simulator {
                 None => {
                     // Every other event waits for the replaying threads: it may register an
                     // org (in their parts) or resolve ids of any org. A trace with many such
-                    // lines (webhooks, say) pays a wait for each.
-                    if !idle(&mut batches) {
+                    // lines between sends (webhooks, say) pays a wait for each such run.
+                    if busy && !idle(&mut batches) {
                         return Ok(()); // a replaying thread panicked: see `flush`
                     }
+                    busy = false;
                     self.apply_other(parsed, line)?;
                 }
             }

@@ -3,34 +3,15 @@
 //!
 //! When `redis-server` is not on `PATH` a test skips with a message, unless
 //! `TIERGATE_REQUIRE_REDIS=1` (which `.ci/run` sets): then it fails. Any other failure to start
-//! it fails the test.
+//! it fails the test (`tiergate_testkit::redis::or_skip`).
 
 use std::ops::{Deref, DerefMut};
 
-use tiergate_testkit::redis::{self, RedisError};
+use tiergate_testkit::redis::{self, or_skip};
 use tiergate_testkit::redis_cluster;
 
 /// A running `redis-server`, killed on drop.
 pub struct RedisServer(redis::RedisServer);
-
-/// What a missing `redis-server` means here: `None` (a skip, said) unless Redis is required.
-fn or_skip<T>(started: Result<T, RedisError>) -> Option<T> {
-    match started {
-        Ok(r) => Some(r),
-        Err(RedisError::NotInstalled)
-            if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
-        {
-            eprintln!(
-                "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
-            );
-            None
-        }
-        Err(RedisError::NotInstalled) => {
-            panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
 
 impl RedisServer {
     /// Starts one, or returns `None` (after saying why) when redis-server is not installed and

@@ -379,17 +379,15 @@ impl Simulator {
         // Whether a send was handed on since the replaying threads were last idle: a run of
         // other events (the orgs at the start, a burst of webhooks) waits for them once.
         let mut busy = false;
-        loop {
+        // Ends at the end of the input or at the first bad line; either way what was read
+        // before is handed on below, as a line-by-line replay would have applied it.
+        let outcome = loop {
             buf.clear();
-            let got = input.read_line(&mut buf);
-            let Ok(got) = got else {
-                // What was read before is applied first, as a line-by-line replay would.
-                flush(&mut batches);
-                return Err(got.unwrap_err().into());
+            let got = match input.read_line(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(got) => got,
+                Err(e) => break Err(e.into()),
             };
-            if got == 0 {
-                break;
-            }
             line += 1;
             read += got as u64;
             let text = buf.trim_end();
@@ -398,16 +396,12 @@ impl Simulator {
             }
             let parsed = match parse_line(text, line) {
                 Ok(l) => l,
-                Err(e) => {
-                    flush(&mut batches);
-                    return Err(e);
-                }
+                Err(e) => break Err(e),
             };
             match parsed.send {
                 Some(s) => {
                     if let Err(e) = self.begin(parsed.t, line) {
-                        flush(&mut batches);
-                        return Err(e);
+                        break Err(e);
                     }
                     let k = shard_of(s.org, n);
                     busy = true;
@@ -431,7 +425,9 @@ impl Simulator {
                         return Ok(()); // a replaying thread panicked: see `flush`
                     }
                     busy = false;
-                    self.apply_other(parsed, line)?;
+                    if let Err(e) = self.apply_other(parsed, line) {
+                        break Err(e);
+                    }
                 }
             }
             since_progress += 1;
@@ -439,10 +435,10 @@ impl Simulator {
                 since_progress = 0;
                 progress(read);
             }
-        }
+        };
         flush(&mut batches);
         progress(read);
-        Ok(())
+        outcome
     }
 
     /// The report so far, with totals and rates.

@@ -669,12 +669,13 @@ impl Journal for EmbeddedStore {
         if let Err(source) = p.group.push_with(seq, |b| serde_json::to_writer(b, &fact)) {
             // Facts are plain data; encoding cannot fail, but a failure must not pass
             // silently: nothing from here on is acknowledged.
-            let e = StoreError::FactEncode { seq, source };
-            tracing::error!(error = %ErrorChain(&e), "no further sends are acknowledged");
-            let _ = self.cause.set(Arc::new(e));
-            self.failed.store(true, Ordering::SeqCst);
             p.open = false;
-            self.waiters.fail();
+            stop_acknowledging(
+                StoreError::FactEncode { seq, source },
+                &self.cause,
+                &self.failed,
+                &self.waiters,
+            );
         }
         self.issued.store(seq, Ordering::SeqCst);
         drop(p);
@@ -684,6 +685,20 @@ impl Journal for EmbeddedStore {
             self.shared.bell.notify_one();
         }
     }
+}
+
+/// Records why writing stopped, then stops acknowledging: the cause first, so that a waiter
+/// woken by the failure finds it. Only the first failure is kept: nothing is written after it.
+fn stop_acknowledging(
+    e: StoreError,
+    cause: &OnceLock<Arc<StoreError>>,
+    failed: &AtomicBool,
+    waiters: &Waiters,
+) {
+    tracing::error!(error = %ErrorChain(&e), "no further sends are acknowledged");
+    let _ = cause.set(Arc::new(e));
+    failed.store(true, Ordering::SeqCst);
+    waiters.fail();
 }
 
 /// The writer thread's handles on the store.
@@ -716,14 +731,9 @@ fn writer(w: Writer) {
         }
     }
     let _stop = StopOnExit(durable.clone());
-    // Records why writing stopped, then stops acknowledging: the cause first, so that a waiter
-    // woken by the failure finds it. Only the first failure is kept: the writer stops at it.
     let fail = |e: StoreError| {
-        tracing::error!(error = %ErrorChain(&e), "no further sends are acknowledged");
-        let _ = cause.set(Arc::new(e));
-        failed.store(true, Ordering::SeqCst);
         shared.pending.lock().open = false;
-        durable.fail();
+        stop_acknowledging(e, &cause, &failed, &durable);
     };
     let commit = |log: &mut FactLog, group: &mut Group| -> Result<(), StoreError> {
         if group.len() == 0 {

@@ -178,8 +178,6 @@ pub(crate) struct Replayed {
     /// The number of the last intact fact (or one before the last segment's first, when it
     /// holds none); 0 when there are no segments.
     pub(crate) last: u64,
-    /// Facts read.
-    pub(crate) facts: u64,
     /// A torn write dropped at the end of the last segment: (the segment, the offset).
     pub(crate) torn: Option<(PathBuf, u64)>,
 }
@@ -243,7 +241,6 @@ pub(crate) fn replay<E: From<FactLogError>>(
                         expect = expect.checked_add(1).ok_or_else(|| {
                             corrupt(&seg.path, at as u64, "fact numbers overflow")
                         })?;
-                        out.facts += 1;
                         r += 4 + len;
                     }
                     at = end;

@@ -6,23 +6,12 @@ use std::time::Duration;
 
 use tiergate_core::Command;
 use tiergate_store::{LogId, RedisLog, RedisOptions, RedisTopology, hash_slot};
-use tiergate_testkit::redis::RedisError;
+use tiergate_testkit::redis::or_skip;
 use tiergate_testkit::redis_cluster::RedisCluster;
 
 /// The kit's cluster, or `None` (said) when Redis is not installed and not required.
 fn cluster(name: &str) -> Option<RedisCluster> {
-    match RedisCluster::start(name) {
-        Ok(c) => Some(c),
-        Err(RedisError::NotInstalled)
-            if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
-        {
-            eprintln!(
-                "skipped: redis-server is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
-            );
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
+    or_skip(RedisCluster::start(name))
 }
 
 fn log_key(org: &str) -> String {

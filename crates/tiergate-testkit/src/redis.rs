@@ -2,9 +2,9 @@
 //! directory, killed and removed on drop.
 //!
 //! Tests of the Redis store must run against Redis itself (its Lua, its persistence), and must
-//! not share one with other tests or with anything else on the machine. Nothing here panics: a
-//! test harness decides whether a missing `redis-server` skips or fails (the black-box tests
-//! fail when `TIERGATE_REQUIRE_REDIS=1`), and a bench reports it as not measured.
+//! not share one with other tests or with anything else on the machine. Starting one never
+//! panics: a bench reports a missing `redis-server` as not measured, and tests apply
+//! [`or_skip`], the one policy for them (skip, or fail when `TIERGATE_REQUIRE_REDIS=1`).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -15,6 +15,27 @@ use std::time::{Duration, Instant};
 
 /// How long a fresh `redis-server` gets to answer PING before it counts as failed to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tests' policy for a server or cluster that could not be started: `None` (a skip, said on
+/// stderr) when Redis is not installed, unless `TIERGATE_REQUIRE_REDIS=1` (which `.ci/run`
+/// sets): then, as on any other failure to start, the test panics.
+pub fn or_skip<T>(started: Result<T, RedisError>) -> Option<T> {
+    match started {
+        Ok(r) => Some(r),
+        Err(RedisError::NotInstalled)
+            if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
+        {
+            eprintln!(
+                "skipped: redis-server or redis-cli is not on PATH (set TIERGATE_REQUIRE_REDIS=1 to fail)"
+            );
+            None
+        }
+        Err(RedisError::NotInstalled) => {
+            panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server or redis-cli is not on PATH")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
 
 /// Why a `redis-server` could not be had.
 #[derive(Debug)]

@@ -762,26 +762,9 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
 mod tests {
     use super::*;
 
-    /// A cluster, or `None` (after saying why) when Redis is not installed and not required:
-    /// the policy of `tests/support/redis.rs`, where `TIERGATE_REQUIRE_REDIS=1` (set by
-    /// `.ci/run`) turns the skip into a failure.
+    /// A cluster, or `None` (after saying why) when Redis is not installed and not required.
     fn cluster(name: &str) -> Option<RedisCluster> {
-        match RedisCluster::start(name) {
-            Ok(c) => Some(c),
-            Err(RedisError::NotInstalled)
-                if std::env::var("TIERGATE_REQUIRE_REDIS").as_deref() != Ok("1") =>
-            {
-                eprintln!(
-                    "skipped: redis-server or redis-cli is not on PATH \
-                     (set TIERGATE_REQUIRE_REDIS=1 to fail)"
-                );
-                None
-            }
-            Err(RedisError::NotInstalled) => {
-                panic!("TIERGATE_REQUIRE_REDIS=1 but redis-server or redis-cli is not on PATH")
-            }
-            Err(e) => panic!("{e}"),
-        }
+        crate::redis::or_skip(RedisCluster::start(name))
     }
 
     /// How many slots each node serves.

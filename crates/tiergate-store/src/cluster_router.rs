@@ -132,7 +132,7 @@ impl ClusterRouter {
         if let Some(c) = self.nodes.read().get(addr) {
             return Ok(c.clone());
         }
-        let client = redis::Client::open(format!("{}{addr}", self.prefix))?;
+        let client = crate::redis_conn::client(format!("{}{addr}", self.prefix))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response))
             .set_connection_timeout(Some(self.connect))

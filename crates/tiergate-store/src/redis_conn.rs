@@ -49,7 +49,7 @@ impl RedisConn {
         match topology {
             RedisTopology::Single => {
                 let url = urls.first().copied().unwrap_or_default();
-                let client = redis::Client::open(url)?;
+                let client = client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(response))
                     .set_connection_timeout(Some(connect))
@@ -145,4 +145,16 @@ impl ConnectionLike for Routed {
             Routed::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A client for `url` whose sockets send at once (`TCP_NODELAY`), as the gRPC side's do. The
+/// `redis` crate leaves Nagle's algorithm on by default, which may hold a call written while an
+/// earlier one is unacknowledged. (Measured on loopback, batches of 100 at 4 in flight: no
+/// difference either way, since Redis's replies carry the ACKs; the gRPC side's Nagle was what
+/// held batches 40 ms.)
+pub(crate) fn client<T: redis::IntoConnectionInfo>(url: T) -> redis::RedisResult<redis::Client> {
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
 }

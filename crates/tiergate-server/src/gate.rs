@@ -132,6 +132,14 @@ impl Gate {
         }
     }
 
+    /// Batches waiting for their turn in Redis, if that is the store.
+    pub fn batches_waiting(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r.batches_waiting()),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// The Redis log, if that is the store (for jobs one replica does: alerts).
     pub fn redis_log(&self) -> Option<&tiergate_store::RedisLog> {
         match &self.backend {

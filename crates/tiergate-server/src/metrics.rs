@@ -283,6 +283,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tiergate_store_up gauge");
         let _ = writeln!(out, "tiergate_store_up {}", i64::from(gate.is_ready()));
+        if let Some(n) = gate.batches_waiting() {
+            let _ = writeln!(
+                out,
+                "# HELP tiergate_store_batches_waiting AcquireBatch calls waiting for their turn in Redis (two per replica are in it at once)."
+            );
+            let _ = writeln!(out, "# TYPE tiergate_store_batches_waiting gauge");
+            let _ = writeln!(out, "tiergate_store_batches_waiting {n}");
+        }
         if let Some(st) = gate.commit_stats() {
             let _ = writeln!(
                 out,

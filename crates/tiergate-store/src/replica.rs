@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -80,6 +80,8 @@ pub struct Replica {
     observer: std::sync::OnceLock<Observer>,
     /// Turns of [`Replica::execute_many`] (see [`BATCHES_IN_REDIS`]).
     batch_turns: tokio::sync::Semaphore,
+    /// Batches waiting for a turn now.
+    batches_waiting: AtomicUsize,
 }
 
 /// Told of every entry another replica appended, as this one applies it.
@@ -121,6 +123,7 @@ impl Replica {
             snapshot_every: snapshot_every.max(1),
             observer: std::sync::OnceLock::new(),
             batch_turns: tokio::sync::Semaphore::new(BATCHES_IN_REDIS),
+            batches_waiting: AtomicUsize::new(0),
         };
         // Orgs are independent: load a few at once (the engine takes them in parallel), so a
         // start costs the slowest org's log more than the sum of all.
@@ -147,6 +150,13 @@ impl Replica {
     /// are ignored): how waiting sends here hear that a change elsewhere may free something.
     pub fn observe(&self, observer: Observer) {
         let _ = self.observer.set(observer);
+    }
+
+    /// Batches waiting for their turn in Redis now (see [`BATCHES_IN_REDIS`]): what
+    /// `tiergate_store_batches_waiting` shows, so that an operator sees batches queue here
+    /// rather than guess it from their latency.
+    pub fn batches_waiting(&self) -> usize {
+        self.batches_waiting.load(Ordering::Relaxed)
     }
 
     /// This replica's id, as written in the entries it appends.
@@ -423,11 +433,13 @@ impl Replica {
         }
         // Held until this batch's entries are applied, so that the next batch's appends start
         // after them (the semaphore is never closed).
-        let _turn = self
-            .batch_turns
-            .acquire()
-            .await
-            .map_err(|_| RedisStoreError::BatcherStopped)?;
+        let _turn = {
+            let _waiting = Counted::new(&self.batches_waiting);
+            self.batch_turns
+                .acquire()
+                .await
+                .map_err(|_| RedisStoreError::BatcherStopped)?
+        };
         for c in commands.iter().filter(|c| c.registers()) {
             self.log
                 .register(c.org())
@@ -511,5 +523,22 @@ impl Replica {
                 org: org.to_owned(),
                 id,
             })
+    }
+}
+
+/// Counts itself in a gauge while it lives, whether its holder finishes or is dropped
+/// (a caller that gave up while waiting stops counting).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

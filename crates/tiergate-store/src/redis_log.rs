@@ -311,6 +311,7 @@ pub struct RedisLog {
     batches: Arc<Batchers>,
     replica: String,
     stats: Arc<CommitStats>,
+    response_timeout: Duration,
 }
 
 /// One `APPEND` waiting for its batch.
@@ -445,6 +446,7 @@ impl RedisLog {
             batches,
             replica: opts.replica.clone(),
             stats,
+            response_timeout: opts.response_timeout,
         };
         log.check_schema().await?;
         // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
@@ -483,6 +485,11 @@ impl RedisLog {
         } else {
             RedisTopology::Single
         }
+    }
+
+    /// The longest wait for one reply (`RedisOptions::response_timeout`).
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// The id of the replica this log appends for.

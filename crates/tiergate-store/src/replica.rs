@@ -38,11 +38,18 @@ const LOAD_PARALLEL: usize = 4;
 /// org's entries between the caller's last applied one and its own), so that Redis converts
 /// and the replica decodes every entry several times: measured with batches of 100 over 1,000
 /// orgs (`appendfsync always`, `tiergate loadgen --batch 100 --concurrency C`), 14.6 K
-/// decisions/s at C = 1, 35.4 K at 2, 31.1 K at 4, 29.4 K at 8 and 11.5–16.5 K at 64, where
-/// Redis spent 37 µs of script time per decision against 16–20 µs. Two keep Redis busy while
-/// the replica applies the other's answer; the rest wait their turn here, in arrival order.
+/// decisions/s at C = 1, 35.4 K at 2, 31.1 K at 4, 29.4 K at 8 and 13.8–16.5 K at 64, where
+/// Redis spent 37–49 µs of script time per decision against 16–20 µs at 1–8 (BENCHMARKS,
+/// "Batches through the sidecar"). Two keep Redis busy while the replica applies the other's
+/// answer; the rest wait their turn here, in arrival order.
 /// Single calls do not take a slot: they already reach Redis one script call at a time per
 /// batcher.
+///
+/// A batch waits for its turn at most one reply's timeout, and not at all while Redis is down:
+/// past that Redis is stalled, and a queue of batches each waiting out its own timeout would
+/// hold the last one's answer (an error, or with `on_store_error = "allow"` an uncounted
+/// ALLOW) for the queue's length in timeouts. It then goes without a turn, as every batch
+/// did before turns.
 const BATCHES_IN_REDIS: usize = 2;
 
 #[derive(Debug, Default)]
@@ -431,14 +438,18 @@ impl Replica {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        // Held until this batch's entries are applied, so that the next batch's appends start
-        // after them (the semaphore is never closed).
-        let _turn = {
+        // Held until this batch's entries are applied: a third batch starts only after one of
+        // the two in Redis has applied its entries (the semaphore is never closed).
+        let _turn = if self.health() == Health::Down {
+            None
+        } else {
             let _waiting = Counted::new(&self.batches_waiting);
-            self.batch_turns
-                .acquire()
-                .await
-                .map_err(|_| RedisStoreError::BatcherStopped)?
+            let turn = self.batch_turns.acquire();
+            match tokio::time::timeout(self.log.response_timeout(), turn).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) => return Err(RedisStoreError::BatcherStopped),
+                Err(_) => None,
+            }
         };
         for c in commands.iter().filter(|c| c.registers()) {
             self.log

@@ -6,7 +6,9 @@
 //! sets each run's length (10 s), `TIERGATE_BENCH_STORES` the stores
 //! (`memory,embedded,redis,redis-everysec,redis-cluster`), `TIERGATE_BENCH_ORGS` the orgs (100),
 //! `TIERGATE_BENCH_RATE` a fixed call rate (calls/s; unset: as fast as it goes),
-//! `TIERGATE_BENCH_INFLIGHT` the calls in flight (64). Every server row also says the sidecar's
+//! `TIERGATE_BENCH_INFLIGHT` the calls in flight (64), `TIERGATE_BENCH_BIN` another `tiergate`
+//! binary to run as the servers (this build's by default: for comparing two builds in
+//! alternating runs, each against its own floor). Every server row also says the sidecar's
 //! own CPU per call (user + sys from `/proc/<pid>/stat` over the run), the figure issue #14
 //! compares between stores. At a fixed rate
 //! below every store's ceiling the Redis CPU per decision is compared without the noise of a
@@ -45,7 +47,9 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tiergate"))
+    let bin = std::env::var("TIERGATE_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tiergate").to_owned());
+    let mut child = Command::new(bin)
         .args(args)
         .env("TIERGATE_LOG", "warn")
         .env_remove("TIERGATE_ADMIN_TOKEN")

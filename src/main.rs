@@ -7,14 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc rather than glibc's allocator: the sidecar allocates and frees per call on every
-/// runtime thread (requests, responses, store commands), and glibc's per-arena locks, chunk
-/// coalescing and fragmentation cost ~15 % of its CPU per call; measured, BENCHMARKS.md
-/// "The binary's allocator". It also retains less per allowed send (issue #16's figure).
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -267,9 +267,16 @@ async fn unknown_orgs_and_bad_input_write_nothing_to_redis() {
     // Only the org's registration is in Redis: no key for "nobody", one entry in the log.
     let keys = redis_cli(&redis, &["KEYS", "*"]);
     assert!(!keys.contains("nobody"), "{keys}");
-    assert_eq!(redis_cli(&redis, &["XLEN", "tg:{known}:log"]).trim(), "1");
-    // Keys are hash-tagged per org, so Redis Cluster keeps an org on one slot.
-    assert!(keys.contains("tg:{known}:log"), "{keys}");
+    let log = partition().log;
+    assert_eq!(redis_cli(&redis, &["XLEN", &log]).trim(), "1");
+    // Keys are hash-tagged per partition, so Redis Cluster keeps a partition on one slot.
+    assert!(keys.contains(&log), "{keys}");
+    assert!(log.starts_with("tg:{"), "{log}");
+}
+
+/// The one partition of a single Redis.
+fn partition() -> tiergate_store::PartitionKeys {
+    tiergate_store::PartitionKeys::of(0, tiergate_store::SINGLE_PARTITIONS)
 }
 
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
@@ -376,16 +383,18 @@ async fn snapshots_replace_the_log_and_replicas_restore_them() {
         let s = if i % 2 == 0 { &a } else { &b };
         assert!(allowed(&settle(s, "snap", BASE + i).await), "send {i}");
     }
-    // The log holds the entries since the last snapshot (at most the larger of the setting
+    // The log holds the entries since the last checkpoint (at most the larger of the setting
     // and twice the recipients), not the 152 of its history.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let len: u64 = redis_cli(&redis, &["XLEN", "tg:{snap}:log"])
+    let keys = partition();
+    let len: u64 = redis_cli(&redis, &["XLEN", &keys.log])
         .trim()
         .parse()
         .unwrap();
     assert!(len < 150, "{len} entries left in the log");
+    assert!(!redis_cli(&redis, &["GET", &keys.ckpt]).trim().is_empty());
     assert!(
-        !redis_cli(&redis, &["HGET", "tg:{snap}:snap", "id"])
+        !redis_cli(&redis, &["HGET", &keys.pos, "snap"])
             .trim()
             .is_empty()
     );

@@ -1,114 +1,76 @@
-//! How a batch of appends reaches Redis: one script call on one Redis; on a cluster, one call
+//! How a round of appends reaches Redis: one script call on one Redis; on a cluster, one call
 //! per master.
 //!
-//! A cluster refuses a script whose *declared* keys hash to different slots, and with 1,000
-//! orgs over 16,384 slots a batch split by slot is nearly one call per append (measured: 36,815
-//! script calls on one master for ~37,000 decisions; one call per master made that 3,628, and
-//! the p99 42 → 8 ms; Redis's CPU per decision did not move). So on a cluster the
-//! appends bound for one master go in one call of [`APPEND_ON_NODE`], which declares one key
-//! (for routing) and takes every org's keys as arguments. Redis lets a script without flags
-//! touch keys of several slots as long as this node serves them, and refuses a key whose slot
-//! it does not serve (moved, or migrating and the key already gone) with an error the script
-//! catches per append: such an append is not written there, and is sent again alone, by slot
-//! (with `MOVED`/`ASK` followed by the router). An append is written by one call or the other,
-//! never both.
+//! A round is one entry per partition ([`Pack`]). On a cluster the packs bound for one master go
+//! in one [`crate::APPEND`] call, which declares one key (for routing) and takes every
+//! partition's keys as arguments: Redis lets a script without flags touch keys of several
+//! slots as long as this node serves them, and refuses a key whose slot it does not serve
+//! (moved, or migrating and the key already gone) with an error the script catches per pack.
+//! Such a pack is not written there, and is sent again alone, declaring its keys (with
+//! `MOVED`/`ASK`/`TRYAGAIN` followed by the router). A pack is written by one call or the
+//! other, never both. (Measured before partitions, with one call per slot and 1,000 orgs: one
+//! call per append; one call per master made that 10× fewer, BENCHMARKS "Redis Cluster".)
 
 use std::sync::Arc;
 
 use redis::{Script, Value};
 
 use crate::redis_conn::RedisConn;
-use crate::redis_log::{PAGE, RedisStoreError, log_key, snap_key};
+use crate::redis_log::{PAGE, RedisStoreError, text};
 
-/// [`crate::APPEND`] for the appends of one master, each org's keys passed as arguments.
-///
-/// KEYS: one key of the first append's slot (where the call is routed). ARGV: the replica id,
-/// the page size, then per append its log key, snapshot key, proposed ms, command JSON and
-/// `after` (as in `APPEND`). Returns per append `{id, entries}` or `{id, false}` as `APPEND`
-/// does, or `false` when it was not written (its slot is not served here, or any other error
-/// of its `XADD`: nothing was written for it), or `{'lost', false}` as `APPEND` does. Like
-/// every script of the store it runs after the helpers (`id_less`, `xadd`,
-/// `append_at_latest`) the store puts before each one.
-pub const APPEND_ON_NODE: &str = r#"
-local replica, page = ARGV[1], ARGV[2]
-local out, last = {}, {}
-local function msg(e)
-  if type(e) == 'table' then return tostring(e.err) end
-  return tostring(e)
-end
-for i = 1, (#ARGV - 2) / 5 do
-  local b = 5 * i - 2
-  local key, snap, at, cmd, after = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  if after == '' then after = last[key] or '0-0' end
-  local ok, id = xadd(key, after, at, replica, cmd)
-  if not ok and string.find(msg(id), 'equal or smaller', 1, true) then
-    -- The log is already later (another replica's clock is ahead): run at its latest time.
-    ok, id = true, append_at_latest(key, replica, cmd)
-  end
-  if not ok then
-    out[i] = false
-  elseif not id or last[key] == 'lost' then
-    last[key] = 'lost'
-    out[i] = {'lost', false}
-  else
-    last[key] = id
-    local okh, sid = pcall(redis.call, 'HGET', snap, 'id')
-    if not okh or (sid and id_less(after, sid)) then
-      out[i] = {id, false}
-    else
-      local okr, entries = pcall(redis.call, 'XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)
-      if okr then out[i] = {id, entries} else out[i] = {id, false} end
-    end
-  end
-end
-return out
-"#;
-
-/// One append's arguments: its org, the time proposed, the command's JSON and the caller's
-/// last applied entry (empty: the org's previous command of the same call).
+/// One partition's entry of a round: its keys, the time proposed, its commands (a JSON array)
+/// and the caller's last applied entry of the partition.
 #[derive(Debug)]
-pub(crate) struct Item {
-    pub(crate) org: String,
+pub(crate) struct Pack {
+    pub(crate) log: String,
+    pub(crate) ckpt: String,
     pub(crate) at_ms: u64,
-    pub(crate) json: String,
+    pub(crate) cmds: String,
     pub(crate) after: String,
 }
 
-/// What one append got: its id and the entries before it (see `APPEND`), or why not.
+/// What one pack got: its entry's id (or `lost`) and the entries before it (see `APPEND`), or
+/// why not.
 pub(crate) type Answer = Result<(String, Value), RedisStoreError>;
 
-/// Sends batches of appends; cheap to clone.
+/// Sends rounds of packs; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Appender {
     pub(crate) conn: RedisConn,
     pub(crate) append: Script,
-    pub(crate) on_node: Script,
     pub(crate) replica: Arc<str>,
 }
 
+/// One pack's answer as the script gave it: written (`{id, entries}`, `{'lost', false}`), or
+/// not (`{'err', message}`).
+enum Reply {
+    Written(String, Value),
+    NotWritten(String),
+}
+
 impl Appender {
-    /// Appends `items` (an org's in the given order, with nothing between them) and returns
-    /// one answer per item, in the given order. On a cluster the masters are called at once.
-    pub(crate) async fn append(&self, items: Arc<[Item]>) -> Vec<Answer> {
-        let all: Vec<usize> = (0..items.len()).collect();
+    /// Appends `packs` and returns one answer per pack, in the given order. On a cluster the
+    /// masters are called at once.
+    pub(crate) async fn append(&self, packs: Arc<[Pack]>) -> Vec<Answer> {
+        let all: Vec<usize> = (0..packs.len()).collect();
         if !self.conn.is_cluster() {
-            return self.call(&items, &all).await;
+            return self.call(&packs, &all, false).await;
         }
-        let groups = group_by(&all, |&i| self.conn.node_of(&log_key(&items[i].org)));
+        let groups = group_by(&all, |&i| self.conn.node_of(&packs[i].log));
         if groups.len() == 1 {
-            return self.node_call(&items, &all).await;
+            return self.node_call(&packs, &all).await;
         }
         let mut sent = tokio::task::JoinSet::new();
         for idx in groups {
-            let (me, items) = (self.clone(), items.clone());
+            let (me, packs) = (self.clone(), packs.clone());
             sent.spawn(async move {
-                let answers = me.node_call(&items, &idx).await;
+                let answers = me.node_call(&packs, &idx).await;
                 idx.into_iter().zip(answers).collect::<Vec<_>>()
             });
         }
         let mut out: Vec<Option<Answer>> = all.iter().map(|_| None).collect();
         while let Some(joined) = sent.join_next().await {
-            // A task that panicked or was cancelled leaves its appends unanswered (below).
+            // A task that panicked or was cancelled leaves its packs unanswered (below).
             for (i, a) in joined.unwrap_or_default() {
                 out[i] = Some(a);
             }
@@ -118,85 +80,85 @@ impl Appender {
             .collect()
     }
 
-    /// One `APPEND` call for `idx` (on a cluster, all of one slot).
-    async fn call(&self, items: &[Item], idx: &[usize]) -> Vec<Answer> {
-        let sent = invoke_append(
-            &self.conn,
-            &self.append,
-            &self.replica,
-            idx.iter().map(|&i| &items[i]),
-        )
-        .await;
-        match sent {
-            Ok(r) => r.into_iter().map(Ok).collect(),
+    /// One call for `idx`; a pack not written is an error (on one Redis nothing else could
+    /// take it; alone on a cluster, its slot was where the call went).
+    async fn call(&self, packs: &[Pack], idx: &[usize], declare: bool) -> Vec<Answer> {
+        match self.invoke(packs, idx, declare).await {
+            Ok(replies) => replies
+                .into_iter()
+                .map(|r| match r {
+                    Reply::Written(id, entries) => Ok((id, entries)),
+                    Reply::NotWritten(why) => Err(RedisStoreError::Protocol(format!(
+                        "redis refused an append: {why}"
+                    ))),
+                })
+                .collect(),
             Err(e) => idx.iter().map(|_| Err(e.duplicate())).collect(),
         }
     }
 
-    /// The appends of one master: one `APPEND` when they share a slot, else one
-    /// [`APPEND_ON_NODE`], then those it did not write (their slot is elsewhere now), by slot.
-    async fn node_call(&self, items: &[Item], idx: &[usize]) -> Vec<Answer> {
-        let slots = group_by(idx, |&i| self.conn.group_key(&log_key(&items[i].org)));
-        if slots.len() == 1 {
-            return self.call(items, idx).await;
+    /// The packs of one master: one call, then those it did not write (their slot is
+    /// elsewhere now), each alone, declaring its keys.
+    async fn node_call(&self, packs: &[Pack], idx: &[usize]) -> Vec<Answer> {
+        if idx.len() == 1 {
+            return self.call(packs, idx, true).await;
         }
-        let first = match self.on_node(items, idx).await {
+        let first = match self.invoke(packs, idx, false).await {
             Ok(v) => v,
             Err(e) => return idx.iter().map(|_| Err(e.duplicate())).collect(),
         };
-        let mut out: Vec<Option<Answer>> = first.into_iter().map(|a| a.map(Ok)).collect();
-        // An append not written after one of its org's was (both share a slot, so this should
-        // not happen) is not sent again: its `after` would be read as "the org's previous of
-        // this call", which that other call does not hold.
-        for p in 0..idx.len() {
-            let org = &items[idx[p]].org;
-            if out[p].is_none() && (0..p).any(|q| out[q].is_some() && items[idx[q]].org == *org) {
-                out[p] = Some(Err(RedisStoreError::Protocol(format!(
-                    "an append of {org} was refused after an earlier one was written"
-                ))));
-            }
-        }
-        let missed: Vec<usize> = (0..idx.len()).filter(|&p| out[p].is_none()).collect();
-        if !missed.is_empty() {
-            for group in group_by(&missed, |&p| {
-                self.conn.group_key(&log_key(&items[idx[p]].org))
-            }) {
-                let of: Vec<usize> = group.iter().map(|&p| idx[p]).collect();
-                for (p, a) in group.iter().zip(self.call(items, &of).await) {
-                    out[*p] = Some(a);
+        let mut out = Vec::with_capacity(idx.len());
+        let mut again = 0;
+        for (&i, reply) in idx.iter().zip(first) {
+            out.push(match reply {
+                Reply::Written(id, entries) => Ok((id, entries)),
+                Reply::NotWritten(_) => {
+                    again += 1;
+                    self.call(packs, &[i], true)
+                        .await
+                        .pop()
+                        .unwrap_or_else(|| Err(unanswered()))
                 }
-            }
+            });
+        }
+        if again > 0 {
             tracing::debug!(
-                appends = missed.len(),
+                appends = again,
                 "redis cluster: appends sent again by slot"
             );
         }
-        out.into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(unanswered())))
-            .collect()
+        out
     }
 
-    /// One [`APPEND_ON_NODE`] call: per append, its answer, or `None` when not written there.
-    async fn on_node(
+    /// One `APPEND` call for `idx`, routed by the first pack's log key (and declaring its
+    /// checkpoint key too when `declare`, for a pack alone).
+    async fn invoke(
         &self,
-        items: &[Item],
+        packs: &[Pack],
         idx: &[usize],
-    ) -> Result<Vec<Option<(String, Value)>>, RedisStoreError> {
+        declare: bool,
+    ) -> Result<Vec<Reply>, RedisStoreError> {
         let Some(&first) = idx.first() else {
             return Ok(Vec::new());
         };
-        let route = log_key(&items[first].org);
-        let mut inv = self.on_node.prepare_invoke();
-        inv.key(&route).arg(&*self.replica).arg(PAGE);
-        for &i in idx {
-            let it = &items[i];
-            inv.arg(log_key(&it.org))
-                .arg(snap_key(&it.org))
-                .arg(it.at_ms)
-                .arg(&it.json)
-                .arg(&it.after);
+        let route = &packs[first].log;
+        let mut inv = self.append.prepare_invoke();
+        inv.key(route);
+        if declare {
+            inv.key(&packs[first].ckpt);
         }
-        let results: Vec<Value> = inv.invoke_async(&mut self.conn.on(&route)).await?;
+        inv.arg(&*self.replica).arg(PAGE);
+        for &i in idx {
+            let p = &packs[i];
+            inv.arg(&p.log)
+                .arg(&p.ckpt)
+                .arg(p.at_ms)
+                .arg(&p.cmds)
+                .arg(&p.after);
+        }
+        // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache,
+        // loads the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
+        let results: Vec<Value> = inv.invoke_async(&mut self.conn.on(route)).await?;
         if results.len() != idx.len() {
             return Err(RedisStoreError::Protocol(format!(
                 "{} results for {} appends",
@@ -207,17 +169,16 @@ impl Appender {
         results
             .into_iter()
             .map(|v| match v {
-                Value::Nil | Value::Boolean(false) => Ok(None),
                 Value::Array(mut pair) if pair.len() == 2 => {
-                    let entries = pair.pop().unwrap_or(Value::Nil);
-                    let id = match pair.pop() {
-                        Some(Value::BulkString(b)) => String::from_utf8(b).ok(),
-                        Some(Value::SimpleString(s)) => Some(s),
-                        _ => None,
-                    };
-                    id.map(|id| Some((id, entries))).ok_or_else(|| {
+                    let second = pair.pop().unwrap_or(Value::Nil);
+                    let first = text(&pair[0]).map_err(|_| {
                         RedisStoreError::Protocol("an append's id is not a string".into())
-                    })
+                    })?;
+                    if first == "err" {
+                        Ok(Reply::NotWritten(text(&second).unwrap_or_default()))
+                    } else {
+                        Ok(Reply::Written(first, second))
+                    }
                 }
                 other => Err(RedisStoreError::Protocol(format!(
                     "unexpected append answer {other:?}"
@@ -243,40 +204,4 @@ fn group_by<K: Eq + std::hash::Hash>(idx: &[usize], key: impl Fn(&usize) -> K) -
         out[g].push(*i);
     }
     out
-}
-
-/// Runs one `APPEND` script call for `items` (all of one slot on a cluster) and returns one
-/// `(id, entries)` per item, in order.
-async fn invoke_append(
-    conn: &RedisConn,
-    script: &Script,
-    replica: &str,
-    items: impl Iterator<Item = &Item>,
-) -> Result<Vec<(String, Value)>, RedisStoreError> {
-    let mut inv = script.prepare_invoke();
-    inv.arg(replica).arg(PAGE);
-    let mut n = 0;
-    let mut first = None;
-    for it in items {
-        first.get_or_insert_with(|| log_key(&it.org));
-        inv.key(log_key(&it.org))
-            .key(snap_key(&it.org))
-            .arg(it.at_ms)
-            .arg(&it.json)
-            .arg(&it.after);
-        n += 1;
-    }
-    let Some(key) = first else {
-        return Ok(Vec::new());
-    };
-    // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache, loads
-    // the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).
-    let results: Vec<(String, Value)> = inv.invoke_async(&mut conn.on(&key)).await?;
-    if results.len() != n {
-        return Err(RedisStoreError::Protocol(format!(
-            "{} results for {n} appends",
-            results.len()
-        )));
-    }
-    Ok(results)
 }

@@ -10,7 +10,8 @@
 //! appeals, pauses and idempotency keys exactly.
 //!
 //! [`Replica`] is the other backend: several sidecars share one budget through Redis, where each
-//! org has a log of commands that every replica applies in the same order (see `replica.rs`).
+//! partition of the orgs has a log of commands that every replica applies in the same order (see
+//! `replica.rs`).
 //!
 //! The database stores a schema version; a newer, unreadable or corrupt one is refused with a
 //! clear error, never reset, and so is a journal damaged anywhere but in its last, unacknowledged
@@ -23,21 +24,23 @@ mod cluster_router;
 mod commit_stats;
 mod embedded;
 mod fact_log;
+mod migrate;
+mod partition;
 mod redis_conn;
 mod redis_log;
 mod replica;
 mod slot;
 mod waiters;
 
-pub use append::APPEND_ON_NODE;
 pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use fact_log::FactLogError;
 pub use redis_conn::RedisTopology;
+pub use partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 pub use redis_log::{
-    APPEND, Entry, LogId, Page, READ, REDIS_SCHEMA_VERSION, RedisLog, RedisOptions,
-    RedisStoreError, SNAPSHOT,
+    APPEND, Appended, Entry, LogId, POINTS, Page, READ, REDIS_SCHEMA_VERSION, RedisLog,
+    RedisOptions, RedisStoreError, SNAP_READ, SNAP_STORE, TRIM,
 };
 pub use replica::{Health, Replica};
 pub use slot::hash_slot;

@@ -1,11 +1,10 @@
 //! Which Redis the logs live in: one server, or a Redis Cluster.
 //!
-//! Everything the Redis store sends is a command on one key or a script on one org's keys, so
-//! the same code runs on both; what differs is how a connection finds the node for a key and
-//! how a batch of appends is split: on a cluster by master ([`RedisConn::node_of`], see
-//! `append.rs`), and by slot ([`RedisConn::group_key`]) for what a master did not take; each
-//! org's keys share the hash tag `{org}`, so one org's commands always stay in one call, in
-//! order. The cluster's routing is `cluster_router.rs`.
+//! Everything the Redis store sends is a command on one key or a script on one partition's keys,
+//! so the same code runs on both; what differs is how a connection finds the node for a key and
+//! how a round of appends is split: on a cluster by master ([`RedisConn::node_of`], see
+//! `append.rs`); each partition's keys share one hash tag, so one partition's commands always
+//! stay in one entry, in order. The cluster's routing is `cluster_router.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,15 +72,6 @@ impl RedisConn {
                 router: r.clone(),
                 slot: hash_slot(key.as_bytes()),
             }),
-        }
-    }
-
-    /// What an append's org must share with the others of one script call: nothing on one
-    /// Redis, its log key's hash slot on a cluster.
-    pub(crate) fn group_key(&self, log_key: &str) -> Option<u16> {
-        match self {
-            RedisConn::Single(_) => None,
-            RedisConn::Cluster(_) => Some(hash_slot(log_key.as_bytes())),
         }
     }
 

@@ -1,22 +1,27 @@
-//! The Redis side of replication: one ordered log of [`Command`]s per org.
+//! The Redis side of replication: one ordered log of [`Command`]s per partition of the orgs.
 //!
-//! Keys (every key of one org carries the hash tag `{org}`, so Redis Cluster keeps an org on one
-//! slot and the script may touch all of them):
+//! Keys of partition `T` (`partition.rs`; one partition on one Redis, 16 on a cluster; every key
+//! of a partition carries the hash tag `{T}`, so a cluster keeps it on one slot and a script may
+//! touch all of it):
 //!
-//! * `tg:{org}:log`: a stream of commands. An entry's id is `<ms>-<n>`: `ms` is the time the
-//!   command runs at, never less than the entry before it, so log order is time order (a stream
-//!   refuses a smaller id, and the script then uses the stream's latest time).
-//! * `tg:{org}:snap`: the org's state as of one entry (`id`, `state`); the entries up to it are
-//!   trimmed from the stream, so an org's keys hold its live state and the entries since, not
-//!   its history.
-//! * `tg:orgs`: the set of org ids, for replicas that start later or meet an org they never saw.
-//! * `tg:schema`: the layout version; a newer one is refused.
+//! * `tg:{T}:log`: a stream. An entry (`r`: the replica, `c`: a JSON array of commands) holds
+//!   the commands one script call appended for the partition, in order. Its id is `<ms>-<n>`:
+//!   `ms` is the time its commands run at, never less than the entry before it, so log order is
+//!   time order (a stream refuses a smaller id, and the script then uses the stream's latest
+//!   time).
+//! * `tg:{T}:snap` (org → the org's snapshot) and `tg:{T}:pos` (org → the entry that snapshot
+//!   is as of): what a checkpoint wrote.
+//! * `tg:{T}:ckpt`: the entry the log was trimmed to; the entries up to it are gone, and every
+//!   org that had one has a snapshot as of it or later.
+//! * `tg:orgs`: the set of org ids (is an org registered at all); `tg:schema`: the layout
+//!   version (a newer one is refused, version 1, one log per org, is migrated: `migrate.rs`);
+//!   `tg:partitions`: the partition count, written once with the schema.
 //!
-//! [`APPEND`] runs atomically inside Redis: it orders the command after every earlier one of the
-//! org and returns the entries the caller has not applied yet. [`READ`] pages a log together
-//! with the snapshot that replaced its older entries; [`SNAPSHOT`] stores one and trims. Each is
-//! loaded once and called by SHA (`redis::Script` reloads it after a Redis restart emptied the
-//! cache).
+//! [`APPEND`] runs atomically inside Redis: it orders one entry per partition after every
+//! earlier one and returns the entries the caller has not applied yet. [`READ`] pages a log,
+//! [`POINTS`], [`SNAP_READ`], [`SNAP_STORE`] and [`TRIM`] are a checkpoint's reads and writes.
+//! Each is loaded once and called by SHA (`redis::Script` reloads it after a Redis restart
+//! emptied the cache).
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,26 +32,28 @@ use dashmap::DashMap;
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
-use crate::append::{APPEND_ON_NODE, Answer, Appender, Item};
+use crate::append::{Answer, Appender, Pack};
 use crate::commit_stats::CommitStats;
+use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 use crate::redis_conn::{RedisConn, RedisTopology};
 use tokio::sync::{mpsc, oneshot};
 
-/// The layout of the keys above.
-pub const REDIS_SCHEMA_VERSION: u64 = 1;
+/// The layout of the keys above. Version 1 kept one log per org; a start migrates it.
+pub const REDIS_SCHEMA_VERSION: u64 = 2;
 
-/// Entries an append returns at most; the rest are paged with `XRANGE`.
-pub(crate) const PAGE: usize = 512;
+/// Entries an append returns at most; the rest are paged with [`READ`]. An entry holds a whole
+/// call's commands for its partition, so pages are short.
+pub(crate) const PAGE: usize = 64;
 
-/// Entries one `XRANGE` page carries when catching up (a start reads whole logs).
-const READ_PAGE: usize = 4_096;
+/// Entries one [`READ`] page carries.
+const READ_PAGE: usize = 64;
 
 /// What every script starts with: `id_less` compares two stream ids (`ms-n`; Lua numbers hold
-/// every millisecond time exactly); `xadd` appends a command, creating the log only for a
-/// caller that has applied nothing of it (`NOMKSTREAM` otherwise: a log that vanished is not
-/// silently started again; `nil` says so); `append_at_latest` appends at the log's latest
-/// time, for a log already later than the time proposed (another replica's clock is ahead).
-const HELPERS: &str = r#"
+/// every millisecond time exactly); `xadd` appends an entry, creating the log only for a caller
+/// that has applied nothing of it (`NOMKSTREAM` otherwise: a log that vanished is not silently
+/// started again; `nil` says so); `append_at_latest` appends at the log's latest time, for a
+/// log already later than the time proposed (another replica's clock is ahead).
+pub(crate) const HELPERS: &str = r#"
 local function id_less(a, b)
   local am, an = string.match(a, '^(%d+)-(%d+)$')
   local bm, bn = string.match(b, '^(%d+)-(%d+)$')
@@ -69,81 +76,107 @@ local function append_at_latest(key, replica, cmd)
 end
 "#;
 
-/// Orders commands after their orgs' others and returns, for each, what the caller has not
-/// applied.
+/// Appends one entry per partition and returns, for each, what the caller has not applied.
 ///
-/// KEYS: per command, its org's log and snapshot (an org may repeat). ARGV: the replica id, the
-/// page size, then per command its proposed ms, its JSON and the caller's last applied id, or
-/// an empty string for "the command before this one of the same org in this call" (a batch's
-/// later items: nothing can come between them, so their entries are only their own).
-/// Returns, per command, `{id, entries}` where entries are the other entries in `(after, id)`,
-/// at most a page of them (the caller knows its own command; with one replica there are none),
-/// or `{id, false}` when a snapshot has replaced entries the caller never applied (it then
-/// reads the snapshot with [`READ`]), or `{'lost', false}` when the caller has applied entries
-/// of a log that no longer exists (Redis, or a cluster's master, lost the org's keys: nothing
-/// is written, and the replica stops trusting Redis). A log is only ever created by a caller
-/// that has applied nothing of it (`after` = `0-0`); a trimmed log stays, empty.
+/// KEYS: one key of the first partition (where the call is routed; a call for one partition
+/// declares its log and checkpoint keys, so that a cluster answers `TRYAGAIN` while a migration
+/// splits them). ARGV: the replica id, the page size, then per partition its log key, its
+/// checkpoint key, the proposed ms, the commands (a JSON array) and the caller's last applied
+/// id there. Returns per partition `{id, entries}`, where entries are the others in
+/// `(after, id)`, at most a page; `{id, false}` when the log was trimmed past `after` (the
+/// caller restores the snapshots: `replica.rs`); `{'lost', false}` when the caller has applied
+/// entries of a log that no longer exists (nothing is written, and the replica stops trusting
+/// Redis); or `{'err', message}` when nothing was written for it (on a cluster: its slot is
+/// not served here, and it is sent again alone). A log is only ever created by a caller that
+/// has applied nothing of it (`after` = `0-0`); a trimmed log stays, empty.
 ///
-/// The whole batch is one atomic script run: one round trip, one append to Redis's file. A
-/// Redis Cluster refuses declared keys of different slots in one run, so there this script
-/// carries one slot's appends, and a batch goes to each master as one
-/// [`crate::APPEND_ON_NODE`] (see `append.rs`).
+/// On one Redis the whole call is one atomic script run: one round trip, one append to Redis's
+/// file. On a cluster it carries the partitions of one master (`append.rs`): Redis lets a
+/// script without flags touch keys of several slots that this node serves.
 pub const APPEND: &str = r#"
 local replica, page = ARGV[1], ARGV[2]
-local out, last = {}, {}
-for i = 1, #KEYS / 2 do
-  local key, snap = KEYS[2 * i - 1], KEYS[2 * i]
-  local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  if after == '' then after = last[key] or '0-0' end
-  local ok, id = xadd(key, after, at, replica, cmd)
-  if not ok then
+local out = {}
+local function msg(e)
+  if type(e) == 'table' then return tostring(e.err) end
+  return tostring(e)
+end
+for i = 1, (#ARGV - 2) / 5 do
+  local b = 5 * i - 2
+  local key, ckpt, at, cmds, after = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local ok, id = xadd(key, after, at, replica, cmds)
+  if not ok and string.find(msg(id), 'equal or smaller', 1, true) then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
-    id = append_at_latest(key, replica, cmd)
+    ok, id = pcall(append_at_latest, key, replica, cmds)
   end
-  if not id or last[key] == 'lost' then
-    last[key] = 'lost'
+  if not ok then
+    out[i] = {'err', msg(id)}
+  elseif not id then
     out[i] = {'lost', false}
   else
-    last[key] = id
-    local sid = redis.call('HGET', snap, 'id')
-    if sid and id_less(after, sid) then
+    local okc, c = pcall(redis.call, 'GET', ckpt)
+    if not okc or (c and id_less(after, c)) then
       out[i] = {id, false}
     else
-      out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+      local okr, entries = pcall(redis.call, 'XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)
+      if okr then out[i] = {id, entries} else out[i] = {id, false} end
     end
   end
 end
 return out
 "#;
 
-/// Reads an org's log after the caller's last applied entry, atomically with its snapshot.
+/// Reads a partition's log after the caller's last applied entry.
 ///
-/// KEYS: log, snapshot. ARGV: after, until (an id or `+`), page size.
-/// Returns `{snapshot id or false, snapshot or false, entries}`: the snapshot when it replaced
-/// entries after `after` (the entries then follow the snapshot), else only the entries.
+/// KEYS: log, checkpoint. ARGV: after, until (an id or `+`), page size. Returns
+/// `{checkpoint, {}}` when the log was trimmed past `after` (the caller restores the snapshots
+/// first), else `{false, entries}`.
 pub const READ: &str = r#"
 local after = ARGV[1]
-local snap = redis.call('HMGET', KEYS[2], 'id', 'state')
-if snap[1] and id_less(after, snap[1]) then
-  return {snap[1], snap[2], redis.call('XRANGE', KEYS[1], '(' .. snap[1], ARGV[2], 'COUNT', ARGV[3])}
-end
-return {false, false, redis.call('XRANGE', KEYS[1], '(' .. after, ARGV[2], 'COUNT', ARGV[3])}
+local c = redis.call('GET', KEYS[2])
+if c and id_less(after, c) then return {c, {}} end
+return {false, redis.call('XRANGE', KEYS[1], '(' .. after, ARGV[2], 'COUNT', ARGV[3])}
 "#;
 
-/// Stores an org's snapshot as of entry `id` and drops the entries it replaces.
+/// A partition's checkpoint and where each org's snapshot is, atomically.
 ///
-/// KEYS: log, snapshot. ARGV: id, state. A snapshot older than the stored one changes nothing.
-/// Returns 1 when stored.
-pub const SNAPSHOT: &str = r#"
-local cur = redis.call('HGET', KEYS[2], 'id')
-if cur and not id_less(cur, ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'state', ARGV[2])
-local ms, n = string.match(ARGV[1], '^(%d+)-(%d+)$')
-redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (tonumber(n) + 1))
+/// KEYS: checkpoint, positions. Returns `{checkpoint or false, {org, id, org, id, …}}`.
+pub const POINTS: &str = r#"
+return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"#;
+
+/// One org's snapshot and the entry it is as of, atomically.
+///
+/// KEYS: positions, snapshots. ARGV: org. Returns `{id, state}` or `{false, false}`.
+pub const SNAP_READ: &str = r#"
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"#;
+
+/// Stores an org's snapshot as of entry `id`, unless a newer one is there.
+///
+/// KEYS: positions, snapshots. ARGV: org, id, state. Returns 1 when stored.
+pub const SNAP_STORE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and not id_less(cur, ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 "#;
 
-fn script(body: &str) -> Script {
+/// Trims a partition's log to entry `id` (inclusive) and records it as the checkpoint, unless
+/// a later one is recorded. The caller has stored, first, a snapshot as of `id` or later of
+/// every org with an entry up to it that no earlier snapshot covers.
+///
+/// KEYS: checkpoint, log. ARGV: id. Returns 1 when trimmed.
+pub const TRIM: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and not id_less(cur, ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+local ms, n = string.match(ARGV[1], '^(%d+)-(%d+)$')
+redis.call('XTRIM', KEYS[2], 'MINID', ms .. '-' .. (tonumber(n) + 1))
+return 1
+"#;
+
+pub(crate) fn script(body: &str) -> Script {
     Script::new(&format!("{HELPERS}{body}"))
 }
 
@@ -175,24 +208,39 @@ impl FromStr for LogId {
     }
 }
 
-/// One command of an org's log.
+/// One entry of a partition's log: the commands one call appended there, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Its place (and time).
+    /// Its place (and the time its commands run at).
     pub id: LogId,
     /// The replica that appended it.
     pub replica: String,
-    /// The command.
-    pub command: Command,
+    /// The commands, each for its own org.
+    pub commands: Vec<Command>,
 }
 
-/// One page of an org's log, with the snapshot that must be restored first, if any.
+/// One page of a partition's log.
 #[derive(Debug)]
 pub struct Page {
-    /// The snapshot (as of its entry id), when it replaced entries the reader had not applied.
-    pub snapshot: Option<(LogId, String)>,
-    /// Entries after the snapshot, or after the reader's last applied entry.
+    /// The checkpoint, when the log was trimmed past the reader's last applied entry: the
+    /// reader restores the snapshots newer than its cursor first ([`RedisLog::points`]).
+    pub checkpoint: Option<LogId>,
+    /// Entries after the reader's last applied entry (none with a checkpoint).
     pub entries: Vec<Entry>,
+}
+
+/// What one append got back.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The entry that holds the command.
+    pub id: LogId,
+    /// The command's place in it.
+    pub index: u32,
+    /// Entries the caller may not have applied, in order (shared by the commands of one
+    /// round, so they may start before the caller's own `after`), ending with `id` itself
+    /// when nothing is missing between; otherwise the caller reads the rest
+    /// ([`RedisLog::read`]).
+    pub entries: Arc<Vec<Entry>>,
 }
 
 /// Why Redis could not be used. Each variant keeps the error that caused it as its
@@ -237,8 +285,8 @@ pub enum RedisStoreError {
         /// The engine's reason.
         source: EngineError,
     },
-    /// This replica's own entry was replaced by a snapshot before it applied it: its effect
-    /// stands (in the snapshot), but its result is lost.
+    /// This replica's own entry was trimmed into a checkpoint before it applied it: its
+    /// effect stands (in the snapshot), but its result is lost.
     #[error(
         "entry {id} of {org} was replaced by a snapshot before this replica applied it; its effect stands"
     )]
@@ -251,6 +299,10 @@ pub enum RedisStoreError {
     /// A task loading an org's log at start panicked or was cancelled.
     #[error("loading an org's log")]
     Load(#[source] tokio::task::JoinError),
+    /// A migration from the version-1 layout is under way elsewhere, or was left unfinished
+    /// by a sidecar that stopped (`tg:migrating`); it expires by itself.
+    #[error("another sidecar is migrating redis's keys to schema {REDIS_SCHEMA_VERSION}; try again when it is done")]
+    Migrating,
     /// The keys were written by a newer tiergate.
     #[error(
         "redis holds tiergate schema version {found}; this tiergate reads up to {REDIS_SCHEMA_VERSION}: refusing to touch it"
@@ -300,27 +352,38 @@ pub struct RedisOptions {
     pub replica: String,
 }
 
-/// The per-org logs in Redis (one server or a cluster), over managed, multiplexed connections
-/// that reconnect by themselves: one to a single Redis, one per master of a cluster.
+/// The partitioned logs in Redis (one server or a cluster), over managed, multiplexed
+/// connections that reconnect by themselves: one to a single Redis, one per master of a
+/// cluster.
 #[derive(Clone)]
 pub struct RedisLog {
     conn: RedisConn,
     appender: Appender,
     read: Script,
-    snapshot: Script,
+    points: Script,
+    snap_read: Script,
+    snap_store: Script,
+    trim: Script,
     batches: Arc<Batchers>,
-    replica: String,
+    replica: Arc<str>,
     stats: Arc<CommitStats>,
     response_timeout: Duration,
+    keys: Arc<Vec<PartitionKeys>>,
+    /// The schema version found at connect, when older than this build's (a migration is due).
+    older_schema: Option<u64>,
 }
 
-/// One `APPEND` waiting for its batch.
+/// One command waiting for its batcher's next round.
 struct Call {
-    item: Item,
-    reply: oneshot::Sender<Answer>,
+    partition: u32,
+    command: Command,
+    json: String,
+    after: LogId,
+    at: u64,
+    reply: oneshot::Sender<Result<Appended, RedisStoreError>>,
 }
 
-/// Appends in one script call at most.
+/// Commands in one script call at most.
 const BATCH: usize = 256;
 
 /// The batchers: one on a single Redis; on a cluster one per master, so that a master that
@@ -328,6 +391,8 @@ const BATCH: usize = 256;
 /// shared with the live masters.
 struct Batchers {
     appender: Appender,
+    keys: Arc<Vec<PartitionKeys>>,
+    replica: Arc<str>,
     stats: Arc<CommitStats>,
     /// By master as the slot map knows it (`None`: one Redis, or a slot with no known master).
     /// Bounded by the cluster's masters.
@@ -335,11 +400,11 @@ struct Batchers {
 }
 
 impl Batchers {
-    /// The batcher for `org`'s appends, started on first use.
-    fn lane(&self, org: &str) -> mpsc::Sender<Call> {
+    /// The batcher for `partition`'s appends, started on first use.
+    fn lane(&self, partition: u32) -> mpsc::Sender<Call> {
         let conn = &self.appender.conn;
         let key = if conn.is_cluster() {
-            conn.node_of(&log_key(org))
+            conn.node_of(&self.keys[partition as usize].log)
         } else {
             None
         };
@@ -350,28 +415,74 @@ impl Batchers {
             .entry(key)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(4 * BATCH);
-                tokio::spawn(batcher(self.appender.clone(), self.stats.clone(), rx));
+                tokio::spawn(batcher(
+                    self.appender.clone(),
+                    self.keys.clone(),
+                    self.replica.clone(),
+                    self.stats.clone(),
+                    rx,
+                ));
                 tx
             })
             .clone()
     }
 }
 
-/// Sends the `APPEND`s waiting at that moment together (one script call on one Redis, one per
-/// master on a cluster, where a slot may have moved since its lane was chosen): while one batch
-/// is in Redis, the next gathers (group commit, as in the embedded store).
-async fn batcher(appender: Appender, stats: Arc<CommitStats>, mut rx: mpsc::Receiver<Call>) {
+/// Sends the commands waiting at that moment together, one entry per partition (one script
+/// call on one Redis, one per master on a cluster, where a slot may have moved since its lane
+/// was chosen): while one round is in Redis, the next gathers (group commit, as in the embedded
+/// store).
+async fn batcher(
+    appender: Appender,
+    keys: Arc<Vec<PartitionKeys>>,
+    replica: Arc<str>,
+    stats: Arc<CommitStats>,
+    mut rx: mpsc::Receiver<Call>,
+) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let (n, start) = (batch.len(), Instant::now());
-        let (items, replies): (Vec<Item>, Vec<_>) =
-            batch.drain(..).map(|c| (c.item, c.reply)).unzip();
-        let answers = appender.append(items.into()).await;
-        let all_ok = answers.iter().all(Result::is_ok);
-        // A send fails only when the caller stopped waiting (its call was cancelled): nobody
-        // is left to tell.
-        for (reply, a) in replies.into_iter().zip(answers) {
-            let _ = reply.send(a);
+        let mut groups: Vec<(u32, Vec<Call>)> = Vec::new();
+        for call in batch.drain(..) {
+            match groups.iter_mut().find(|(p, _)| *p == call.partition) {
+                Some((_, g)) => g.push(call),
+                None => groups.push((call.partition, vec![call])),
+            }
+        }
+        let packs: Vec<Pack> = groups
+            .iter()
+            .map(|(p, calls)| {
+                let after = calls.iter().map(|c| c.after).min().unwrap_or_default();
+                let at_ms = calls.iter().map(|c| c.at).max().unwrap_or(0);
+                pack(&keys, *p, at_ms, after, calls.iter().map(|c| c.json.as_str()))
+            })
+            .collect();
+        let answers = appender.append(packs.into()).await;
+        let mut all_ok = true;
+        for ((_, calls), answer) in groups.into_iter().zip(answers) {
+            let (commands, replies): (Vec<Command>, Vec<_>) = calls
+                .into_iter()
+                .map(|c| (c.command, c.reply))
+                .unzip();
+            match round(&replica, answer, commands) {
+                Ok((id, entries)) => {
+                    for (index, reply) in replies.into_iter().enumerate() {
+                        // A send fails only when the caller stopped waiting (its call was
+                        // cancelled): nobody is left to tell.
+                        let _ = reply.send(Ok(Appended {
+                            id,
+                            index: index as u32,
+                            entries: entries.clone(),
+                        }));
+                    }
+                }
+                Err(e) => {
+                    all_ok = false;
+                    for reply in replies {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
         }
         if all_ok {
             stats.observe(start.elapsed(), n);
@@ -385,94 +496,124 @@ impl fmt::Debug for RedisLog {
     }
 }
 
-pub(crate) fn log_key(org: &str) -> String {
-    format!("tg:{{{org}}}:log")
-}
-
-pub(crate) fn snap_key(org: &str) -> String {
-    format!("tg:{{{org}}}:snap")
-}
-
 const ORGS_KEY: &str = "tg:orgs";
-const SCHEMA_KEY: &str = "tg:schema";
+pub(crate) const SCHEMA_KEY: &str = "tg:schema";
+const PARTITIONS_KEY: &str = "tg:partitions";
 
 impl RedisLog {
-    /// Connects, checks (or writes) the schema version and loads the scripts (on every master
-    /// of a cluster).
+    /// Connects, checks (or writes) the schema version and the partition count, and loads the
+    /// scripts (on every master of a cluster).
     pub async fn connect(opts: &RedisOptions) -> Result<Self, RedisStoreError> {
         let connect = |source| RedisStoreError::Connect {
             url: opts.url.clone(),
             source,
         };
         let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
-        let (append, on_node, read, snapshot) = (
+        let (append, read, points, snap_read, snap_store, trim) = (
             script(APPEND),
-            script(APPEND_ON_NODE),
             script(READ),
-            script(SNAPSHOT),
+            script(POINTS),
+            script(SNAP_READ),
+            script(SNAP_STORE),
+            script(TRIM),
         );
-        let all = vec![
+        let mut all = vec![
             append.clone(),
-            on_node.clone(),
             read.clone(),
-            snapshot.clone(),
+            points.clone(),
+            snap_read.clone(),
+            snap_store.clone(),
+            trim.clone(),
         ];
+        all.extend(crate::migrate::scripts());
         let conn = RedisConn::connect(
             opts.topology,
             &urls,
             opts.response_timeout,
             opts.connect_timeout,
-            all,
+            all.clone(),
         )
         .await
         .map_err(connect)?;
+        let default_partitions = match opts.topology {
+            RedisTopology::Single => SINGLE_PARTITIONS,
+            RedisTopology::Cluster => CLUSTER_PARTITIONS,
+        };
+        let (older_schema, partitions) = check_schema(&conn, default_partitions).await?;
+        let replica: Arc<str> = opts.replica.as_str().into();
+        let (keys, stats) = (
+            Arc::new(PartitionKeys::all(partitions)),
+            Arc::new(CommitStats::default()),
+        );
         let appender = Appender {
             conn: conn.clone(),
             append,
-            on_node,
-            replica: opts.replica.as_str().into(),
+            replica: replica.clone(),
         };
-        let stats = Arc::new(CommitStats::default());
-        let batches = Arc::new(Batchers {
-            appender: appender.clone(),
-            stats: stats.clone(),
-            lanes: DashMap::new(),
-        });
         let log = Self {
             conn,
-            appender,
+            appender: appender.clone(),
             read,
-            snapshot,
-            batches,
-            replica: opts.replica.clone(),
+            points,
+            snap_read,
+            snap_store,
+            trim,
+            batches: Arc::new(Batchers {
+                appender: appender.clone(),
+                keys: keys.clone(),
+                replica: replica.clone(),
+                stats: stats.clone(),
+                lanes: DashMap::new(),
+            }),
+            replica,
             stats,
             response_timeout: opts.response_timeout,
+            keys,
+            older_schema,
         };
-        log.check_schema().await?;
         // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
         if let RedisConn::Single(_) = &log.conn {
             let mut c = log.conn.on(SCHEMA_KEY);
-            for s in [&log.appender.append, &log.read, &log.snapshot] {
+            for s in &all {
                 s.prepare_invoke().load_async(&mut c).await?;
             }
         }
         Ok(log)
     }
 
-    async fn check_schema(&self) -> Result<(), RedisStoreError> {
+    pub(crate) fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
+    /// The schema version Redis held at connect, when it was older than this build's: the
+    /// keys must be migrated before anything is appended ([`crate::Replica::start`] does).
+    pub fn older_schema(&self) -> Option<u64> {
+        self.older_schema
+    }
+
+    /// Records that the keys are in this build's layout now (the migration's last step).
+    pub(crate) async fn finish_migration(&self) -> Result<(), RedisStoreError> {
         let mut c = self.conn.on(SCHEMA_KEY);
-        let _: bool = c.set_nx(SCHEMA_KEY, REDIS_SCHEMA_VERSION).await?;
-        let found: String = c.get(SCHEMA_KEY).await?;
-        let found: u64 = found
-            .parse()
-            .map_err(|_| RedisStoreError::Protocol(format!("{SCHEMA_KEY} = {found:?}")))?;
-        if found > REDIS_SCHEMA_VERSION {
-            return Err(RedisStoreError::NewerSchema { found });
-        }
+        let () = c.set(SCHEMA_KEY, REDIS_SCHEMA_VERSION).await?;
         Ok(())
     }
 
-    /// Latency of the script calls that appended batches, and the entries they carried.
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.keys.len() as u32
+    }
+
+    /// The partition `org` belongs to.
+    pub fn partition_of(&self, org: &str) -> u32 {
+        partition_of(org, self.partitions())
+    }
+
+    /// Partition `p`'s keys.
+    pub fn keys(&self, p: u32) -> &PartitionKeys {
+        &self.keys[p as usize]
+    }
+
+    /// Latency of the script calls that appended rounds, and the commands they carried.
     pub fn stats(&self) -> &CommitStats {
         &self.stats
     }
@@ -513,163 +654,191 @@ impl RedisLog {
         Ok(self.conn.ping().await?)
     }
 
-    /// Appends `command` for its org at `at_ms` (or later, if the log is already later) and
-    /// returns its id and the entries between `after` and it (at most a page: when the page is
-    /// full, page on with [`RedisLog::read`]). The caller's own entry is not sent back.
+    fn encode(command: &Command) -> Result<String, RedisStoreError> {
+        serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
+            what: "command".into(),
+            source,
+        })
+    }
+
+    /// Appends `command` to its org's partition at `at_ms` (or later, if the log is already
+    /// later), together with whatever else this replica appends meanwhile, and returns its
+    /// place and the entries after `after` up to it (see [`Appended`]).
     pub async fn append(
         &self,
         command: &Command,
         at_ms: u64,
         after: LogId,
-    ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
-        let org = command.org();
-        let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
-            what: "command".into(),
-            source,
-        })?;
+    ) -> Result<Appended, RedisStoreError> {
+        let partition = self.partition_of(command.org());
+        let json = Self::encode(command)?;
         let (reply, rx) = oneshot::channel();
         let gone = || RedisStoreError::BatcherStopped;
         let call = Call {
-            item: Item {
-                org: org.to_owned(),
-                at_ms,
-                json,
-                after: after.to_string(),
-            },
+            partition,
+            command: command.clone(),
+            json,
+            after,
+            at: at_ms,
             reply,
         };
         self.batches
-            .lane(org)
+            .lane(partition)
             .send(call)
             .await
             .map_err(|_| gone())?;
-        let (id, entries) = rx.await.map_err(|_| gone())??;
-        self.appended(command, &id, entries)
+        rx.await.map_err(|_| gone())?
     }
 
-    /// Appends `commands` in order, in one script call (one round trip; atomic, so nothing
-    /// comes between two commands of one org), each at `at_ms` or later. `after` gives the
-    /// caller's last applied entry of each org; it is asked once per org, at its first command.
-    ///
-    /// Returns, per command, what [`RedisLog::append`] returns for one: its id and the entries
-    /// between the org's previous command of this call (or `after`, for its first) and it,
-    /// ending with its own when nothing is missing. When the list does not end with its own
-    /// (a snapshot replaced entries, or a full page), read on with [`RedisLog::read`].
+    /// Appends `commands` in order, one entry per partition, in one script call (one round
+    /// trip; atomic on one Redis, so nothing comes between two commands of one partition), each
+    /// at `at_ms` or later. `after` gives the caller's last applied entry of each partition.
+    /// Returns, per command, what [`RedisLog::append`] returns for one.
     pub async fn append_many(
         &self,
         commands: &[Command],
         at_ms: u64,
-        mut after: impl FnMut(&str) -> LogId,
-    ) -> Result<Vec<(LogId, Vec<Entry>)>, RedisStoreError> {
+        after: impl Fn(u32) -> LogId,
+    ) -> Result<Vec<Appended>, RedisStoreError> {
         let start = Instant::now();
-        let mut seen = std::collections::HashSet::new();
-        let mut items = Vec::with_capacity(commands.len());
-        for command in commands {
-            let org = command.org();
-            let json = serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
-                what: "command".into(),
-                source,
-            })?;
-            let after = if seen.insert(org) {
-                after(org).to_string()
-            } else {
-                String::new()
-            };
-            let item = Item {
-                org: org.to_owned(),
-                at_ms,
-                json,
-                after,
-            };
-            items.push(item);
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        let mut json = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter().enumerate() {
+            json.push(Self::encode(command)?);
+            let p = self.partition_of(command.org());
+            match groups.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((p, vec![i])),
+            }
         }
-        let answers = self.appender.append(items.into()).await;
-        let mut results = Vec::with_capacity(answers.len());
-        for a in answers {
-            results.push(a?);
+        let packs: Vec<Pack> = groups
+            .iter()
+            .map(|(p, idx)| {
+                pack(&self.keys, *p, at_ms, after(*p), idx.iter().map(|&i| json[i].as_str()))
+            })
+            .collect();
+        let answers = self.appender.append(packs.into()).await;
+        let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
+        for ((_, idx), answer) in groups.into_iter().zip(answers) {
+            let own = idx.iter().map(|&i| commands[i].clone()).collect();
+            let (id, entries) = round(&self.replica, answer, own)?;
+            for (index, i) in idx.into_iter().enumerate() {
+                out[i] = Some(Appended {
+                    id,
+                    index: index as u32,
+                    entries: entries.clone(),
+                });
+            }
         }
         self.stats.observe(start.elapsed(), commands.len());
-        commands
-            .iter()
-            .zip(results)
-            .map(|(command, (id, entries))| self.appended(command, &id, entries))
+        out.into_iter()
+            .map(|a| a.ok_or_else(|| RedisStoreError::Protocol("a command went unanswered".into())))
             .collect()
     }
 
-    /// One command's id and entries, from the script's answer for it.
-    fn appended(
-        &self,
-        command: &Command,
-        id: &str,
-        entries: Value,
-    ) -> Result<(LogId, Vec<Entry>), RedisStoreError> {
-        if id == "lost" {
-            return Err(RedisStoreError::Lost);
-        }
-        let id: LogId = id.parse()?;
-        if matches!(entries, Value::Nil | Value::Boolean(false)) {
-            // A snapshot replaced entries this replica has not applied: it must read it.
-            return Ok((id, Vec::new()));
-        }
-        let mut entries = decode_entries(entries)?;
-        if entries.len() < PAGE {
-            // Nothing is missing between the others and ours: append ours as sent.
-            entries.push(Entry {
-                id,
-                replica: self.replica.clone(),
-                command: command.clone(),
-            });
-        }
-        Ok((id, entries))
-    }
-
-    /// The next page of `org`'s log after `after`, up to `until` (inclusive) or the end; with
-    /// the snapshot that replaced entries after `after`, if one did.
+    /// The next page of partition `p`'s log after `after`, up to `until` (inclusive) or the
+    /// end; or the checkpoint, when the log was trimmed past `after`.
     pub async fn read(
         &self,
-        org: &str,
+        p: u32,
         after: LogId,
         until: Option<LogId>,
     ) -> Result<Page, RedisStoreError> {
-        let mut c = self.conn.on(&log_key(org));
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
         let end = until.map_or_else(|| "+".to_owned(), |u| u.to_string());
-        let (sid, state, entries): (Option<String>, Option<String>, Value) = self
+        let (ckpt, entries): (Option<String>, Value) = self
             .read
-            .key(log_key(org))
-            .key(snap_key(org))
+            .key(&keys.log)
+            .key(&keys.ckpt)
             .arg(after.to_string())
             .arg(end)
             .arg(READ_PAGE)
             .invoke_async(&mut c)
             .await?;
-        let snapshot = match (sid, state) {
-            (Some(id), Some(state)) => Some((id.parse()?, state)),
-            _ => None,
-        };
         Ok(Page {
-            snapshot,
+            checkpoint: ckpt.map(|c| c.parse()).transpose()?,
             entries: decode_entries(entries)?,
         })
     }
 
-    /// Stores `org`'s snapshot as of entry `id` and trims the entries before it. Returns
-    /// whether it was stored (a newer one may already be there).
+    /// Partition `p`'s checkpoint and the entry each org's snapshot is as of.
+    pub async fn points(
+        &self,
+        p: u32,
+    ) -> Result<(Option<LogId>, Vec<(String, LogId)>), RedisStoreError> {
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
+        let (ckpt, pos): (Option<String>, Vec<(String, String)>) = self
+            .points
+            .key(&keys.ckpt)
+            .key(&keys.pos)
+            .invoke_async(&mut c)
+            .await?;
+        let pos = pos
+            .into_iter()
+            .map(|(org, id)| Ok((org, id.parse()?)))
+            .collect::<Result<_, RedisStoreError>>()?;
+        Ok((ckpt.map(|c| c.parse()).transpose()?, pos))
+    }
+
+    /// `org`'s snapshot in partition `p` and the entry it is as of, if it has one.
+    pub async fn snapshot_of(
+        &self,
+        p: u32,
+        org: &str,
+    ) -> Result<Option<(LogId, String)>, RedisStoreError> {
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
+        let (id, state): (Option<String>, Option<String>) = self
+            .snap_read
+            .key(&keys.pos)
+            .key(&keys.snap)
+            .arg(org)
+            .invoke_async(&mut c)
+            .await?;
+        match (id, state) {
+            (Some(id), Some(state)) => Ok(Some((id.parse()?, state))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `org`'s snapshot as of entry `id` in partition `p`. Returns whether it was
+    /// stored (a newer one may already be there).
     pub async fn store_snapshot(
         &self,
+        p: u32,
         org: &str,
         id: LogId,
         state: &str,
     ) -> Result<bool, RedisStoreError> {
-        let mut c = self.conn.on(&log_key(org));
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
         let stored: i64 = self
-            .snapshot
-            .key(log_key(org))
-            .key(snap_key(org))
+            .snap_store
+            .key(&keys.pos)
+            .key(&keys.snap)
+            .arg(org)
             .arg(id.to_string())
             .arg(state)
             .invoke_async(&mut c)
             .await?;
         Ok(stored == 1)
+    }
+
+    /// Trims partition `p`'s log to entry `id` and records it as the checkpoint (see
+    /// [`TRIM`] for what must be stored first). Returns whether it trimmed.
+    pub async fn trim(&self, p: u32, id: LogId) -> Result<bool, RedisStoreError> {
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
+        let trimmed: i64 = self
+            .trim
+            .key(&keys.ckpt)
+            .key(&keys.log)
+            .arg(id.to_string())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(trimmed == 1)
     }
 
     /// Whether tiergate's schema key is still there (a Redis that restarted without its data
@@ -703,11 +872,25 @@ impl RedisLog {
               return 0",
         )
         .key(key)
-        .arg(&self.replica)
+        .arg(&*self.replica)
         .arg(ttl_ms)
         .invoke_async(&mut c)
         .await?;
         Ok(held == 1)
+    }
+
+    /// Gives up a lease this replica holds (a job done before its time ran out).
+    pub(crate) async fn release(&self, key: &str) -> Result<(), RedisStoreError> {
+        let mut c = self.conn.on(key);
+        let _: i64 = Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+              return 0",
+        )
+        .key(key)
+        .arg(&*self.replica)
+        .invoke_async(&mut c)
+        .await?;
+        Ok(())
     }
 
     /// A value stored under `key` by [`RedisLog::put_value`].
@@ -732,7 +915,93 @@ impl RedisLog {
     }
 }
 
-fn text(v: &Value) -> Result<String, RedisStoreError> {
+/// One partition's entry to append: its commands' JSON as one array.
+fn pack<'a>(
+    keys: &[PartitionKeys],
+    partition: u32,
+    at_ms: u64,
+    after: LogId,
+    json: impl Iterator<Item = &'a str>,
+) -> Pack {
+    let mut cmds = String::from("[");
+    for (i, j) in json.enumerate() {
+        if i > 0 {
+            cmds.push(',');
+        }
+        cmds.push_str(j);
+    }
+    cmds.push(']');
+    let keys = &keys[partition as usize];
+    Pack {
+        log: keys.log.clone(),
+        ckpt: keys.ckpt.clone(),
+        at_ms,
+        cmds,
+        after: after.to_string(),
+    }
+}
+
+/// A pack's entry id and the entries to apply up to it, from the script's answer: ending with
+/// its own entry (`own`, as sent) when nothing is missing before it.
+fn round(
+    replica: &str,
+    answer: Answer,
+    own: Vec<Command>,
+) -> Result<(LogId, Arc<Vec<Entry>>), RedisStoreError> {
+    let (id, entries) = answer?;
+    if id == "lost" {
+        return Err(RedisStoreError::Lost);
+    }
+    let id: LogId = id.parse()?;
+    if matches!(entries, Value::Nil | Value::Boolean(false)) {
+        // The log was trimmed past the caller's cursor: it must restore first.
+        return Ok((id, Arc::new(Vec::new())));
+    }
+    let mut entries = decode_entries(entries)?;
+    if entries.len() < PAGE {
+        entries.push(Entry {
+            id,
+            replica: replica.to_owned(),
+            commands: own,
+        });
+    }
+    Ok((id, Arc::new(entries)))
+}
+
+/// Reads (or writes, on an empty Redis) the schema version and the partition count. Returns
+/// the version found when it is older than this build's (a migration is due), and the
+/// partition count every replica uses.
+async fn check_schema(
+    conn: &RedisConn,
+    default_partitions: u32,
+) -> Result<(Option<u64>, u32), RedisStoreError> {
+    let mut c = conn.on(SCHEMA_KEY);
+    let _: bool = c.set_nx(SCHEMA_KEY, REDIS_SCHEMA_VERSION).await?;
+    let found: String = c.get(SCHEMA_KEY).await?;
+    let found: u64 = found
+        .parse()
+        .map_err(|_| RedisStoreError::Protocol(format!("{SCHEMA_KEY} = {found:?}")))?;
+    if found > REDIS_SCHEMA_VERSION {
+        return Err(RedisStoreError::NewerSchema { found });
+    }
+    let mut c = conn.on(PARTITIONS_KEY);
+    let _: bool = c.set_nx(PARTITIONS_KEY, default_partitions).await?;
+    let partitions: String = c.get(PARTITIONS_KEY).await?;
+    let partitions: u32 = partitions
+        .parse()
+        .ok()
+        .filter(|&p| (1..=1024).contains(&p))
+        .ok_or_else(|| RedisStoreError::Protocol(format!("{PARTITIONS_KEY} = {partitions:?}")))?;
+    if partitions != default_partitions {
+        tracing::info!(
+            partitions,
+            "redis holds another partition count than this topology's default; using redis's"
+        );
+    }
+    Ok(((found < REDIS_SCHEMA_VERSION).then_some(found), partitions))
+}
+
+pub(crate) fn text(v: &Value) -> Result<String, RedisStoreError> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone())
             .map_err(|_| RedisStoreError::Protocol("entry field is not UTF-8".into())),
@@ -774,23 +1043,22 @@ fn decode_entries(v: Value) -> Result<Vec<Entry>, RedisStoreError> {
                         "r" => replica = Some(text(v)?),
                         "c" => {
                             let json = text(v)?;
-                            command =
-                                Some(serde_json::from_str::<Command>(&json).map_err(|source| {
-                                    RedisStoreError::Json {
-                                        what: format!("entry {id}"),
-                                        source,
-                                    }
-                                })?);
+                            command = Some(serde_json::from_str::<Vec<Command>>(&json).map_err(
+                                |source| RedisStoreError::Json {
+                                    what: format!("entry {id}"),
+                                    source,
+                                },
+                            )?);
                         }
                         _ => {}
                     }
                 }
             }
             match (replica, command) {
-                (Some(replica), Some(command)) => Ok(Entry {
+                (Some(replica), Some(commands)) => Ok(Entry {
                     id,
                     replica,
-                    command,
+                    commands,
                 }),
                 _ => Err(RedisStoreError::Protocol(format!(
                     "entry {id} lacks its command"

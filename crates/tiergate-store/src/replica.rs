@@ -1,22 +1,28 @@
 //! A replica: this process's engine, kept equal to every other replica's by applying the same
-//! per-org command logs in the same order.
+//! partitioned command logs in the same order.
 //!
-//! To run a command, a replica appends it to the org's log in Redis (one atomic script call,
-//! which also returns the entries of other replicas it has not applied yet), then applies every
-//! entry up to its own, in order, at the time the log gave each, and answers with what its own
-//! entry returned. The engine is deterministic, so two replicas sharing a Redis make the same
-//! decision for every entry: they cannot both hand out the last slot of a tier.
+//! To run a command, a replica appends it to its org's partition in Redis (one atomic script
+//! call, shared with whatever else the replica appends meanwhile, which also returns the entries
+//! of other replicas it has not applied yet), then applies every entry up to its own, in order,
+//! each command to its org at the time the log gave the entry, and answers with what its own
+//! command returned. The engine is deterministic, so two replicas sharing a Redis make the same
+//! decision for every command: they cannot both hand out the last slot of a tier.
+//!
+//! Every replica applies every entry of a partition, whoever appended it. The log does not grow
+//! for ever: now and then a replica takes a checkpoint (it snapshots the orgs that had entries
+//! since its last one, stores the snapshots, then trims the log); a replica that falls behind a
+//! checkpoint, or starts, restores the snapshots newer than what it applied and goes on from
+//! the log.
 //!
 //! Nothing outside the log may move an org's state or its clock on a replica. Reads that want
 //! the present go through the log too ([`Command::Status`]); observers use
 //! [`tiergate_core::Engine::peek_org`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use tiergate_core::{Command, Engine, EngineError, OrgSnapshot, Outcome};
 
@@ -29,14 +35,12 @@ use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 /// gave up).
 const STASH_SOFT_CAP: usize = 4_096;
 
-/// Orgs loaded at once when a replica starts.
-const LOAD_PARALLEL: usize = 4;
 
 /// [`Replica::execute_many`] calls (batches) whose appends are in Redis at once, per replica.
 ///
-/// Appends running together that touch the same orgs each carry the others' entries back (an
-/// org's entries between the caller's last applied one and its own), so that Redis converts
-/// and the replica decodes every entry several times: measured with batches of 100 over 1,000
+/// Appends running together each carry the others' entries back (the entries between the
+/// caller's last applied one and its own), so that Redis converts and the replica decodes
+/// every entry several times: measured, with one log per org, with batches of 100 over 1,000
 /// orgs (`appendfsync always`, `tiergate loadgen --batch 100 --concurrency C`), 14.6 K
 /// decisions/s at C = 1, 35.4 K at 2, 31.1 K at 4, 29.4 K at 8 and 13.8–16.5 K at 64, where
 /// Redis spent 37–49 µs of script time per decision against 16–20 µs at 1–8 (BENCHMARKS,
@@ -52,15 +56,28 @@ const LOAD_PARALLEL: usize = 4;
 /// did before turns.
 const BATCHES_IN_REDIS: usize = 2;
 
+/// One partition as this replica has applied it.
 #[derive(Debug, Default)]
-struct Cursor {
-    applied: LogId,
-    stash: HashMap<LogId, Result<Outcome, EngineError>>,
-    /// Entries applied since the org's last snapshot (taken or restored here).
-    since_snapshot: u64,
-    /// Recipients in that snapshot: a big org is snapshotted less often, so that writing
-    /// snapshots costs a bounded share of the entries they replace.
-    snapshot_recipients: u64,
+struct Part {
+    /// The last entry applied.
+    cursor: LogId,
+    /// Per org restored from a snapshot here, the entry that snapshot is as of: an entry at or
+    /// before it is already in the org's state. Bounded by the orgs with snapshots.
+    restored: HashMap<String, LogId>,
+    /// Results of this replica's own commands that another call applied first, by entry and
+    /// place, kept until their caller takes them.
+    stash: HashMap<(LogId, u32), Result<Outcome, EngineError>>,
+    /// Orgs with entries applied since the last checkpoint this replica started (or since it
+    /// started): a checkpoint snapshots them. It may hold orgs another replica's checkpoint
+    /// covered already, which only costs a snapshot more.
+    dirty: HashSet<String>,
+    /// Commands applied since that checkpoint.
+    since_checkpoint: u64,
+    /// Recipients in the orgs of the last checkpoint taken here: a checkpoint of big orgs
+    /// costs more, so it comes less often.
+    checkpoint_recipients: u64,
+    /// A checkpoint of this partition is running here.
+    checkpointing: bool,
 }
 
 /// What the store's connection looks like from here.
@@ -80,7 +97,8 @@ pub struct Replica {
     engine: Arc<Engine>,
     log: RedisLog,
     id: String,
-    cursors: DashMap<String, Arc<Mutex<Cursor>>>,
+    /// By partition.
+    parts: Arc<[Mutex<Part>]>,
     health: AtomicU8,
     discovering: AtomicBool,
     snapshot_every: u64,
@@ -91,14 +109,14 @@ pub struct Replica {
     batches_waiting: AtomicUsize,
 }
 
-/// Told of every entry another replica appended, as this one applies it.
+/// Told of every command another replica appended, as this one applies it.
 pub type Observer = Box<dyn Fn(&Command) + Send + Sync>;
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
             .field("id", &self.id)
-            .field("orgs", &self.cursors.len())
+            .field("partitions", &self.parts.len())
             .finish_non_exhaustive()
     }
 }
@@ -112,19 +130,27 @@ fn health_code(h: Health) -> u8 {
 }
 
 impl Replica {
-    /// A replica of `engine` (which must be empty) over `log`: restores every registered org's
-    /// snapshot and applies its log before it returns. An org is snapshotted (and its log
-    /// trimmed) after `snapshot_every` entries, or twice its recipients if more.
+    /// A replica of `engine` (which must be empty) over `log`: migrates Redis's keys from an
+    /// older layout if they are in one (`migrate.rs`), then restores every partition's snapshots
+    /// and applies its log before it returns. A partition is checkpointed (its dirty orgs
+    /// snapshotted, its log trimmed) after `snapshot_every` commands, or twice the recipients
+    /// its last checkpoint held if more.
     pub async fn start(
         engine: Arc<Engine>,
         log: RedisLog,
         snapshot_every: u64,
     ) -> Result<Self, RedisStoreError> {
+        if let Some(found) = log.older_schema() {
+            crate::migrate::migrate(&log, &engine, found).await?;
+        }
+        let parts: Vec<Mutex<Part>> = (0..log.partitions())
+            .map(|_| Mutex::new(Part::default()))
+            .collect();
         let replica = Self {
             engine,
             id: log.replica().to_owned(),
             log,
-            cursors: DashMap::new(),
+            parts: parts.into(),
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
             snapshot_every: snapshot_every.max(1),
@@ -132,29 +158,15 @@ impl Replica {
             batch_turns: tokio::sync::Semaphore::new(BATCHES_IN_REDIS),
             batches_waiting: AtomicUsize::new(0),
         };
-        // Orgs are independent: load a few at once (the engine takes them in parallel), so a
-        // start costs the slowest org's log more than the sum of all.
-        let replica = Arc::new(replica);
-        let mut loads = tokio::task::JoinSet::new();
-        let mut orgs = replica.log.orgs().await?.into_iter();
-        loop {
-            while loads.len() < LOAD_PARALLEL {
-                let Some(org) = orgs.next() else { break };
-                let r = replica.clone();
-                loads.spawn(async move { r.catch_up(&org, None).await });
-            }
-            match loads.join_next().await {
-                None => break,
-                Some(Ok(r)) => r?,
-                Some(Err(e)) => return Err(RedisStoreError::Load(e)),
-            }
+        for p in 0..replica.log.partitions() {
+            replica.catch_up(p, None).await?;
         }
-        Arc::into_inner(replica)
-            .ok_or_else(|| RedisStoreError::Protocol("a load task outlived the start".into()))
+        Ok(replica)
     }
 
-    /// Sets what is told of other replicas' entries as they are applied here (once; later calls
-    /// are ignored): how waiting sends here hear that a change elsewhere may free something.
+    /// Sets what is told of other replicas' commands as they are applied here (once; later
+    /// calls are ignored): how waiting sends here hear that a change elsewhere may free
+    /// something.
     pub fn observe(&self, observer: Observer) {
         let _ = self.observer.set(observer);
     }
@@ -262,118 +274,182 @@ impl Replica {
         }
     }
 
-    fn cursor(&self, org: &str) -> Arc<Mutex<Cursor>> {
-        if let Some(c) = self.cursors.get(org) {
-            return c.clone();
-        }
-        self.cursors.entry(org.to_owned()).or_default().clone()
-    }
-
-    /// Applies `entries` past the cursor, in order; keeps the results of this replica's own.
-    /// When the org is due a snapshot and the entry is this replica's own (so that one replica
-    /// writes it, not all), takes it and stores it in the background.
-    fn apply(&self, org: &str, cur: &mut Cursor, entries: &[Entry]) {
+    /// Applies `entries` past the partition's cursor, in order, each command to its org
+    /// (unless the org's state is already as of a later entry, from a snapshot); keeps the
+    /// results of this replica's own. When the partition is due a checkpoint and the entry is
+    /// this replica's own (so that the busiest replica takes it, not all), starts one.
+    fn apply(&self, p: u32, part: &mut Part, entries: &[Entry]) {
         for e in entries {
-            if e.id <= cur.applied {
+            if e.id <= part.cursor {
                 continue;
             }
-            let r = self.engine.execute_at(&e.command, e.id.ms);
-            cur.applied = e.id;
-            cur.since_snapshot += 1;
-            if e.replica != self.id
-                && let Some(observe) = self.observer.get()
-            {
-                observe(&e.command);
-            }
-            if e.replica == self.id {
-                cur.stash.insert(e.id, r);
-                let due = self.snapshot_every.max(2 * cur.snapshot_recipients);
-                if cur.since_snapshot >= due {
-                    self.snapshot(org, cur);
+            let own = e.replica == self.id;
+            for (index, command) in e.commands.iter().enumerate() {
+                let org = command.org();
+                if part.restored.get(org).is_some_and(|&at| e.id <= at) {
+                    // A snapshot as of this entry or a later one holds this command's effect;
+                    // its result, if it was this replica's, is lost (`Superseded`).
+                    continue;
+                }
+                let r = self.engine.execute_at(command, e.id.ms);
+                if !part.dirty.contains(org) {
+                    part.dirty.insert(org.to_owned());
+                }
+                part.since_checkpoint += 1;
+                if own {
+                    part.stash.insert((e.id, index as u32), r);
+                } else if let Some(observe) = self.observer.get() {
+                    observe(command);
                 }
             }
+            part.cursor = e.id;
+            let due = self.snapshot_every.max(2 * part.checkpoint_recipients);
+            if own && part.since_checkpoint >= due && !part.checkpointing {
+                self.checkpoint(p, part);
+            }
         }
-        if cur.stash.len() > STASH_SOFT_CAP {
-            let horizon = cur.applied.ms.saturating_sub(60_000);
-            cur.stash.retain(|id, _| id.ms >= horizon);
+        if part.stash.len() > STASH_SOFT_CAP {
+            let horizon = part.cursor.ms.saturating_sub(60_000);
+            part.stash.retain(|(id, _), _| id.ms >= horizon);
         }
     }
 
-    /// Takes the org's snapshot as of the cursor and stores it (and trims the log) in the
-    /// background; a failure only means the log stays longer.
-    fn snapshot(&self, org: &str, cur: &mut Cursor) {
-        cur.since_snapshot = 0;
-        let snap = match self.engine.snapshot_org(org) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(org, error = %e, "no snapshot taken");
-                return;
-            }
-        };
-        cur.snapshot_recipients = snap.recipients() as u64;
-        let (log, org, id) = (self.log.clone(), org.to_owned(), cur.applied);
-        // Encoding a big org takes a while: not under the org's cursor, not on the runtime.
+    /// Starts a checkpoint of partition `p` as of its cursor, in the background: each org with
+    /// entries since the last one is snapshotted (each as of the cursor when its turn comes, not
+    /// holding the partition meanwhile), the snapshots are stored, then the log is trimmed to
+    /// the cursor the checkpoint started at. Every entry up to that point is then in a stored
+    /// snapshot: its org's, as of it or later. A failure only means the log stays longer; the
+    /// orgs go back into the next checkpoint.
+    fn checkpoint(&self, p: u32, part: &mut Part) {
+        part.checkpointing = true;
+        part.since_checkpoint = 0;
+        let dirty: Vec<String> = part.dirty.drain().collect();
+        let (upto, engine, parts, log) = (
+            part.cursor,
+            self.engine.clone(),
+            self.parts.clone(),
+            self.log.clone(),
+        );
         tokio::spawn(async move {
-            let state =
-                match tokio::task::spawn_blocking(move || serde_json::to_string(&snap)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return tracing::warn!(org, error = %e, "snapshot not encodable"),
-                    Err(e) => return tracing::warn!(org, error = %e, "snapshot not encoded"),
-                };
-            match log.store_snapshot(&org, id, &state).await {
-                Ok(stored) => {
-                    if stored {
-                        log.stats().snapshot_written(1);
+            let mut recipients = 0u64;
+            let mut stored = 0u64;
+            let mut left = dirty.into_iter();
+            let done: Result<(), String> = async {
+                for org in left.by_ref() {
+                    let (snap, at) = {
+                        let part = parts[p as usize].lock();
+                        (engine.snapshot_org(&org), part.cursor)
+                    };
+                    let snap = match snap {
+                        Ok(s) => s,
+                        // An org that never came to be (its registering command failed on
+                        // every replica alike) has no state to keep.
+                        Err(EngineError::UnknownOrg(_)) => continue,
+                        Err(e) => return Err(format!("snapshot of {org}: {e}")),
+                    };
+                    recipients += snap.recipients() as u64;
+                    // Encoding a big org takes a while: not on the runtime.
+                    let state = tokio::task::spawn_blocking(move || serde_json::to_string(&snap))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    if log
+                        .store_snapshot(p, &org, at, &state)
+                        .await
+                        .map_err(|e| ErrorChain(&e).to_string())?
+                    {
+                        stored += 1;
                     }
-                    tracing::debug!(org, %id, bytes = state.len(), stored, "snapshot")
                 }
-                Err(e) => tracing::warn!(org, %id, error = %ErrorChain(&e), "snapshot not stored"),
+                log.trim(p, upto)
+                    .await
+                    .map_err(|e| ErrorChain(&e).to_string())?;
+                Ok(())
+            }
+            .await;
+            log.stats().snapshot_written(stored);
+            let mut part = parts[p as usize].lock();
+            part.checkpointing = false;
+            match done {
+                Ok(()) => {
+                    part.checkpoint_recipients = recipients;
+                    tracing::debug!(partition = p, %upto, snapshots = stored, "checkpoint");
+                }
+                Err(e) => {
+                    // The orgs not stored go into the next checkpoint (and so do the stored
+                    // ones: the log was not trimmed for them either).
+                    part.dirty.extend(left);
+                    tracing::warn!(partition = p, %upto, error = %e, "checkpoint not finished");
+                }
             }
         });
     }
 
-    /// Puts the org in the state of a snapshot another replica stored (which replaced entries
-    /// this one had not applied).
-    fn restore(&self, cur: &mut Cursor, id: LogId, state: &str) -> Result<(), RedisStoreError> {
-        let snap: OrgSnapshot =
-            serde_json::from_str(state).map_err(|source| RedisStoreError::Json {
-                what: format!("snapshot {id}"),
-                source,
-            })?;
-        cur.snapshot_recipients = snap.recipients() as u64;
-        self.engine
-            .restore_org(snap)
-            .map_err(|source| RedisStoreError::Restore { id, source })?;
-        cur.applied = id;
-        cur.since_snapshot = 0;
+    /// Restores partition `p` from its snapshots after the log was trimmed past what this
+    /// replica applied: every org whose snapshot is newer than its state here, then the cursor
+    /// moves to the checkpoint (the entries up to it are in those snapshots).
+    async fn restore(&self, p: u32) -> Result<(), RedisStoreError> {
+        let (ckpt, points) = self.log.points(p).await.map_err(|e| self.failed(e))?;
+        let Some(ckpt) = ckpt else {
+            return Ok(());
+        };
+        for (org, pos) in points {
+            let behind = {
+                let part = self.parts[p as usize].lock();
+                part.restored.get(&org).is_none_or(|&at| at < pos) && part.cursor < pos
+            };
+            if !behind {
+                continue;
+            }
+            let Some((id, state)) = self
+                .log
+                .snapshot_of(p, &org)
+                .await
+                .map_err(|e| self.failed(e))?
+            else {
+                continue;
+            };
+            let snap: OrgSnapshot =
+                serde_json::from_str(&state).map_err(|source| RedisStoreError::Json {
+                    what: format!("snapshot {id}"),
+                    source,
+                })?;
+            let mut part = self.parts[p as usize].lock();
+            if part.restored.get(&org).is_some_and(|&at| at >= id) || part.cursor >= id {
+                continue; // applied meanwhile
+            }
+            self.engine
+                .restore_org(snap)
+                .map_err(|source| RedisStoreError::Restore { id, source })?;
+            part.restored.insert(org, id);
+        }
+        let mut part = self.parts[p as usize].lock();
+        if part.cursor < ckpt {
+            part.cursor = ckpt;
+        }
         Ok(())
     }
 
-    /// Applies the org's log up to `until` (or its end).
-    async fn catch_up(&self, org: &str, until: Option<LogId>) -> Result<(), RedisStoreError> {
-        let cur = self.cursor(org);
+    /// Applies partition `p`'s log up to `until` (or its end).
+    async fn catch_up(&self, p: u32, until: Option<LogId>) -> Result<(), RedisStoreError> {
         loop {
-            let after = cur.lock().applied;
+            let after = self.parts[p as usize].lock().cursor;
             if until.is_some_and(|u| after >= u) {
                 return Ok(());
             }
             let page = self
                 .log
-                .read(org, after, until)
+                .read(p, after, until)
                 .await
                 .map_err(|e| self.failed(e))?;
-            let mut c = cur.lock();
-            let mut moved = false;
-            if let Some((id, state)) = &page.snapshot
-                && *id > c.applied
-            {
-                self.restore(&mut c, *id, state)?;
-                moved = true;
+            if page.checkpoint.is_some() {
+                self.restore(p).await?;
+                continue;
             }
-            if page.entries.is_empty() && !moved {
+            if page.entries.is_empty() {
                 return Ok(());
             }
-            self.apply(org, &mut c, &page.entries);
+            self.apply(p, &mut self.parts[p as usize].lock(), &page.entries);
         }
     }
 
@@ -391,7 +467,7 @@ impl Replica {
         {
             return Ok(false);
         }
-        self.catch_up(org, None).await?;
+        self.catch_up(self.log.partition_of(org), None).await?;
         Ok(self.engine.has_org(org))
     }
 
@@ -401,35 +477,52 @@ impl Replica {
         if !self.discover(org).await? {
             return Ok(false);
         }
-        self.catch_up(org, None).await?;
+        self.catch_up(self.log.partition_of(org), None).await?;
         Ok(true)
     }
 
-    /// Loads every org registered since the last call (for lookups by WhatsApp id, which do not
-    /// name the org). At most one runs at a time; others return at once.
+    /// Applies every partition up to its end (for lookups by WhatsApp id, which do not name
+    /// the org). At most one runs at a time; others return at once.
     pub async fn discover_all(&self) -> Result<(), RedisStoreError> {
         self.check_usable()?;
         if self.discovering.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let r = async {
-            for org in self.log.orgs().await.map_err(|e| self.failed(e))? {
-                if !self.engine.has_org(&org) {
-                    self.catch_up(&org, None).await?;
-                }
+        let mut r = Ok(());
+        for p in 0..self.log.partitions() {
+            r = self.catch_up(p, None).await;
+            if r.is_err() {
+                break;
             }
-            Ok(())
         }
-        .await;
         self.discovering.store(false, Ordering::Release);
         r
     }
 
+    /// Applies what `appended` brought for partition `p`, then the log up to its entry, and
+    /// takes the command's result.
+    async fn finish(
+        &self,
+        p: u32,
+        org: &str,
+        id: LogId,
+        index: u32,
+    ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
+        self.catch_up(p, Some(id)).await?;
+        self.parts[p as usize]
+            .lock()
+            .stash
+            .remove(&(id, index))
+            .ok_or_else(|| RedisStoreError::Superseded {
+                org: org.to_owned(),
+                id,
+            })
+    }
+
     /// Runs commands in order, as [`Replica::execute`] would one after another, but ordered in
-    /// their orgs' logs by one script call: the commands of one org stay in the given order with
-    /// nothing between them, and the orgs' logs are each applied here up to their last command.
-    /// The results come back in the given order. Commands that register an org (`PutOrg`)
-    /// register it first.
+    /// their partitions' logs by one script call: the commands of one partition stay in the
+    /// given order with nothing between them. The results come back in the given order.
+    /// Commands that register an org (`PutOrg`) register it first.
     pub async fn execute_many(
         &self,
         commands: &[Command],
@@ -460,52 +553,28 @@ impl Replica {
         let now = self.engine.clock().now_ms();
         let appended = self
             .log
-            .append_many(commands, now, |org| self.cursor(org).lock().applied)
+            .append_many(commands, now, |p| self.parts[p as usize].lock().cursor)
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
-        // Per org (in the order of their first command): the entries known to follow the
-        // cursor without a gap, and the org's last command. A command whose list does not end
-        // with itself leaves a gap after it: the rest is read from the log.
-        let ids: Vec<LogId> = appended.iter().map(|(id, _)| *id).collect();
-        let mut orgs: Vec<(&str, Vec<Entry>, bool, LogId)> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for (c, (id, entries)) in commands.iter().zip(appended) {
-            let org = c.org();
-            let i = *index.entry(org).or_insert_with(|| {
-                orgs.push((org, Vec::new(), true, id));
-                orgs.len() - 1
-            });
-            let (_, run, whole, last) = &mut orgs[i];
-            *last = id;
-            if *whole {
-                *whole = entries.last().is_some_and(|e| e.id == id);
-                run.extend(entries);
+        let mut done: Vec<u32> = Vec::new();
+        for (c, a) in commands.iter().zip(&appended) {
+            let p = self.log.partition_of(c.org());
+            if !done.contains(&p) {
+                done.push(p);
+                self.apply(p, &mut self.parts[p as usize].lock(), &a.entries);
             }
         }
-        for (org, run, _, last) in &orgs {
-            let cur = self.cursor(org);
-            self.apply(org, &mut cur.lock(), run);
-            self.catch_up(org, Some(*last)).await?;
+        let mut out = Vec::with_capacity(commands.len());
+        for (c, a) in commands.iter().zip(appended) {
+            let p = self.log.partition_of(c.org());
+            out.push(self.finish(p, c.org(), a.id, a.index).await?);
         }
-        commands
-            .iter()
-            .zip(ids)
-            .map(|(c, id)| {
-                self.cursor(c.org())
-                    .lock()
-                    .stash
-                    .remove(&id)
-                    .ok_or_else(|| RedisStoreError::Superseded {
-                        org: c.org().to_owned(),
-                        id,
-                    })
-            })
-            .collect()
+        Ok(out)
     }
 
-    /// Runs a command: orders it in the org's log, applies the log up to it and returns its
-    /// result. The outer error is Redis's; the inner one the engine's (the same on every
+    /// Runs a command: orders it in its partition's log, applies the log up to it and returns
+    /// its result. The outer error is Redis's; the inner one the engine's (the same on every
     /// replica). A `PutOrg` registers the org first, so other replicas can find it.
     pub async fn execute(
         &self,
@@ -516,24 +585,17 @@ impl Replica {
         if command.registers() {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
-        let cur = self.cursor(org);
-        let after = cur.lock().applied;
+        let p = self.log.partition_of(org);
+        let after = self.parts[p as usize].lock().cursor;
         let now = self.engine.clock().now_ms();
-        let (id, entries) = self
+        let a = self
             .log
             .append(command, now, after)
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
-        self.apply(org, &mut cur.lock(), &entries);
-        self.catch_up(org, Some(id)).await?;
-        cur.lock()
-            .stash
-            .remove(&id)
-            .ok_or_else(|| RedisStoreError::Superseded {
-                org: org.to_owned(),
-                id,
-            })
+        self.apply(p, &mut self.parts[p as usize].lock(), &a.entries);
+        self.finish(p, org, a.id, a.index).await
     }
 }
 

@@ -30,19 +30,31 @@ async fn sidecar(cluster: &RedisCluster, extra: &[&str]) -> Sidecar {
     Sidecar::start(&args).await
 }
 
-/// The master (0..3) whose slots hold `org`'s keys.
-fn master_of(cluster: &RedisCluster, org: &str) -> usize {
+/// The log of `org`'s partition (a cluster has [`tiergate_store::CLUSTER_PARTITIONS`]).
+fn log_of(org: &str) -> String {
+    let n = tiergate_store::CLUSTER_PARTITIONS;
+    tiergate_store::PartitionKeys::of(tiergate_store::partition_of(org, n), n).log
+}
+
+/// The master (0..3) whose slots hold `key`.
+fn master_of_key(cluster: &RedisCluster, key: &str) -> usize {
     cluster
-        .owner_of_slot(cluster.slot_of(&format!("tg:{{{org}}}:log")).expect("slot"))
+        .owner_of_slot(cluster.slot_of(key).expect("slot"))
         .expect("slot owner")
 }
 
-/// A master that holds neither the schema key nor the org set, so that what fails when it does
-/// is only its orgs' logs.
+/// The master (0..3) whose slots hold `org`'s partition.
+fn master_of(cluster: &RedisCluster, org: &str) -> usize {
+    master_of_key(cluster, &log_of(org))
+}
+
+/// A master that holds neither the schema keys nor the org set, so that what fails when it
+/// does is only its partitions' logs.
 fn victim_master(cluster: &RedisCluster) -> usize {
     let shared = [
-        master_of(cluster, "tg:schema"),
-        master_of(cluster, "tg:orgs"),
+        master_of_key(cluster, "tg:schema"),
+        master_of_key(cluster, "tg:partitions"),
+        master_of_key(cluster, "tg:orgs"),
     ];
     (0..3).find(|m| !shared.contains(m)).unwrap_or(2)
 }
@@ -191,11 +203,9 @@ async fn two_sidecars_on_a_cluster_never_exceed_the_tier_together() {
             assert_eq!(usage.templates_7d, 250, "{o}: the refund is seen by both");
         }
     }
-    // Each master holds the logs of its own org, and nothing of the others'.
+    // Each master holds the log of its own org's partition.
     for (m, o) in orgs.iter().enumerate() {
-        let here = cluster
-            .cli(m, &["EXISTS", &format!("tg:{{{o}}}:log")])
-            .unwrap();
+        let here = cluster.cli(m, &["EXISTS", &log_of(o)]).unwrap();
         assert_eq!(here, "1", "{o} on master {m}");
     }
     let m = a.metrics().await;
@@ -459,9 +469,7 @@ async fn slots_moving_under_load_give_no_wrong_answer() {
     let retried = AtomicU64::new(0);
     let first = settle(&a, &racer, BASE + 1_000, &retried).await;
     assert!(allowed(&first));
-    let slot = cluster
-        .slot_of(&format!("tg:{{{racer}}}:log"))
-        .expect("slot");
+    let slot = cluster.slot_of(&log_of(&racer)).expect("slot");
     let migrating = {
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || c.migrate_slot(slot, 0, 1, Duration::from_millis(150)))
@@ -522,9 +530,10 @@ async fn an_org_log_lost_by_its_master_is_refused_not_started_again() {
         assert!(allowed(r.get_ref()));
     }
     assert!(readyz(&a).await);
-    // Master 1 loses the org's keys (as a master that came back without its data would): the
-    // sidecar has applied entries of a log that is gone, so the shared budget is gone too.
-    let key = format!("tg:{{{lost}}}:log");
+    // Master 1 loses the org's partition's log (as a master that came back without its data
+    // would): the sidecar has applied entries of a log that is gone, so the shared budget is
+    // gone too.
+    let key = log_of(&lost);
     assert_eq!(cluster.cli(1, &["DEL", &key]).unwrap(), "1");
     let e = a
         .governor()

@@ -6,9 +6,11 @@
 //! partition's keys as arguments: Redis lets a script without flags touch keys of several
 //! slots as long as this node serves them, and refuses a key whose slot it does not serve
 //! (moved, or migrating and the key already gone) with an error the script catches per pack.
-//! Such a pack is not written there, and is sent again alone, declaring its keys (with
-//! `MOVED`/`ASK`/`TRYAGAIN` followed by the router). A pack is written by one call or the
-//! other, never both. (Measured before partitions, with one call per slot and 1,000 orgs: one
+//! Such a pack is not written there, and is sent again alone (with `MOVED`/`ASK` followed by
+//! the router). A pack is written by one call or the other, never both. A call declares only
+//! its first log key: while a migration has split a partition's keys between two masters, the
+//! log decides where the call runs, and a checkpoint key the script cannot read there makes it
+//! answer "read the log" (`{id, false}`) rather than fail. (Measured before partitions, with one call per slot and 1,000 orgs: one
 //! call per append; one call per master made that 10× fewer, BENCHMARKS "Redis Cluster".)
 
 use std::sync::Arc;
@@ -54,7 +56,7 @@ impl Appender {
     pub(crate) async fn append(&self, packs: Arc<[Pack]>) -> Vec<Answer> {
         let all: Vec<usize> = (0..packs.len()).collect();
         if !self.conn.is_cluster() {
-            return self.call(&packs, &all, false).await;
+            return self.call(&packs, &all).await;
         }
         let groups = group_by(&all, |&i| self.conn.node_of(&packs[i].log));
         if groups.len() == 1 {
@@ -82,8 +84,8 @@ impl Appender {
 
     /// One call for `idx`; a pack not written is an error (on one Redis nothing else could
     /// take it; alone on a cluster, its slot was where the call went).
-    async fn call(&self, packs: &[Pack], idx: &[usize], declare: bool) -> Vec<Answer> {
-        match self.invoke(packs, idx, declare).await {
+    async fn call(&self, packs: &[Pack], idx: &[usize]) -> Vec<Answer> {
+        match self.invoke(packs, idx).await {
             Ok(replies) => replies
                 .into_iter()
                 .map(|r| match r {
@@ -98,12 +100,12 @@ impl Appender {
     }
 
     /// The packs of one master: one call, then those it did not write (their slot is
-    /// elsewhere now), each alone, declaring its keys.
+    /// elsewhere now), each alone.
     async fn node_call(&self, packs: &[Pack], idx: &[usize]) -> Vec<Answer> {
         if idx.len() == 1 {
-            return self.call(packs, idx, true).await;
+            return self.call(packs, idx).await;
         }
-        let first = match self.invoke(packs, idx, false).await {
+        let first = match self.invoke(packs, idx).await {
             Ok(v) => v,
             Err(e) => return idx.iter().map(|_| Err(e.duplicate())).collect(),
         };
@@ -114,7 +116,7 @@ impl Appender {
                 Reply::Written(id, entries) => Ok((id, entries)),
                 Reply::NotWritten(_) => {
                     again += 1;
-                    self.call(packs, &[i], true)
+                    self.call(packs, &[i])
                         .await
                         .pop()
                         .unwrap_or_else(|| Err(unanswered()))
@@ -122,31 +124,19 @@ impl Appender {
             });
         }
         if again > 0 {
-            tracing::debug!(
-                appends = again,
-                "redis cluster: appends sent again by slot"
-            );
+            tracing::debug!(appends = again, "redis cluster: appends sent again by slot");
         }
         out
     }
 
-    /// One `APPEND` call for `idx`, routed by the first pack's log key (and declaring its
-    /// checkpoint key too when `declare`, for a pack alone).
-    async fn invoke(
-        &self,
-        packs: &[Pack],
-        idx: &[usize],
-        declare: bool,
-    ) -> Result<Vec<Reply>, RedisStoreError> {
+    /// One `APPEND` call for `idx`, routed by (and declaring) the first pack's log key.
+    async fn invoke(&self, packs: &[Pack], idx: &[usize]) -> Result<Vec<Reply>, RedisStoreError> {
         let Some(&first) = idx.first() else {
             return Ok(Vec::new());
         };
         let route = &packs[first].log;
         let mut inv = self.append.prepare_invoke();
         inv.key(route);
-        if declare {
-            inv.key(&packs[first].ckpt);
-        }
         inv.arg(&*self.replica).arg(PAGE);
         for &i in idx {
             let p = &packs[i];

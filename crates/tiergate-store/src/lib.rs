@@ -36,8 +36,8 @@ pub use chain::ErrorChain;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use fact_log::FactLogError;
-pub use redis_conn::RedisTopology;
 pub use partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
+pub use redis_conn::RedisTopology;
 pub use redis_log::{
     APPEND, Appended, Entry, LogId, POINTS, Page, READ, REDIS_SCHEMA_VERSION, RedisLog,
     RedisOptions, RedisStoreError, SNAP_READ, SNAP_STORE, TRIM,

@@ -194,10 +194,14 @@ fn v1_entries(v: Value) -> Result<Vec<(LogId, Command)>, RedisStoreError> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::Array(pair) = item else {
-            return Err(RedisStoreError::Protocol("entry is not [id, fields]".into()));
+            return Err(RedisStoreError::Protocol(
+                "entry is not [id, fields]".into(),
+            ));
         };
         let [id, Value::Array(fields)] = pair.as_slice() else {
-            return Err(RedisStoreError::Protocol("entry is not [id, fields]".into()));
+            return Err(RedisStoreError::Protocol(
+                "entry is not [id, fields]".into(),
+            ));
         };
         let id: LogId = text(id)?.parse()?;
         let mut command = None;
@@ -205,12 +209,14 @@ fn v1_entries(v: Value) -> Result<Vec<(LogId, Command)>, RedisStoreError> {
             if let [k, v] = kv
                 && text(k)? == "c"
             {
-                command = Some(serde_json::from_str::<Command>(&text(v)?).map_err(|source| {
-                    RedisStoreError::Json {
-                        what: format!("version-1 entry {id}"),
-                        source,
-                    }
-                })?);
+                command = Some(
+                    serde_json::from_str::<Command>(&text(v)?).map_err(|source| {
+                        RedisStoreError::Json {
+                            what: format!("version-1 entry {id}"),
+                            source,
+                        }
+                    })?,
+                );
             }
         }
         let command = command

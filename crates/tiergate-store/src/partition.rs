@@ -78,7 +78,9 @@ impl PartitionKeys {
 
     /// Every partition's keys, by partition.
     pub fn all(partitions: u32) -> Vec<Self> {
-        (0..partitions.max(1)).map(|k| Self::of(k, partitions)).collect()
+        (0..partitions.max(1))
+            .map(|k| Self::of(k, partitions))
+            .collect()
     }
 }
 
@@ -101,7 +103,10 @@ mod tests {
         for i in 0..16_000 {
             counts[partition_of(&format!("org-{i}"), CLUSTER_PARTITIONS) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         assert_eq!(partition_of("anything", SINGLE_PARTITIONS), 0);
         assert_eq!(PartitionKeys::of(0, 1), PartitionKeys::of(0, 1), "stable");
     }

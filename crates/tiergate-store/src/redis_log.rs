@@ -78,13 +78,13 @@ end
 
 /// Appends one entry per partition and returns, for each, what the caller has not applied.
 ///
-/// KEYS: one key of the first partition (where the call is routed; a call for one partition
-/// declares its log and checkpoint keys, so that a cluster answers `TRYAGAIN` while a migration
-/// splits them). ARGV: the replica id, the page size, then per partition its log key, its
+/// KEYS: the first partition's log (where the call is routed). ARGV: the replica id, the page size, then per partition its log key, its
 /// checkpoint key, the proposed ms, the commands (a JSON array) and the caller's last applied
 /// id there. Returns per partition `{id, entries}`, where entries are the others in
 /// `(after, id)`, at most a page; `{id, false}` when the log was trimmed past `after` (the
-/// caller restores the snapshots: `replica.rs`); `{'lost', false}` when the caller has applied
+/// caller restores the snapshots: `replica.rs`; also when the checkpoint key could not be
+/// read, which on a cluster means it is elsewhere for a migration: the caller then reads the
+/// log); `{'lost', false}` when the caller has applied
 /// entries of a log that no longer exists (nothing is written, and the replica stops trusting
 /// Redis); or `{'err', message}` when nothing was written for it (on a cluster: its slot is
 /// not served here, and it is sent again alone). A log is only ever created by a caller that
@@ -301,7 +301,9 @@ pub enum RedisStoreError {
     Load(#[source] tokio::task::JoinError),
     /// A migration from the version-1 layout is under way elsewhere, or was left unfinished
     /// by a sidecar that stopped (`tg:migrating`); it expires by itself.
-    #[error("another sidecar is migrating redis's keys to schema {REDIS_SCHEMA_VERSION}; try again when it is done")]
+    #[error(
+        "another sidecar is migrating redis's keys to schema {REDIS_SCHEMA_VERSION}; try again when it is done"
+    )]
     Migrating,
     /// The keys were written by a newer tiergate.
     #[error(
@@ -330,6 +332,7 @@ impl RedisStoreError {
         match self {
             RedisStoreError::Call(e) => RedisStoreError::Call(e.clone()),
             RedisStoreError::BatcherStopped => RedisStoreError::BatcherStopped,
+            RedisStoreError::Lost => RedisStoreError::Lost,
             RedisStoreError::Protocol(s) => RedisStoreError::Protocol(s.clone()),
             other => RedisStoreError::Protocol(other.to_string()),
         }
@@ -454,16 +457,20 @@ async fn batcher(
             .map(|(p, calls)| {
                 let after = calls.iter().map(|c| c.after).min().unwrap_or_default();
                 let at_ms = calls.iter().map(|c| c.at).max().unwrap_or(0);
-                pack(&keys, *p, at_ms, after, calls.iter().map(|c| c.json.as_str()))
+                pack(
+                    &keys,
+                    *p,
+                    at_ms,
+                    after,
+                    calls.iter().map(|c| c.json.as_str()),
+                )
             })
             .collect();
         let answers = appender.append(packs.into()).await;
         let mut all_ok = true;
         for ((_, calls), answer) in groups.into_iter().zip(answers) {
-            let (commands, replies): (Vec<Command>, Vec<_>) = calls
-                .into_iter()
-                .map(|c| (c.command, c.reply))
-                .unzip();
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                calls.into_iter().map(|c| (c.command, c.reply)).unzip();
             match round(&replica, answer, commands) {
                 Ok((id, entries)) => {
                     for (index, reply) in replies.into_iter().enumerate() {
@@ -714,7 +721,13 @@ impl RedisLog {
         let packs: Vec<Pack> = groups
             .iter()
             .map(|(p, idx)| {
-                pack(&self.keys, *p, at_ms, after(*p), idx.iter().map(|&i| json[i].as_str()))
+                pack(
+                    &self.keys,
+                    *p,
+                    at_ms,
+                    after(*p),
+                    idx.iter().map(|&i| json[i].as_str()),
+                )
             })
             .collect();
         let answers = self.appender.append(packs.into()).await;

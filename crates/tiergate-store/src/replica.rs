@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tiergate_core::{Command, Engine, EngineError, OrgSnapshot, Outcome};
+use tokio::sync::Mutex;
 
 use crate::chain::ErrorChain;
 use crate::redis_conn::RedisTopology;
@@ -34,7 +34,6 @@ use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 /// caller takes them. Past this many, results older than a minute are dropped (their callers
 /// gave up).
 const STASH_SOFT_CAP: usize = 4_096;
-
 
 /// [`Replica::execute_many`] calls (batches) whose appends are in Redis at once, per replica.
 ///
@@ -56,7 +55,11 @@ const STASH_SOFT_CAP: usize = 4_096;
 /// did before turns.
 const BATCHES_IN_REDIS: usize = 2;
 
-/// One partition as this replica has applied it.
+/// One partition as this replica has applied it. Behind an async lock: applying a round of
+/// entries holds it for the round's commands (hundreds of microseconds under load), and the
+/// calls waiting for it should give their worker thread to other work meanwhile rather than
+/// park it (measured with a blocking lock and one partition: 24 % more sidecar CPU per call
+/// than with per-org logs, at 256 calls in flight).
 #[derive(Debug, Default)]
 struct Part {
     /// The last entry applied.
@@ -337,7 +340,7 @@ impl Replica {
             let done: Result<(), String> = async {
                 for org in left.by_ref() {
                     let (snap, at) = {
-                        let part = parts[p as usize].lock();
+                        let part = parts[p as usize].lock().await;
                         (engine.snapshot_org(&org), part.cursor)
                     };
                     let snap = match snap {
@@ -368,7 +371,7 @@ impl Replica {
             }
             .await;
             log.stats().snapshot_written(stored);
-            let mut part = parts[p as usize].lock();
+            let mut part = parts[p as usize].lock().await;
             part.checkpointing = false;
             match done {
                 Ok(()) => {
@@ -395,7 +398,7 @@ impl Replica {
         };
         for (org, pos) in points {
             let behind = {
-                let part = self.parts[p as usize].lock();
+                let part = self.parts[p as usize].lock().await;
                 part.restored.get(&org).is_none_or(|&at| at < pos) && part.cursor < pos
             };
             if !behind {
@@ -414,7 +417,7 @@ impl Replica {
                     what: format!("snapshot {id}"),
                     source,
                 })?;
-            let mut part = self.parts[p as usize].lock();
+            let mut part = self.parts[p as usize].lock().await;
             if part.restored.get(&org).is_some_and(|&at| at >= id) || part.cursor >= id {
                 continue; // applied meanwhile
             }
@@ -423,7 +426,7 @@ impl Replica {
                 .map_err(|source| RedisStoreError::Restore { id, source })?;
             part.restored.insert(org, id);
         }
-        let mut part = self.parts[p as usize].lock();
+        let mut part = self.parts[p as usize].lock().await;
         if part.cursor < ckpt {
             part.cursor = ckpt;
         }
@@ -433,7 +436,7 @@ impl Replica {
     /// Applies partition `p`'s log up to `until` (or its end).
     async fn catch_up(&self, p: u32, until: Option<LogId>) -> Result<(), RedisStoreError> {
         loop {
-            let after = self.parts[p as usize].lock().cursor;
+            let after = self.parts[p as usize].lock().await.cursor;
             if until.is_some_and(|u| after >= u) {
                 return Ok(());
             }
@@ -449,7 +452,7 @@ impl Replica {
             if page.entries.is_empty() {
                 return Ok(());
             }
-            self.apply(p, &mut self.parts[p as usize].lock(), &page.entries);
+            self.apply(p, &mut *self.parts[p as usize].lock().await, &page.entries);
         }
     }
 
@@ -511,6 +514,7 @@ impl Replica {
         self.catch_up(p, Some(id)).await?;
         self.parts[p as usize]
             .lock()
+            .await
             .stash
             .remove(&(id, index))
             .ok_or_else(|| RedisStoreError::Superseded {
@@ -550,10 +554,17 @@ impl Replica {
                 .await
                 .map_err(|e| self.failed(e))?;
         }
+        let mut afters = HashMap::new();
+        for c in commands {
+            let p = self.log.partition_of(c.org());
+            if let std::collections::hash_map::Entry::Vacant(v) = afters.entry(p) {
+                v.insert(self.parts[p as usize].lock().await.cursor);
+            }
+        }
         let now = self.engine.clock().now_ms();
         let appended = self
             .log
-            .append_many(commands, now, |p| self.parts[p as usize].lock().cursor)
+            .append_many(commands, now, |p| afters[&p])
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
@@ -562,7 +573,7 @@ impl Replica {
             let p = self.log.partition_of(c.org());
             if !done.contains(&p) {
                 done.push(p);
-                self.apply(p, &mut self.parts[p as usize].lock(), &a.entries);
+                self.apply(p, &mut *self.parts[p as usize].lock().await, &a.entries);
             }
         }
         let mut out = Vec::with_capacity(commands.len());
@@ -586,7 +597,7 @@ impl Replica {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
         let p = self.log.partition_of(org);
-        let after = self.parts[p as usize].lock().cursor;
+        let after = self.parts[p as usize].lock().await.cursor;
         let now = self.engine.clock().now_ms();
         let a = self
             .log
@@ -594,7 +605,7 @@ impl Replica {
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
-        self.apply(p, &mut self.parts[p as usize].lock(), &a.entries);
+        self.apply(p, &mut *self.parts[p as usize].lock().await, &a.entries);
         self.finish(p, org, a.id, a.index).await
     }
 }

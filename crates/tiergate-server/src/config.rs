@@ -101,8 +101,10 @@ pub struct ServerSection {
     pub compact_facts: u64,
     /// How often the embedded store checks whether to compact, in milliseconds.
     pub compact_check_ms: u64,
-    /// With Redis, an org's log is replaced by a snapshot of its state after this many entries
-    /// (or twice its recipients, if more), so Redis holds live state, not history.
+    /// With Redis, a partition's log is checkpointed (its orgs with entries since the last
+    /// checkpoint snapshotted, the log trimmed) after this many commands (or twice the
+    /// recipients of the orgs its last checkpoint held, if more), so Redis holds live state,
+    /// not history.
     pub redis_snapshot_entries: u64,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,

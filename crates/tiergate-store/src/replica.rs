@@ -35,6 +35,10 @@ use crate::redis_log::{Entry, LogId, RedisLog, RedisStoreError};
 /// gave up).
 const STASH_SOFT_CAP: usize = 4_096;
 
+/// How long a replica keeps the right to checkpoint a partition without using it: past this,
+/// another replica may take over (one that stopped, say).
+const CHECKPOINT_LEASE_MS: u64 = 60_000;
+
 /// [`Replica::execute_many`] calls (batches) whose appends are in Redis at once, per replica.
 ///
 /// Appends running together each carry the others' entries back (the entries between the
@@ -334,6 +338,20 @@ impl Replica {
             self.log.clone(),
         );
         tokio::spawn(async move {
+            // One replica at a time checkpoints a partition (each would cover it, but all of
+            // them doing it would multiply the snapshots written); a replica that does not hold
+            // the lease keeps its orgs for when it does.
+            let lease = format!("{}:lease", log.keys(p).ckpt);
+            if !log
+                .lease(&lease, CHECKPOINT_LEASE_MS)
+                .await
+                .unwrap_or(false)
+            {
+                let mut part = parts[p as usize].lock().await;
+                part.checkpointing = false;
+                part.dirty.extend(dirty);
+                return;
+            }
             let mut recipients = 0u64;
             let mut stored = 0u64;
             let mut left = dirty.into_iter();
@@ -389,13 +407,14 @@ impl Replica {
     }
 
     /// Restores partition `p` from its snapshots after the log was trimmed past what this
-    /// replica applied: every org whose snapshot is newer than its state here, then the cursor
-    /// moves to the checkpoint (the entries up to it are in those snapshots).
-    async fn restore(&self, p: u32) -> Result<(), RedisStoreError> {
-        let (ckpt, points) = self.log.points(p).await.map_err(|e| self.failed(e))?;
-        let Some(ckpt) = ckpt else {
-            return Ok(());
-        };
+    /// replica applied (to `ckpt` at least, as the log said): every org whose snapshot is newer
+    /// than its state here, then the cursor moves to the checkpoint (the entries up to it are in
+    /// those snapshots).
+    async fn restore(&self, p: u32, ckpt: LogId) -> Result<(), RedisStoreError> {
+        let (now, points) = self.log.points(p).await.map_err(|e| self.failed(e))?;
+        // A later checkpoint than the log said is fine: the snapshots read next are at least
+        // as new as it.
+        let ckpt = now.map_or(ckpt, |c| c.max(ckpt));
         for (org, pos) in points {
             let behind = {
                 let part = self.parts[p as usize].lock().await;
@@ -445,8 +464,8 @@ impl Replica {
                 .read(p, after, until)
                 .await
                 .map_err(|e| self.failed(e))?;
-            if page.checkpoint.is_some() {
-                self.restore(p).await?;
+            if let Some(ckpt) = page.checkpoint {
+                self.restore(p, ckpt).await?;
                 continue;
             }
             if page.entries.is_empty() {

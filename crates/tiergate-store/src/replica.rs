@@ -106,6 +106,9 @@ pub struct Replica {
     id: String,
     /// By partition.
     parts: Arc<[Mutex<Part>]>,
+    /// Each partition's cursor, as of its last change: what an append reads as its `after`
+    /// without waiting for the partition's lock (which a round being applied holds).
+    cursors: Arc<[parking_lot::Mutex<LogId>]>,
     health: AtomicU8,
     discovering: AtomicBool,
     snapshot_every: u64,
@@ -153,11 +156,15 @@ impl Replica {
         let parts: Vec<Mutex<Part>> = (0..log.partitions())
             .map(|_| Mutex::new(Part::default()))
             .collect();
+        let cursors: Vec<parking_lot::Mutex<LogId>> = (0..log.partitions())
+            .map(|_| parking_lot::Mutex::new(LogId::default()))
+            .collect();
         let replica = Self {
             engine,
             id: log.replica().to_owned(),
             log,
             parts: parts.into(),
+            cursors: cursors.into(),
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
             snapshot_every: snapshot_every.max(1),
@@ -310,6 +317,7 @@ impl Replica {
                 }
             }
             part.cursor = e.id;
+            *self.cursors[p as usize].lock() = e.id;
             let due = self.snapshot_every.max(2 * part.checkpoint_recipients);
             if own && part.since_checkpoint >= due && !part.checkpointing {
                 self.checkpoint(p, part);
@@ -448,6 +456,7 @@ impl Replica {
         let mut part = self.parts[p as usize].lock().await;
         if part.cursor < ckpt {
             part.cursor = ckpt;
+            *self.cursors[p as usize].lock() = ckpt;
         }
         Ok(())
     }
@@ -521,25 +530,36 @@ impl Replica {
         r
     }
 
-    /// Applies what `appended` brought for partition `p`, then the log up to its entry, and
-    /// takes the command's result.
+    /// Applies the entries an append brought for partition `p` and, when they reach its own
+    /// entry, takes the results of `places` (entry, place, org) under that one lock; else reads
+    /// the log up to each first (a full page, or a checkpoint passed).
     async fn finish(
         &self,
         p: u32,
-        org: &str,
-        id: LogId,
-        index: u32,
-    ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
-        self.catch_up(p, Some(id)).await?;
-        self.parts[p as usize]
-            .lock()
-            .await
-            .stash
-            .remove(&(id, index))
-            .ok_or_else(|| RedisStoreError::Superseded {
-                org: org.to_owned(),
-                id,
-            })
+        entries: &[Entry],
+        places: &[(LogId, u32, &str)],
+    ) -> Result<Vec<Result<Outcome, EngineError>>, RedisStoreError> {
+        let last = places
+            .iter()
+            .map(|&(id, _, _)| id)
+            .max()
+            .unwrap_or_default();
+        {
+            let mut part = self.parts[p as usize].lock().await;
+            self.apply(p, &mut part, entries);
+            if part.cursor >= last {
+                return places
+                    .iter()
+                    .map(|&(id, index, org)| take(&mut part, id, index, org))
+                    .collect();
+            }
+        }
+        self.catch_up(p, Some(last)).await?;
+        let mut part = self.parts[p as usize].lock().await;
+        places
+            .iter()
+            .map(|&(id, index, org)| take(&mut part, id, index, org))
+            .collect()
     }
 
     /// Runs commands in order, as [`Replica::execute`] would one after another, but ordered in
@@ -573,34 +593,37 @@ impl Replica {
                 .await
                 .map_err(|e| self.failed(e))?;
         }
-        let mut afters = HashMap::new();
-        for c in commands {
-            let p = self.log.partition_of(c.org());
-            if let std::collections::hash_map::Entry::Vacant(v) = afters.entry(p) {
-                v.insert(self.parts[p as usize].lock().await.cursor);
-            }
-        }
         let now = self.engine.clock().now_ms();
         let appended = self
             .log
-            .append_many(commands, now, |p| afters[&p])
+            .append_many(commands, now, |p| *self.cursors[p as usize].lock())
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
-        let mut done: Vec<u32> = Vec::new();
-        for (c, a) in commands.iter().zip(&appended) {
+        // Per partition (in the order of their first command): its entries, and its
+        // commands' places.
+        let mut groups: Vec<(u32, &[Entry], Vec<(usize, LogId, u32)>)> = Vec::new();
+        for (i, (c, a)) in commands.iter().zip(&appended).enumerate() {
             let p = self.log.partition_of(c.org());
-            if !done.contains(&p) {
-                done.push(p);
-                self.apply(p, &mut *self.parts[p as usize].lock().await, &a.entries);
+            match groups.iter_mut().find(|(q, _, _)| *q == p) {
+                Some((_, _, places)) => places.push((i, a.id, a.index)),
+                None => groups.push((p, &a.entries, vec![(i, a.id, a.index)])),
             }
         }
-        let mut out = Vec::with_capacity(commands.len());
-        for (c, a) in commands.iter().zip(appended) {
-            let p = self.log.partition_of(c.org());
-            out.push(self.finish(p, c.org(), a.id, a.index).await?);
+        let mut out: Vec<Option<Result<Outcome, EngineError>>> =
+            commands.iter().map(|_| None).collect();
+        for (p, entries, places) in groups {
+            let at: Vec<(LogId, u32, &str)> = places
+                .iter()
+                .map(|&(i, id, index)| (id, index, commands[i].org()))
+                .collect();
+            for ((i, _, _), r) in places.iter().zip(self.finish(p, entries, &at).await?) {
+                out[*i] = Some(r);
+            }
         }
-        Ok(out)
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| RedisStoreError::Protocol("a command went unanswered".into())))
+            .collect()
     }
 
     /// Runs a command: orders it in its partition's log, applies the log up to it and returns
@@ -616,7 +639,7 @@ impl Replica {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
         let p = self.log.partition_of(org);
-        let after = self.parts[p as usize].lock().await.cursor;
+        let after = *self.cursors[p as usize].lock();
         let now = self.engine.clock().now_ms();
         let a = self
             .log
@@ -624,9 +647,25 @@ impl Replica {
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
-        self.apply(p, &mut *self.parts[p as usize].lock().await, &a.entries);
-        self.finish(p, org, a.id, a.index).await
+        let mut r = self.finish(p, &a.entries, &[(a.id, a.index, org)]).await?;
+        r.pop()
+            .ok_or_else(|| RedisStoreError::Protocol("a command went unanswered".into()))
     }
+}
+
+/// The result of this replica's command at `(id, index)`, which the partition applied.
+fn take(
+    part: &mut Part,
+    id: LogId,
+    index: u32,
+    org: &str,
+) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
+    part.stash
+        .remove(&(id, index))
+        .ok_or_else(|| RedisStoreError::Superseded {
+            org: org.to_owned(),
+            id,
+        })
 }
 
 /// Counts itself in a gauge while it lives, whether its holder finishes or is dropped

@@ -18,9 +18,10 @@
 //! keeps; `redis-everysec` is Redis's usual setting (fsync once a second); `redis-cluster` is a
 //! 3-master Redis Cluster of its own (`appendfsync always`). For every Redis row the bench
 //! also reads Redis's own CPU (`INFO cpu`, user + sys, summed over the cluster's masters) before
-//! and after the run and prints it per decision, with the script calls and log entries (`XADD`s,
-//! one per decision) each server took (`INFO commandstats`); for the cluster, each master's
-//! entries against their mean (the balance of orgs over the masters).
+//! and after the run and prints it per decision, with the script calls and log entries (`XADD`s:
+//! one per script call and partition, each carrying that call's commands for the partition)
+//! each server took (`INFO commandstats`); for the cluster, each master's
+//! entries against their mean (the balance of partitions over the masters).
 //!
 //! `cargo bench --bench grpc -- batch`: `AcquireBatch` of 100 (`TIERGATE_BENCH_BATCH`) against
 //! single `Acquire` calls instead, on the same server, connections and calls in flight, per
@@ -109,7 +110,8 @@ struct RedisUsage {
     sys_s: f64,
     evalsha: u64,
     evalsha_us: u64,
-    /// Log entries appended (`XADD`s, counted inside scripts too): the decisions a server took.
+    /// Log entries appended (`XADD`s, counted inside scripts too): one per round and partition
+    /// (a cluster's balance of partitions shows in them).
     xadd: u64,
 }
 

@@ -14,14 +14,20 @@
 //! 4. the version-1 keys are renamed (`…:log` → `…:log.v1`, `…:snap` → `…:snap.v1`): a
 //!    version-1 sidecar still running finds its orgs' logs gone and stops (its appends use
 //!    `NOMKSTREAM`, so it calls the store lost) instead of deciding alone; one started later
-//!    refuses the newer schema. The renamed keys are left for the operator to delete.
+//!    refuses the newer schema. A mark (`tg:v1-left`) set before step 3 and cleared after the
+//!    last rename makes the next start finish the renames if a sidecar stopped in between. The
+//!    renamed keys are left for the operator to delete.
+//!
+//! A migration holds the lease `tg:migrating` and checks the schema again once it has it (a
+//! sidecar that finished meanwhile leaves nothing to do); its snapshots never replace a newer
+//! one than its own.
 
 use std::time::Duration;
 
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, Engine, OrgSnapshot};
 
-use crate::redis_log::{LogId, RedisLog, RedisStoreError, script, text};
+use crate::redis_log::{LogId, RedisLog, RedisStoreError, SCHEMA_KEY, script, text};
 
 /// Version 1's `READ`: an org's log after `after`, atomically with the snapshot that replaced
 /// its older entries. KEYS: log, snapshot. ARGV: after, until, page size.
@@ -34,8 +40,23 @@ end
 return {false, false, redis.call('XRANGE', KEYS[1], '(' .. after, ARGV[2], 'COUNT', ARGV[3])}
 "#;
 
+/// Stores a migrated snapshot unless the org already has a newer one than the migration's
+/// (a checkpoint after a migration that finished while this one ran).
+/// KEYS: positions, snapshots. ARGV: org, state.
+const V1_STORE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cur ~= '0-1' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], '0-1')
+return 1
+"#;
+
 /// The lease a migration holds.
 const MIGRATING: &str = "tg:migrating";
+
+/// Set while version-1 keys are left to rename (from just before the schema says 2 until the
+/// last rename), so that a sidecar stopped in between finishes the renames at its next start.
+const V1_LEFT: &str = "tg:v1-left";
 
 /// How long the lease lasts without being renewed (a sidecar killed mid-way leaves it).
 const LEASE: Duration = Duration::from_secs(60);
@@ -45,7 +66,7 @@ const START: LogId = LogId { ms: 0, n: 1 };
 
 /// The scripts a migration calls (loaded with the others).
 pub(crate) fn scripts() -> Vec<Script> {
-    vec![script(V1_READ)]
+    vec![script(V1_READ), script(V1_STORE)]
 }
 
 fn v1_log(org: &str) -> String {
@@ -71,6 +92,12 @@ pub(crate) async fn migrate(
     if !log.lease(MIGRATING, lease_ms).await? {
         return Err(RedisStoreError::Migrating);
     }
+    // Another sidecar may have finished while this one connected.
+    let now: Option<String> = log.conn().on(SCHEMA_KEY).get(SCHEMA_KEY).await?;
+    if now.as_deref() != Some("1") {
+        let _ = log.release(MIGRATING).await;
+        return Ok(());
+    }
     tracing::warn!("redis holds schema version 1: migrating to partitioned logs");
     let orgs = log.orgs().await?;
     let read = script(V1_READ);
@@ -81,7 +108,11 @@ pub(crate) async fn migrate(
         }
     }
     let conn = log.conn();
-    for org in &orgs {
+    let store = script(V1_STORE);
+    for (i, org) in orgs.iter().enumerate() {
+        if i % 64 == 63 && !log.lease(MIGRATING, lease_ms).await? {
+            return Err(RedisStoreError::Migrating);
+        }
         if !engine.has_org(org) {
             continue;
         }
@@ -94,10 +125,15 @@ pub(crate) async fn migrate(
         })?;
         let keys = log.keys(log.partition_of(org));
         let mut c = conn.on(&keys.log);
-        // Plain writes, not `SNAP_STORE`: a migration run again after a stop must replace
-        // what the first run stored.
-        let _: i64 = c.hset(&keys.snap, org, state).await?;
-        let _: i64 = c.hset(&keys.pos, org, START.to_string()).await?;
+        // Not `SNAP_STORE`: a migration run again after a stop must replace what the first run
+        // stored (as of `0-1` too), but nothing newer.
+        let _: i64 = store
+            .key(&keys.pos)
+            .key(&keys.snap)
+            .arg(org)
+            .arg(state)
+            .invoke_async(&mut c)
+            .await?;
     }
     for p in 0..log.partitions() {
         let keys = log.keys(p);
@@ -120,23 +156,42 @@ pub(crate) async fn migrate(
         }
         log.trim(p, START).await?;
     }
+    let () = conn.on(V1_LEFT).set(V1_LEFT, 1).await?;
     log.finish_migration().await?;
-    for org in &orgs {
-        for key in [v1_log(org), v1_snap(org)] {
-            let mut c = conn.on(&key);
-            let renamed: Result<(), _> = c.rename(&key, format!("{key}.v1")).await;
-            if let Err(e) = renamed
-                && !e.to_string().contains("no such key")
-            {
-                tracing::warn!(key, error = %e, "version-1 key not renamed");
-            }
-        }
-    }
+    rename_v1(log).await?;
     let _ = log.release(MIGRATING).await;
     tracing::warn!(
         orgs = orgs.len(),
         "redis migrated to schema version 2; the version-1 keys were renamed to *.v1"
     );
+    Ok(())
+}
+
+/// Renames the version-1 keys of every org (`….v1`), if a migration left any to rename; once
+/// all are, clears the mark. Run by every start, so that a sidecar stopped between the schema
+/// change and the last rename does not leave a version-1 sidecar deciding alone.
+pub(crate) async fn rename_v1(log: &RedisLog) -> Result<(), RedisStoreError> {
+    let conn = log.conn();
+    let left: bool = conn.on(V1_LEFT).exists(V1_LEFT).await?;
+    if !left {
+        return Ok(());
+    }
+    let mut all = true;
+    for org in log.orgs().await? {
+        for key in [v1_log(&org), v1_snap(&org)] {
+            let mut c = conn.on(&key);
+            let renamed: Result<(), _> = c.rename(&key, format!("{key}.v1")).await;
+            if let Err(e) = renamed
+                && !e.to_string().contains("no such key")
+            {
+                all = false;
+                tracing::warn!(key, error = %e, "version-1 key not renamed (tried again at the next start)");
+            }
+        }
+    }
+    if all {
+        let _: i64 = conn.on(V1_LEFT).del(V1_LEFT).await?;
+    }
     Ok(())
 }
 

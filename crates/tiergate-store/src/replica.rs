@@ -153,6 +153,7 @@ impl Replica {
         if let Some(found) = log.older_schema() {
             crate::migrate::migrate(&log, &engine, found).await?;
         }
+        crate::migrate::rename_v1(&log).await?;
         let parts: Vec<Mutex<Part>> = (0..log.partitions())
             .map(|_| Mutex::new(Part::default()))
             .collect();
@@ -329,61 +330,69 @@ impl Replica {
         }
     }
 
-    /// Starts a checkpoint of partition `p` as of its cursor, in the background: each org with
-    /// entries since the last one is snapshotted (each as of the cursor when its turn comes, not
-    /// holding the partition meanwhile), the snapshots are stored, then the log is trimmed to
-    /// the cursor the checkpoint started at. Every entry up to that point is then in a stored
-    /// snapshot: its org's, as of it or later. A failure only means the log stays longer; the
-    /// orgs go back into the next checkpoint.
+    /// Starts a checkpoint of partition `p` in the background. Holding the checkpoint lease, it
+    /// snapshots every org with entries since the last checkpoint this replica took, all at one
+    /// cursor `c` (under one hold of the partition's lock, so that the snapshots agree with each
+    /// other as of one entry: what orgs share, the numbers and WABA ids one of them claims, is
+    /// the same in all of them), stores them, and only then trims the log to `c`. Every entry
+    /// up to `c` is then in a stored snapshot: its org's, as of `c` (or a later one another
+    /// checkpoint stored). A failure only means the log stays longer; every org of the
+    /// checkpoint goes back into the next one.
     fn checkpoint(&self, p: u32, part: &mut Part) {
         part.checkpointing = true;
         part.since_checkpoint = 0;
-        let dirty: Vec<String> = part.dirty.drain().collect();
-        let (upto, engine, parts, log) = (
-            part.cursor,
-            self.engine.clone(),
-            self.parts.clone(),
-            self.log.clone(),
-        );
+        let (engine, parts, log) = (self.engine.clone(), self.parts.clone(), self.log.clone());
         tokio::spawn(async move {
             // One replica at a time checkpoints a partition (each would cover it, but all of
             // them doing it would multiply the snapshots written); a replica that does not hold
             // the lease keeps its orgs for when it does.
             let lease = format!("{}:lease", log.keys(p).ckpt);
-            if !log
+            let held = log
                 .lease(&lease, CHECKPOINT_LEASE_MS)
                 .await
-                .unwrap_or(false)
-            {
+                .unwrap_or(false);
+            let (upto, orgs, snaps) = {
                 let mut part = parts[p as usize].lock().await;
-                part.checkpointing = false;
-                part.dirty.extend(dirty);
-                return;
-            }
-            let mut recipients = 0u64;
-            let mut stored = 0u64;
-            let mut left = dirty.into_iter();
-            let done: Result<(), String> = async {
-                for org in left.by_ref() {
-                    let (snap, at) = {
-                        let part = parts[p as usize].lock().await;
-                        (engine.snapshot_org(&org), part.cursor)
-                    };
-                    let snap = match snap {
-                        Ok(s) => s,
+                if !held {
+                    part.checkpointing = false;
+                    return;
+                }
+                let orgs: Vec<String> = part.dirty.drain().collect();
+                let mut snaps = Vec::with_capacity(orgs.len());
+                let mut failed = None;
+                for org in &orgs {
+                    match engine.snapshot_org(org) {
+                        Ok(s) => snaps.push((org.clone(), s)),
                         // An org that never came to be (its registering command failed on
                         // every replica alike) has no state to keep.
-                        Err(EngineError::UnknownOrg(_)) => continue,
-                        Err(e) => return Err(format!("snapshot of {org}: {e}")),
-                    };
-                    recipients += snap.recipients() as u64;
-                    // Encoding a big org takes a while: not on the runtime.
-                    let state = tokio::task::spawn_blocking(move || serde_json::to_string(&snap))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
+                        Err(EngineError::UnknownOrg(_)) => {}
+                        Err(e) => failed = Some(format!("snapshot of {org}: {e}")),
+                    }
+                }
+                if let Some(e) = failed {
+                    part.dirty.extend(orgs);
+                    part.checkpointing = false;
+                    tracing::warn!(partition = p, error = %e, "checkpoint not taken");
+                    return;
+                }
+                (part.cursor, orgs, snaps)
+            };
+            let recipients: u64 = snaps.iter().map(|(_, s)| s.recipients() as u64).sum();
+            let mut stored = 0u64;
+            let done: Result<(), String> = async {
+                // Encoding big orgs takes a while: not on the runtime.
+                let encoded = tokio::task::spawn_blocking(move || {
+                    snaps
+                        .into_iter()
+                        .map(|(org, s)| serde_json::to_string(&s).map(|j| (org, j)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                for (org, state) in &encoded {
                     if log
-                        .store_snapshot(p, &org, at, &state)
+                        .store_snapshot(p, org, upto, state)
                         .await
                         .map_err(|e| ErrorChain(&e).to_string())?
                     {
@@ -405,9 +414,8 @@ impl Replica {
                     tracing::debug!(partition = p, %upto, snapshots = stored, "checkpoint");
                 }
                 Err(e) => {
-                    // The orgs not stored go into the next checkpoint (and so do the stored
-                    // ones: the log was not trimmed for them either).
-                    part.dirty.extend(left);
+                    // The log was not trimmed: all of the checkpoint's orgs go into the next.
+                    part.dirty.extend(orgs);
                     tracing::warn!(partition = p, %upto, error = %e, "checkpoint not finished");
                 }
             }
@@ -602,7 +610,7 @@ impl Replica {
         self.succeeded();
         // Per partition (in the order of their first command): its entries, and its
         // commands' places.
-        let mut groups: Vec<(u32, &[Entry], Vec<(usize, LogId, u32)>)> = Vec::new();
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, (c, a)) in commands.iter().zip(&appended).enumerate() {
             let p = self.log.partition_of(c.org());
             match groups.iter_mut().find(|(q, _, _)| *q == p) {
@@ -652,6 +660,10 @@ impl Replica {
             .ok_or_else(|| RedisStoreError::Protocol("a command went unanswered".into()))
     }
 }
+
+/// One partition's share of a batch: its entries, and its commands' (position in the batch,
+/// entry, place).
+type Group<'a> = (u32, &'a [Entry], Vec<(usize, LogId, u32)>);
 
 /// The result of this replica's command at `(id, index)`, which the partition applied.
 fn take(

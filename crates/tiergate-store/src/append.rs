@@ -183,7 +183,10 @@ fn unanswered() -> RedisStoreError {
 }
 
 /// Splits `idx` by `key`, each group in the given order, groups in the order first seen.
-fn group_by<K: Eq + std::hash::Hash>(idx: &[usize], key: impl Fn(&usize) -> K) -> Vec<Vec<usize>> {
+pub(crate) fn group_by<K: Eq + std::hash::Hash>(
+    idx: &[usize],
+    key: impl Fn(&usize) -> K,
+) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for i in idx {

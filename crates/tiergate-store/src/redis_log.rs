@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
-use crate::append::{Answer, Appender, Pack};
+use crate::append::{Answer, Appender, Pack, group_by};
 use crate::commit_stats::CommitStats;
 use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 use crate::redis_conn::{RedisConn, RedisTopology};
@@ -708,31 +708,28 @@ impl RedisLog {
         after: impl Fn(u32) -> LogId,
     ) -> Result<Vec<Appended>, RedisStoreError> {
         let start = Instant::now();
-        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-        let mut json = Vec::with_capacity(commands.len());
-        for (i, command) in commands.iter().enumerate() {
-            json.push(Self::encode(command)?);
-            let p = self.partition_of(command.org());
-            match groups.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, g)) => g.push(i),
-                None => groups.push((p, vec![i])),
-            }
-        }
+        let json = commands
+            .iter()
+            .map(Self::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let all: Vec<usize> = (0..commands.len()).collect();
+        let groups = group_by(&all, |&i| self.partition_of(commands[i].org()));
         let packs: Vec<Pack> = groups
             .iter()
-            .map(|(p, idx)| {
+            .map(|idx| {
+                let p = self.partition_of(commands[idx[0]].org());
                 pack(
                     &self.keys,
-                    *p,
+                    p,
                     at_ms,
-                    after(*p),
+                    after(p),
                     idx.iter().map(|&i| json[i].as_str()),
                 )
             })
             .collect();
         let answers = self.appender.append(packs.into()).await;
         let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
-        for ((_, idx), answer) in groups.into_iter().zip(answers) {
+        for (idx, answer) in groups.into_iter().zip(answers) {
             let own = idx.iter().map(|&i| commands[i].clone()).collect();
             let (id, entries) = round(&self.replica, answer, own)?;
             for (index, i) in idx.into_iter().enumerate() {

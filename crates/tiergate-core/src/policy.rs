@@ -204,6 +204,18 @@ impl Policy {
         if self.pair_rate_burst == 0 {
             return err("pair_rate_burst", "must be > 0");
         }
+        if self
+            .pair_rate_period_ms
+            .saturating_mul(u64::from(self.pair_rate_burst))
+            > 2_592_000_000
+        {
+            // A pair's TAT is kept as 32 bits of milliseconds (`rate.rs`), so it may lie at
+            // most this far ahead of the send that set it.
+            return err(
+                "pair_rate_period_ms",
+                "times pair_rate_burst must be at most 2,592,000,000 (30 days)",
+            );
+        }
         if self.small_sender_weekly_limit > 10_000_000 {
             return err("small_sender_weekly_limit", "must be at most 10,000,000");
         }

@@ -149,25 +149,184 @@ fn absolute(origin_ns: u64, tat: u64) -> u64 {
 
 /// One message per period from one number to one recipient, with a burst.
 ///
-/// Each phone slot has its own table of (recipient, TAT): 16 bytes a pair, and the first slot's
-/// table is inline, since most orgs send from one number and a decision on a cold org should
-/// not chase a pointer to reach it. A table is pruned of pairs indistinguishable from fresh
-/// (TAT not in the future) when it is full, before it would grow, so it holds about the pairs
-/// messaged in the last period (rate × period), not every pair ever seen (issue #16: the pair
-/// table was a fifth of what an unreported send held in memory).
+/// Each phone slot has its own [`PairTable`], and the first slot's is inline, since most orgs
+/// send from one number and a decision on a cold org should not chase a pointer to reach it.
 #[derive(Debug, Clone)]
 pub(crate) struct PairRate {
     quota: Quota,
     hasher: foldhash::fast::RandomState,
     /// Slot 0's pairs.
-    first: HashTable<(u64, u64)>,
+    first: PairTable,
     /// Slot `i + 1`'s pairs at `rest[i]`, grown when a higher slot first sends.
-    rest: Vec<HashTable<(u64, u64)>>,
+    rest: Vec<PairTable>,
 }
 
 /// Tables smaller than this just grow: pruning a small table often would cost more in
 /// rebuilding than the memory it saves.
 const PRUNE_FLOOR: usize = 1_024;
+
+/// How long a table's base may lag behind the time of a check before the table is rebuilt on
+/// a new base (12.4 days): a TAT is at most `period × burst` ahead of its check (30 days at
+/// most, `Policy::validate`), so every offset stays below 2³² ms (49.7 days).
+const REBASE_AFTER_MS: u64 = 1 << 30;
+
+/// One pair: the recipient key in halves (nothing needs 8-byte alignment) and its TAT in
+/// milliseconds after the table's base, 0 when the TAT is not after the base (then it is
+/// indistinguishable from fresh, since the base is never later than the time of a check).
+/// 12 bytes: a pair is held for a period after its last send whether or not anything else
+/// happens, so at a high call rate the pair tables are a fifth of what an unreported send
+/// costs in memory (issue #16).
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    key: [u32; 2],
+    tat: u32,
+}
+
+impl Pair {
+    #[inline]
+    fn key(&self) -> u64 {
+        u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+    }
+}
+
+/// One number's pairs. A table is pruned of pairs indistinguishable from fresh (TAT not in the
+/// future) when it is full, before it would grow, so it holds about the pairs messaged in the
+/// last period (rate × period), not every pair ever seen.
+#[derive(Debug, Clone, Default)]
+struct PairTable {
+    /// What the pairs' TATs are offsets from (ms); never later than the latest check.
+    base: u64,
+    pairs: HashTable<Pair>,
+}
+
+impl PairTable {
+    /// The absolute TAT (ns) of `p`, or [`EMPTY`].
+    #[inline]
+    fn tat_ns(&self, p: &Pair) -> u64 {
+        if p.tat == 0 {
+            EMPTY
+        } else {
+            (self.base + u64::from(p.tat)) * NS_PER_MS
+        }
+    }
+
+    /// `tat_ns` as an offset from the base, rounded up to the millisecond (a TAT made at a
+    /// millisecond's time with a period of whole milliseconds is whole; one from an older
+    /// snapshot that is not is kept no earlier than it was). `None` if it does not fit, which
+    /// [`REBASE_AFTER_MS`] and `Policy::validate` rule out for a TAT made by a check.
+    #[inline]
+    fn offset(&self, tat_ns: u64) -> Option<u32> {
+        if tat_ns == EMPTY {
+            return Some(0);
+        }
+        let ms = tat_ns.div_ceil(NS_PER_MS);
+        match ms.checked_sub(self.base) {
+            None | Some(0) => Some(0),
+            Some(d) => u32::try_from(d).ok(),
+        }
+    }
+
+    /// At `now_ms`, with `quota`: one cell of `recipient`'s pair, or the milliseconds until
+    /// one is free.
+    #[inline]
+    fn check(
+        &mut self,
+        quota: Quota,
+        hasher: &foldhash::fast::RandomState,
+        recipient: u64,
+        now_ms: u64,
+    ) -> Result<(), u64> {
+        if self.pairs.is_empty() {
+            self.base = now_ms;
+        } else if now_ms.saturating_sub(self.base) > REBASE_AFTER_MS {
+            self.rebuild(now_ms, hasher);
+        }
+        let hash = hasher.hash_one(recipient);
+        if let Some(p) = self.pairs.find(hash, |p| p.key() == recipient) {
+            let mut tat = self.tat_ns(p);
+            check(quota, &mut tat, now_ms)?;
+            let off = self.offset(tat);
+            if let Some(p) = self.pairs.find_mut(hash, |p| p.key() == recipient) {
+                // A TAT that does not fit is past what the policy allows; keeping the latest
+                // that fits would let the pair go early, so it is kept at the latest time a
+                // table can hold instead (never earlier than the TAT it replaces).
+                p.tat = off.unwrap_or(u32::MAX).max(p.tat);
+            }
+            return Ok(());
+        }
+        let mut tat = EMPTY;
+        check(quota, &mut tat, now_ms)?;
+        if self.pairs.len() == self.pairs.capacity() && self.pairs.len() >= PRUNE_FLOOR {
+            self.rebuild(now_ms, hasher);
+        }
+        let pair = Pair {
+            key: [recipient as u32, (recipient >> 32) as u32],
+            tat: self.offset(tat).unwrap_or(u32::MAX),
+        };
+        self.pairs
+            .insert_unique(hash, pair, |p| hasher.hash_one(p.key()));
+        Ok(())
+    }
+
+    /// Rebuilds the table on the base `now_ms` with only the pairs still distinguishable from
+    /// fresh (TAT in the future), in the fewest buckets that leave room for a quarter as many
+    /// again and at least 16 more: the next prune is at least that many inserts away, so the
+    /// scan costs O(1) amortised per insert (at most about eight buckets an insert), and the
+    /// table stays within a small multiple of the live pairs. (Erasing in place would leave
+    /// tombstones that keep a full table full.)
+    ///
+    /// The room asked for decides the memory: buckets come in powers of two, so asking for
+    /// half as many again (as this did before) doubled the table whenever the live pairs were
+    /// between 58 % and 88 % of a size, which at a steady rate is a coin toss. A quarter keeps
+    /// it within one size of the live pairs (issue #16: the pair tables were 7–14 bytes of an
+    /// unreported send, by that toss).
+    fn rebuild(&mut self, now_ms: u64, hasher: &foldhash::fast::RandomState) {
+        let live = |p: &&Pair| self.base + u64::from(p.tat) > now_ms && p.tat != 0;
+        let n = self.pairs.iter().filter(live).count();
+        let mut fresh = HashTable::with_capacity(n + n / 4 + 16);
+        for p in self.pairs.iter().filter(live) {
+            // Live TATs are after `now_ms`, so they stay positive on the new base and, being
+            // no more than `period × burst` after a past check, fit.
+            let tat = (self.base + u64::from(p.tat) - now_ms).min(u64::from(u32::MAX)) as u32;
+            fresh.insert_unique(hasher.hash_one(p.key()), Pair { key: p.key, tat }, |q| {
+                hasher.hash_one(q.key())
+            });
+        }
+        self.pairs = fresh;
+        self.base = now_ms;
+    }
+
+    /// Sets `recipient`'s absolute TAT (ns, or [`EMPTY`]), from a snapshot taken at `now_ms`
+    /// (the org's latest time, which no later check precedes).
+    fn restore(
+        &mut self,
+        hasher: &foldhash::fast::RandomState,
+        recipient: u64,
+        tat_ns: u64,
+        now_ms: u64,
+    ) {
+        if self.pairs.is_empty() {
+            self.base = now_ms;
+        }
+        // A TAT further ahead than a table can reach (49.7 days) was made under a policy this
+        // one refuses (`period × burst` at most 30 days); it is kept at the furthest it can be.
+        let tat = self.offset(tat_ns).unwrap_or(u32::MAX);
+        let hash = hasher.hash_one(recipient);
+        match self.pairs.find_mut(hash, |p| p.key() == recipient) {
+            Some(p) => p.tat = tat,
+            None => {
+                self.pairs.insert_unique(
+                    hash,
+                    Pair {
+                        key: [recipient as u32, (recipient >> 32) as u32],
+                        tat,
+                    },
+                    |p| hasher.hash_one(p.key()),
+                );
+            }
+        }
+    }
+}
 
 /// A [`PairRate`]'s state, for a snapshot (`start_ns = 0` and absolute TATs in this version;
 /// older snapshots kept TATs relative to `start_ns`).
@@ -189,19 +348,19 @@ impl PairRate {
         Self {
             quota,
             hasher: foldhash::fast::RandomState::default(),
-            first: HashTable::new(),
+            first: PairTable::default(),
             rest: Vec::new(),
         }
     }
 
     #[inline]
-    fn table(&mut self, phone: u16) -> &mut HashTable<(u64, u64)> {
+    fn table(&mut self, phone: u16) -> &mut PairTable {
         match phone.checked_sub(1) {
             None => &mut self.first,
             Some(i) => {
                 let i = usize::from(i);
                 if i >= self.rest.len() {
-                    self.rest.resize_with(i + 1, HashTable::new);
+                    self.rest.resize_with(i + 1, PairTable::default);
                 }
                 &mut self.rest[i]
             }
@@ -213,22 +372,11 @@ impl PairRate {
     #[inline]
     pub(crate) fn check(&mut self, phone: u16, recipient: u64, now_ms: u64) -> Result<(), u64> {
         let quota = self.quota;
-        let hash = self.hasher.hash_one(recipient);
         let hasher = self.hasher.clone();
-        let table = self.table(phone);
-        if let Some((_, tat)) = table.find_mut(hash, |&(r, _)| r == recipient) {
-            return check(quota, tat, now_ms);
-        }
-        let mut tat = EMPTY;
-        check(quota, &mut tat, now_ms)?;
-        if table.len() == table.capacity() && table.len() >= PRUNE_FLOOR {
-            prune(table, now_ms, &hasher);
-        }
-        table.insert_unique(hash, (recipient, tat), |&(r, _)| hasher.hash_one(r));
-        Ok(())
+        self.table(phone).check(quota, &hasher, recipient, now_ms)
     }
 
-    fn tables(&self) -> impl Iterator<Item = (u16, &HashTable<(u64, u64)>)> {
+    fn tables(&self) -> impl Iterator<Item = (u16, &PairTable)> {
         std::iter::once(&self.first)
             .chain(&self.rest)
             .enumerate()
@@ -239,7 +387,7 @@ impl PairRate {
     pub(crate) fn state(&self) -> PairState {
         let mut pairs: Vec<(PairKey, u64)> = self
             .tables()
-            .flat_map(|(slot, t)| t.iter().map(move |&(r, tat)| ((slot, r), tat)))
+            .flat_map(|(slot, t)| t.pairs.iter().map(move |p| ((slot, p.key()), t.tat_ns(p))))
             .collect();
         pairs.sort_unstable();
         PairState {
@@ -249,20 +397,13 @@ impl PairRate {
         }
     }
 
-    /// A limiter like [`PairRate::new`] in the state a snapshot kept.
-    pub(crate) fn restore(period_ms: u64, burst: u32, state: PairState) -> Self {
+    /// A limiter like [`PairRate::new`] in the state a snapshot taken at `now_ms` kept.
+    pub(crate) fn restore(period_ms: u64, burst: u32, state: PairState, now_ms: u64) -> Self {
         let mut p = Self::new(period_ms, burst);
+        let hasher = p.hasher.clone();
         for ((slot, r), tat) in state.pairs {
             let tat = absolute(state.start_ns, tat);
-            let hash = p.hasher.hash_one(r);
-            let hasher = p.hasher.clone();
-            let table = p.table(slot);
-            match table.find_mut(hash, |&(k, _)| k == r) {
-                Some((_, t)) => *t = tat,
-                None => {
-                    table.insert_unique(hash, (r, tat), |&(k, _)| hasher.hash_one(k));
-                }
-            }
+            p.table(slot).restore(&hasher, r, tat, now_ms);
         }
         p
     }
@@ -270,24 +411,8 @@ impl PairRate {
     /// Pairs currently held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.tables().map(|(_, t)| t.len()).sum()
+        self.tables().map(|(_, t)| t.pairs.len()).sum()
     }
-}
-
-/// Rebuilds a full table (of at least [`PRUNE_FLOOR`] pairs) with only the pairs still
-/// distinguishable from fresh (TAT in the future), with room for half as many again and at
-/// least 16 more: the next prune is at least
-/// that many inserts away, so the scan costs O(1) amortised per insert, and the table stays
-/// within a small multiple of the live pairs. (Erasing in place would leave tombstones that
-/// keep a full table full.)
-fn prune(table: &mut HashTable<(u64, u64)>, now_ms: u64, hasher: &foldhash::fast::RandomState) {
-    let now = now_ms.saturating_mul(NS_PER_MS);
-    let live = table.iter().filter(|&&(_, tat)| tat > now).count();
-    let mut fresh = HashTable::with_capacity(live + live / 2 + 16);
-    for &(r, tat) in table.iter().filter(|&&(_, tat)| tat > now) {
-        fresh.insert_unique(hasher.hash_one(r), (r, tat), |&(k, _)| hasher.hash_one(k));
-    }
-    *table = fresh;
 }
 
 #[cfg(test)]
@@ -349,13 +474,66 @@ mod tests {
         // the table holds at most about three times that before it prunes again
         assert!(p.len() < 2_000, "{} keys held", p.len());
         assert!(
-            p.first.capacity() < 2_000,
+            p.first.pairs.capacity() < 2_000,
             "room for {}",
-            p.first.capacity()
+            p.first.pairs.capacity()
         );
         // what is held still decides: the last recipient is within its period
         assert_eq!(p.check(0, 9_999, 1_000_000 + 99_990).unwrap_err(), 6_000);
         assert!(p.check(0, 9_000, 1_000_000 + 99_990).is_ok());
+    }
+
+    #[test]
+    fn a_pair_is_twelve_bytes() {
+        assert_eq!(std::mem::size_of::<Pair>(), 12);
+    }
+
+    /// The table's 12-byte pairs (TATs as offsets from a base that moves at every prune and
+    /// after 12.4 days) answer exactly as a plain GCRA per pair with 64-bit TATs, over 60 days
+    /// of sends to enough recipients that the table prunes, including a snapshot restored half
+    /// way.
+    #[test]
+    fn the_pair_table_answers_as_a_plain_gcra_per_pair() {
+        for (period, burst) in [(6_000u64, 1u32), (6_000, 3), (1, 1), (86_400_000, 2)] {
+            let mut p = PairRate::new(period, burst);
+            let quota = p.quota;
+            let mut plain: std::collections::HashMap<(u16, u64), u64> = Default::default();
+            let mut now = 1_700_000_000_000u64;
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let days = 60 * 86_400_000;
+            let start = now;
+            let mut i = 0u64;
+            while now < start + days {
+                let r = next();
+                // mostly short steps, sometimes hours or days
+                now += match r % 10_000 {
+                    0 => r % (3 * 86_400_000),
+                    1..=9 => r % 3_600_000,
+                    _ => r % 50,
+                };
+                let slot = (r >> 20) as u16 % 3;
+                let recipient = (r >> 24) % 3_000;
+                let tat = plain.entry((slot, recipient)).or_insert(EMPTY);
+                let want = check(quota, tat, now);
+                assert_eq!(
+                    p.check(slot, recipient, now),
+                    want,
+                    "period {period} burst {burst}, send {i} at +{} ms",
+                    now - start
+                );
+                i += 1;
+                if i == 40_000 {
+                    p = PairRate::restore(period, burst, p.state(), now);
+                }
+            }
+            assert!(i > 100_000, "{i} sends");
+        }
     }
 
     #[test]
@@ -365,7 +543,7 @@ mod tests {
         p.check(3, 7, 1_001_000).unwrap();
         let state = p.state();
         assert_eq!(state.pairs.len(), 2);
-        let mut q = PairRate::restore(6_000, 1, state.clone());
+        let mut q = PairRate::restore(6_000, 1, state.clone(), 1_001_000);
         assert_eq!(q.state(), state);
         assert_eq!(q.check(0, 7, 1_002_000).unwrap_err(), 4_000);
         assert_eq!(q.check(3, 7, 1_002_000).unwrap_err(), 5_000);

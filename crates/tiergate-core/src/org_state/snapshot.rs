@@ -167,6 +167,7 @@ impl OrgState {
             policy.pair_rate_period_ms,
             policy.pair_rate_burst,
             snap.pair,
+            snap.last_now,
         );
         st.ledger = snap.ledger;
         st.idem = IdempotencyCache::restore(snap.idem);

@@ -17,11 +17,13 @@ use std::sync::Arc;
 
 use redis::{Script, Value};
 
+use crate::own_entries::OwnEntries;
 use crate::redis_conn::RedisConn;
 use crate::redis_log::{PAGE, RedisStoreError, text};
 
-/// One partition's entry of a round: its keys, the time proposed, its commands (a JSON array)
-/// and the caller's last applied entry of the partition.
+/// One partition's entry of a round: its keys, the time proposed, its commands (a JSON array),
+/// the caller's last applied entry of the partition, and the ids of the caller's own entries
+/// there whose commands it holds (`own_entries.rs`).
 #[derive(Debug)]
 pub(crate) struct Pack {
     pub(crate) log: String,
@@ -29,6 +31,7 @@ pub(crate) struct Pack {
     pub(crate) at_ms: u64,
     pub(crate) cmds: String,
     pub(crate) after: String,
+    pub(crate) known: String,
 }
 
 /// What one pack got: its entry's id (or `lost`) and the entries before it (see `APPEND`), or
@@ -41,6 +44,8 @@ pub(crate) struct Appender {
     pub(crate) conn: RedisConn,
     pub(crate) append: Script,
     pub(crate) replica: Arc<str>,
+    /// This replica's latest entries, shared by every route an append takes.
+    pub(crate) own: Arc<OwnEntries>,
 }
 
 /// One pack's answer as the script gave it: written (`{id, entries}`, `{'lost', false}`), or
@@ -144,7 +149,8 @@ impl Appender {
                 .arg(&p.ckpt)
                 .arg(p.at_ms)
                 .arg(&p.cmds)
-                .arg(&p.after);
+                .arg(&p.after)
+                .arg(&p.known);
         }
         // `invoke_async` calls by SHA and, after a Redis restart emptied the script cache,
         // loads the script and calls again (NOSCRIPT ran nothing, so nothing runs twice).

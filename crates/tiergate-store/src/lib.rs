@@ -25,6 +25,7 @@ mod commit_stats;
 mod embedded;
 mod fact_log;
 mod migrate;
+mod own_entries;
 mod partition;
 mod redis_conn;
 mod redis_log;

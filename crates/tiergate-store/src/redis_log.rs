@@ -34,6 +34,7 @@ use tiergate_core::{Command, EngineError};
 
 use crate::append::{Answer, Appender, Pack, group_by};
 use crate::commit_stats::CommitStats;
+use crate::own_entries::{self, OwnEntry};
 use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 use crate::redis_conn::{RedisConn, RedisTopology};
 use tokio::sync::{mpsc, oneshot};
@@ -78,10 +79,12 @@ end
 
 /// Appends one entry per partition and returns, for each, what the caller has not applied.
 ///
-/// KEYS: the first partition's log (where the call is routed). ARGV: the replica id, the page size, then per partition its log key, its
-/// checkpoint key, the proposed ms, the commands (a JSON array) and the caller's last applied
-/// id there. Returns per partition `{id, entries}`, where entries are the others in
-/// `(after, id)`, at most a page; `{id, false}` when the log was trimmed past `after` (the
+/// KEYS: the first partition's log (where the call is routed). ARGV: the replica id, the page
+/// size, then per partition its log key, its checkpoint key, the proposed ms, the commands (a
+/// JSON array), the caller's last applied id there, and the ids of the caller's own entries
+/// whose commands it holds (comma-separated; `own_entries.rs`). Returns per partition
+/// `{id, entries}`, where entries are the others in `(after, id)`, at most a page, those named
+/// as the caller's own with an empty `c`; `{id, false}` when the log was trimmed past `after` (the
 /// caller restores the snapshots: `replica.rs`; also when the checkpoint key could not be
 /// read, which on a cluster means it is elsewhere for a migration: the caller then reads the
 /// log); `{'lost', false}` when the caller has applied
@@ -100,9 +103,19 @@ local function msg(e)
   if type(e) == 'table' then return tostring(e.err) end
   return tostring(e)
 end
-for i = 1, (#ARGV - 2) / 5 do
-  local b = 5 * i - 2
-  local key, ckpt, at, cmds, after = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+-- Leaves out the commands of the entries the caller named as its own (it holds them).
+local function strip(entries, known)
+  if known == '' then return end
+  local set = {}
+  for k in string.gmatch(known, '[^,]+') do set[k] = true end
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    if set[e[1]] and f[1] == 'r' and f[2] == replica and f[3] == 'c' then f[4] = '' end
+  end
+end
+for i = 1, (#ARGV - 2) / 6 do
+  local b = 6 * i - 3
+  local key, ckpt, at, cmds, after, known = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local ok, id = xadd(key, after, at, replica, cmds)
   if not ok and string.find(msg(id), 'equal or smaller', 1, true) then
     -- The log is already later (another replica's clock is ahead): run at its latest time.
@@ -118,7 +131,12 @@ for i = 1, (#ARGV - 2) / 5 do
       out[i] = {id, false}
     else
       local okr, entries = pcall(redis.call, 'XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)
-      if okr then out[i] = {id, entries} else out[i] = {id, false} end
+      if okr then
+        strip(entries, known)
+        out[i] = {id, entries}
+      else
+        out[i] = {id, false}
+      end
     end
   end
 end
@@ -215,8 +233,8 @@ pub struct Entry {
     pub id: LogId,
     /// The replica that appended it.
     pub replica: String,
-    /// The commands, each for its own org.
-    pub commands: Vec<Command>,
+    /// The commands, each for its own org (shared: a replica's own entry is the round it sent).
+    pub commands: Arc<Vec<Command>>,
 }
 
 /// One page of a partition's log.
@@ -452,9 +470,14 @@ async fn batcher(
                 None => groups.push((call.partition, vec![call])),
             }
         }
+        let known: Vec<Vec<OwnEntry>> = groups
+            .iter()
+            .map(|(p, _)| appender.own.recent(*p))
+            .collect();
         let packs: Vec<Pack> = groups
             .iter()
-            .map(|(p, calls)| {
+            .zip(&known)
+            .map(|((p, calls), known)| {
                 let after = calls.iter().map(|c| c.after).min().unwrap_or_default();
                 let at_ms = calls.iter().map(|c| c.at).max().unwrap_or(0);
                 pack(
@@ -463,16 +486,19 @@ async fn batcher(
                     at_ms,
                     after,
                     calls.iter().map(|c| c.json.as_str()),
+                    known,
                 )
             })
             .collect();
         let answers = appender.append(packs.into()).await;
         let mut all_ok = true;
-        for ((_, calls), answer) in groups.into_iter().zip(answers) {
+        for (((p, calls), answer), known) in groups.into_iter().zip(answers).zip(known) {
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 calls.into_iter().map(|c| (c.command, c.reply)).unzip();
-            match round(&replica, answer, commands) {
+            let own = Arc::new(commands);
+            match round(&replica, answer, own.clone(), &known) {
                 Ok((id, entries)) => {
+                    appender.own.record(p, id, own);
                     for (index, reply) in replies.into_iter().enumerate() {
                         // A send fails only when the caller stopped waiting (its call was
                         // cancelled): nobody is left to tell.
@@ -556,6 +582,7 @@ impl RedisLog {
             conn: conn.clone(),
             append,
             replica: replica.clone(),
+            own: Arc::default(),
         };
         let log = Self {
             conn,
@@ -714,24 +741,32 @@ impl RedisLog {
             .collect::<Result<Vec<_>, _>>()?;
         let all: Vec<usize> = (0..commands.len()).collect();
         let groups = group_by(&all, |&i| self.partition_of(commands[i].org()));
+        let parts: Vec<u32> = groups
+            .iter()
+            .map(|idx| self.partition_of(commands[idx[0]].org()))
+            .collect();
+        let known: Vec<Vec<OwnEntry>> =
+            parts.iter().map(|&p| self.appender.own.recent(p)).collect();
         let packs: Vec<Pack> = groups
             .iter()
-            .map(|idx| {
-                let p = self.partition_of(commands[idx[0]].org());
+            .zip(parts.iter().zip(&known))
+            .map(|(idx, (&p, known))| {
                 pack(
                     &self.keys,
                     p,
                     at_ms,
                     after(p),
                     idx.iter().map(|&i| json[i].as_str()),
+                    known,
                 )
             })
             .collect();
         let answers = self.appender.append(packs.into()).await;
         let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
-        for (idx, answer) in groups.into_iter().zip(answers) {
-            let own = idx.iter().map(|&i| commands[i].clone()).collect();
-            let (id, entries) = round(&self.replica, answer, own)?;
+        for (((idx, answer), p), known) in groups.into_iter().zip(answers).zip(parts).zip(known) {
+            let own = Arc::new(idx.iter().map(|&i| commands[i].clone()).collect::<Vec<_>>());
+            let (id, entries) = round(&self.replica, answer, own.clone(), &known)?;
+            self.appender.own.record(p, id, own);
             for (index, i) in idx.into_iter().enumerate() {
                 out[i] = Some(Appended {
                     id,
@@ -768,7 +803,7 @@ impl RedisLog {
             .await?;
         Ok(Page {
             checkpoint: ckpt.map(|c| c.parse()).transpose()?,
-            entries: decode_entries(entries)?,
+            entries: decode_entries(entries, &[])?,
         })
     }
 
@@ -932,6 +967,7 @@ fn pack<'a>(
     at_ms: u64,
     after: LogId,
     json: impl Iterator<Item = &'a str>,
+    known: &[OwnEntry],
 ) -> Pack {
     let mut cmds = String::from("[");
     for (i, j) in json.enumerate() {
@@ -948,15 +984,18 @@ fn pack<'a>(
         at_ms,
         cmds,
         after: after.to_string(),
+        known: own_entries::names(known),
     }
 }
 
 /// A pack's entry id and the entries to apply up to it, from the script's answer: ending with
-/// its own entry (`own`, as sent) when nothing is missing before it.
+/// its own entry (`own`, as sent) when nothing is missing before it. Entries the pack named as
+/// its own come back without their commands and are completed from `known`.
 fn round(
     replica: &str,
     answer: Answer,
-    own: Vec<Command>,
+    own: Arc<Vec<Command>>,
+    known: &[OwnEntry],
 ) -> Result<(LogId, Arc<Vec<Entry>>), RedisStoreError> {
     let (id, entries) = answer?;
     if id == "lost" {
@@ -967,7 +1006,7 @@ fn round(
         // The log was trimmed past the caller's cursor: it must restore first.
         return Ok((id, Arc::new(Vec::new())));
     }
-    let mut entries = decode_entries(entries)?;
+    let mut entries = decode_entries(entries, known)?;
     if entries.len() < PAGE {
         entries.push(Entry {
             id,
@@ -1022,7 +1061,9 @@ pub(crate) fn text(v: &Value) -> Result<String, RedisStoreError> {
     }
 }
 
-fn decode_entries(v: Value) -> Result<Vec<Entry>, RedisStoreError> {
+/// Entries as `XRANGE` gives them; one with an empty `c` is one of `known` (the caller's own,
+/// named in its append) and takes its commands from there.
+fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStoreError> {
     let Value::Array(items) = v else {
         return Err(RedisStoreError::Protocol(format!(
             "expected entries, got {v:?}"
@@ -1053,12 +1094,20 @@ fn decode_entries(v: Value) -> Result<Vec<Entry>, RedisStoreError> {
                         "r" => replica = Some(text(v)?),
                         "c" => {
                             let json = text(v)?;
-                            command = Some(serde_json::from_str::<Vec<Command>>(&json).map_err(
-                                |source| RedisStoreError::Json {
-                                    what: format!("entry {id}"),
-                                    source,
-                                },
-                            )?);
+                            command = Some(if json.is_empty() {
+                                own_entries::find(known, id).ok_or_else(|| {
+                                    RedisStoreError::Protocol(format!(
+                                        "entry {id} came back without its commands, which this replica does not hold"
+                                    ))
+                                })?
+                            } else {
+                                Arc::new(serde_json::from_str::<Vec<Command>>(&json).map_err(
+                                    |source| RedisStoreError::Json {
+                                        what: format!("entry {id}"),
+                                        source,
+                                    },
+                                )?)
+                            });
                         }
                         _ => {}
                     }

@@ -97,7 +97,7 @@ async fn one_call_per_master_and_a_moved_slot_sent_again() {
         assert_eq!((first.index, second.index), (0, 1), "{o}: in order");
         let own = second.entries.last().expect("its own entry");
         assert_eq!(own.id, second.id, "{o}");
-        assert_eq!(own.commands, vec![unwait(o, 1), unwait(o, 2)], "{o}");
+        assert_eq!(*own.commands, vec![unwait(o, 1), unwait(o, 2)], "{o}");
         let master = if n == 3 { 1 } else { 0 };
         let len = c.cli(master, &["XLEN", &log_key(o)]).unwrap();
         assert_eq!(len, "1", "{o} on master {master}");

@@ -169,15 +169,24 @@ pub const SNAP_READ: &str = r#"
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
 "#;
 
-/// Stores an org's snapshot as of entry `id`, unless a newer one is there.
+/// Stores orgs' snapshots as of entry `id`, each unless a newer one is there.
 ///
-/// KEYS: positions, snapshots. ARGV: org, id, state. Returns 1 when stored.
+/// KEYS: positions, snapshots. ARGV: id, then per org its id and its state. Returns how many
+/// were stored. A checkpoint sends its orgs in a few calls rather than one each: with
+/// `appendfsync always` each call is an `fsync`, and a thousand of them in a row held up the
+/// appends queued behind them (p999 0.25–0.38 s at 256 calls in flight).
 pub const SNAP_STORE: &str = r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and not id_less(cur, ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+local id, stored = ARGV[1], 0
+for i = 2, #ARGV - 1, 2 do
+  local org, state = ARGV[i], ARGV[i + 1]
+  local cur = redis.call('HGET', KEYS[1], org)
+  if not (cur and not id_less(cur, id)) then
+    redis.call('HSET', KEYS[2], org, state)
+    redis.call('HSET', KEYS[1], org, id)
+    stored = stored + 1
+  end
+end
+return stored
 "#;
 
 /// Trims a partition's log to entry `id` (inclusive) and records it as the checkpoint, unless
@@ -857,18 +866,32 @@ impl RedisLog {
         id: LogId,
         state: &str,
     ) -> Result<bool, RedisStoreError> {
-        let keys = self.keys(p);
-        let mut c = self.conn.on(&keys.log);
-        let stored: i64 = self
-            .snap_store
-            .key(&keys.pos)
-            .key(&keys.snap)
-            .arg(org)
-            .arg(id.to_string())
-            .arg(state)
-            .invoke_async(&mut c)
+        let stored = self
+            .store_snapshots(p, id, &[(org.to_owned(), state.to_owned())])
             .await?;
         Ok(stored == 1)
+    }
+
+    /// [`RedisLog::store_snapshot`] for many orgs of partition `p` in one script call (one
+    /// round trip, one write to Redis's file). Returns how many were stored.
+    pub async fn store_snapshots(
+        &self,
+        p: u32,
+        id: LogId,
+        snapshots: &[(String, String)],
+    ) -> Result<u64, RedisStoreError> {
+        if snapshots.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(p);
+        let mut c = self.conn.on(&keys.log);
+        let mut inv = self.snap_store.prepare_invoke();
+        inv.key(&keys.pos).key(&keys.snap).arg(id.to_string());
+        for (org, state) in snapshots {
+            inv.arg(org).arg(state);
+        }
+        let stored: u64 = inv.invoke_async(&mut c).await?;
+        Ok(stored)
     }
 
     /// Trims partition `p`'s log to entry `id` and records it as the checkpoint (see

@@ -40,6 +40,28 @@ const STASH_SOFT_CAP: usize = 4_096;
 /// another replica may take over (one that stopped, say).
 const CHECKPOINT_LEASE_MS: u64 = 60_000;
 
+/// About how many bytes of snapshots a checkpoint stores per script call: few calls (each is
+/// an `fsync` with `appendfsync always`), none so big that it holds Redis, and the appends
+/// behind it, for long.
+const SNAPSHOT_CALL_BYTES: usize = 1 << 20;
+
+/// `items` in consecutive runs of about `bytes` of state each (at least one item a run).
+fn chunks_of_size(items: &[(String, String)], bytes: usize) -> Vec<&[(String, String)]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, state)) in items.iter().enumerate() {
+        if i > start && size + state.len() > bytes {
+            out.push(&items[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += state.len();
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 /// [`Replica::execute_many`] calls (batches) whose appends are in Redis at once, per replica.
 ///
 /// Appends running together each carry the others' entries back (the entries between the
@@ -392,14 +414,11 @@ impl Replica {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-                for (org, state) in &encoded {
-                    if log
-                        .store_snapshot(p, org, upto, state)
+                for chunk in chunks_of_size(&encoded, SNAPSHOT_CALL_BYTES) {
+                    stored += log
+                        .store_snapshots(p, upto, chunk)
                         .await
-                        .map_err(|e| ErrorChain(&e).to_string())?
-                    {
-                        stored += 1;
-                    }
+                        .map_err(|e| ErrorChain(&e).to_string())?;
                 }
                 log.trim(p, upto)
                     .await
@@ -687,5 +706,23 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snapshots_go_in_runs_of_about_a_size() {
+        let items: Vec<(String, String)> = [3, 3, 3, 9, 1, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i.to_string(), "x".repeat(n)))
+            .collect();
+        let runs: Vec<usize> = super::chunks_of_size(&items, 6)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(runs, vec![2, 1, 1, 2]);
+        assert!(super::chunks_of_size(&[], 6).is_empty());
     }
 }

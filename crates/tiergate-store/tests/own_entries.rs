@@ -32,7 +32,11 @@ fn commands(round: u64) -> Vec<Command> {
 
 /// Bytes Redis has written to its clients so far.
 async fn bytes_out(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query_async(con).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(con)
+        .await
+        .unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
         .and_then(|v| v.trim().parse().ok())
@@ -76,7 +80,10 @@ async fn own_entries_come_back_without_their_commands() {
     let before = bytes_out(&mut con).await;
     let third = other.append_many(&commands(3), 1_000, never).await.unwrap();
     let sent = bytes_out(&mut con).await - before;
-    assert!(sent > 50_000, "{sent} bytes: the other replica's entries came whole");
+    assert!(
+        sent > 50_000,
+        "{sent} bytes: the other replica's entries came whole"
+    );
     let entries = &third[0].entries;
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(*entries[0].commands, commands(1));

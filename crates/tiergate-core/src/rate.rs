@@ -199,33 +199,33 @@ struct PairTable {
     pairs: HashTable<Pair>,
 }
 
+/// The absolute TAT (ns) of a pair whose offset is `tat` on `base`, or [`EMPTY`].
+#[inline]
+fn tat_ns(base: u64, tat: u32) -> u64 {
+    if tat == 0 {
+        EMPTY
+    } else {
+        (base + u64::from(tat)) * NS_PER_MS
+    }
+}
+
+/// `tat_ns` as an offset from `base`, rounded up to the millisecond (a TAT made at a
+/// millisecond's time with a period of whole milliseconds is whole; one from an older snapshot
+/// that is not is kept no earlier than it was). `None` if it does not fit, which
+/// [`REBASE_AFTER_MS`] and `Policy::validate` rule out for a TAT made by a check.
+#[inline]
+fn offset(base: u64, tat_ns: u64) -> Option<u32> {
+    if tat_ns == EMPTY {
+        return Some(0);
+    }
+    let ms = tat_ns.div_ceil(NS_PER_MS);
+    match ms.checked_sub(base) {
+        None | Some(0) => Some(0),
+        Some(d) => u32::try_from(d).ok(),
+    }
+}
+
 impl PairTable {
-    /// The absolute TAT (ns) of `p`, or [`EMPTY`].
-    #[inline]
-    fn tat_ns(&self, p: &Pair) -> u64 {
-        if p.tat == 0 {
-            EMPTY
-        } else {
-            (self.base + u64::from(p.tat)) * NS_PER_MS
-        }
-    }
-
-    /// `tat_ns` as an offset from the base, rounded up to the millisecond (a TAT made at a
-    /// millisecond's time with a period of whole milliseconds is whole; one from an older
-    /// snapshot that is not is kept no earlier than it was). `None` if it does not fit, which
-    /// [`REBASE_AFTER_MS`] and `Policy::validate` rule out for a TAT made by a check.
-    #[inline]
-    fn offset(&self, tat_ns: u64) -> Option<u32> {
-        if tat_ns == EMPTY {
-            return Some(0);
-        }
-        let ms = tat_ns.div_ceil(NS_PER_MS);
-        match ms.checked_sub(self.base) {
-            None | Some(0) => Some(0),
-            Some(d) => u32::try_from(d).ok(),
-        }
-    }
-
     /// At `now_ms`, with `quota`: one cell of `recipient`'s pair, or the milliseconds until
     /// one is free.
     #[inline]
@@ -242,16 +242,14 @@ impl PairTable {
             self.rebuild(now_ms, hasher);
         }
         let hash = hasher.hash_one(recipient);
-        if let Some(p) = self.pairs.find(hash, |p| p.key() == recipient) {
-            let mut tat = self.tat_ns(p);
+        let base = self.base;
+        if let Some(p) = self.pairs.find_mut(hash, |p| p.key() == recipient) {
+            let mut tat = tat_ns(base, p.tat);
             check(quota, &mut tat, now_ms)?;
-            let off = self.offset(tat);
-            if let Some(p) = self.pairs.find_mut(hash, |p| p.key() == recipient) {
-                // A TAT that does not fit is past what the policy allows; keeping the latest
-                // that fits would let the pair go early, so it is kept at the latest time a
-                // table can hold instead (never earlier than the TAT it replaces).
-                p.tat = off.unwrap_or(u32::MAX).max(p.tat);
-            }
+            // A TAT that does not fit is past what the policy allows; keeping the latest that
+            // fits would let the pair go early, so it is kept at the latest time a table can
+            // hold instead (never earlier than the TAT it replaces).
+            p.tat = offset(base, tat).unwrap_or(u32::MAX).max(p.tat);
             return Ok(());
         }
         let mut tat = EMPTY;
@@ -261,7 +259,7 @@ impl PairTable {
         }
         let pair = Pair {
             key: [recipient as u32, (recipient >> 32) as u32],
-            tat: self.offset(tat).unwrap_or(u32::MAX),
+            tat: offset(self.base, tat).unwrap_or(u32::MAX),
         };
         self.pairs
             .insert_unique(hash, pair, |p| hasher.hash_one(p.key()));
@@ -310,7 +308,7 @@ impl PairTable {
         }
         // A TAT further ahead than a table can reach (49.7 days) was made under a policy this
         // one refuses (`period × burst` at most 30 days); it is kept at the furthest it can be.
-        let tat = self.offset(tat_ns).unwrap_or(u32::MAX);
+        let tat = offset(self.base, tat_ns).unwrap_or(u32::MAX);
         let hash = hasher.hash_one(recipient);
         match self.pairs.find_mut(hash, |p| p.key() == recipient) {
             Some(p) => p.tat = tat,
@@ -387,7 +385,11 @@ impl PairRate {
     pub(crate) fn state(&self) -> PairState {
         let mut pairs: Vec<(PairKey, u64)> = self
             .tables()
-            .flat_map(|(slot, t)| t.pairs.iter().map(move |p| ((slot, p.key()), t.tat_ns(p))))
+            .flat_map(|(slot, t)| {
+                t.pairs
+                    .iter()
+                    .map(move |p| ((slot, p.key()), tat_ns(t.base, p.tat)))
+            })
             .collect();
         pairs.sort_unstable();
         PairState {

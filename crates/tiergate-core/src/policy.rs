@@ -69,6 +69,8 @@ pub struct Policy {
     /// One message per this period from a number to one recipient (6 s).
     pub pair_rate_period_ms: u64,
     /// Messages to one recipient allowed back to back before the period applies (1).
+    /// `pair_rate_period_ms × pair_rate_burst` must be at most 30 days: a pair's next free
+    /// time is kept as 32 bits of milliseconds (`rate.rs`).
     pub pair_rate_burst: u32,
     /// How long an idempotency key returns its first decision (24 h).
     pub idempotency_ttl_ms: u64,

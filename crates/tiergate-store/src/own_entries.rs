@@ -56,11 +56,12 @@ impl OwnEntries {
     }
 }
 
-/// The ids of `known`, as the script takes them: separated by commas, empty for none.
-pub(crate) fn names(known: &[OwnEntry]) -> String {
+/// The ids of `known` after `after` (only those can be in the answer), as the script takes
+/// them: separated by commas, empty for none.
+pub(crate) fn names(known: &[OwnEntry], after: LogId) -> String {
     let mut s = String::new();
-    for (i, (id, _)) in known.iter().enumerate() {
-        if i > 0 {
+    for (id, _) in known.iter().filter(|(id, _)| *id > after) {
+        if !s.is_empty() {
             s.push(',');
         }
         s.push_str(&id.to_string());
@@ -91,10 +92,11 @@ mod tests {
         assert_eq!(even.len(), KEEP);
         assert_eq!(even.first().map(|e| e.0), Some(id(6)));
         assert_eq!(even.last().map(|e| e.0), Some(id(20)));
-        assert_eq!(names(&even[..2]), "6-0,8-0");
+        assert_eq!(names(&even[..2], LogId::default()), "6-0,8-0");
+        assert_eq!(names(&even, id(16)), "18-0,20-0");
         assert!(find(&even, id(8)).is_some());
         assert!(find(&even, id(4)).is_none());
         assert!(own.recent(7).is_empty());
-        assert_eq!(names(&[]), "");
+        assert_eq!(names(&[], LogId::default()), "");
     }
 }

@@ -1007,7 +1007,7 @@ fn pack<'a>(
         at_ms,
         cmds,
         after: after.to_string(),
-        known: own_entries::names(known),
+        known: own_entries::names(known, after),
     }
 }
 

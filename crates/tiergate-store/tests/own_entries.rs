@@ -20,7 +20,7 @@ async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
     .unwrap()
 }
 
-/// 400 cheap commands with long org ids: about 40 KB of JSON in one entry.
+/// 400 cheap commands with long org ids: about 29 KB of JSON in one entry.
 fn commands(round: u64) -> Vec<Command> {
     (0..400)
         .map(|i| Command::Unwait {

@@ -11,8 +11,9 @@ prints Redis's own CPU (`INFO cpu`, user + sys) per appended command. Each scrip
 replicas" alternates two callers, so each call finds the other's entries to return.
 
 Layouts:
-- per-org (today's): the `APPEND` script read from crates/tiergate-store/src/redis_log.rs, one
-  stream per org: `XADD`, then `HGET` of the snapshot's id and `XRANGE` of what the caller missed;
+- per-org (schema 1, before session 10): that schema's `APPEND` script (kept below; the helpers
+  are read from crates/tiergate-store/src/redis_log.rs), one stream per org: `XADD`, then `HGET`
+  of the snapshot's id and `XRANGE` of what the caller missed;
 - per-org XADD only: the floor of any layout with one stream entry per command;
 - per-org + XSETID: `XSETID key <after>` succeeds only when nothing follows the caller's last
   entry, so the `HGET` and `XRANGE` are skipped then;
@@ -62,7 +63,35 @@ def rust_lua(name):
     return re.search(r'const %s: &str = r#"(.*?)"#;' % name, src, re.S).group(1)
 
 
-HELPERS, APPEND = rust_lua("HELPERS"), rust_lua("APPEND")
+HELPERS = rust_lua("HELPERS")
+# Schema 1's `APPEND` (one stream per org, `e2a72df`'s redis_log.rs), kept here since the store's
+# own script now appends packed entries (schema 2) and takes other arguments.
+APPEND = r"""
+local replica, page = ARGV[1], ARGV[2]
+local out, last = {}, {}
+for i = 1, #KEYS / 2 do
+  local key, snap = KEYS[2 * i - 1], KEYS[2 * i]
+  local at, cmd, after = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if after == '' then after = last[key] or '0-0' end
+  local ok, id = xadd(key, after, at, replica, cmd)
+  if not ok then
+    id = append_at_latest(key, replica, cmd)
+  end
+  if not id or last[key] == 'lost' then
+    last[key] = 'lost'
+    out[i] = {'lost', false}
+  else
+    last[key] = id
+    local sid = redis.call('HGET', snap, 'id')
+    if sid and id_less(after, sid) then
+      out[i] = {id, false}
+    else
+      out[i] = {id, redis.call('XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)}
+    end
+  end
+end
+return out
+"""
 XADD_ONLY = HELPERS + r"""
 local replica = ARGV[1]
 local out = {}

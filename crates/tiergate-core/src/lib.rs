@@ -52,6 +52,7 @@ mod error;
 mod escalation;
 mod execute;
 mod fact_wire;
+mod halves;
 mod id_index;
 mod idempotency;
 mod journal;

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use crate::halves::{join, split};
 use crate::validate::RecipientKey;
 
 /// `prev_gap` of a send that added its recipient to the window.
@@ -58,15 +59,6 @@ struct Packed {
     window: u16,
     /// The slot (low 10 bits), [`REPORTED`] and [`KEYED`].
     slot_flags: u16,
-}
-
-/// A 64-bit value in two halves, and back (`Packed` stays 4-aligned).
-fn split(v: u64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
-}
-
-fn join(v: [u32; 2]) -> u64 {
-    u64::from(v[0]) | (u64::from(v[1]) << 32)
 }
 
 fn gap(at: u64, prev: Option<u64>) -> u32 {

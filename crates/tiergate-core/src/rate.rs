@@ -27,6 +27,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::halves::{join, split};
+
 /// (phone slot, recipient key).
 type PairKey = (u16, u64);
 
@@ -186,7 +188,7 @@ struct Pair {
 impl Pair {
     #[inline]
     fn key(&self) -> u64 {
-        u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+        join(self.key)
     }
 }
 
@@ -294,7 +296,7 @@ impl PairTable {
             self.rebuild(now_ms, hasher);
         }
         let pair = Pair {
-            key: [recipient as u32, (recipient >> 32) as u32],
+            key: split(recipient),
             tat: u32::try_from(next - self.base).unwrap_or(u32::MAX),
         };
         self.pairs
@@ -352,7 +354,7 @@ impl PairTable {
                 self.pairs.insert_unique(
                     hash,
                     Pair {
-                        key: [recipient as u32, (recipient >> 32) as u32],
+                        key: split(recipient),
                         tat,
                     },
                     |p| hasher.hash_one(p.key()),

@@ -19,6 +19,7 @@
 
 use hashbrown::HashTable;
 
+use crate::halves::{join, split};
 use crate::validate::RecipientKey;
 
 const NIL: u32 = u32::MAX;
@@ -42,7 +43,7 @@ struct Node {
 impl Node {
     #[inline]
     fn key(&self) -> u64 {
-        u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+        join(self.key)
     }
 
     /// Milliseconds after the base.
@@ -60,11 +61,6 @@ impl Node {
     fn class(&self) -> u8 {
         (self.ts >> TS_BITS) as u8
     }
-}
-
-#[inline]
-fn split(key: u64) -> [u32; 2] {
-    [key as u32, (key >> 32) as u32]
 }
 
 /// What [`RecipientWindow::touch`] found.

@@ -10,8 +10,9 @@
 //! the router). A pack is written by one call or the other, never both. A call declares only
 //! its first log key: while a migration has split a partition's keys between two masters, the
 //! log decides where the call runs, and a checkpoint key the script cannot read there makes it
-//! answer "read the log" (`{id, false}`) rather than fail. (Measured before partitions, with one call per slot and 1,000 orgs: one
-//! call per append; one call per master made that 10× fewer, BENCHMARKS "Redis Cluster".)
+//! answer "read the log" (`{id, false}`) rather than fail. (Measured before partitions, with
+//! one call per slot and 1,000 orgs: one call per append; one call per master made that 10×
+//! fewer, BENCHMARKS "Redis Cluster".)
 
 use std::sync::Arc;
 

@@ -323,9 +323,6 @@ pub enum RedisStoreError {
         /// The entry.
         id: LogId,
     },
-    /// A task loading an org's log at start panicked or was cancelled.
-    #[error("loading an org's log")]
-    Load(#[source] tokio::task::JoinError),
     /// A migration from the version-1 layout is under way elsewhere, or was left unfinished
     /// by a sidecar that stopped (`tg:migrating`); it expires by itself.
     #[error(
@@ -472,42 +469,39 @@ async fn batcher(
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let (n, start) = (batch.len(), Instant::now());
-        let mut groups: Vec<(u32, Vec<Call>)> = Vec::new();
-        for call in batch.drain(..) {
-            match groups.iter_mut().find(|(p, _)| *p == call.partition) {
-                Some((_, g)) => g.push(call),
-                None => groups.push((call.partition, vec![call])),
-            }
+        let all: Vec<usize> = (0..n).collect();
+        let groups = group_by(&all, |&i| batch[i].partition);
+        let mut calls: Vec<Option<Call>> = batch.drain(..).map(Some).collect();
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut replies = Vec::with_capacity(groups.len());
+        for idx in groups {
+            let group: Vec<Call> = idx.into_iter().filter_map(|i| calls[i].take()).collect();
+            let Some(first) = group.first() else {
+                continue;
+            };
+            let mut part = PartRound {
+                partition: first.partition,
+                after: group.iter().map(|c| c.after).min().unwrap_or_default(),
+                at_ms: group.iter().map(|c| c.at).max().unwrap_or(0),
+                json: Vec::with_capacity(group.len()),
+                commands: Vec::with_capacity(group.len()),
+            };
+            let waiting: Vec<_> = group
+                .into_iter()
+                .map(|c| {
+                    part.json.push(c.json);
+                    part.commands.push(c.command);
+                    c.reply
+                })
+                .collect();
+            parts.push(part);
+            replies.push(waiting);
         }
-        let known: Vec<Vec<OwnEntry>> = groups
-            .iter()
-            .map(|(p, _)| appender.own.recent(*p))
-            .collect();
-        let packs: Vec<Pack> = groups
-            .iter()
-            .zip(&known)
-            .map(|((p, calls), known)| {
-                let after = calls.iter().map(|c| c.after).min().unwrap_or_default();
-                let at_ms = calls.iter().map(|c| c.at).max().unwrap_or(0);
-                pack(
-                    &keys,
-                    *p,
-                    at_ms,
-                    after,
-                    calls.iter().map(|c| c.json.as_str()),
-                    known,
-                )
-            })
-            .collect();
-        let answers = appender.append(packs.into()).await;
         let mut all_ok = true;
-        for (((p, calls), answer), known) in groups.into_iter().zip(answers).zip(known) {
-            let (commands, replies): (Vec<Command>, Vec<_>) =
-                calls.into_iter().map(|c| (c.command, c.reply)).unzip();
-            let own = Arc::new(commands);
-            match round(&replica, answer, own.clone(), &known) {
+        let sent = send_round(&appender, &keys, &replica, parts).await;
+        for (answer, replies) in sent.into_iter().zip(replies) {
+            match answer {
                 Ok((id, entries)) => {
-                    appender.own.record(p, id, own);
                     for (index, reply) in replies.into_iter().enumerate() {
                         // A send fails only when the caller stopped waiting (its call was
                         // cancelled): nobody is left to tell.
@@ -744,38 +738,29 @@ impl RedisLog {
         after: impl Fn(u32) -> LogId,
     ) -> Result<Vec<Appended>, RedisStoreError> {
         let start = Instant::now();
-        let json = commands
+        let mut json = commands
             .iter()
             .map(Self::encode)
             .collect::<Result<Vec<_>, _>>()?;
         let all: Vec<usize> = (0..commands.len()).collect();
         let groups = group_by(&all, |&i| self.partition_of(commands[i].org()));
-        let parts: Vec<u32> = groups
+        let parts: Vec<PartRound> = groups
             .iter()
-            .map(|idx| self.partition_of(commands[idx[0]].org()))
-            .collect();
-        let known: Vec<Vec<OwnEntry>> =
-            parts.iter().map(|&p| self.appender.own.recent(p)).collect();
-        let packs: Vec<Pack> = groups
-            .iter()
-            .zip(parts.iter().zip(&known))
-            .map(|(idx, (&p, known))| {
-                pack(
-                    &self.keys,
-                    p,
+            .map(|idx| {
+                let partition = self.partition_of(commands[idx[0]].org());
+                PartRound {
+                    partition,
+                    after: after(partition),
                     at_ms,
-                    after(p),
-                    idx.iter().map(|&i| json[i].as_str()),
-                    known,
-                )
+                    json: idx.iter().map(|&i| std::mem::take(&mut json[i])).collect(),
+                    commands: idx.iter().map(|&i| commands[i].clone()).collect(),
+                }
             })
             .collect();
-        let answers = self.appender.append(packs.into()).await;
+        let rounds = send_round(&self.appender, &self.keys, &self.replica, parts).await;
         let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
-        for (((idx, answer), p), known) in groups.into_iter().zip(answers).zip(parts).zip(known) {
-            let own = Arc::new(idx.iter().map(|&i| commands[i].clone()).collect::<Vec<_>>());
-            let (id, entries) = round(&self.replica, answer, own.clone(), &known)?;
-            self.appender.own.record(p, id, own);
+        for (idx, round) in groups.into_iter().zip(rounds) {
+            let (id, entries) = round?;
             for (index, i) in idx.into_iter().enumerate() {
                 out[i] = Some(Appended {
                     id,
@@ -857,23 +842,9 @@ impl RedisLog {
         }
     }
 
-    /// Stores `org`'s snapshot as of entry `id` in partition `p`. Returns whether it was
-    /// stored (a newer one may already be there).
-    pub async fn store_snapshot(
-        &self,
-        p: u32,
-        org: &str,
-        id: LogId,
-        state: &str,
-    ) -> Result<bool, RedisStoreError> {
-        let stored = self
-            .store_snapshots(p, id, &[(org.to_owned(), state.to_owned())])
-            .await?;
-        Ok(stored == 1)
-    }
-
-    /// [`RedisLog::store_snapshot`] for many orgs of partition `p` in one script call (one
-    /// round trip, one write to Redis's file). Returns how many were stored.
+    /// Stores orgs' snapshots (org, state) as of entry `id` in partition `p`, each unless a newer
+    /// one is there, in one script call (one round trip, one write to Redis's file). Returns
+    /// how many were stored.
     pub async fn store_snapshots(
         &self,
         p: u32,
@@ -981,6 +952,58 @@ impl RedisLog {
         v.sort();
         Ok(v)
     }
+}
+
+/// One partition's share of a round: its commands, as sent and as JSON, the caller's last
+/// applied entry there and the time proposed.
+struct PartRound {
+    partition: u32,
+    after: LogId,
+    at_ms: u64,
+    json: Vec<String>,
+    commands: Vec<Command>,
+}
+
+/// Sends one round, an entry per partition, and returns per partition its entry's id and the
+/// entries to apply up to it; each entry written is remembered as this replica's own
+/// (`own_entries.rs`). The batchers' rounds and [`RedisLog::append_many`] both come through
+/// here.
+async fn send_round(
+    appender: &Appender,
+    keys: &[PartitionKeys],
+    replica: &str,
+    parts: Vec<PartRound>,
+) -> Vec<Result<(LogId, Arc<Vec<Entry>>), RedisStoreError>> {
+    let known: Vec<Vec<OwnEntry>> = parts
+        .iter()
+        .map(|r| appender.own.recent(r.partition))
+        .collect();
+    let packs: Vec<Pack> = parts
+        .iter()
+        .zip(&known)
+        .map(|(r, known)| {
+            pack(
+                keys,
+                r.partition,
+                r.at_ms,
+                r.after,
+                r.json.iter().map(String::as_str),
+                known,
+            )
+        })
+        .collect();
+    let answers = appender.append(packs.into()).await;
+    parts
+        .into_iter()
+        .zip(answers)
+        .zip(known)
+        .map(|((r, answer), known)| {
+            let own = Arc::new(r.commands);
+            let (id, entries) = round(replica, answer, own.clone(), &known)?;
+            appender.own.record(r.partition, id, own);
+            Ok((id, entries))
+        })
+        .collect()
 }
 
 /// One partition's entry to append: its commands' JSON as one array.
@@ -1110,14 +1133,14 @@ fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStore
             let Value::Array(fields) = fields else {
                 return Err(RedisStoreError::Protocol("entry fields".into()));
             };
-            let (mut replica, mut command) = (None, None);
+            let (mut replica, mut commands) = (None, None);
             for kv in fields.chunks(2) {
                 if let [k, v] = kv {
                     match text(k)?.as_str() {
                         "r" => replica = Some(text(v)?),
                         "c" => {
                             let json = text(v)?;
-                            command = Some(if json.is_empty() {
+                            commands = Some(if json.is_empty() {
                                 own_entries::find(known, id).ok_or_else(|| {
                                     RedisStoreError::Protocol(format!(
                                         "entry {id} came back without its commands, which this replica does not hold"
@@ -1136,7 +1159,7 @@ fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStore
                     }
                 }
             }
-            match (replica, command) {
+            match (replica, commands) {
                 (Some(replica), Some(commands)) => Ok(Entry {
                     id,
                     replica,

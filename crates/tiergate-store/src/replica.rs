@@ -573,22 +573,21 @@ impl Replica {
             .map(|&(id, _, _)| id)
             .max()
             .unwrap_or_default();
+        let take_all = |part: &mut Part| {
+            places
+                .iter()
+                .map(|&(id, index, org)| take(part, id, index, org))
+                .collect()
+        };
         {
             let mut part = self.parts[p as usize].lock().await;
             self.apply(p, &mut part, entries);
             if part.cursor >= last {
-                return places
-                    .iter()
-                    .map(|&(id, index, org)| take(&mut part, id, index, org))
-                    .collect();
+                return take_all(&mut part);
             }
         }
         self.catch_up(p, Some(last)).await?;
-        let mut part = self.parts[p as usize].lock().await;
-        places
-            .iter()
-            .map(|&(id, index, org)| take(&mut part, id, index, org))
-            .collect()
+        take_all(&mut *self.parts[p as usize].lock().await)
     }
 
     /// Runs commands in order, as [`Replica::execute`] would one after another, but ordered in

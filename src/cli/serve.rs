@@ -8,6 +8,8 @@ use clap::Args;
 use tiergate_server::config::{self, Overrides, StoreKind};
 use tiergate_server::serve::{Bound, serve};
 
+use crate::malloc::Tuned;
+
 /// Flags of `serve`. Each overrides its key from the file and the environment.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -121,6 +123,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    match crate::malloc::set_mmap_threshold(cfg.server.malloc_mmap_threshold) {
+        Tuned::Fixed(b) => tracing::debug!(bytes = b, "glibc's mmap threshold fixed"),
+        Tuned::Default => tracing::debug!("glibc's mmap threshold left to glibc"),
+        Tuned::Unsupported => {
+            tracing::debug!("server.malloc_mmap_threshold: not glibc, nothing to set")
+        }
+        Tuned::Refused(b) => tracing::warn!(
+            bytes = b,
+            "glibc refused server.malloc_mmap_threshold; its default stays"
+        ),
+    }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

@@ -3,7 +3,8 @@
 //! The per-recipient records that memory per send is made of (window nodes, permits, pair
 //! cells; issue #16) hold a 64-bit recipient key beside 32-bit fields. Stored as a `u64` it
 //! would make each record 8-aligned and pad it (20 bytes would become 24); as two halves the
-//! record stays 4-aligned.
+//! record stays 4-aligned. Permits, whose other fields are 16-bit, take the key in
+//! [`quarters`].
 
 /// `v` as its low and high halves.
 #[inline]
@@ -15,6 +16,24 @@ pub(crate) fn split(v: u64) -> [u32; 2] {
 #[inline]
 pub(crate) fn join(v: [u32; 2]) -> u64 {
     u64::from(v[0]) | (u64::from(v[1]) << 32)
+}
+
+/// `v` as four 16-bit pieces, low first: for a record whose other fields are 16-bit, so that
+/// it is 2-aligned and not padded (permits: 18 bytes, not 20).
+#[inline]
+pub(crate) fn quarters(v: u64) -> [u16; 4] {
+    [
+        v as u16,
+        (v >> 16) as u16,
+        (v >> 32) as u16,
+        (v >> 48) as u16,
+    ]
+}
+
+/// The value [`quarters`] made `v` from.
+#[inline]
+pub(crate) fn from_quarters(v: [u16; 4]) -> u64 {
+    u64::from(v[0]) | (u64::from(v[1]) << 16) | (u64::from(v[2]) << 32) | (u64::from(v[3]) << 48)
 }
 
 #[cfg(test)]
@@ -32,6 +51,7 @@ mod tests {
             0x8000_0000_dead_beef,
         ] {
             assert_eq!(join(split(v)), v);
+            assert_eq!(from_quarters(quarters(v)), v);
         }
     }
 }

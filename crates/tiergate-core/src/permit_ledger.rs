@@ -6,19 +6,23 @@
 //!
 //! Every allowed send leaves a record here for the permit TTL (10 minutes by default), so the
 //! record's size is most of what an unreported send costs in memory (issue #16), and writing it
-//! is a cache miss on a cold org. A record is therefore 20 bytes: times are kept as one
-//! absolute time and a 32-bit gap, the slot and the flags share 16 bits, and the idempotency key
-//! of the rare keyed send lives beside the records rather than in each of them.
+//! is a cache miss on a cold org. A record is therefore 18 bytes: times are kept as one
+//! absolute time and a 32-bit gap, the slot, the window and the flags share 16 bits (a send's
+//! window is either the org's one or its slot's), fields are kept in 16-bit pieces so that the
+//! record is 2-aligned and nothing pads it, and the idempotency key of the rare keyed send
+//! lives beside the records rather than in each of them.
 
 use std::collections::VecDeque;
 
-use crate::halves::{join, split};
+use crate::halves::{from_quarters, quarters};
 use crate::validate::RecipientKey;
 
 /// `prev_gap` of a send that added its recipient to the window.
 const NO_PREV: u32 = u32::MAX;
 /// Slots are below `MAX_PHONE_SLOTS` (512), so a slot needs 10 bits and two are flags.
 const SLOT_MASK: u16 = 0x3ff;
+/// The send counted in its slot's window (`phone_number` scope) rather than window 0.
+const WINDOW_IS_SLOT: u16 = 1 << 13;
 const REPORTED: u16 = 1 << 14;
 const KEYED: u16 = 1 << 15;
 
@@ -29,7 +33,7 @@ pub(crate) struct PermitRecord {
     pub(crate) recipient: RecipientKey,
     /// The recipient's last send time before this one; `None` if the send added it.
     pub(crate) prev_ts: Option<u64>,
-    /// Which window it counted in.
+    /// Which window it counted in: 0, or `slot` (the engine's `window_of`).
     pub(crate) window: u16,
     /// The phone slot it was sent from (below 1,024).
     pub(crate) slot: u16,
@@ -43,22 +47,58 @@ pub(crate) enum NotReportable {
     AlreadyReported,
 }
 
-/// A [`PermitRecord`] as the ledger holds it: 20 bytes, 4-aligned.
+/// A [`PermitRecord`] as the ledger holds it: 18 bytes, 2-aligned (every field in 16-bit
+/// pieces, so that nothing needs 4- or 8-byte alignment and the record is not padded to 20).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed {
     /// `at` − the ledger's `base`. The ledger spans at most the permit TTL (30 days at most,
     /// `Policy::validate`), well within 2³² ms (49.7 days).
-    at: u32,
-    /// The recipient key in halves, so that nothing needs 8-byte alignment.
-    recipient: [u32; 2],
+    at: [u16; 2],
+    /// The recipient key.
+    recipient: [u16; 4],
     /// `at` − the recipient's previous send, or [`NO_PREV`]. A previous send lies within the
     /// window (at most 10 days); a gap that does not fit in 32 bits can only name a time long
     /// out of every window, which undoing treats exactly as "no previous send", so it is kept
     /// as that.
-    prev_gap: u32,
-    window: u16,
-    /// The slot (low 10 bits), [`REPORTED`] and [`KEYED`].
+    prev_gap: [u16; 2],
+    /// The slot (low 10 bits), [`WINDOW_IS_SLOT`], [`REPORTED`] and [`KEYED`].
     slot_flags: u16,
+}
+
+impl Packed {
+    #[inline(always)]
+    fn at(&self) -> u32 {
+        u32::from(self.at[0]) | (u32::from(self.at[1]) << 16)
+    }
+
+    #[inline(always)]
+    fn set_at(&mut self, at: u32) {
+        self.at = pieces(at);
+    }
+
+    #[inline(always)]
+    fn prev_gap(&self) -> u32 {
+        u32::from(self.prev_gap[0]) | (u32::from(self.prev_gap[1]) << 16)
+    }
+
+    #[inline(always)]
+    fn slot(&self) -> u16 {
+        self.slot_flags & SLOT_MASK
+    }
+
+    #[inline(always)]
+    fn window(&self) -> u16 {
+        if self.slot_flags & WINDOW_IS_SLOT != 0 {
+            self.slot()
+        } else {
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn pieces(v: u32) -> [u16; 2] {
+    [v as u16, (v >> 16) as u16]
 }
 
 fn gap(at: u64, prev: Option<u64>) -> u32 {
@@ -70,7 +110,7 @@ fn gap(at: u64, prev: Option<u64>) -> u32 {
 
 /// One org's permits, by sequence number.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "wire::Ledger", into = "wire::Ledger")]
+#[serde(try_from = "wire::Ledger", into = "wire::Ledger")]
 pub(crate) struct PermitLedger {
     first_seq: u64,
     /// When the oldest record was made (kept inline so expiry needs no look at the buffer).
@@ -92,17 +132,18 @@ impl PermitLedger {
     /// the line the next record is written to is on its way while the rules run.
     #[inline(always)]
     pub(crate) fn touch_tail(&self) -> u32 {
-        self.records.back().map_or(0, |r| r.at)
+        self.records.back().map_or(0, Packed::at)
     }
 
     fn unpack(&self, p: &Packed) -> PermitRecord {
-        let at = self.base + u64::from(p.at);
+        let at = self.base + u64::from(p.at());
+        let gap = p.prev_gap();
         PermitRecord {
             at,
-            recipient: RecipientKey(join(p.recipient)),
-            prev_ts: (p.prev_gap != NO_PREV).then(|| at - u64::from(p.prev_gap)),
-            window: p.window,
-            slot: p.slot_flags & SLOT_MASK,
+            recipient: RecipientKey(from_quarters(p.recipient)),
+            prev_ts: (gap != NO_PREV).then(|| at - u64::from(gap)),
+            window: p.window(),
+            slot: p.slot(),
         }
     }
 
@@ -123,7 +164,7 @@ impl PermitLedger {
             let new_base = self.oldest.unwrap_or(at);
             let shift = (new_base - self.base) as u32;
             for r in &mut self.records {
-                r.at -= shift;
+                r.set_at(r.at() - shift);
             }
             self.base = new_base;
         }
@@ -136,6 +177,7 @@ impl PermitLedger {
     #[inline]
     pub(crate) fn push(&mut self, rec: PermitRecord, key: Option<&str>, capacity: usize) -> u64 {
         debug_assert!(rec.slot <= SLOT_MASK);
+        debug_assert!(rec.window == 0 || rec.window == rec.slot);
         while self.records.len() >= capacity {
             self.pop_front();
         }
@@ -144,12 +186,18 @@ impl PermitLedger {
         if self.records.is_empty() {
             self.oldest = Some(rec.at);
         }
+        let mut slot_flags = rec.slot & SLOT_MASK;
+        if rec.window != 0 {
+            slot_flags |= WINDOW_IS_SLOT;
+        }
+        if key.is_some() {
+            slot_flags |= KEYED;
+        }
         self.records.push_back(Packed {
-            at,
-            recipient: split(rec.recipient.0),
-            prev_gap: gap(rec.at, rec.prev_ts),
-            window: rec.window,
-            slot_flags: (rec.slot & SLOT_MASK) | if key.is_some() { KEYED } else { 0 },
+            at: pieces(at),
+            recipient: quarters(rec.recipient.0),
+            prev_gap: pieces(gap(rec.at, rec.prev_ts)),
+            slot_flags,
         });
         if let Some(k) = key {
             self.keys.push_back((seq, Box::from(k)));
@@ -166,7 +214,7 @@ impl PermitLedger {
             }
             self.first_seq += 1;
         }
-        self.oldest = self.records.front().map(|r| self.base + u64::from(r.at));
+        self.oldest = self.records.front().map(|r| self.base + u64::from(r.at()));
     }
 
     /// Drops records made at or before `cutoff`.
@@ -215,19 +263,18 @@ impl PermitLedger {
         let Some(i) = self.index(seq) else {
             return;
         };
-        let key = split(rec.recipient.0);
+        let key = quarters(rec.recipient.0);
         let base = self.base;
         if let Some(later) = self
             .records
             .iter_mut()
             .skip(i + 1)
-            .find(|r| r.recipient == key && r.window == rec.window)
+            .find(|r| r.recipient == key && r.window() == rec.window)
         {
-            let at = base + u64::from(later.at);
-            if at.checked_sub(u64::from(later.prev_gap)) == Some(rec.at)
-                && later.prev_gap != NO_PREV
-            {
-                later.prev_gap = gap(at, rec.prev_ts);
+            let at = base + u64::from(later.at());
+            let later_gap = later.prev_gap();
+            if at.checked_sub(u64::from(later_gap)) == Some(rec.at) && later_gap != NO_PREV {
+                later.prev_gap = pieces(gap(at, rec.prev_ts));
             }
         }
     }
@@ -259,20 +306,33 @@ mod wire {
         records: VecDeque<Record>,
     }
 
-    impl From<Ledger> for super::PermitLedger {
-        fn from(w: Ledger) -> Self {
+    impl TryFrom<Ledger> for super::PermitLedger {
+        type Error = String;
+
+        /// Refuses a record whose window is neither 0 nor its slot: the engine never makes
+        /// one (a send counts in the org's window or its number's), and a packed record
+        /// cannot hold it.
+        fn try_from(w: Ledger) -> Result<Self, String> {
             let mut l = super::PermitLedger {
                 first_seq: w.first_seq,
                 ..Default::default()
             };
             let n = w.records.len();
             for (i, r) in w.records.into_iter().enumerate() {
+                let slot = r.slot & super::SLOT_MASK;
+                if r.window != 0 && r.window != slot {
+                    return Err(format!(
+                        "permit {}: window {} is neither 0 nor its slot {slot}",
+                        w.first_seq + i as u64,
+                        r.window
+                    ));
+                }
                 let rec = super::PermitRecord {
                     at: r.at,
                     recipient: r.recipient,
                     prev_ts: r.prev_ts,
                     window: r.window,
-                    slot: r.slot & super::SLOT_MASK,
+                    slot,
                 };
                 let seq = l.push(rec, r.idempotency_key.as_deref(), n.max(1));
                 if r.reported {
@@ -281,7 +341,7 @@ mod wire {
                 debug_assert_eq!(seq, w.first_seq + i as u64);
             }
             // `oldest` follows from the records; the stored one is written for older versions.
-            l
+            Ok(l)
         }
     }
 
@@ -328,8 +388,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_20_bytes() {
-        assert_eq!(std::mem::size_of::<Packed>(), 20);
+    fn a_record_is_18_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 18);
     }
 
     #[test]
@@ -339,7 +399,7 @@ mod tests {
             at: 1_700_000_010_000,
             recipient: RecipientKey(u64::MAX >> 1),
             prev_ts: Some(1_700_000_004_000),
-            window: 5,
+            window: 511,
             slot: 511,
         };
         let a = l.push(full, None, 10);
@@ -417,7 +477,39 @@ mod tests {
         );
         assert_eq!(json["records"][1]["prev_ts"], 100);
         assert_eq!(json["first_seq"], 0);
-        let back: PermitLedger = serde_json::from_value(json).unwrap();
+        let back: PermitLedger = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, l);
+        let mut odd = json;
+        odd["records"][1]["window"] = serde_json::json!(2);
+        let e = serde_json::from_value::<PermitLedger>(odd).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("window 2 is neither 0 nor its slot 3"),
+            "{e}"
+        );
+    }
+
+    /// A send in `phone_number` scope counts in its slot's window; the packed record keeps that
+    /// as one bit.
+    #[test]
+    fn the_window_is_0_or_the_slot() {
+        let mut l = PermitLedger::default();
+        let slot_window = PermitRecord {
+            window: 7,
+            slot: 7,
+            ..rec(100, 1, Some(40))
+        };
+        let org_window = PermitRecord {
+            window: 0,
+            slot: 7,
+            ..rec(200, 1, Some(100))
+        };
+        let a = l.push(slot_window, None, 10);
+        let b = l.push(org_window, None, 10);
+        assert_eq!((l.get(a), l.get(b)), (Some(slot_window), Some(org_window)));
+        // relinking looks for a later send in the same window: b is in another one
+        let ra = l.report(a).unwrap();
+        l.relink_after_undo(a, &ra);
+        assert_eq!(l.get(b).unwrap().prev_ts, Some(100));
     }
 }

@@ -244,7 +244,7 @@ impl Policy {
         }
         if self.permit_ttl_ms == 0 || self.permit_ttl_ms > 30 * DAY_MS {
             // Permits keep their time as 32 bits of milliseconds after the oldest (49.7 days),
-            // so that each is 20 bytes (issue #16).
+            // so that each is 18 bytes (issue #16).
             return err("permit_ttl_ms", "must be 1..=2,592,000,000 (30 days)");
         }
         if self.reserve_authentication_percent > 100 {

@@ -123,9 +123,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    match crate::malloc::set_mmap_threshold(cfg.server.malloc_mmap_threshold) {
+    let tuned = match crate::malloc::set_by_environment(std::env::vars()) {
+        Some(var) if cfg.server.malloc_mmap_threshold != 0 => Tuned::FromEnvironment(var),
+        _ => crate::malloc::set_mmap_threshold(cfg.server.malloc_mmap_threshold),
+    };
+    match tuned {
         Tuned::Fixed(b) => tracing::debug!(bytes = b, "glibc's mmap threshold fixed"),
         Tuned::Default => tracing::debug!("glibc's mmap threshold left to glibc"),
+        Tuned::FromEnvironment(var) => tracing::info!(
+            variable = var,
+            "server.malloc_mmap_threshold not applied: the environment sets glibc's threshold"
+        ),
         Tuned::Unsupported => {
             tracing::debug!("server.malloc_mmap_threshold: not glibc, nothing to set")
         }

@@ -19,7 +19,8 @@ use crate::validate::RecipientKey;
 
 /// `prev_gap` of a send that added its recipient to the window.
 const NO_PREV: u32 = u32::MAX;
-/// Slots are below `MAX_PHONE_SLOTS` (512), so a slot needs 10 bits and two are flags.
+/// Slots are below `MAX_PHONE_SLOTS` (512), so a slot fits in the low 10 bits; bits 13–15 are
+/// flags.
 const SLOT_MASK: u16 = 0x3ff;
 /// The send counted in its slot's window (`phone_number` scope) rather than window 0.
 const WINDOW_IS_SLOT: u16 = 1 << 13;

@@ -84,7 +84,8 @@ impl std::str::FromStr for StoreKind {
 /// round's buffers (0.3 µs a call at 16 KiB, 0.07 µs at 32 KiB, `strace -c`).
 pub const DEFAULT_MALLOC_MMAP_THRESHOLD: usize = 32 * 1024;
 
-/// The largest threshold glibc accepts on 64-bit Linux (`HEAP_MAX_SIZE / 2`).
+/// The largest threshold `mallopt(3)` documents on 64-bit Linux (`DEFAULT_MMAP_THRESHOLD_MAX`;
+/// 16 MiB on 32-bit, where glibc refuses more and the binary logs a warning).
 pub const MAX_MALLOC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
 
 /// `[server]`: where and how to serve.
@@ -155,8 +156,10 @@ pub struct ServerSection {
     /// larger are mapped on their own and given back to the system when freed. glibc's default
     /// threshold moves up to the size of each mapped block freed, after which a growing
     /// table's old blocks stay in the heap as holes; fixing it at 32 KiB took about 6.5 bytes of
-    /// RSS off each allowed, unreported send (issue #16, BENCHMARKS.md). 0 leaves glibc's moving default (and any
-    /// `MALLOC_MMAP_THRESHOLD_` of the environment) alone. No effect on other allocators.
+    /// RSS off each allowed, unreported send (issue #16, BENCHMARKS.md). 0 leaves glibc's moving
+    /// default alone, and so does a `MALLOC_MMAP_THRESHOLD_` (or a `GLIBC_TUNABLES` threshold)
+    /// in the environment. Mapped blocks are capped at 16,384 (`M_MMAP_MAX`), well inside the
+    /// kernel's `vm.max_map_count`. No effect on other allocators.
     pub malloc_mmap_threshold: usize,
 }
 

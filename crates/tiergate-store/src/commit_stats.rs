@@ -1,7 +1,8 @@
 //! Commit latency of a store, for `/metrics`: a Prometheus histogram without the dependency.
 //!
 //! The embedded store observes one redb transaction and its fsync per batch; the Redis store
-//! one script call per batch (the round trip, and Redis's own append to its file).
+//! one script call per batch (the gathering before it, the round trip, and Redis's own append to
+//! its file).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

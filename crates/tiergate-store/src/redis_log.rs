@@ -458,15 +458,20 @@ impl Batchers {
 /// Most times a batcher lets the runtime's other ready tasks run before it sends a round.
 const GATHER_YIELDS: usize = 16;
 
+/// Longest a batcher gathers: a turn lasts until the worker's other ready tasks have run, which
+/// under heavy load can be long, and a round should not wait on many of them.
+const GATHER_MAX: Duration = Duration::from_millis(1);
+
 /// Lets the runtime's other ready tasks run (calls being decided, whose commands are about to
 /// join this round) and takes what they add, for as long as each turn adds something, up to
-/// [`GATHER_YIELDS`] turns or [`BATCH`] commands. With `appendfsync always` every script call
-/// is an `fsync`, so Redis's CPU per decision follows the round's size: this took it from
-/// 5.9–6.1 to 2.7–3.6 µs at 256 calls in flight (BENCHMARKS.md). It costs no time when the
-/// sidecar is idle: the first turn that adds nothing ends it, without a timer.
+/// [`GATHER_YIELDS`] turns, [`GATHER_MAX`] or [`BATCH`] commands. With `appendfsync always`
+/// every script call is an `fsync`, so Redis's CPU per decision follows the round's size: this
+/// took it from 5.9–6.1 to 3.1–3.5 µs at 256 calls in flight (BENCHMARKS.md). An idle sidecar
+/// pays one turn (its first adds nothing), and no timer is involved.
 async fn gather<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) {
+    let start = Instant::now();
     for _ in 0..GATHER_YIELDS {
-        if batch.len() >= BATCH {
+        if batch.len() >= BATCH || start.elapsed() >= GATHER_MAX {
             return;
         }
         tokio::task::yield_now().await;
@@ -496,8 +501,10 @@ async fn batcher(
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // The commit latency `/metrics` shows includes the gathering.
+        let start = Instant::now();
         gather(&mut rx, &mut batch).await;
-        let (n, start) = (batch.len(), Instant::now());
+        let n = batch.len();
         let all: Vec<usize> = (0..n).collect();
         let groups = group_by(&all, |&i| batch[i].partition);
         let mut calls: Vec<Option<Call>> = batch.drain(..).map(Some).collect();

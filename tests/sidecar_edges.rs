@@ -392,6 +392,40 @@ fn check_config_reports_every_error_with_key_and_line() {
     );
 }
 
+/// An environment variable that is not UTF-8 (an operator's, unrelated to tiergate) is read
+/// lossily, not a panic; one of tiergate's own is then a config error with its name.
+#[cfg(unix)]
+#[test]
+fn an_environment_that_is_not_utf8_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::env::temp_dir().join(format!("tiergate-cfg-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[server]\ngrpc_addr = \"127.0.0.1:0\"\n").unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&good)
+        .env("SOME_OPERATOR_VARIABLE", odd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&good)
+        .env("TIERGATE_SERVER_MAX_BATCH", odd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("server.max_batch"), "{text}");
+}
+
 #[tokio::test]
 async fn config_file_orgs_are_served() {
     let dir = std::env::temp_dir().join(format!("tiergate-cfg2-{}", std::process::id()));

@@ -63,8 +63,19 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The environment as text: `std::env::vars` panics on a variable that is not UTF-8, which an
+/// operator's environment may hold; such names and values are read lossily instead.
+fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    })
+}
+
 fn env_vars() -> Vec<(String, String)> {
-    std::env::vars()
+    environment()
         .filter(|(k, _)| {
             k.starts_with("TIERGATE_")
                 && k != "TIERGATE_CONFIG"
@@ -123,7 +134,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let tuned = match crate::malloc::set_by_environment(std::env::vars()) {
+    let tuned = match crate::malloc::set_by_environment(environment()) {
         Some(var) if cfg.server.malloc_mmap_threshold != 0 => Tuned::FromEnvironment(var),
         _ => crate::malloc::set_mmap_threshold(cfg.server.malloc_mmap_threshold),
     };

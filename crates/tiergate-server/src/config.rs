@@ -419,7 +419,10 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
     let mut issues = check(&file, src);
     // 2. Overrides on top of the file's table.
     // The same text was parsed just above, so this cannot fail.
-    let mut table: Table = src.parse().unwrap_or_default();
+    let file_table: Table = src.parse().unwrap_or_default();
+    let mut table = file_table.clone();
+    // Each override as applied: its key, where it came from, its value.
+    let mut applied: Vec<(String, String, Value)> = Vec::new();
     for (name, value) in &overrides.env {
         let key = if let Some((_, key)) = NAMED_ENV.iter().find(|(n, _)| n == name) {
             (*key).to_owned()
@@ -436,13 +439,17 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
         } else {
             continue;
         };
-        if let Err(e) = apply(&mut table, &key, override_value(value)) {
-            issues.push(e);
+        let value = override_value(value);
+        match apply(&mut table, &key, value.clone()) {
+            Ok(()) => applied.push((key, name.clone(), value)),
+            Err(e) => issues.push(e),
         }
     }
     for (key, value) in &overrides.sets {
-        if let Err(e) = apply(&mut table, key, override_value(value)) {
-            issues.push(e);
+        let value = override_value(value);
+        match apply(&mut table, key, value.clone()) {
+            Ok(()) => applied.push((key.clone(), "--set".into(), value)),
+            Err(e) => issues.push(e),
         }
     }
     if !issues.is_empty() {
@@ -457,8 +464,28 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
         }])
     };
     let merged_src = toml::to_string(&table).map_err(|e| override_issue(e.to_string()))?;
-    let merged: FileConfig =
-        toml::from_str(&merged_src).map_err(|e| override_issue(e.message().to_owned()))?;
+    let merged: FileConfig = toml::from_str(&merged_src).map_err(|e| {
+        // Name the overrides at fault: each alone on top of the file (only on this path).
+        let issues: Vec<ConfigIssue> = applied
+            .iter()
+            .filter_map(|(key, from, value)| {
+                let mut one = file_table.clone();
+                apply(&mut one, key, value.clone()).ok()?;
+                let text = toml::to_string(&one).ok()?;
+                let err = toml::from_str::<FileConfig>(&text).err()?;
+                Some(ConfigIssue {
+                    key: key.clone(),
+                    line: None,
+                    message: format!("{} (from {from})", err.message()),
+                })
+            })
+            .collect();
+        if issues.is_empty() {
+            override_issue(e.message().to_owned())
+        } else {
+            ConfigErrors(issues)
+        }
+    })?;
     let issues = check(&merged, "");
     if !issues.is_empty() {
         return Err(ConfigErrors(issues));
@@ -715,6 +742,24 @@ mod tests {
             ..Overrides::default()
         };
         assert!(load(None, &bad).is_err());
+    }
+
+    /// A value of the wrong type names its key and where it came from.
+    #[test]
+    fn a_bad_override_names_its_key() {
+        let o = Overrides {
+            env: vec![("TIERGATE_SERVER_MAX_BATCH".into(), "many".into())],
+            sets: vec![("policy.pair_rate_burst".into(), "\"x\"".into())],
+        };
+        let e = load(None, &o).unwrap_err().to_string();
+        assert!(
+            e.contains("server.max_batch: ") && e.contains("(from TIERGATE_SERVER_MAX_BATCH)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("policy.pair_rate_burst: ") && e.contains("(from --set)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub struct ServerSection {
     /// recipients of the orgs its last checkpoint held, if more), so Redis holds live state,
     /// not history.
     pub redis_snapshot_entries: u64,
+    /// Partitions of a Redis store this sidecar creates; 0: 1 on one Redis, 16 on a cluster.
+    /// Written into Redis with the schema, so a store that exists keeps its own count. On a
+    /// cluster with a fixed number of masters, one partition per master costs Redis about a
+    /// quarter less CPU per decision than 16; 16 lets the cluster grow to 16 masters without a
+    /// migration (BENCHMARKS.md, "a round gathers while other calls are decided").
+    pub redis_partitions: u32,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,
     /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
@@ -174,6 +180,7 @@ impl Default for ServerSection {
             redis_timeout_ms: 1_000,
             on_store_error: OnStoreError::Deny,
             redis_snapshot_entries: 100_000,
+            redis_partitions: 0,
             compact_facts: 1_000_000,
             compact_check_ms: 60_000,
             upstream_url: None,
@@ -595,6 +602,16 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             });
         }
     }
+    if file.server.redis_partitions > tiergate_store::MAX_PARTITIONS {
+        issues.push(ConfigIssue {
+            key: "server.redis_partitions".into(),
+            line: line_of_key(src, "server", "redis_partitions"),
+            message: format!(
+                "at most {}; 0 takes the topology's default",
+                tiergate_store::MAX_PARTITIONS
+            ),
+        });
+    }
     if file.server.malloc_mmap_threshold > MAX_MALLOC_MMAP_THRESHOLD {
         issues.push(ConfigIssue {
             key: "server.malloc_mmap_threshold".into(),
@@ -766,6 +783,13 @@ mod tests {
     fn the_mmap_threshold_is_within_what_glibc_takes() {
         let c = load(None, &Overrides::default()).unwrap();
         assert_eq!(c.server.malloc_mmap_threshold, 32_768);
+        let e = load(
+            Some("[server]\nredis_partitions = 2000\n"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 2: server.redis_partitions"), "{e}");
         let off = load(
             Some("[server]\nmalloc_mmap_threshold = 0\n"),
             &Overrides::default(),

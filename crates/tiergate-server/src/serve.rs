@@ -112,6 +112,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
         response_timeout: timeout,
         connect_timeout: timeout,
         replica: RedisLog::new_replica_id(),
+        partitions: (config.server.redis_partitions != 0).then_some(config.server.redis_partitions),
     };
     let started = std::time::Instant::now();
     let log = RedisLog::connect(&opts).await?;

@@ -40,8 +40,8 @@ pub use fact_log::FactLogError;
 pub use partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 pub use redis_conn::RedisTopology;
 pub use redis_log::{
-    APPEND, Appended, Entry, LogId, POINTS, Page, READ, REDIS_SCHEMA_VERSION, RedisLog,
-    RedisOptions, RedisStoreError, SNAP_READ, SNAP_STORE, TRIM,
+    APPEND, Appended, Entry, LogId, MAX_PARTITIONS, POINTS, Page, READ, REDIS_SCHEMA_VERSION,
+    RedisLog, RedisOptions, RedisStoreError, SNAP_READ, SNAP_STORE, TRIM,
 };
 pub use replica::{Health, Replica};
 pub use slot::hash_slot;

@@ -312,6 +312,9 @@ pub enum RedisStoreError {
         /// The engine's reason.
         source: EngineError,
     },
+    /// [`RedisOptions::partitions`] is out of range (the config checks it first).
+    #[error("{0} partitions: between 1 and {MAX_PARTITIONS}")]
+    Partitions(u32),
     /// This replica's own entry was trimmed into a checkpoint before it applied it: its
     /// effect stands (in the snapshot), but its result is lost.
     #[error(
@@ -377,6 +380,12 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// This replica's id, written in every entry it appends.
     pub replica: String,
+    /// Partitions for a store this replica creates (`None`: 1 on one Redis, 16 on a cluster).
+    /// A store that exists keeps the count it was created with, whatever this says: every
+    /// replica must agree on which partition an org is in. On a cluster with a fixed number
+    /// of masters, one partition per master costs Redis about a quarter less CPU per decision
+    /// than 16 (BENCHMARKS.md); 16 lets the cluster grow to 16 masters without a migration.
+    pub partitions: Option<u32>,
 }
 
 /// The partitioned logs in Redis (one server or a cluster), over managed, multiplexed
@@ -572,6 +581,9 @@ const ORGS_KEY: &str = "tg:orgs";
 pub(crate) const SCHEMA_KEY: &str = "tg:schema";
 const PARTITIONS_KEY: &str = "tg:partitions";
 
+/// The most partitions a store may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
 impl RedisLog {
     /// Connects, checks (or writes) the schema version and the partition count, and loads the
     /// scripts (on every master of a cluster).
@@ -607,10 +619,13 @@ impl RedisLog {
         )
         .await
         .map_err(connect)?;
-        let default_partitions = match opts.topology {
+        let default_partitions = opts.partitions.unwrap_or(match opts.topology {
             RedisTopology::Single => SINGLE_PARTITIONS,
             RedisTopology::Cluster => CLUSTER_PARTITIONS,
-        };
+        });
+        if !(1..=MAX_PARTITIONS).contains(&default_partitions) {
+            return Err(RedisStoreError::Partitions(default_partitions));
+        }
         let (older_schema, partitions) = check_schema(&conn, default_partitions).await?;
         let replica: Arc<str> = opts.replica.as_str().into();
         let (keys, stats) = (
@@ -1121,12 +1136,12 @@ async fn check_schema(
     let partitions: u32 = partitions
         .parse()
         .ok()
-        .filter(|&p| (1..=1024).contains(&p))
+        .filter(|&p| (1..=MAX_PARTITIONS).contains(&p))
         .ok_or_else(|| RedisStoreError::Protocol(format!("{PARTITIONS_KEY} = {partitions:?}")))?;
     if partitions != default_partitions {
         tracing::info!(
             partitions,
-            "redis holds another partition count than this topology's default; using redis's"
+            "redis holds another partition count than this replica would create; using redis's"
         );
     }
     Ok(((found < REDIS_SCHEMA_VERSION).then_some(found), partitions))

@@ -71,6 +71,7 @@ async fn replica_on(redis: &RedisServer, response_timeout: Duration) -> Arc<Repl
         response_timeout,
         connect_timeout: Duration::from_secs(2),
         replica: "test".into(),
+        partitions: None,
     })
     .await
     .unwrap();

@@ -31,6 +31,7 @@ async fn log_on(c: &RedisCluster) -> RedisLog {
         response_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
         replica: "test".into(),
+        partitions: None,
     })
     .await
     .unwrap()

@@ -15,6 +15,7 @@ async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
         response_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         replica: replica.into(),
+        partitions: None,
     })
     .await
     .unwrap()

@@ -18,6 +18,18 @@ pub(crate) fn join(v: [u32; 2]) -> u64 {
     u64::from(v[0]) | (u64::from(v[1]) << 32)
 }
 
+/// `v` as two 16-bit pieces, low first (a permit's 32-bit fields; see [`quarters`]).
+#[inline(always)]
+pub(crate) fn pieces(v: u32) -> [u16; 2] {
+    [v as u16, (v >> 16) as u16]
+}
+
+/// The value [`pieces`] made `v` from.
+#[inline(always)]
+pub(crate) fn from_pieces(v: [u16; 2]) -> u32 {
+    u32::from(v[0]) | (u32::from(v[1]) << 16)
+}
+
 /// `v` as four 16-bit pieces, low first: for a record whose other fields are 16-bit, so that
 /// it is 2-aligned and not padded (permits: 18 bytes, not 20).
 #[inline]
@@ -52,6 +64,7 @@ mod tests {
         ] {
             assert_eq!(join(split(v)), v);
             assert_eq!(from_quarters(quarters(v)), v);
+            assert_eq!(from_pieces(pieces(v as u32)), v as u32);
         }
     }
 }

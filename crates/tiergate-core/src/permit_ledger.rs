@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::halves::{from_quarters, quarters};
+use crate::halves::{from_pieces, from_quarters, pieces, quarters};
 use crate::validate::RecipientKey;
 
 /// `prev_gap` of a send that added its recipient to the window.
@@ -69,7 +69,7 @@ struct Packed {
 impl Packed {
     #[inline(always)]
     fn at(&self) -> u32 {
-        u32::from(self.at[0]) | (u32::from(self.at[1]) << 16)
+        from_pieces(self.at)
     }
 
     #[inline(always)]
@@ -79,7 +79,7 @@ impl Packed {
 
     #[inline(always)]
     fn prev_gap(&self) -> u32 {
-        u32::from(self.prev_gap[0]) | (u32::from(self.prev_gap[1]) << 16)
+        from_pieces(self.prev_gap)
     }
 
     #[inline(always)]
@@ -95,11 +95,6 @@ impl Packed {
             0
         }
     }
-}
-
-#[inline(always)]
-fn pieces(v: u32) -> [u16; 2] {
-    [v as u16, (v >> 16) as u16]
 }
 
 fn gap(at: u64, prev: Option<u64>) -> u32 {

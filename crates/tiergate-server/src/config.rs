@@ -428,8 +428,8 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
     // The same text was parsed just above, so this cannot fail.
     let file_table: Table = src.parse().unwrap_or_default();
     let mut table = file_table.clone();
-    // Each override as applied: its key, where it came from, its value.
-    let mut applied: Vec<(String, String, Value)> = Vec::new();
+    // Each override: its key, where it came from, its raw value (the environment's first).
+    let mut named: Vec<(String, String, &str)> = Vec::new();
     for (name, value) in &overrides.env {
         let key = if let Some((_, key)) = NAMED_ENV.iter().find(|(n, _)| n == name) {
             (*key).to_owned()
@@ -446,16 +446,17 @@ pub fn load(src: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigEr
         } else {
             continue;
         };
-        let value = override_value(value);
-        match apply(&mut table, &key, value.clone()) {
-            Ok(()) => applied.push((key, name.clone(), value)),
-            Err(e) => issues.push(e),
-        }
+        named.push((key, name.clone(), value));
     }
     for (key, value) in &overrides.sets {
-        let value = override_value(value);
-        match apply(&mut table, key, value.clone()) {
-            Ok(()) => applied.push((key.clone(), "--set".into(), value)),
+        named.push((key.clone(), "--set".into(), value));
+    }
+    // Those applied, with their values, for naming the one at fault below.
+    let mut applied: Vec<(String, String, Value)> = Vec::new();
+    for (key, from, raw) in named {
+        let value = override_value(raw);
+        match apply(&mut table, &key, value.clone()) {
+            Ok(()) => applied.push((key, from, value)),
             Err(e) => issues.push(e),
         }
     }
@@ -780,9 +781,7 @@ mod tests {
     }
 
     #[test]
-    fn the_mmap_threshold_is_within_what_glibc_takes() {
-        let c = load(None, &Overrides::default()).unwrap();
-        assert_eq!(c.server.malloc_mmap_threshold, 32_768);
+    fn redis_partitions_are_within_what_the_store_takes() {
         let e = load(
             Some("[server]\nredis_partitions = 2000\n"),
             &Overrides::default(),
@@ -790,6 +789,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2: server.redis_partitions"), "{e}");
+    }
+
+    #[test]
+    fn the_mmap_threshold_is_within_what_glibc_takes() {
+        let c = load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.server.malloc_mmap_threshold, 32_768);
         let off = load(
             Some("[server]\nmalloc_mmap_threshold = 0\n"),
             &Overrides::default(),

@@ -8,8 +8,6 @@ use clap::Args;
 use tiergate_server::config::{self, Overrides, StoreKind};
 use tiergate_server::serve::{Bound, serve};
 
-use crate::malloc::Tuned;
-
 /// Flags of `serve`. Each overrides its key from the file and the environment.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -134,25 +132,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let tuned = match crate::malloc::set_by_environment(environment()) {
-        Some(var) if cfg.server.malloc_mmap_threshold != 0 => Tuned::FromEnvironment(var),
-        _ => crate::malloc::set_mmap_threshold(cfg.server.malloc_mmap_threshold),
-    };
-    match tuned {
-        Tuned::Fixed(b) => tracing::debug!(bytes = b, "glibc's mmap threshold fixed"),
-        Tuned::Default => tracing::debug!("glibc's mmap threshold left to glibc"),
-        Tuned::FromEnvironment(var) => tracing::info!(
-            variable = var,
-            "server.malloc_mmap_threshold not applied: the environment sets glibc's threshold"
-        ),
-        Tuned::Unsupported => {
-            tracing::debug!("server.malloc_mmap_threshold: not glibc, nothing to set")
-        }
-        Tuned::Refused(b) => tracing::warn!(
-            bytes = b,
-            "glibc refused server.malloc_mmap_threshold; its default stays"
-        ),
-    }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

@@ -78,16 +78,6 @@ impl std::str::FromStr for StoreKind {
     }
 }
 
-/// `server.malloc_mmap_threshold`'s default: 32 KiB. The per-org tables that grow and are freed
-/// under load (windows, pair tables, permit ledgers) are mapped from that size on; lower
-/// thresholds took about a byte more off each send but made the Redis store map and unmap a
-/// round's buffers (0.3 µs a call at 16 KiB, 0.07 µs at 32 KiB, `strace -c`).
-pub const DEFAULT_MALLOC_MMAP_THRESHOLD: usize = 32 * 1024;
-
-/// The largest threshold `mallopt(3)` documents on 64-bit Linux (`DEFAULT_MMAP_THRESHOLD_MAX`;
-/// 16 MiB on 32-bit, where glibc refuses more and the binary logs a warning).
-pub const MAX_MALLOC_MMAP_THRESHOLD: usize = 32 * 1024 * 1024;
-
 /// `[server]`: where and how to serve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -158,15 +148,6 @@ pub struct ServerSection {
     /// The status page's buckets (each org's fill and denials over the last day), in
     /// milliseconds; a day of them is kept.
     pub status_bucket_ms: u64,
-    /// glibc's `M_MMAP_THRESHOLD` for the `tiergate` binary, in bytes: blocks this large or
-    /// larger are mapped on their own and given back to the system when freed. glibc's default
-    /// threshold moves up to the size of each mapped block freed, after which a growing
-    /// table's old blocks stay in the heap as holes; fixing it at 32 KiB took about 6.5 bytes of
-    /// RSS off each allowed, unreported send (issue #16, BENCHMARKS.md). 0 leaves glibc's moving
-    /// default alone, and so does a `MALLOC_MMAP_THRESHOLD_` (or a `GLIBC_TUNABLES` threshold)
-    /// in the environment. Mapped blocks are capped at 16,384 (`M_MMAP_MAX`), well inside the
-    /// kernel's `vm.max_map_count`. No effect on other allocators.
-    pub malloc_mmap_threshold: usize,
 }
 
 impl Default for ServerSection {
@@ -198,7 +179,6 @@ impl Default for ServerSection {
             max_waiters_per_org: crate::wait_room::DEFAULT_MAX_WAITERS_PER_ORG,
             wait_poll_ms: crate::wait_room::DEFAULT_WAIT_POLL_MS,
             status_bucket_ms: 1_800_000,
-            malloc_mmap_threshold: DEFAULT_MALLOC_MMAP_THRESHOLD,
         }
     }
 }
@@ -613,15 +593,6 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
             ),
         });
     }
-    if file.server.malloc_mmap_threshold > MAX_MALLOC_MMAP_THRESHOLD {
-        issues.push(ConfigIssue {
-            key: "server.malloc_mmap_threshold".into(),
-            line: line_of_key(src, "server", "malloc_mmap_threshold"),
-            message: format!(
-                "at most {MAX_MALLOC_MMAP_THRESHOLD} (glibc's limit); 0 keeps glibc's default"
-            ),
-        });
-    }
     if !(60_000..=86_400_000).contains(&file.server.status_bucket_ms) {
         issues.push(ConfigIssue {
             key: "server.status_bucket_ms".into(),
@@ -789,27 +760,6 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2: server.redis_partitions"), "{e}");
-    }
-
-    #[test]
-    fn the_mmap_threshold_is_within_what_glibc_takes() {
-        let c = load(None, &Overrides::default()).unwrap();
-        assert_eq!(c.server.malloc_mmap_threshold, 32_768);
-        let off = load(
-            Some("[server]\nmalloc_mmap_threshold = 0\n"),
-            &Overrides::default(),
-        );
-        assert_eq!(off.unwrap().server.malloc_mmap_threshold, 0);
-        let e = load(
-            Some("[server]\nmalloc_mmap_threshold = 33554433\n"),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("line 2: server.malloc_mmap_threshold") && e.contains("at most 33554432"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -69,6 +69,16 @@ fn main() {
     let bytes = std::fs::metadata(dir.join("tiergate.redb"))
         .map(|m| m.len())
         .unwrap_or(0);
+    // The facts' journal: segment files, pre-zeroed ahead of the last write.
+    let journal: u64 = std::fs::read_dir(dir.join("journal"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!("journal on disk: {:.1} MB", journal as f64 / 1e6);
     for pass in ["from facts", "from snapshots"] {
         let start = Instant::now();
         let store = EmbeddedStore::open(&dir).unwrap();

@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 
 use crate::chain::ErrorChain;
 use crate::commit_stats::CommitStats;
+use crate::fact_codec::{self, FactCodecError};
 use crate::fact_log::{self, FactLog, FactLogError, Group};
 use crate::waiters::{WaitError, Waiters};
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tiergate_core::{Engine, EngineError, Fact, Journal, OrgSnapshot};
 
-/// The on-disk format this build writes and reads. Version 3 keeps the facts in the journal
-/// (`journal/*.facts`, see `fact_log.rs`); version 2 kept them in redb's `facts` table, which a
-/// start still reads (and compacts away), so a version-2 directory upgrades in place. A
-/// version-2 binary refuses a version-3 directory, whose facts it would not see.
-pub const SCHEMA_VERSION: u64 = 3;
+/// The on-disk format this build writes and reads. Version 4 writes sends into the journal in
+/// binary form (`fact_codec.rs`) and every other fact as JSON; version 3 wrote only JSON, which
+/// still reads, so a version-3 directory upgrades in place by being marked 4, and a version-3
+/// binary refuses it from then on instead of failing on a binary send. Version 3 moved the
+/// facts into the journal (`journal/*.facts`, see `fact_log.rs`); version 2 kept them in
+/// redb's `facts` table, which a start still reads (and compacts away).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Facts written by schema version 2 and earlier, read once at start and compacted away.
 const FACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("facts");
@@ -139,7 +142,7 @@ pub enum StoreError {
     /// The facts' journal could not be read or written, or is corrupt.
     #[error(transparent)]
     Journal(#[from] FactLogError),
-    /// A stored fact is not valid JSON for this build's `Fact`.
+    /// A stored fact is neither a valid binary send nor valid JSON for this build's `Fact`.
     #[error("store {path}: fact {seq} unreadable")]
     FactDecode {
         /// The file.
@@ -147,7 +150,7 @@ pub enum StoreError {
         /// The fact's number.
         seq: u64,
         /// The decoder's reason.
-        source: serde_json::Error,
+        source: FactCodecError,
     },
     /// The engine could not give an org's snapshot for a compaction.
     #[error("snapshot of org {org} could not be taken")]
@@ -339,8 +342,9 @@ impl EmbeddedStore {
                     return Err(StoreError::NewerSchema { path, found: v });
                 }
                 // Version 1 had no snapshots and version 2 kept its facts in redb: both read as
-                // a version 3 store whose journal is empty, and are marked 3 so that an older
-                // binary refuses them from now on.
+                // a store whose journal is empty. Version 3's journal holds only JSON, which
+                // this build reads. Each is marked with this version, so that an older binary
+                // refuses it from now on.
                 Some(SCHEMA_VERSION) => {}
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
@@ -422,12 +426,11 @@ impl EmbeddedStore {
         let mut rows = 0u64;
         let mut n = 0u64;
         let mut apply = |file: &Path, seq: u64, bytes: &[u8]| -> Result<(), StoreError> {
-            let fact: Fact =
-                serde_json::from_slice(bytes).map_err(|source| StoreError::FactDecode {
-                    path: file.to_owned(),
-                    seq,
-                    source,
-                })?;
+            let fact = fact_codec::decode(bytes).map_err(|source| StoreError::FactDecode {
+                path: file.to_owned(),
+                seq,
+                source,
+            })?;
             last = last.max(seq);
             rows += 1;
             if covered.get(fact.org.as_str()).is_some_and(|&at| seq <= at) {
@@ -666,7 +669,7 @@ impl Journal for EmbeddedStore {
         let seq = p.next;
         p.next += 1;
         let was_empty = p.is_empty();
-        if let Err(source) = p.group.push_with(seq, |b| serde_json::to_writer(b, &fact)) {
+        if let Err(source) = p.group.push_with(seq, |b| fact_codec::encode(&fact, b)) {
             // Facts are plain data; encoding cannot fail, but a failure must not pass
             // silently: nothing from here on is acknowledged.
             p.open = false;
@@ -789,5 +792,110 @@ fn writer(w: Writer) {
         if let Err(e) = step {
             return fail(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiergate_core::{Category, Change, Policy, SendRequest, Tier};
+    use tiergate_testkit::{PHONE, engine_at_t0, org};
+
+    /// What an engine hands its journal, kept in order.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Fact>>);
+
+    impl Journal for Collect {
+        fn record(&self, fact: Fact) {
+            self.0.lock().push(fact);
+        }
+    }
+
+    fn send(to: &str) -> SendRequest<'_> {
+        SendRequest {
+            org_id: "z",
+            phone_number_id: PHONE,
+            recipient: to,
+            recipient_user_id: None,
+            template_name: "t",
+            category: Category::Utility,
+            idempotency_key: Some(to),
+        }
+    }
+
+    fn recipients(engine: &Engine) -> u64 {
+        engine.get_org("z").unwrap().usage.unique_recipients_24h
+    }
+
+    /// A version-3 directory holds only JSON facts in its journal. This build replays them,
+    /// marks the store 4, and writes its own sends in binary form after them; both come back.
+    #[test]
+    fn a_version_3_journal_of_json_sends_replays_and_binary_sends_follow_it() {
+        let d = std::env::temp_dir().join(format!("tiergate-embedded-v3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("journal")).unwrap();
+        // The facts of an org and three sends, as an engine records them.
+        let (engine, _) = engine_at_t0(Policy::default());
+        let collect = Arc::new(Collect::default());
+        engine.set_journal(collect.clone());
+        engine.put_org(org("z", Tier::Tier1K)).unwrap();
+        for to in ["14155550101", "14155550102", "14155550103"] {
+            assert!(engine.decide(&send(to)).unwrap().is_allowed());
+        }
+        let facts = std::mem::take(&mut *collect.0.lock());
+        assert_eq!(facts.len(), 4);
+        assert!(matches!(facts[1].change, Change::Send { .. }));
+        // Written as version 3 wrote them: JSON, in a journal segment, and the version in redb.
+        {
+            let db = Database::create(d.join("tiergate.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 3)
+                .unwrap();
+            txn.commit().unwrap();
+            let mut log = FactLog::create(&d.join("journal"), 1).unwrap();
+            let mut group = Group::default();
+            for (seq, f) in (1..).zip(&facts) {
+                group
+                    .push_with(seq, |b| serde_json::to_writer(b, f))
+                    .unwrap();
+            }
+            log.commit(&mut group).unwrap();
+        }
+        let reopen = || {
+            let store = Arc::new(EmbeddedStore::open(&d).unwrap());
+            let (engine, _) = engine_at_t0(Policy::default());
+            store.replay(&engine).unwrap();
+            engine.set_journal(store.clone());
+            (store, engine)
+        };
+        let (store, engine) = reopen();
+        assert_eq!(recipients(&engine), 3, "the JSON sends came back");
+        assert!(engine.decide(&send("14155550104")).unwrap().is_allowed());
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.sync())
+            .unwrap();
+        store.close();
+        drop((store, engine));
+        // The new send is in the journal in binary form (the start's compaction took the rest).
+        let mut stored = Vec::new();
+        fact_log::replay::<FactLogError>(&d.join("journal"), |_, bytes| {
+            stored.push(bytes.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0][0], fact_codec::SEND);
+        let (store, engine) = reopen();
+        assert_eq!(recipients(&engine), 4, "the binary send came back too");
+        {
+            let read = store.db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 4);
+        }
+        store.close();
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -1,6 +1,6 @@
 //! Schema version 3 keeps the facts in the journal (`journal/*.facts`), not in redb. A version-2
 //! directory, whose facts are in redb's `facts` table, must start with every fact applied once,
-//! become version 3, and go on from there; and a compaction must remove the journal's segments
+//! become the current version (4: sends in binary form), and go on from there; and a compaction must remove the journal's segments
 //! its snapshots cover. Each 131048 adds exactly one spam strike, so a fact lost or applied twice
 //! shows in the count.
 
@@ -51,7 +51,7 @@ fn segments(dir: &Path) -> usize {
 }
 
 #[test]
-fn a_version_2_store_replays_its_facts_once_and_becomes_version_3() {
+fn a_version_2_store_replays_its_facts_once_and_becomes_the_current_version() {
     let d = dir("v2");
     {
         // A version-2 directory as that build wrote it: facts in redb, numbered from 1.
@@ -93,7 +93,7 @@ fn a_version_2_store_replays_its_facts_once_and_becomes_version_3() {
             meta.get("schema_version").unwrap().unwrap().value(),
             SCHEMA_VERSION
         );
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         let facts = read.open_table(FACTS).unwrap();
         assert_eq!(
             redb::ReadableTableMetadata::len(&facts).unwrap(),

@@ -29,6 +29,7 @@ done
 "$LOADGEN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --setup --requests 2000 --json >/dev/null
 switches() { cat /proc/$PID/task/*/status | awk '/ctxt_switches/{s+=$2} END{print s}'; }
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+curl -fs "http://127.0.0.1:$HTTP/metrics" >"$DIR/metrics0.txt"
 SW0=$(switches)
 T0=$(cpu)
 "$LOADGEN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --concurrency "${INFLIGHT:-256}" \
@@ -42,11 +43,12 @@ t0, t1, sw0, sw1, d, store = sys.argv[1:]
 run = json.load(open(f"{d}/run.json"))
 calls = run["allowed"] + run["denied"] + run["errors"]
 hz = os.sysconf("SC_CLK_TCK")
-m = open(f"{d}/metrics.txt").read()
-def metric(name):
-    found = re.search(rf"^{name} (\S+)", m, re.M)
+def metric(file, name):
+    found = re.search(rf"^{name} (\S+)", open(f"{d}/{file}").read(), re.M)
     return float(found.group(1)) if found else 0.0
-commits, facts = metric("tiergate_store_commit_seconds_count"), metric("tiergate_store_facts_total")
+def during(name):
+    return metric("metrics.txt", name) - metric("metrics0.txt", name)
+commits, facts = during("tiergate_store_commit_seconds_count"), during("tiergate_store_facts_total")
 per_commit = f", {facts / commits:.1f} facts per commit" if commits else ""
 print(f"{store}: {run['throughput_rps']:.0f} calls/s, "
       f"{(int(t1) - int(t0)) / hz * 1e6 / calls:.1f} µs of sidecar CPU per call, "

@@ -72,6 +72,23 @@ fn environment() -> impl Iterator<Item = (String, String)> {
     })
 }
 
+/// Says at start which allocator the binary has and the options it was built with: a build
+/// that did not read the repository's `.cargo/config.toml` (`cargo install`, a build from
+/// another directory) has jemalloc's defaults, which keep freed pages ten times longer.
+fn log_allocator() {
+    if cfg!(all(feature = "jemalloc", not(target_env = "msvc"))) {
+        match option_env!("JEMALLOC_SYS_WITH_MALLOC_CONF") {
+            Some(conf) => tracing::info!(conf, "allocator: jemalloc"),
+            None => tracing::warn!(
+                "allocator: jemalloc built without the repository's options (.cargo/config.toml); \
+                 freed pages are kept 10 s; set _RJEM_MALLOC_CONF=dirty_decay_ms:1000"
+            ),
+        }
+    } else {
+        tracing::info!("allocator: the system's");
+    }
+}
+
 fn env_vars() -> Vec<(String, String)> {
     environment()
         .filter(|(k, _)| {
@@ -132,6 +149,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    log_allocator();
+    if cfg.server.malloc_mmap_threshold.is_some() {
+        tracing::warn!(
+            "server.malloc_mmap_threshold is ignored: the binary allocates with jemalloc \
+             (see _RJEM_MALLOC_CONF)"
+        );
+    }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

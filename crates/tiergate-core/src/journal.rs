@@ -17,8 +17,9 @@ use crate::validate;
 
 /// One state change of one org, at the time the engine applied it.
 ///
-/// Stored as JSON in the shape earlier versions wrote (`{"fact": "send", "at": …, "org": …}`),
-/// so a data directory or a Redis log written before the envelope still replays.
+/// Serialized as JSON in the shape earlier versions wrote (`{"fact": "send", "at": …, "org": …}`),
+/// so a data directory or a Redis log written before the envelope still replays. (The embedded
+/// store writes sends in a binary form of its own since its schema 4, and reads both.)
 ///
 /// Written through `fact_wire.rs` (`Serialize` is implemented there): the facts a store writes
 /// most, sends and reports, by reference; the rest through an owned copy in the stored shape.

@@ -148,6 +148,11 @@ pub struct ServerSection {
     /// The status page's buckets (each org's fill and denials over the last day), in
     /// milliseconds; a day of them is kept.
     pub status_bucket_ms: u64,
+    /// No longer used: it set glibc's mmap threshold, and the binary has allocated with jemalloc
+    /// since session 13. Still read, so that a config written before starts; the sidecar warns
+    /// that it is ignored.
+    #[serde(default, skip_serializing)]
+    pub malloc_mmap_threshold: Option<u64>,
 }
 
 impl Default for ServerSection {
@@ -179,6 +184,7 @@ impl Default for ServerSection {
             max_waiters_per_org: crate::wait_room::DEFAULT_MAX_WAITERS_PER_ORG,
             wait_poll_ms: crate::wait_room::DEFAULT_WAIT_POLL_MS,
             status_bucket_ms: 1_800_000,
+            malloc_mmap_threshold: None,
         }
     }
 }
@@ -760,6 +766,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2: server.redis_partitions"), "{e}");
+    }
+
+    #[test]
+    fn the_removed_mmap_threshold_is_still_read() {
+        let c = load(
+            Some("[server]\nmalloc_mmap_threshold = 32768\n"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.server.malloc_mmap_threshold, Some(32_768));
+        assert_eq!(
+            load(None, &Overrides::default())
+                .unwrap()
+                .server
+                .malloc_mmap_threshold,
+            None
+        );
     }
 
     #[test]

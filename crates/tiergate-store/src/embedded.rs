@@ -253,6 +253,9 @@ pub struct EmbeddedStore {
     stats: Arc<CommitStats>,
     /// Facts committed when the last compaction was stored.
     compacted_at: AtomicU64,
+    /// A version-3 store: marked with [`SCHEMA_VERSION`] once it replayed, before the writer
+    /// starts.
+    mark_after_replay: bool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -331,6 +334,7 @@ impl EmbeddedStore {
         // Schema version: written once, checked every time.
         const SCHEMA: &str = "checking the schema version";
         let txn = db.begin_write().map_err(redb_err(&path, SCHEMA))?;
+        let mut mark_after_replay = false;
         {
             let mut meta = txn.open_table(META).map_err(redb_err(&path, SCHEMA))?;
             let found = meta
@@ -342,10 +346,13 @@ impl EmbeddedStore {
                     return Err(StoreError::NewerSchema { path, found: v });
                 }
                 // Version 1 had no snapshots and version 2 kept its facts in redb: both read as
-                // a store whose journal is empty. Version 3's journal holds only JSON, which
-                // this build reads. Each is marked with this version, so that an older binary
-                // refuses it from now on.
+                // a store whose journal is empty, and are marked with this version, so that an
+                // older binary refuses them from now on.
                 Some(SCHEMA_VERSION) => {}
+                // Version 3's journal holds only JSON, which this build reads as it is: the
+                // store is marked 4 once it replayed, before the first binary send is written,
+                // so that a start that fails leaves it for a version-3 binary to look at.
+                Some(3) => mark_after_replay = true,
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(redb_err(&path, SCHEMA))?;
@@ -373,6 +380,7 @@ impl EmbeddedStore {
             writer: Mutex::new(None),
             stats: Arc::new(CommitStats::default()),
             compacted_at: AtomicU64::new(0),
+            mark_after_replay,
         })
     }
 
@@ -462,6 +470,15 @@ impl EmbeddedStore {
         let compacting = Instant::now();
         if rows > 0 {
             self.compact(engine, last)?;
+        }
+        if self.mark_after_replay {
+            const MARK: &str = "marking the schema version";
+            let txn = self.db.begin_write().map_err(redb_err(&self.path, MARK))?;
+            txn.open_table(META)
+                .map_err(redb_err(&self.path, MARK))?
+                .insert("schema_version", SCHEMA_VERSION)
+                .map_err(redb_err(&self.path, MARK))?;
+            txn.commit().map_err(redb_err(&self.path, MARK))?;
         }
         self.start_writer(last + 1)?;
         Ok(Recovery {
@@ -658,9 +675,9 @@ impl Journal for EmbeddedStore {
         self.issued()
     }
 
-    /// Numbers the fact and encodes it into the group the writer commits next (a few hundred
-    /// nanoseconds of JSON under the org's lock); the fact is dropped on the thread that made
-    /// it.
+    /// Numbers the fact and encodes it into the group the writer commits next (a send's few
+    /// fields, or another fact's JSON, under the org's lock: `fact_codec.rs`); the fact is
+    /// dropped on the thread that made it.
     fn record(&self, fact: Fact) {
         let mut p = self.shared.pending.lock();
         if !p.open {
@@ -863,6 +880,14 @@ mod tests {
             }
             log.commit(&mut group).unwrap();
         }
+        let version = |store: &EmbeddedStore| {
+            let read = store.db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            meta.get("schema_version").unwrap().unwrap().value()
+        };
+        let store = EmbeddedStore::open(&d).unwrap();
+        assert_eq!(version(&store), 3, "not marked before it replayed");
+        drop(store);
         let reopen = || {
             let store = Arc::new(EmbeddedStore::open(&d).unwrap());
             let (engine, _) = engine_at_t0(Policy::default());
@@ -890,11 +915,7 @@ mod tests {
         assert_eq!(stored[0][0], fact_codec::SEND);
         let (store, engine) = reopen();
         assert_eq!(recipients(&engine), 4, "the binary send came back too");
-        {
-            let read = store.db.begin_read().unwrap();
-            let meta = read.open_table(META).unwrap();
-            assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 4);
-        }
+        assert_eq!(version(&store), 4);
         store.close();
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -23,7 +23,8 @@ pub enum FactCodecError {
     /// A JSON fact that is not valid JSON for this build's `Fact`.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
-    /// A binary send that is cut short, has an unknown tag or category, or holds text that is
+    /// A record that is empty or starts with neither `{` nor [`SEND`], or a binary send that is
+    /// cut short, has bytes after its last field, an unknown category or flag, or text that is
     /// not UTF-8.
     #[error("binary fact: {0}")]
     Binary(&'static str),
@@ -73,7 +74,9 @@ pub(crate) fn encode(fact: &Fact, out: &mut Vec<u8>) -> Result<(), serde_json::E
 pub(crate) fn decode(bytes: &[u8]) -> Result<Fact, FactCodecError> {
     match bytes.first() {
         Some(&SEND) => decode_send(&bytes[1..]),
-        _ => Ok(serde_json::from_slice(bytes)?),
+        Some(b'{') => Ok(serde_json::from_slice(bytes)?),
+        Some(_) => Err(FactCodecError::Binary("unknown tag")),
+        None => Err(FactCodecError::Binary("empty")),
     }
 }
 
@@ -241,19 +244,20 @@ mod tests {
             let b = round_trip(f);
             assert_eq!(b[0], b'{');
         }
-        // A send as schema 3 wrote it.
-        let json = serde_json::to_vec(&send(None, Some("k"), Some(Category::Utility))).unwrap();
+        // A send as schema 3 wrote it, byte for byte.
+        let json = br#"{"fact":"send","at":1767225600123,"org":"acme","phone":"1555000111","recipient":"+14155550100","key":"k","seq":8192,"category":"UTILITY"}"#;
         assert_eq!(
-            decode(&json).unwrap(),
+            decode(json).unwrap(),
             send(None, Some("k"), Some(Category::Utility))
         );
     }
 
     #[test]
     fn a_string_too_long_for_16_bits_falls_back_to_json() {
-        let long = "k".repeat(70_000);
-        let b = round_trip(&send(None, Some(&long), None));
-        assert_eq!(b[0], b'{');
+        let longest = "k".repeat(usize::from(u16::MAX));
+        assert_eq!(round_trip(&send(None, Some(&longest), None))[0], SEND);
+        let long = "k".repeat(usize::from(u16::MAX) + 1);
+        assert_eq!(round_trip(&send(None, Some(&long), None))[0], b'{');
     }
 
     #[test]
@@ -264,6 +268,12 @@ mod tests {
             assert!(
                 matches!(decode(&good[..cut]), Err(FactCodecError::Binary(_))),
                 "cut at {cut}"
+            );
+        }
+        for record in [&[][..], b"[1]", b" {}", &[0x02, 0, 0]] {
+            assert!(
+                matches!(decode(record), Err(FactCodecError::Binary(_))),
+                "{record:?}"
             );
         }
         let mut extra = good.clone();

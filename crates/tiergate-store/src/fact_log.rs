@@ -14,7 +14,7 @@
 //! holds groups, each at an 8-byte boundary:
 //!
 //! ```text
-//! len: u32 | crc: u32 | first: u64 | records (len bytes: a u32 length and the fact's JSON, each; zero padding to 8)
+//! len: u32 | crc: u32 | first: u64 | records (len bytes: a u32 length and the fact's bytes (`fact_codec.rs`), each; zero padding to 8)
 //! ```
 //!
 //! `crc` covers `first` and the records; the facts of a group are numbered from `first` on.
@@ -182,7 +182,7 @@ pub(crate) struct Replayed {
     pub(crate) torn: Option<(PathBuf, u64)>,
 }
 
-/// Reads every segment in `dir` in order and hands each fact's number and JSON to `each`.
+/// Reads every segment in `dir` in order and hands each fact's number and bytes to `each`.
 /// Checks that the numbers run on without a gap from segment to segment; see the module docs
 /// for what a damaged group means.
 pub(crate) fn replay<E: From<FactLogError>>(
@@ -358,7 +358,7 @@ fn sync_dir(dir: &Path) -> Result<(), FactLogError> {
         .map_err(io(dir, "syncing the journal directory"))
 }
 
-/// A group of facts being put together for one commit: each fact's JSON is appended with
+/// A group of facts being put together for one commit: each fact's bytes are appended with
 /// [`Group::push_with`] (by the thread that records it), then [`FactLog::commit`] writes and
 /// syncs the group.
 #[derive(Debug, Default)]

@@ -1,9 +1,9 @@
-//! Schema version 3 keeps the facts in the journal (`journal/*.facts`), not in redb. A version-2
-//! directory, whose facts are in redb's `facts` table, must start with every fact applied once,
-//! become the current version (4: sends in binary form), and go on from there; and a compaction must remove the journal's segments
-//! its snapshots cover. Each 131048 adds exactly one spam strike, so a fact lost or applied twice
-//! shows in the count.
-
+//! Since schema version 3 the facts are in the journal (`journal/*.facts`), not in redb. A
+//! version-2 directory, whose facts are in redb's `facts` table, must start with every fact
+//! applied once, become the current version (4: sends in binary form), and go on from there; a
+//! store of a newer version is refused untouched; and a compaction must remove the journal's
+//! segments its snapshots cover. Each 131048 adds exactly one spam strike, so a fact lost or
+//! applied twice shows in the count.
 mod common;
 
 use std::path::Path;
@@ -159,4 +159,31 @@ fn a_compaction_removes_the_segments_its_snapshots_cover() {
     );
     store.close();
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_store_of_a_newer_version_is_refused_and_keeps_its_version() {
+    let d = dir("newer");
+    {
+        let db = Database::create(d.join("tiergate.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = EmbeddedStore::open(&d).unwrap_err();
+    assert!(
+        matches!(err, tiergate_store::StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    // Its version is as it was (redb may rewrite its own header on open; the data stays).
+    let db = Database::open(d.join("tiergate.redb")).unwrap();
+    let read = db.begin_read().unwrap();
+    let meta = read.open_table(META).unwrap();
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap().value(),
+        SCHEMA_VERSION + 1
+    );
 }

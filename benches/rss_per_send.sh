@@ -10,18 +10,10 @@
 set -euo pipefail
 BIN=${1:-target/release/tiergate}
 REQUESTS=${REQUESTS:-1000000}
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GRPC=$(port)
-HTTP=$(port)
+. "$(dirname "$0")/sidecar.sh"
 DIR=$(mktemp -d)
-"$BIN" serve --store memory --grpc-addr "127.0.0.1:$GRPC" --http-addr "127.0.0.1:$HTTP" \
-  >"$DIR/server.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
-for _ in $(seq 50); do
-  curl -fs "http://127.0.0.1:$HTTP/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+trap 'kill ${PID:-} 2>/dev/null || true; rm -rf "$DIR"' EXIT
+start_sidecar "$BIN" "$DIR" --store memory
 "$BIN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 100 --setup --requests 1000 --json >/dev/null
 RSS0=$(awk '/VmRSS/{print $2}' "/proc/$PID/status")
 "$BIN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 100 --requests "$REQUESTS" --seed 2 \

@@ -14,18 +14,10 @@ set -euo pipefail
 BIN=$1
 STORE=$2
 LOADGEN=${3:-$BIN}
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GRPC=$(port)
-HTTP=$(port)
+. "$(dirname "$0")/sidecar.sh"
 DIR=$(mktemp -d)
-"$BIN" serve --store "$STORE" --data-dir "$DIR/data" --grpc-addr "127.0.0.1:$GRPC" \
-  --http-addr "127.0.0.1:$HTTP" >"$DIR/server.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$HTTP/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+trap 'kill ${PID:-} 2>/dev/null || true; rm -rf "$DIR"' EXIT
+start_sidecar "$BIN" "$DIR" --store "$STORE" --data-dir "$DIR/data"
 "$LOADGEN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --setup --requests 2000 --json >/dev/null
 switches() { cat /proc/$PID/task/*/status | awk '/ctxt_switches/{s+=$2} END{print s}'; }
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }

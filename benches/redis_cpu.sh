@@ -13,20 +13,16 @@ BIN=${1:-target/release/tiergate}
 CONC=${CONC:-256}
 DUR=${DUR:-8}
 FSYNC=${FSYNC:-always}
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(port)
-GRPC=$(port)
-HTTP=$(port)
+. "$(dirname "$0")/sidecar.sh"
+RPORT=$(free_port)
 DIR=$(mktemp -d)
 redis-server --port "$RPORT" --dir "$DIR" --appendonly yes --appendfsync "$FSYNC" --save '' \
   >"$DIR/redis.log" 2>&1 &
 RP=$!
-trap 'kill $SP $RP 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill ${PID:-} $RP 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN" serve --store redis --redis-url "redis://127.0.0.1:$RPORT" --grpc-addr "127.0.0.1:$GRPC" \
-  --http-addr "127.0.0.1:$HTTP" >"$DIR/server.log" 2>&1 &
-SP=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$HTTP/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+start_sidecar "$BIN" "$DIR" --store redis --redis-url "redis://127.0.0.1:$RPORT"
+SP=$PID
 "$BIN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --setup --requests 1000 >/dev/null
 "$BIN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --concurrency "$CONC" --duration 2s >/dev/null
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -33,7 +33,8 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 /// it are skipped on replay (a compaction while running leaves some of them in the journal).
 const SNAPSHOT_AT: TableDefinition<&str, u64> = TableDefinition::new("snapshot_at");
 
-/// How long the writer waits for more facts before it commits a batch.
+/// How long the writer waits for more facts before it commits a batch, unless they arrive at
+/// [`BUSY_FACTS_PER_SEC`] or faster ([`gather_after`]).
 const GATHER: Duration = Duration::from_micros(250);
 
 /// How long it waits while facts arrive at [`BUSY_FACTS_PER_SEC`] or faster: a commit costs

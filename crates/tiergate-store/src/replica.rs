@@ -88,27 +88,48 @@ const BATCHES_IN_REDIS: usize = 2;
 /// park it. (With a blocking lock, one CLI run measured 64 µs of sidecar CPU per call against
 /// 52 µs with per-org logs at 256 in flight; with this lock, runs were within this machine's
 /// spread of per-org logs. The difference was not measured apart from that noise.)
+///
+/// What a call takes once its entry is applied is not here but in [`Applied`], so that only
+/// the call that applies a round waits for this lock.
 #[derive(Debug, Default)]
 struct Part {
-    /// The last entry applied.
+    /// The last entry applied (what [`Applied::cursor`] shows to calls without this lock).
     cursor: LogId,
     /// Per org restored from a snapshot here, the entry that snapshot is as of: an entry at or
     /// before it is already in the org's state. Bounded by the orgs with snapshots.
     restored: HashMap<String, LogId>,
-    /// Results of this replica's own commands that another call applied first, by entry and
-    /// place, kept until their caller takes them.
-    stash: HashMap<(LogId, u32), Result<Outcome, EngineError>>,
     /// Orgs with entries applied since the last checkpoint this replica started (or since it
     /// started): a checkpoint snapshots them. It may hold orgs another replica's checkpoint
     /// covered already, which only costs a snapshot more.
     dirty: HashSet<String>,
     /// Commands applied since that checkpoint.
     since_checkpoint: u64,
+    /// The results of the entry being applied, on their way to [`Applied::stash`] (kept for
+    /// its buffer).
+    results: Vec<((LogId, u32), Result<Outcome, EngineError>)>,
     /// Recipients in the orgs of the last checkpoint taken here: a checkpoint of big orgs
     /// costs more, so it comes less often.
     checkpoint_recipients: u64,
     /// A checkpoint of this partition is running here.
     checkpointing: bool,
+}
+
+/// What calls read of a partition without its [`Part`] lock: how far it is applied, and the
+/// results of this replica's own commands waiting for their callers. Behind a short blocking
+/// lock, held for a lookup or for one entry's results, never across an `await`.
+///
+/// Why apart from [`Part`]: a round's answer wakes all of its calls at once, and the first to
+/// run applies the whole round. With the results behind the async lock every other call of the
+/// round queued for it too, and that lock, fair, handed itself on one woken task at a time:
+/// each call was suspended and polled once more only to take its result (measured: the
+/// semaphore under the lock among the Redis path's larger costs in `perf`, BENCHMARKS.md).
+#[derive(Debug, Default)]
+struct Applied {
+    /// The last entry applied; an append reads it as its `after`.
+    cursor: LogId,
+    /// Results of this replica's own commands, by entry and place, kept until their caller
+    /// takes them. Filled before [`Applied::cursor`] passes their entry.
+    stash: HashMap<(LogId, u32), Result<Outcome, EngineError>>,
 }
 
 /// What the store's connection looks like from here.
@@ -130,9 +151,9 @@ pub struct Replica {
     id: String,
     /// By partition.
     parts: Arc<[Mutex<Part>]>,
-    /// Each partition's cursor, as of its last change: what an append reads as its `after`
+    /// By partition: how far it is applied and the results waiting to be taken, readable
     /// without waiting for the partition's lock (which a round being applied holds).
-    cursors: Arc<[parking_lot::Mutex<LogId>]>,
+    applied: Arc<[parking_lot::Mutex<Applied>]>,
     health: AtomicU8,
     discovering: AtomicBool,
     snapshot_every: u64,
@@ -181,15 +202,15 @@ impl Replica {
         let parts: Vec<Mutex<Part>> = (0..log.partitions())
             .map(|_| Mutex::new(Part::default()))
             .collect();
-        let cursors: Vec<parking_lot::Mutex<LogId>> = (0..log.partitions())
-            .map(|_| parking_lot::Mutex::new(LogId::default()))
+        let applied: Vec<parking_lot::Mutex<Applied>> = (0..log.partitions())
+            .map(|_| parking_lot::Mutex::new(Applied::default()))
             .collect();
         let replica = Self {
             engine,
             id: log.replica().to_owned(),
             log,
             parts: parts.into(),
-            cursors: cursors.into(),
+            applied: applied.into(),
             health: AtomicU8::new(health_code(Health::Up)),
             discovering: AtomicBool::new(false),
             snapshot_every: snapshot_every.max(1),
@@ -336,21 +357,27 @@ impl Replica {
                 }
                 part.since_checkpoint += 1;
                 if own {
-                    part.stash.insert((e.id, index as u32), r);
+                    part.results.push(((e.id, index as u32), r));
                 } else if let Some(observe) = self.observer.get() {
                     observe(command);
                 }
             }
             part.cursor = e.id;
-            *self.cursors[p as usize].lock() = e.id;
+            {
+                // The entry's results, then the cursor past it: a call that sees the cursor
+                // finds its result.
+                let mut applied = self.applied[p as usize].lock();
+                applied.stash.extend(part.results.drain(..));
+                applied.cursor = e.id;
+                if applied.stash.len() > STASH_SOFT_CAP {
+                    let horizon = e.id.ms.saturating_sub(60_000);
+                    applied.stash.retain(|(id, _), _| id.ms >= horizon);
+                }
+            }
             let due = self.snapshot_every.max(2 * part.checkpoint_recipients);
             if own && part.since_checkpoint >= due && !part.checkpointing {
                 self.checkpoint(p, part);
             }
-        }
-        if part.stash.len() > STASH_SOFT_CAP {
-            let horizon = part.cursor.ms.saturating_sub(60_000);
-            part.stash.retain(|(id, _), _| id.ms >= horizon);
         }
     }
 
@@ -485,7 +512,7 @@ impl Replica {
         let mut part = self.parts[p as usize].lock().await;
         if part.cursor < ckpt {
             part.cursor = ckpt;
-            *self.cursors[p as usize].lock() = ckpt;
+            self.applied[p as usize].lock().cursor = ckpt;
         }
         Ok(())
     }
@@ -559,9 +586,10 @@ impl Replica {
         r
     }
 
-    /// Applies the entries an append brought for partition `p` and, when they reach its own
-    /// entry, takes the results of `places` (entry, place, org) under that one lock; else reads
-    /// the log up to each first (a full page, or a checkpoint passed).
+    /// Takes the results of `places` (entry, place, org) in partition `p` once it is applied
+    /// past them: at once when another call of the round applied it, else after applying the
+    /// entries this append brought, or, when they do not reach its own, after reading the log
+    /// up to them (a full page, or a checkpoint passed).
     async fn finish(
         &self,
         p: u32,
@@ -573,21 +601,27 @@ impl Replica {
             .map(|&(id, _, _)| id)
             .max()
             .unwrap_or_default();
-        let take_all = |part: &mut Part| {
+        let take_all = |applied: &mut Applied| {
             places
                 .iter()
-                .map(|&(id, index, org)| take(part, id, index, org))
+                .map(|&(id, index, org)| take(applied, id, index, org))
                 .collect()
         };
-        {
-            let mut part = self.parts[p as usize].lock().await;
-            self.apply(p, &mut part, entries);
-            if part.cursor >= last {
-                return take_all(&mut part);
-            }
+        // The results, once the partition is applied up to `last`.
+        let ready = || {
+            let mut applied = self.applied[p as usize].lock();
+            (applied.cursor >= last).then(|| take_all(&mut applied))
+        };
+        // Another call of the same round applied it already: the common case under load.
+        if let Some(results) = ready() {
+            return results;
+        }
+        self.apply(p, &mut *self.parts[p as usize].lock().await, entries);
+        if let Some(results) = ready() {
+            return results;
         }
         self.catch_up(p, Some(last)).await?;
-        take_all(&mut *self.parts[p as usize].lock().await)
+        take_all(&mut self.applied[p as usize].lock())
     }
 
     /// Runs commands in order, as [`Replica::execute`] would one after another, but ordered in
@@ -624,7 +658,7 @@ impl Replica {
         let now = self.engine.clock().now_ms();
         let appended = self
             .log
-            .append_many(commands, now, |p| *self.cursors[p as usize].lock())
+            .append_many(commands, now, |p| self.applied[p as usize].lock().cursor)
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
@@ -662,7 +696,7 @@ impl Replica {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
         let p = self.log.partition_of(org);
-        let after = *self.cursors[p as usize].lock();
+        let after = self.applied[p as usize].lock().cursor;
         let now = self.engine.clock().now_ms();
         let a = self
             .log
@@ -678,7 +712,7 @@ impl Replica {
 
 /// The result of this replica's command at `(id, index)`, which the partition applied.
 fn take(
-    part: &mut Part,
+    part: &mut Applied,
     id: LogId,
     index: u32,
     org: &str,
@@ -710,6 +744,64 @@ impl Drop for Counted<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::redis_log::RedisOptions;
+    use tiergate_core::Policy;
+    use tiergate_testkit::engine_at_t0;
+    use tiergate_testkit::redis::{RedisServer, or_skip};
+
+    /// The calls of a round that another call applied take their results without queueing for
+    /// the partition's lock: here it is held throughout (as a long apply of the next round
+    /// would hold it), and the call still finishes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_whose_entry_is_applied_does_not_wait_for_the_partition_lock() {
+        let Some(redis) = or_skip(RedisServer::start("applied-results")) else {
+            return;
+        };
+        let log = RedisLog::connect(&RedisOptions {
+            url: redis.url(),
+            topology: RedisTopology::Single,
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            replica: "one".into(),
+            partitions: None,
+        })
+        .await
+        .unwrap();
+        let (engine, _clock) = engine_at_t0(Policy::default());
+        let replica = Replica::start(Arc::new(engine), log, 1_000_000)
+            .await
+            .unwrap();
+        let org = "nobody";
+        let p = replica.log.partition_of(org);
+        let command = Command::Status { org: org.into() };
+        let a = replica
+            .log
+            .append(&command, 1_000, LogId::default())
+            .await
+            .unwrap();
+        let mut part = replica.parts[p as usize].lock().await;
+        replica.apply(p, &mut part, &a.entries);
+        assert_eq!(replica.applied[p as usize].lock().cursor, a.id);
+
+        let finished = tokio::time::timeout(
+            Duration::from_secs(2),
+            replica.finish(p, &[], &[(a.id, a.index, org)]),
+        )
+        .await
+        .expect("the call waited for the partition's lock")
+        .unwrap();
+        assert!(
+            matches!(finished.as_slice(), [Err(EngineError::UnknownOrg(o))] if o == org),
+            "{finished:?}"
+        );
+        assert!(
+            replica.applied[p as usize].lock().stash.is_empty(),
+            "taken once"
+        );
+        drop(part);
+    }
+
     #[test]
     fn snapshots_go_in_runs_of_about_a_size() {
         let items: Vec<(String, String)> = [3, 3, 3, 9, 1, 1]

@@ -278,8 +278,8 @@ pub struct EmbeddedStore {
     stats: Arc<CommitStats>,
     /// Facts committed when the last compaction was stored.
     compacted_at: AtomicU64,
-    /// A version-3 store: marked with [`SCHEMA_VERSION`] once it replayed, before the writer
-    /// starts.
+    /// An older store: marked with [`SCHEMA_VERSION`] once its replay has read everything,
+    /// before anything is written.
     mark_after_replay: bool,
 }
 
@@ -370,15 +370,16 @@ impl EmbeddedStore {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::NewerSchema { path, found: v });
                 }
-                // Version 1 had no snapshots and version 2 kept its facts in redb: both read as
-                // a store whose journal is empty, and are marked with this version, so that an
-                // older binary refuses them from now on.
                 Some(SCHEMA_VERSION) => {}
-                // Version 3's journal holds only JSON, which this build reads as it is: the
-                // store is marked 4 once it replayed, before the first binary send is written,
-                // so that a start that fails leaves it for a version-3 binary to look at.
-                Some(3) => mark_after_replay = true,
-                Some(_) | None => {
+                // An older store, which this build reads as it is: version 1 had no snapshots,
+                // version 2 kept its facts in redb, version 3's journal holds only JSON. It is
+                // marked with this version once its replay has read everything, before the
+                // replay's compaction or the first binary send writes anything an older binary
+                // would misread: a start that fails before then leaves it as it was, for the
+                // binary that wrote it.
+                Some(_) => mark_after_replay = true,
+                // A new store (or one whose first start ended before this mark).
+                None => {
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(redb_err(&path, SCHEMA))?;
                 }
@@ -492,10 +493,6 @@ impl EmbeddedStore {
         // not survive the restart.
         engine.clear_waiters();
         let took = start.elapsed();
-        let compacting = Instant::now();
-        if rows > 0 {
-            self.compact(engine, last)?;
-        }
         if self.mark_after_replay {
             const MARK: &str = "marking the schema version";
             let txn = self.db.begin_write().map_err(redb_err(&self.path, MARK))?;
@@ -504,6 +501,10 @@ impl EmbeddedStore {
                 .insert("schema_version", SCHEMA_VERSION)
                 .map_err(redb_err(&self.path, MARK))?;
             txn.commit().map_err(redb_err(&self.path, MARK))?;
+        }
+        let compacting = Instant::now();
+        if rows > 0 {
+            self.compact(engine, last)?;
         }
         self.start_writer(last + 1)?;
         Ok(Recovery {

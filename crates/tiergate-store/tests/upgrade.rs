@@ -187,3 +187,55 @@ fn a_store_of_a_newer_version_is_refused_and_keeps_its_version() {
         SCHEMA_VERSION + 1
     );
 }
+
+/// The version a store's `meta` table holds.
+fn version_of(d: &Path) -> u64 {
+    let db = Database::open(d.join("tiergate.redb")).unwrap();
+    let read = db.begin_read().unwrap();
+    let meta = read.open_table(META).unwrap();
+    meta.get("schema_version").unwrap().unwrap().value()
+}
+
+#[test]
+fn a_version_2_store_whose_replay_fails_keeps_its_version_and_its_facts() {
+    let d = dir("v2-damaged");
+    {
+        let db = Database::create(d.join("tiergate.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 2)
+                .unwrap();
+            let mut facts = txn.open_table(FACTS).unwrap();
+            let org = Fact::put_org(T0, OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80));
+            facts
+                .insert(1, serde_json::to_vec(&org).unwrap().as_slice())
+                .unwrap();
+            facts.insert(2, b"{\"damaged".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(&d).unwrap();
+    drop(store);
+    assert_eq!(version_of(&d), 2, "opening alone does not mark it");
+    let store = EmbeddedStore::open(&d).unwrap();
+    let (engine, _clock) = tiergate_testkit::engine_at_t0(Policy::default());
+    let err = store.replay(&engine).unwrap_err();
+    assert!(
+        matches!(err, tiergate_store::StoreError::FactDecode { seq: 2, .. }),
+        "{err}"
+    );
+    drop(store);
+    assert_eq!(version_of(&d), 2, "left for the binary that wrote it");
+    let db = Database::open(d.join("tiergate.redb")).unwrap();
+    let read = db.begin_read().unwrap();
+    let facts = read.open_table(FACTS).unwrap();
+    assert_eq!(
+        redb::ReadableTableMetadata::len(&facts).unwrap(),
+        2,
+        "nothing was compacted away"
+    );
+    drop((facts, read, db));
+    let _ = std::fs::remove_dir_all(&d);
+}

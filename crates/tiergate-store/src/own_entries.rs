@@ -6,7 +6,9 @@
 //! JSON again although it had just sent them (8 % of the sidecar's CPU on one Redis at 256
 //! calls in flight; BENCHMARKS, "Redis: own entries not sent back"). Each round now names the
 //! own entries it still holds here, by id; the script leaves their commands out of its answer
-//! (an empty `c`), and the answer is completed from here.
+//! (an empty `c`), and the answer is completed from here. Since session 14 the script does not
+//! read them either: it reads the log between them, so that Redis neither copies their commands
+//! nor hashes them as it hands them to Lua (BENCHMARKS, "Redis: own entries not read").
 //!
 //! A round takes a copy of the list when it is built ([`OwnEntries::recent`]) and completes its
 //! answer from that copy, so an entry the list drops meanwhile is still at hand; an own entry

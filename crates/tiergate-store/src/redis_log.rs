@@ -84,7 +84,7 @@ end
 /// JSON array), the caller's last applied id there, and the ids of the caller's own entries
 /// whose commands it holds (comma-separated; `own_entries.rs`). Returns per partition
 /// `{id, entries}`, where entries are the others in `(after, id)`, at most a page, those named
-/// as the caller's own with an empty `c`; `{id, false}` when the log was trimmed past `after` (the
+/// as the caller's own with an empty `c` (and not read from the log); `{id, false}` when the log was trimmed past `after` (the
 /// caller restores the snapshots: `replica.rs`; also when the checkpoint key could not be
 /// read, which on a cluster means it is elsewhere for a migration: the caller then reads the
 /// log); `{'lost', false}` when the caller has applied
@@ -103,15 +103,29 @@ local function msg(e)
   if type(e) == 'table' then return tostring(e.err) end
   return tostring(e)
 end
--- Leaves out the commands of the entries the caller named as its own (it holds them).
-local function strip(entries, known)
-  if known == '' then return end
-  local set = {}
-  for k in string.gmatch(known, '[^,]+') do set[k] = true end
-  for _, e in ipairs(entries) do
-    local f = e[2]
-    if set[e[1]] and f[1] == 'r' and f[2] == replica and f[3] == 'c' then f[4] = '' end
+-- The entries in (after, id), at most a page, in order. The caller's own entries named in
+-- `known` are not read: each is given with an empty `c` (the caller holds its commands, most of
+-- an entry's bytes, and Redis hashes every byte of a string it hands to Lua); the rest of the
+-- range is read from the log between them.
+local function between(key, after, id, known, page)
+  page = tonumber(page)
+  local own = {}
+  for k in string.gmatch(known, '[^,]+') do
+    if id_less(after, k) and id_less(k, id) then own[#own + 1] = k end
   end
+  table.sort(own, id_less)
+  local entries, from = {}, after
+  for j = 1, #own + 1 do
+    local left = page - #entries
+    if left <= 0 then break end
+    local got = redis.call('XRANGE', key, '(' .. from, '(' .. (own[j] or id), 'COUNT', left)
+    for _, e in ipairs(got) do entries[#entries + 1] = e end
+    -- A part cut short by the page ends the answer: the caller reads on from its last entry.
+    if own[j] == nil or #entries >= page then break end
+    entries[#entries + 1] = {own[j], {'r', replica, 'c', ''}}
+    from = own[j]
+  end
+  return entries
 end
 for i = 1, (#ARGV - 2) / 6 do
   local b = 6 * i - 3
@@ -130,9 +144,8 @@ for i = 1, (#ARGV - 2) / 6 do
     if not okc or (c and id_less(after, c)) then
       out[i] = {id, false}
     else
-      local okr, entries = pcall(redis.call, 'XRANGE', key, '(' .. after, '(' .. id, 'COUNT', page)
+      local okr, entries = pcall(between, key, after, id, known, page)
       if okr then
-        strip(entries, known)
         out[i] = {id, entries}
       else
         out[i] = {id, false}

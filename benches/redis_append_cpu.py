@@ -8,8 +8,10 @@ which costs every version alike, does not drown the difference).
 
 Each round appends 90 send commands (~10 KB of JSON, what a round carries at 256 calls in
 flight) two rounds behind its own cursor, naming its previous entry as its own: the shape of a
-busy replica's rounds. Prints Redis's CPU (`INFO cpu`, user + sys) per round for each file, per
-pass, and the median.
+busy replica's rounds with no other replica writing. (With another replica's entries between
+its own, the script makes one `XRANGE` more per own entry named; that case is not measured
+here.) Prints Redis's CPU (`INFO cpu`, user + sys) per round for each file, per pass, and the
+median.
 """
 import hashlib, json, os, re, socket, statistics, subprocess, sys, tempfile, time
 

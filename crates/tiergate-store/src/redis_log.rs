@@ -84,7 +84,10 @@ end
 /// JSON array), the caller's last applied id there, and the ids of the caller's own entries
 /// whose commands it holds (comma-separated; `own_entries.rs`). Returns per partition
 /// `{id, entries}`, where entries are the others in `(after, id)`, at most a page, those named
-/// as the caller's own with an empty `c` (and not read from the log); `{id, false}` when the log was trimmed past `after` (the
+/// as the caller's own with an empty `c` and not read from the log (a named id after `after` is
+/// in the log: the caller appended it, and a trim never passes the checkpoint, which is at or
+/// before `after`; a Redis that loses acknowledged entries breaks the replicas' agreement
+/// whatever the script does); `{id, false}` when the log was trimmed past `after` (the
 /// caller restores the snapshots: `replica.rs`; also when the checkpoint key could not be
 /// read, which on a cluster means it is elsewhere for a migration: the caller then reads the
 /// log); `{'lost', false}` when the caller has applied

@@ -116,7 +116,8 @@ struct Part {
 
 /// What calls read of a partition without its [`Part`] lock: how far it is applied, and the
 /// results of this replica's own commands waiting for their callers. Behind a short blocking
-/// lock, held for a lookup or for one entry's results, never across an `await`.
+/// lock, held for a lookup, for one entry's results, or (past [`STASH_SOFT_CAP`], once per
+/// apply) to drop results nobody took; never across an `await`.
 ///
 /// Why apart from [`Part`]: a round's answer wakes all of its calls at once, and the first to
 /// run applies the whole round. With the results behind the async lock every other call of the
@@ -369,15 +370,17 @@ impl Replica {
                 let mut applied = self.applied[p as usize].lock();
                 applied.stash.extend(part.results.drain(..));
                 applied.cursor = e.id;
-                if applied.stash.len() > STASH_SOFT_CAP {
-                    let horizon = e.id.ms.saturating_sub(60_000);
-                    applied.stash.retain(|(id, _), _| id.ms >= horizon);
-                }
             }
             let due = self.snapshot_every.max(2 * part.checkpoint_recipients);
             if own && part.since_checkpoint >= due && !part.checkpointing {
                 self.checkpoint(p, part);
             }
+        }
+        // Once per apply, not per entry: a full stash is scanned whole.
+        let mut applied = self.applied[p as usize].lock();
+        if applied.stash.len() > STASH_SOFT_CAP {
+            let horizon = part.cursor.ms.saturating_sub(60_000);
+            applied.stash.retain(|(id, _), _| id.ms >= horizon);
         }
     }
 
@@ -712,12 +715,13 @@ impl Replica {
 
 /// The result of this replica's command at `(id, index)`, which the partition applied.
 fn take(
-    part: &mut Applied,
+    applied: &mut Applied,
     id: LogId,
     index: u32,
     org: &str,
 ) -> Result<Result<Outcome, EngineError>, RedisStoreError> {
-    part.stash
+    applied
+        .stash
         .remove(&(id, index))
         .ok_or_else(|| RedisStoreError::Superseded {
             org: org.to_owned(),

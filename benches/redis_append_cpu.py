@@ -4,93 +4,63 @@
 which costs every version alike, does not drown the difference).
 
     git show <rev>:crates/tiergate-store/src/redis_log.rs > /tmp/before.rs
-    python3 benches/redis_append_cpu.py /tmp/before.rs crates/tiergate-store/src/redis_log.rs
+    python3 benches/redis_append_cpu.py [--pipeline N] /tmp/before.rs crates/tiergate-store/src/redis_log.rs
+
+By default each call waits for its reply before the next is sent, as a sidecar's batcher does:
+Redis then pays its per-iteration costs (its event loop, the socket, its append-only file's
+`write`) on every call. `--pipeline N` sends N calls at a time, so that those costs are shared
+and the script's own work stands out.
 
 Each round appends 90 send commands (~10 KB of JSON, what a round carries at 256 calls in
 flight) two rounds behind its own cursor, naming its previous entry as its own: the shape of a
 busy replica's rounds with no other replica writing. (With another replica's entries between
 its own, the script makes one `XRANGE` more per own entry named; that case is not measured
 here.) Prints Redis's CPU (`INFO cpu`, user + sys) per round for each file, per pass, and the
-median.
+median. The client and the server's start are `redis_layouts.py`'s.
 """
-import hashlib, json, os, re, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, statistics
 
-ROUNDS, PASSES = 4000, 3
+from redis_layouts import cpu, redis_server, rust_lua
 
-
-def script(path):
-    s = open(path).read()
-    helpers = re.search(r'const HELPERS: &str = r#"(.*?)"#;', s, re.S).group(1)
-    append = re.search(r'pub const APPEND: &str = r#"(.*?)"#;', s, re.S).group(1)
-    return helpers + append
+ROUNDS, PASSES = 4000, 5
+CMD = {"cmd": "decide", "org": "org-00000042", "phone": "15550000042",
+       "recipient": "14155550123", "template": "order_update", "category": "UTILITY", "key": None}
+CMDS = json.dumps([CMD] * 90, separators=(",", ":"))
 
 
-def resp(*args):
-    out = [f"*{len(args)}\r\n".encode()]
-    for a in args:
-        b = a.encode()
-        out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
-    return b"".join(out)
+def rounds(r, sha, key, pipeline):
+    """Redis's CPU seconds for ROUNDS appends to a new log `key`, `pipeline` calls at a time."""
+    def call(n):
+        at = 1000 + n
+        after = f"{at - 2}-0" if n >= 2 else "0-0"
+        known = f"{at - 1}-0" if n >= 1 else ""
+        return ("EVALSHA", sha, 1, key, "bench", 64, key, key + ":ckpt", at, CMDS, after, known)
 
-
-def rounds(body, key):
-    sha = hashlib.sha1(body.encode()).hexdigest()
-    cmd = {"cmd": "decide", "org": "org-00000042", "phone": "15550000042",
-           "recipient": "14155550123", "template": "order_update", "category": "UTILITY",
-           "key": None}
-    cmds = json.dumps([cmd] * 90, separators=(",", ":"))
-    out = [resp("SCRIPT", "LOAD", body)]
-    for r in range(ROUNDS):
-        at = 1000 + r
-        after = f"{at - 2}-0" if r >= 2 else "0-0"
-        known = f"{at - 1}-0" if r >= 1 else ""
-        out.append(resp("EVALSHA", sha, "1", key, "bench", "64", key, key + ":ckpt", str(at),
-                        cmds, after, known))
-    return b"".join(out)
-
-
-def cli(port, *args, stdin=None):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], input=stdin,
-                          capture_output=True, check=True).stdout.decode()
-
-
-def cpu(port):
-    info = cli(port, "INFO", "cpu")
-    return sum(float(v) for k, v in re.findall(r"(used_cpu_(?:sys|user)):([\d.]+)", info))
+    before = cpu(r)
+    for start in range(0, ROUNDS, pipeline):
+        r.pipeline([call(n) for n in range(start, min(start + pipeline, ROUNDS))])
+    used = cpu(r) - before
+    r.call("DEL", key)
+    return used
 
 
 def main():
-    files = sys.argv[1:]
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    d = tempfile.mkdtemp()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--dir", d, "--appendonly",
-                               "yes", "--appendfsync", "no", "--save", ""],
-                              stdout=subprocess.DEVNULL)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pipeline", type=int, default=1)
+    ap.add_argument("files", nargs="+")
+    a = ap.parse_args()
+    files = a.files
+    server, r = redis_server("--appendonly", "yes", "--appendfsync", "no")
     try:
-        for _ in range(50):
-            try:
-                cli(port, "PING")
-                break
-            except subprocess.CalledProcessError:
-                time.sleep(0.1)
-        results = {f: [] for f in files}
+        shas = [r.call("SCRIPT", "LOAD", rust_lua("HELPERS", f) + rust_lua("APPEND", f))
+                for f in files]
+        per_round = {f: [] for f in files}
         for p in range(PASSES):
-            for f in files:
-                key = f"bench:{p}:{files.index(f)}"
-                load = rounds(script(f), key)
-                c0 = cpu(port)
-                out = cli(port, "--pipe", stdin=load)
-                c1 = cpu(port)
-                if "errors: 0" not in out:
-                    sys.exit(f"{f}: {out.strip()}")
-                cli(port, "DEL", key)
-                results[f].append((c1 - c0) / ROUNDS * 1e6)
+            for i, (f, sha) in enumerate(zip(files, shas)):
+                per_round[f].append(rounds(r, sha, f"bench:{p}:{i}", a.pipeline) / ROUNDS * 1e6)
         for f in files:
-            per = " / ".join(f"{x:.1f}" for x in results[f])
-            print(f"{f}: {per} µs per round (median {statistics.median(results[f]):.1f})")
+            runs = " / ".join(f"{x:.1f}" for x in per_round[f])
+            print(f"{f}: {runs} µs per round (median {statistics.median(per_round[f]):.1f})")
     finally:
         server.terminate()
         server.wait()

@@ -49,18 +49,47 @@ class Resp:
             return None if n < 0 else [self._read() for _ in range(n)]
         raise RuntimeError(f"unexpected reply {line!r}")
 
-    def call(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    def send(self, *commands):
+        """Sends `commands` (each a tuple of arguments) without reading their replies."""
+        out = []
+        for args in commands:
+            out.append(b"*%d\r\n" % len(args))
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(a), a))
         self.s.sendall(b"".join(out))
+
+    def call(self, *args):
+        self.send(args)
         return self._read()
 
+    def pipeline(self, commands):
+        """Sends `commands` at once, then reads their replies, in order."""
+        self.send(*commands)
+        return [self._read() for _ in commands]
 
-def rust_lua(name):
-    src = open(os.path.join(ROOT, "crates/tiergate-store/src/redis_log.rs")).read()
+
+def rust_lua(name, path=os.path.join(ROOT, "crates/tiergate-store/src/redis_log.rs")):
+    """A Lua script's text from a `redis_log.rs` (the repository's, unless `path` is given)."""
+    src = open(path).read()
     return re.search(r'const %s: &str = r#"(.*?)"#;' % name, src, re.S).group(1)
+
+
+def redis_server(*conf):
+    """A redis-server of its own on a free port, with `conf` (its command-line options), and a
+    client connected to it: `(process, Resp)`. The caller terminates the process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                               "--dir", tempfile.mkdtemp(), *conf], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            return server, Resp(port)
+        except OSError:
+            time.sleep(0.05)
+    server.terminate()
+    raise RuntimeError("redis-server did not start")
 
 
 HELPERS = rust_lua("HELPERS")
@@ -179,20 +208,9 @@ def main():
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--fsync", choices=["always", "no"], default="always")
     a = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    d = tempfile.mkdtemp()
     aof = ["--appendonly", "yes", "--appendfsync", "always"] if a.fsync == "always" else ["--appendonly", "no"]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d, *aof],
-                              stdout=subprocess.DEVNULL)
+    server, r = redis_server(*aof)
     try:
-        for _ in range(100):
-            try:
-                r = Resp(port)
-                break
-            except OSError:
-                time.sleep(0.05)
         print(f"Redis CPU µs per command, {a.items} commands, {a.batch} per call, 1,000 orgs, "
               f"appendfsync {a.fsync}")
         print("| layout | 1 replica | 2 replicas |\n| --- | ---: | ---: |")

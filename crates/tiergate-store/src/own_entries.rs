@@ -8,7 +8,7 @@
 //! own entries it still holds here, by id; the script leaves their commands out of its answer
 //! (an empty `c`), and the answer is completed from here. Since session 14 the script does not
 //! read them either: it reads the log between them, so that Redis neither copies their commands
-//! nor hashes them as it hands them to Lua (BENCHMARKS, "Redis: own entries not read").
+//! nor hashes them as it hands them to Lua (BENCHMARKS, "Session 14": "Own entries not read").
 //!
 //! A round takes a copy of the list when it is built ([`OwnEntries::recent`]) and completes its
 //! answer from that copy, so an entry the list drops meanwhile is still at hand; an own entry

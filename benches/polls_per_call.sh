@@ -37,11 +37,7 @@ perf probe -q -x "$BIN" -a "$GROUP:poll=$(offset_of 'tonic..transport..server..S
 perf probe -q -x "$BIN" -a "$GROUP:run=$(offset_of 'T .*State21transition_to_running')"
 case "$STORE" in
   redis)
-    RPORT=$(free_port)
-    redis-server --port "$RPORT" --dir "$DIR" --appendonly yes --appendfsync always --save '' \
-      >"$DIR/redis.log" 2>&1 &
-    RP=$!
-    for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start_redis "$DIR"
     start_sidecar "$BIN" "$DIR" --store redis --redis-url "redis://127.0.0.1:$RPORT"
     ;;
   *) start_sidecar "$BIN" "$DIR" --store "$STORE" --data-dir "$DIR/data" ;;

@@ -14,13 +14,9 @@ CONC=${CONC:-256}
 DUR=${DUR:-8}
 FSYNC=${FSYNC:-always}
 . "$(dirname "$0")/sidecar.sh"
-RPORT=$(free_port)
 DIR=$(mktemp -d)
-redis-server --port "$RPORT" --dir "$DIR" --appendonly yes --appendfsync "$FSYNC" --save '' \
-  >"$DIR/redis.log" 2>&1 &
-RP=$!
-trap 'kill ${PID:-} $RP 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+trap 'kill ${PID:-} ${RP:-} 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+start_redis "$DIR" "$FSYNC"
 start_sidecar "$BIN" "$DIR" --store redis --redis-url "redis://127.0.0.1:$RPORT"
 SP=$PID
 "$BIN" loadgen --addr "http://127.0.0.1:$GRPC" --orgs 1000 --setup --requests 1000 >/dev/null

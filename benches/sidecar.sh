@@ -1,4 +1,4 @@
-# Sourced by the benches' shell scripts: a free port, and a sidecar started on free ports.
+# Sourced by the benches' shell scripts: a free port, a sidecar and a redis-server started on free ports.
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -19,5 +19,22 @@ start_sidecar() {
     sleep 0.1
   done
   echo "the sidecar did not answer /readyz; see $dir/server.log" >&2
+  return 1
+}
+
+# start_redis DIR [FSYNC]: a redis-server of its own on a free port, its files and log in DIR
+# (append-only file, `appendfsync FSYNC`, `always` unless given), once it answers PING. Sets
+# RPORT and RP (its pid); the caller kills it.
+start_redis() {
+  local dir=$1 fsync=${2:-always}
+  RPORT=$(free_port)
+  redis-server --port "$RPORT" --dir "$dir" --appendonly yes --appendfsync "$fsync" --save '' \
+    >"$dir/redis.log" 2>&1 &
+  RP=$!
+  for _ in $(seq 50); do
+    redis-cli -p "$RPORT" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "redis-server did not answer; see $dir/redis.log" >&2
   return 1
 }

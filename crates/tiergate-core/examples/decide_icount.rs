@@ -7,7 +7,9 @@
 //! - `busy`: an unlimited org sending every 4 minutes for weeks (its weekly log full, the
 //!   total from hourly buckets);
 //! - `cold`: 10,000 orgs in rotation, every decision on a cold org (issue #16), which is also
-//!   the one to profile with `perf record` for where the cache misses are.
+//!   the one to profile with `perf record` for where the cache misses are. `ORGS=1000` runs
+//!   it on fewer orgs (whose state then fits in the L3 cache: how much of a cold decision is
+//!   the memory it misses).
 //!
 //! The policy is the bench's (`Policy::default()` plus the scenario's override); a third
 //! argument `au` forces `auto_upgrade: true` (the default before it became opt-in).
@@ -145,8 +147,9 @@ fn main() {
             // 1,000 decisions (the bench's system clock moves about that fast).
             policy.pair_rate_period_ms = 10;
             let engine = Engine::new(policy, clock.clone()).unwrap();
-            let orgs: Vec<String> = (0..10_000).map(|i| format!("cold{i}")).collect();
-            let phones: Vec<String> = (0..10_000).map(|i| (2_000_000 + i).to_string()).collect();
+            let norgs: usize = std::env::var("ORGS").map_or(10_000, |v| v.parse().unwrap());
+            let orgs: Vec<String> = (0..norgs).map(|i| format!("cold{i}")).collect();
+            let phones: Vec<String> = (0..norgs).map(|i| (2_000_000 + i).to_string()).collect();
             for (o, p) in orgs.iter().zip(&phones) {
                 engine
                     .put_org(
@@ -161,17 +164,17 @@ fn main() {
                 if i % 1_000 == 0 {
                     clock.advance(1);
                 }
-                let o = i % 10_000;
-                let r = &rs[(i / 10_000) % 64];
+                let o = i % norgs;
+                let r = &rs[(i / norgs) % 64];
                 let mut req = send(&orgs[o], r);
                 req.phone_number_id = &phones[o];
                 engine.decide(&req).unwrap().is_allowed()
             };
             // Every org holds its 64 recipients before the count starts.
-            for i in 0..640_000 {
+            for i in 0..64 * norgs {
                 assert!(one(i));
             }
-            measured(n, &mut |i| one(640_000 + i))
+            measured(n, &mut |i| one(64 * norgs + i))
         }
         s => panic!("unknown scenario {s}"),
     };

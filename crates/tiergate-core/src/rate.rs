@@ -408,6 +408,24 @@ impl PairRate {
         self.table(phone).check(gcra, &hasher, recipient, now_ms)
     }
 
+    /// Reads where `recipient`'s pair of slot `phone` sits, changing nothing: a decision on a
+    /// cold org calls this early, so that the pair's cache lines are on their way while the
+    /// rules before the pair rate run (issue #16). The answer is only a read to wait on.
+    #[inline]
+    pub(crate) fn touch(&self, phone: u16, recipient: u64) -> u32 {
+        let table = match phone.checked_sub(1) {
+            None => &self.first,
+            Some(i) => match self.rest.get(usize::from(i)) {
+                Some(t) => t,
+                None => return 0,
+            },
+        };
+        table
+            .pairs
+            .find(self.hasher.hash_one(recipient), |p| p.key() == recipient)
+            .map_or(0, |p| p.tat)
+    }
+
     fn tables(&self) -> impl Iterator<Item = (u16, &PairTable)> {
         std::iter::once(&self.first)
             .chain(&self.rest)

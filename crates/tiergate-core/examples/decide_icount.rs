@@ -147,7 +147,8 @@ fn main() {
             // 1,000 decisions (the bench's system clock moves about that fast).
             policy.pair_rate_period_ms = 10;
             let engine = Engine::new(policy, clock.clone()).unwrap();
-            let norgs: usize = std::env::var("ORGS").map_or(10_000, |v| v.parse().unwrap());
+            let norgs: usize =
+                std::env::var("ORGS").map_or(10_000, |v| v.parse::<usize>().unwrap().max(1));
             let orgs: Vec<String> = (0..norgs).map(|i| format!("cold{i}")).collect();
             let phones: Vec<String> = (0..norgs).map(|i| (2_000_000 + i).to_string()).collect();
             for (o, p) in orgs.iter().zip(&phones) {

@@ -244,11 +244,13 @@ fn eight_digits(v: u64) -> Option<u64> {
     Some(((v & 0x0000_0000_0000_FFFF) * 10_000) + (v >> 32))
 }
 
-/// `1` followed by `s`'s digits as an integer (up to 18 digits fit), or `None` if a byte is
-/// not a digit. `s` is not empty and not longer than the caller's bound.
+/// `1` followed by `s`'s digits as an integer, or `None` if a byte is not a digit or there are
+/// more than 18 (what fits). The callers bound the length first, with its own error.
 #[inline]
 fn digits_key_u64(s: &[u8]) -> Option<u64> {
-    debug_assert!(s.len() <= 18);
+    if s.len() > 18 {
+        return None;
+    }
     let mut v: u64 = 1;
     let mut chunks = s.chunks_exact(8);
     for c in &mut chunks {
@@ -265,13 +267,15 @@ fn digits_key_u64(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// [`digits_key_u64`] for up to 37 digits, in 128 bits (in 64 while they fit: a 128-bit
+/// [`digits_key_u64`] for up to 37 digits (`None` beyond), in 128 bits (in 64 while they fit: a 128-bit
 /// multiply per digit cost more than the rest of the check).
 #[inline]
 fn digits_key_u128(s: &[u8]) -> Option<u128> {
-    debug_assert!(s.len() <= 37);
     if s.len() <= 18 {
         return digits_key_u64(s).map(u128::from);
+    }
+    if s.len() > 37 {
+        return None;
     }
     let mut v: u128 = 1;
     let mut chunks = s.chunks_exact(8);

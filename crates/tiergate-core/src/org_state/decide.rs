@@ -191,6 +191,11 @@ impl OrgState {
         }
         // 7 and 8. a new recipient against the effective (maybe restricted) tier
         let window = &self.windows[w];
+        debug_assert_eq!(
+            found,
+            window.lookup(send.recipient),
+            "rules 3–6 must not change the window"
+        );
         if let Some(limit) = usage.tier_limit
             && window.len() >= limit
             && !found.is_member()

@@ -8,7 +8,11 @@
 //! `TIERGATE_BENCH_RATE` a fixed call rate (calls/s; unset: as fast as it goes),
 //! `TIERGATE_BENCH_INFLIGHT` the calls in flight (64), `TIERGATE_BENCH_BIN` another `tiergate`
 //! binary to run as the servers (this build's by default: for comparing two builds in
-//! alternating runs, each against its own floor). Every server row also says the sidecar's
+//! alternating runs, each against its own floor), `TIERGATE_BENCH_ROUNDS` how many times the
+//! stores run in turn (1). With more than one round the bench also prints, per store, the median
+//! over rounds of its ratios to the memory sidecar of the same round: on a shared machine whose
+//! speed drifts from one minute to the next, a ratio taken within a round is the steadier
+//! figure (issue #14 states its targets as such ratios). Every server row also says the sidecar's
 //! own CPU per call (user + sys from `/proc/<pid>/stat` over the run), the figure issue #14
 //! compares between stores. At a fixed rate
 //! below every store's ceiling the Redis CPU per decision is compared without the noise of a
@@ -369,36 +373,56 @@ fn main() {
         let cpu = cpu0.zip(process_cpu_s(echo.0.id())).map(|(a, b)| b - a);
         rows.push(("echo (floor)".into(), summary, cpu));
     }
+    let rounds: usize = std::env::var("TIERGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut per_round: Vec<Vec<RoundRow>> = Vec::new();
     let mut skipped = Vec::new();
-    for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (running, label) = match start_store(store) {
-            Ok(x) => x,
-            Err(e) => {
-                skipped.push(e);
-                continue;
+    for round in 0..rounds {
+        let last = round + 1 == rounds;
+        let mut this_round = Vec::new();
+        for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (running, label) = match start_store(store) {
+                Ok(x) => x,
+                Err(e) => {
+                    if last {
+                        skipped.push(e);
+                    }
+                    continue;
+                }
+            };
+            let cfg = LoadConfig {
+                addr: running.server.1.clone(),
+                ..base.clone()
+            };
+            rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
+                .unwrap();
+            let ports = running.redis_ports();
+            let before: Vec<RedisUsage> = ports.iter().map(|p| redis_usage(*p)).collect();
+            let pid = running.server.0.id();
+            let cpu0 = process_cpu_s(pid);
+            let summary = rt.block_on(loadgen::run(&cfg)).unwrap();
+            let cpu = cpu0.zip(process_cpu_s(pid)).map(|(a, b)| b - a);
+            let usage = (!ports.is_empty()).then(|| usage_since(&ports, &before));
+            this_round.push(RoundRow {
+                store: store.to_owned(),
+                calls_per_s: summary.throughput_rps,
+                cpu_us: cpu.map(|c| 1e6 * c / summary.decisions.max(1) as f64),
+                redis_us: usage.as_ref().map(|u| {
+                    1e6 * u.iter().map(|x| x.cpu_s).sum::<f64>() / summary.decisions.max(1) as f64
+                }),
+            });
+            if last {
+                if let Some(usage) = usage {
+                    redis_rows.push((label.clone(), summary.decisions, usage));
+                }
+                rows.push((format!("tiergate serve --store {label}"), summary, cpu));
             }
-        };
-        let cfg = LoadConfig {
-            addr: running.server.1.clone(),
-            ..base.clone()
-        };
-        rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
-            .unwrap();
-        let ports = running.redis_ports();
-        let before: Vec<RedisUsage> = ports.iter().map(|p| redis_usage(*p)).collect();
-        let pid = running.server.0.id();
-        let cpu0 = process_cpu_s(pid);
-        let summary = rt.block_on(loadgen::run(&cfg)).unwrap();
-        let cpu = cpu0.zip(process_cpu_s(pid)).map(|(a, b)| b - a);
-        if !ports.is_empty() {
-            redis_rows.push((
-                label.clone(),
-                summary.decisions,
-                usage_since(&ports, &before),
-            ));
+            drop(running);
         }
-        rows.push((format!("tiergate serve --store {label}"), summary, cpu));
-        drop(running);
+        per_round.push(this_round);
     }
     let floor = rows[0].1.throughput_rps;
     let memory_row = rows.iter().find(|(n, _, _)| n.ends_with("--store memory"));
@@ -466,7 +490,73 @@ fn main() {
             per(inside as f64)
         );
     }
+    if rounds > 1 {
+        print_rounds(&per_round);
+    }
     for s in skipped {
         println!("\nnot measured: {s}");
+    }
+}
+
+/// One store's figures in one round.
+struct RoundRow {
+    store: String,
+    calls_per_s: f64,
+    /// The sidecar's CPU per call (µs).
+    cpu_us: Option<f64>,
+    /// Redis's CPU per decision (µs), for a Redis store.
+    redis_us: Option<f64>,
+}
+
+/// Per store, the median over rounds of its ratios to the memory sidecar of the same round, and
+/// of its Redis CPU per decision (the tables above are the last round's alone).
+fn print_rounds(per_round: &[Vec<RoundRow>]) {
+    fn median(v: &[f64]) -> Option<f64> {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    }
+    fn cell(v: &[f64]) -> String {
+        let each = v
+            .iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        median(v).map_or_else(|| "-".into(), |m| format!("**{m:.2}** ({each})"))
+    }
+    let mut stores: Vec<&str> = Vec::new();
+    for row in per_round.iter().flatten() {
+        if !stores.contains(&row.store.as_str()) {
+            stores.push(&row.store);
+        }
+    }
+    println!(
+        "\n{} rounds; per store, its ratio to the memory sidecar of the same round (median, then each round):\n",
+        per_round.len()
+    );
+    println!(
+        "| store | calls/s × memory | sidecar CPU / call × memory | Redis CPU µs / decision |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for store in stores {
+        let (mut calls, mut cpu, mut redis) = (Vec::new(), Vec::new(), Vec::new());
+        for round in per_round {
+            let Some(row) = round.iter().find(|r| r.store == store) else {
+                continue;
+            };
+            if let Some(m) = round.iter().find(|r| r.store == "memory") {
+                calls.push(row.calls_per_s / m.calls_per_s.max(1e-9));
+                if let (Some(c), Some(mc)) = (row.cpu_us, m.cpu_us) {
+                    cpu.push(c / mc.max(1e-9));
+                }
+            }
+            redis.extend(row.redis_us);
+        }
+        println!(
+            "| {store} | {} | {} | {} |",
+            cell(&calls),
+            cell(&cpu),
+            cell(&redis)
+        );
     }
 }

@@ -267,30 +267,19 @@ fn digits_key_u64(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// [`digits_key_u64`] for up to 37 digits (`None` beyond), in 128 bits (in 64 while they fit: a 128-bit
-/// multiply per digit cost more than the rest of the check).
+/// [`digits_key_u64`] for up to 36 digits (`None` beyond), in 128 bits: the last 18 digits and
+/// the rest are each read in 64 (a 128-bit multiply per digit cost more than the whole check).
 #[inline]
 fn digits_key_u128(s: &[u8]) -> Option<u128> {
+    const E18: u64 = 1_000_000_000_000_000_000;
     if s.len() <= 18 {
         return digits_key_u64(s).map(u128::from);
     }
-    if s.len() > 37 {
-        return None;
-    }
-    let mut v: u128 = 1;
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        v = v * 100_000_000 + u128::from(eight_digits(u64::from_le_bytes(b))?);
-    }
-    for &b in chunks.remainder() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u128::from(b - b'0');
-    }
-    Some(v)
+    let (head, tail) = s.split_at(s.len() - 18);
+    // `1` and the head's digits, then the tail's digits without their leading `1`.
+    let hi = digits_key_u64(head)?;
+    let lo = digits_key_u64(tail)? - E18;
+    Some(u128::from(hi) * u128::from(E18) + u128::from(lo))
 }
 
 #[cfg(test)]

@@ -242,6 +242,23 @@ fn start_store(store: &str) -> Result<(Running, String), String> {
     ))
 }
 
+/// A server on `store` with the load generator's orgs registered: the server, its label and
+/// the load generator's settings for it.
+fn start_ready(
+    rt: &tokio::runtime::Runtime,
+    base: &LoadConfig,
+    store: &str,
+) -> Result<(Running, String, LoadConfig), String> {
+    let (running, label) = start_store(store)?;
+    let cfg = LoadConfig {
+        addr: running.server.1.clone(),
+        ..base.clone()
+    };
+    rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
+        .unwrap();
+    Ok((running, label, cfg))
+}
+
 /// Single `Acquire` calls against `AcquireBatch` of `n` on each store (see the module docs).
 fn batch_bench(rt: &tokio::runtime::Runtime, base: &LoadConfig, stores: &str) {
     let n: usize = std::env::var("TIERGATE_BENCH_BATCH")
@@ -276,19 +293,13 @@ fn batch_bench(rt: &tokio::runtime::Runtime, base: &LoadConfig, stores: &str) {
     }
     let mut skipped = Vec::new();
     for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (running, label) = match start_store(store) {
+        let (running, label, _) = match start_ready(rt, &base, store) {
             Ok(x) => x,
             Err(e) => {
                 skipped.push(e);
                 continue;
             }
         };
-        let cfg = LoadConfig {
-            addr: running.server.1.clone(),
-            ..base.clone()
-        };
-        rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
-            .unwrap();
         let (s, b) = run(&running.server.1);
         rows.push((label, s, b));
         drop(running);
@@ -384,7 +395,7 @@ fn main() {
         let last = round + 1 == rounds;
         let mut this_round = Vec::new();
         for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (running, label) = match start_store(store) {
+            let (running, label, cfg) = match start_ready(&rt, &base, store) {
                 Ok(x) => x,
                 Err(e) => {
                     if last {
@@ -393,12 +404,6 @@ fn main() {
                     continue;
                 }
             };
-            let cfg = LoadConfig {
-                addr: running.server.1.clone(),
-                ..base.clone()
-            };
-            rt.block_on(loadgen::setup(&cfg, pb::Tier::Unlimited))
-                .unwrap();
             let ports = running.redis_ports();
             let before: Vec<RedisUsage> = ports.iter().map(|p| redis_usage(*p)).collect();
             let pid = running.server.0.id();

@@ -89,12 +89,11 @@ const BATCHES_IN_REDIS: usize = 2;
 /// 52 µs with per-org logs at 256 in flight; with this lock, runs were within this machine's
 /// spread of per-org logs. The difference was not measured apart from that noise.)
 ///
-/// What a call takes once its entry is applied is not here but in [`Applied`], so that only
-/// the call that applies a round waits for this lock.
+/// How far the partition is applied, and what a call takes once its entry is, are not here but
+/// in [`Applied`], so that only the call that applies a round waits for this lock. Only a
+/// holder of this lock moves [`Applied::cursor`], so under it the cursor stays put.
 #[derive(Debug, Default)]
 struct Part {
-    /// The last entry applied (what [`Applied::cursor`] shows to calls without this lock).
-    cursor: LogId,
     /// Per org restored from a snapshot here, the entry that snapshot is as of: an entry at or
     /// before it is already in the org's state. Bounded by the orgs with snapshots.
     restored: HashMap<String, LogId>,
@@ -126,7 +125,8 @@ struct Part {
 /// semaphore under the lock among the Redis path's larger costs in `perf`, BENCHMARKS.md).
 #[derive(Debug, Default)]
 struct Applied {
-    /// The last entry applied; an append reads it as its `after`.
+    /// The last entry applied; an append reads it as its `after`. Moved only under the
+    /// partition's [`Part`] lock.
     cursor: LogId,
     /// Results of this replica's own commands, by entry and place, kept until their caller
     /// takes them. Filled before [`Applied::cursor`] passes their entry.
@@ -335,13 +335,20 @@ impl Replica {
         }
     }
 
+    /// The last entry of partition `p` applied here (it stays put while the caller holds the
+    /// partition's [`Part`] lock).
+    fn cursor(&self, p: u32) -> LogId {
+        self.applied[p as usize].lock().cursor
+    }
+
     /// Applies `entries` past the partition's cursor, in order, each command to its org
     /// (unless the org's state is already as of a later entry, from a snapshot); keeps the
     /// results of this replica's own. When the partition is due a checkpoint and the entry is
     /// this replica's own (so that the busiest replica takes it, not all), starts one.
     fn apply(&self, p: u32, part: &mut Part, entries: &[Entry]) {
+        let mut cursor = self.cursor(p);
         for e in entries {
-            if e.id <= part.cursor {
+            if e.id <= cursor {
                 continue;
             }
             let own = e.replica == self.id;
@@ -363,7 +370,7 @@ impl Replica {
                     observe(command);
                 }
             }
-            part.cursor = e.id;
+            cursor = e.id;
             {
                 // The entry's results, then the cursor past it: a call that sees the cursor
                 // finds its result.
@@ -379,7 +386,7 @@ impl Replica {
         // Once per apply, not per entry: a full stash is scanned whole.
         let mut applied = self.applied[p as usize].lock();
         if applied.stash.len() > STASH_SOFT_CAP {
-            let horizon = part.cursor.ms.saturating_sub(60_000);
+            let horizon = cursor.ms.saturating_sub(60_000);
             applied.stash.retain(|(id, _), _| id.ms >= horizon);
         }
     }
@@ -396,6 +403,7 @@ impl Replica {
         part.checkpointing = true;
         part.since_checkpoint = 0;
         let (engine, parts, log) = (self.engine.clone(), self.parts.clone(), self.log.clone());
+        let applied = self.applied.clone();
         tokio::spawn(async move {
             // One replica at a time checkpoints a partition (each would cover it, but all of
             // them doing it would multiply the snapshots written); a replica that does not hold
@@ -429,7 +437,9 @@ impl Replica {
                     tracing::warn!(partition = p, error = %e, "checkpoint not taken");
                     return;
                 }
-                (part.cursor, orgs, snaps)
+                // Under the partition's lock, the cursor stays put.
+                let upto = applied[p as usize].lock().cursor;
+                (upto, orgs, snaps)
             };
             let recipients: u64 = snaps.iter().map(|(_, s)| s.recipients() as u64).sum();
             let mut stored = 0u64;
@@ -485,7 +495,7 @@ impl Replica {
         for (org, pos) in points {
             let behind = {
                 let part = self.parts[p as usize].lock().await;
-                part.restored.get(&org).is_none_or(|&at| at < pos) && part.cursor < pos
+                part.restored.get(&org).is_none_or(|&at| at < pos) && self.cursor(p) < pos
             };
             if !behind {
                 continue;
@@ -504,7 +514,7 @@ impl Replica {
                     source,
                 })?;
             let mut part = self.parts[p as usize].lock().await;
-            if part.restored.get(&org).is_some_and(|&at| at >= id) || part.cursor >= id {
+            if part.restored.get(&org).is_some_and(|&at| at >= id) || self.cursor(p) >= id {
                 continue; // applied meanwhile
             }
             self.engine
@@ -512,10 +522,10 @@ impl Replica {
                 .map_err(|source| RedisStoreError::Restore { id, source })?;
             part.restored.insert(org, id);
         }
-        let mut part = self.parts[p as usize].lock().await;
-        if part.cursor < ckpt {
-            part.cursor = ckpt;
-            self.applied[p as usize].lock().cursor = ckpt;
+        let _part = self.parts[p as usize].lock().await;
+        let mut applied = self.applied[p as usize].lock();
+        if applied.cursor < ckpt {
+            applied.cursor = ckpt;
         }
         Ok(())
     }
@@ -523,7 +533,11 @@ impl Replica {
     /// Applies partition `p`'s log up to `until` (or its end).
     async fn catch_up(&self, p: u32, until: Option<LogId>) -> Result<(), RedisStoreError> {
         loop {
-            let after = self.parts[p as usize].lock().await.cursor;
+            // After any apply under way.
+            let after = {
+                let _part = self.parts[p as usize].lock().await;
+                self.cursor(p)
+            };
             if until.is_some_and(|u| after >= u) {
                 return Ok(());
             }
@@ -661,7 +675,7 @@ impl Replica {
         let now = self.engine.clock().now_ms();
         let appended = self
             .log
-            .append_many(commands, now, |p| self.applied[p as usize].lock().cursor)
+            .append_many(commands, now, |p| self.cursor(p))
             .await
             .map_err(|e| self.failed(e))?;
         self.succeeded();
@@ -699,7 +713,7 @@ impl Replica {
             self.log.register(org).await.map_err(|e| self.failed(e))?;
         }
         let p = self.log.partition_of(org);
-        let after = self.applied[p as usize].lock().cursor;
+        let after = self.cursor(p);
         let now = self.engine.clock().now_ms();
         let a = self
             .log

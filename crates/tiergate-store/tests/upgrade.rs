@@ -37,6 +37,32 @@ fn strike(at: u64) -> Fact {
     )
 }
 
+/// A directory as another build left it: `version` in redb's `meta` table and, when there are
+/// any, `facts` in its `facts` table, numbered from 1 (where version 2 kept them).
+fn store_of_version(d: &Path, version: u64, facts: &[Vec<u8>]) {
+    let db = Database::create(d.join("tiergate.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", version)
+            .unwrap();
+        if !facts.is_empty() {
+            let mut table = txn.open_table(FACTS).unwrap();
+            for (seq, f) in (1u64..).zip(facts) {
+                table.insert(seq, f.as_slice()).unwrap();
+            }
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// Org `z`'s registration, as JSON.
+fn put_org_z() -> Vec<u8> {
+    let org = Fact::put_org(T0, OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80));
+    serde_json::to_vec(&org).unwrap()
+}
+
 fn segments(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("journal"))
         .unwrap()
@@ -53,25 +79,10 @@ fn segments(dir: &Path) -> usize {
 #[test]
 fn a_version_2_store_replays_its_facts_once_and_becomes_the_current_version() {
     let d = dir("v2");
-    {
-        // A version-2 directory as that build wrote it: facts in redb, numbered from 1.
-        let db = Database::create(d.join("tiergate.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut meta = txn.open_table(META).unwrap();
-            meta.insert("schema_version", 2).unwrap();
-            let mut facts = txn.open_table(FACTS).unwrap();
-            let org = Fact::put_org(T0, OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80));
-            facts
-                .insert(1, serde_json::to_vec(&org).unwrap().as_slice())
-                .unwrap();
-            for seq in 2..=6 {
-                let f = serde_json::to_vec(&strike(T0 + seq)).unwrap();
-                facts.insert(seq, f.as_slice()).unwrap();
-            }
-        }
-        txn.commit().unwrap();
-    }
+    // A version-2 directory as that build wrote it: facts in redb, numbered from 1.
+    let mut facts = vec![put_org_z()];
+    facts.extend((2..=6).map(|seq| serde_json::to_vec(&strike(T0 + seq)).unwrap()));
+    store_of_version(&d, 2, &facts);
     let (store, engine) = open(&d);
     assert_eq!(strikes(&engine), 5, "the five stored strikes, each once");
     for _ in 0..2 {
@@ -160,15 +171,7 @@ fn a_compaction_removes_the_segments_its_snapshots_cover() {
 #[test]
 fn a_store_of_a_newer_version_is_refused_and_keeps_its_version() {
     let d = dir("newer");
-    {
-        let db = Database::create(d.join("tiergate.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", SCHEMA_VERSION + 1)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    store_of_version(&d, SCHEMA_VERSION + 1, &[]);
     let err = EmbeddedStore::open(&d).unwrap_err();
     assert!(
         matches!(err, tiergate_store::StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
@@ -189,23 +192,7 @@ fn version_of(d: &Path) -> u64 {
 #[test]
 fn a_version_2_store_whose_replay_fails_keeps_its_version_and_its_facts() {
     let d = dir("v2-damaged");
-    {
-        let db = Database::create(d.join("tiergate.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            txn.open_table(META)
-                .unwrap()
-                .insert("schema_version", 2)
-                .unwrap();
-            let mut facts = txn.open_table(FACTS).unwrap();
-            let org = Fact::put_org(T0, OrgConfig::new("z", Tier::Tier1K).with_phone("1", 80));
-            facts
-                .insert(1, serde_json::to_vec(&org).unwrap().as_slice())
-                .unwrap();
-            facts.insert(2, b"{\"damaged".as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    store_of_version(&d, 2, &[put_org_z(), b"{\"damaged".to_vec()]);
     let store = EmbeddedStore::open(&d).unwrap();
     drop(store);
     assert_eq!(version_of(&d), 2, "opening alone does not mark it");

@@ -80,9 +80,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(SendGovernorServer::new(Echo))
         .serve_with_incoming_shutdown(
-            // Without Nagle's algorithm, as the sidecar's sockets (see `tiergate-server`'s
-            // `serve`): the floor is measured on the same socket settings.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // The sidecar's sockets (no Nagle, writes coalesced): the floor is measured on
+            // the same transport.
+            tiergate_transport::incoming(listener),
             shutdown,
         )
         .await?;

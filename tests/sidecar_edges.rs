@@ -492,7 +492,7 @@ async fn admin_cli_walkthrough() {
 /// Many calls in flight on one HTTP/2 connection each get their own answer, on a store that
 /// answers at once (memory) and one that answers a commit's calls together (embedded): the
 /// responses that finish in one pass of the runtime leave in one write (`tiergate-transport`),
-/// and none is lost, mixed up or held back. At TIER_250, 600 distinct recipients: exactly 250
+/// and none is lost, damaged or held back. At TIER_250, 600 distinct recipients: exactly 250
 /// allowed, each with its own permit, and the rest refused at the tier.
 #[tokio::test]
 async fn many_calls_in_flight_on_one_connection_each_get_their_own_answer() {

@@ -6,12 +6,17 @@
 //! so "the task was polled again" does not mean "the pass is over"; this does.
 //!
 //! How: tokio's `yield_now`, polled once with a waker of our own. tokio puts that waker on the
-//! worker's deferred list, which it wakes when the worker has no other task ready and has
-//! polled for I/O (and at least every 61 tasks, with its I/O check); outside a runtime it is
-//! woken at once. Our waker records that it fired, then wakes the task. A plain self-wake
+//! worker's deferred list, which it wakes when that worker has no other task ready and has
+//! polled for I/O (and at its periodic I/O check, every 61 scheduler ticks by default);
+//! outside a runtime it is woken at once. Our waker records that it fired, then wakes the task. A plain self-wake
 //! (`wake_by_ref`) would also queue the task behind the ready ones, but tokio wakes a parked
 //! worker for every task queued that way: measured at one call in flight, p50 186 / 140 µs
 //! became 201 / 189 µs.
+//!
+//! The list belongs to the worker that polled the task when the wait began: a task that
+//! blocks that worker's thread (synchronous I/O outside `spawn_blocking`) would hold the
+//! connection's responses back too. The sidecar does its blocking work on blocking threads and
+//! its own writer threads.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,8 +74,9 @@ impl Default for Turn {
 }
 
 impl Turn {
-    /// Ready once the runtime has run the tasks that were ready when the wait began (the first
-    /// call that returned `Pending`); `Pending` until then, however often the task is polled.
+    /// Ready once the worker that polled the task when the wait began (the first call that
+    /// returned `Pending`) has run the tasks then ready on it; `Pending` until then, however
+    /// often the task is polled.
     pub fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self
             .shared
@@ -98,6 +104,21 @@ impl Turn {
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Gives up the wait, if any: the next `poll_turn` begins a new one. A deferred wake still
+    /// to come wakes no one; if it comes after the next wait began, it ends that wait early (a
+    /// write sooner, never a hang).
+    pub fn disarm(&mut self) {
+        if self.armed {
+            self.armed = false;
+            let mut s = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            s.task = None;
+        }
     }
 }
 

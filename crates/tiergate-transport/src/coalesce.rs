@@ -50,7 +50,7 @@ const KEEP: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Coalesced<T> {
     inner: T,
-    /// Bytes accepted and not yet written; `buf[sent..]` is what is left.
+    /// Bytes accepted since the buffer was last empty; `buf[sent..]` is what is not yet written.
     buf: Vec<u8>,
     sent: usize,
     /// The runtime's turn a flush waits for before it writes.
@@ -121,17 +121,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
+    /// One slice of [`Self::poll_write_vectored`] (`h2` writes vectored; this is for others).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if ready!(this.poll_room(cx, data.len()))? {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
-        }
-        this.buf.extend_from_slice(data);
-        Poll::Ready(Ok(data.len()))
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
     fn poll_write_vectored(

@@ -8,10 +8,10 @@
 //! How: tokio's `yield_now`, polled once with a waker of our own. tokio puts that waker on the
 //! worker's deferred list, which it wakes when that worker has no other task ready and has
 //! polled for I/O (and at its periodic I/O check, every 61 scheduler ticks by default);
-//! outside a runtime it is woken at once. Our waker records that it fired, then wakes the task. A plain self-wake
-//! (`wake_by_ref`) would also queue the task behind the ready ones, but tokio wakes a parked
-//! worker for every task queued that way: measured at one call in flight, p50 186 / 140 µs
-//! became 201 / 189 µs.
+//! outside a runtime it is woken at once. Our waker records that it fired, then wakes the
+//! task. A plain self-wake (`wake_by_ref`) would also queue the task behind the ready ones, but
+//! tokio wakes a parked worker for every task queued that way: measured at one call in flight,
+//! p50 186 / 140 µs became 201 / 189 µs.
 //!
 //! The list belongs to the worker that polled the task when the wait began: a task that
 //! blocks that worker's thread (synchronous I/O outside `spawn_blocking`) would hold the
@@ -19,7 +19,7 @@
 //! its own writer threads.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// See the module docs. One per connection; waiting for a turn allocates nothing.
@@ -45,6 +45,13 @@ struct State {
     task: Option<Waker>,
 }
 
+impl Shared {
+    /// The state; a panic while it was held left it consistent (each change is one store).
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Wake for Shared {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -52,7 +59,7 @@ impl Wake for Shared {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let task = {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut s = self.state();
             s.fired = true;
             s.task.take()
         };
@@ -78,11 +85,7 @@ impl Turn {
     /// returned `Pending`) has run the tasks then ready on it; `Pending` until then, however
     /// often the task is polled.
     pub fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.shared.state();
         if !self.armed {
             self.armed = true;
             s.fired = false;
@@ -112,12 +115,7 @@ impl Turn {
     pub fn disarm(&mut self) {
         if self.armed {
             self.armed = false;
-            let mut s = self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            s.task = None;
+            self.shared.state().task = None;
         }
     }
 }

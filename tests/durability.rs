@@ -41,6 +41,12 @@ const COMPACT_OFTEN: &[&str] = &[
     "server.compact_check_ms=20",
 ];
 
+/// A number's throughput no test load reaches ([`UNTHROTTLED`] allows it).
+const UNTHROTTLED_MPS: u32 = 100_000_000;
+
+/// Allows a number a throughput of [`UNTHROTTLED_MPS`].
+const UNTHROTTLED: &[&str] = &["--set", "policy.max_throughput_mps=100000000"];
+
 fn snapshots_written(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -130,8 +136,13 @@ async fn restart_restores_everything() {
 async fn kill_9_loses_no_acknowledged_allow() {
     let dir = data_dir("crash");
     // Compacting all the while, so the kill also lands during compactions.
-    let s = embedded_with(&dir, COMPACT_OFTEN).await;
-    s.put_org(org("crash", pb::Tier::Unlimited)).await;
+    let s = embedded_with(&dir, &[COMPACT_OFTEN, UNTHROTTLED].concat()).await;
+    // The clock stands still, so a throughput of its own would stop the allowed sends after
+    // its first second's worth, long before the kill; then the kill could not land among
+    // answers not yet durable.
+    let mut crash = org("crash", pb::Tier::Unlimited);
+    crash.phone_numbers[0].throughput_mps = UNTHROTTLED_MPS;
+    s.put_org(crash).await;
     let acked = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicU64::new(0));
@@ -184,7 +195,7 @@ async fn kill_9_loses_no_acknowledged_allow() {
         acked > 100,
         "only {acked} sends acknowledged before the kill"
     );
-    let s = embedded(&dir).await;
+    let s = embedded_with(&dir, UNTHROTTLED).await;
     let counted = s.get_org("crash").await.usage.unwrap().templates_7d;
     assert!(counted >= acked, "{counted} counted < {acked} acknowledged");
     assert!(

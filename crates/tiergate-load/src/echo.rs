@@ -82,7 +82,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // The sidecar's sockets (no Nagle, writes coalesced): the floor is measured on
             // the same transport.
-            tiergate_transport::incoming(listener),
+            tiergate_transport::incoming(listener, None),
             shutdown,
         )
         .await?;

@@ -209,6 +209,38 @@ impl Gate {
         }
     }
 
+    /// Decides one send like [`Gate::decide`], except on the embedded store with a `hold`
+    /// (the connection the answer goes out on holds it back, `tiergate_transport::hold`):
+    /// then an allowed send does not wait for its commit here, it marks `hold` with the
+    /// store's last fact, and the connection sends the answer once that is durable. A store
+    /// that already failed is refused here as [`Gate::decide`] would.
+    pub async fn decide_held(
+        &self,
+        req: &SendRequest<'_>,
+        hold: Option<&tiergate_transport::Hold>,
+    ) -> Result<Decision, GateError> {
+        let (Backend::Local(Some(store)), Some(hold)) = (&self.backend, hold) else {
+            return self.decide(req).await;
+        };
+        let d = self.engine.decide(req)?;
+        if d.is_allowed() && !d.replayed {
+            if !store.is_healthy() {
+                // Answers at once, with the failure.
+                self.flush().await?;
+            }
+            // The fact was numbered before `decide` returned: it is at most this.
+            hold.require(store.issued());
+        }
+        Ok(d)
+    }
+
+    /// The store's commits as a connection's held answers wait for them (the embedded store
+    /// only; see [`Gate::decide_held`]).
+    pub fn held_answers(&self) -> Option<Arc<dyn tiergate_transport::Durable>> {
+        self.embedded()
+            .map(|s| Arc::new(crate::held_answers::StoreCommits(s.clone())) as _)
+    }
+
     /// One try of a waiting send (SPEC §2a "Waiting"; see `tiergate_core::wait`). Allowed, it
     /// is recorded and durable like [`Gate::decide`]'s. When Redis fails, the caller gets what a
     /// lone send would (`on_store_error`), answered at once.

@@ -29,6 +29,7 @@ pub mod convert;
 pub mod error;
 pub mod gate;
 pub mod grpc;
+pub mod held_answers;
 pub mod http;
 pub mod metrics;
 pub mod serve;

@@ -379,6 +379,8 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // On the embedded store, an Acquire's answer waits on its connection for its commit.
+    let held_answers = gate.held_answers();
     let grpc = tonic::transport::Server::builder()
         // A waiting send may be held up to `max_wait_ms` before its decision starts.
         .timeout(Duration::from_millis(
@@ -394,7 +396,7 @@ pub async fn serve(
         .add_service(governor)
         .add_service(admin)
         .serve_with_incoming_shutdown(
-            tiergate_transport::incoming(grpc_listener),
+            tiergate_transport::incoming(grpc_listener, held_answers),
             stopped(stop_rx.clone()),
         );
     let http_state = HttpState {

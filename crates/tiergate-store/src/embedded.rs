@@ -663,14 +663,31 @@ impl EmbeddedStore {
 
     /// Waits until every fact up to `seq` is on disk.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        std::future::poll_fn(|cx| self.poll_durable(seq, cx)).await
+    }
+
+    /// Ready once every fact up to `seq` is on disk; pending until then, `cx`'s waker woken
+    /// when they are (for a task that waits inside its own poll: a connection holding answers
+    /// back). An error once a commit failed or the writer stopped, even for facts already
+    /// durable ([`EmbeddedStore::is_durable`] tells those).
+    pub fn poll_durable(
+        &self,
+        seq: u64,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StoreError>> {
         if self.failed.load(Ordering::SeqCst) {
-            return Err(self.stopped());
+            return std::task::Poll::Ready(Err(self.stopped()));
         }
         // Either way the writer is done; what it recorded says why.
         self.waiters
-            .wait(seq)
-            .await
+            .poll_wait(seq, cx)
             .map_err(|(WaitError::Failed | WaitError::Stopped)| self.stopped())
+    }
+
+    /// Whether every fact up to `seq` is on disk, without waiting: a failure since does not
+    /// undo what was committed.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.waiters.is_durable(seq)
     }
 
     /// Whether every batch so far committed (a failed write stops acknowledgements for good).

@@ -6,8 +6,7 @@
 //! durable.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -36,6 +35,9 @@ struct Inner {
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {
     inner: Mutex<Inner>,
+    /// `inner.durable`, readable without the lock; written under it, before any waiter it
+    /// concerns is woken.
+    durable: AtomicU64,
 }
 
 impl Waiters {
@@ -44,6 +46,7 @@ impl Waiters {
         let woken: Vec<Waker> = {
             let mut g = self.inner.lock();
             g.durable = g.durable.max(seq);
+            self.durable.store(g.durable, Ordering::Release);
             let n = g.waiting.partition_point(|(s, _)| *s <= seq);
             g.waiting.drain(..n).map(|(_, w)| w).collect()
         };
@@ -75,25 +78,25 @@ impl Waiters {
         self.end(WaitError::Stopped);
     }
 
-    /// Waits until `seq` is durable.
-    pub(crate) fn wait(&self, seq: u64) -> Wait<'_> {
-        Wait { waiters: self, seq }
+    /// Whether `seq` is durable, without the lock (a failure since is not looked at: what
+    /// is durable stays so).
+    pub(crate) fn is_durable(&self, seq: u64) -> bool {
+        self.durable.load(Ordering::Acquire) >= seq
     }
-}
 
-/// [`Waiters::wait`]'s future.
-#[derive(Debug)]
-pub(crate) struct Wait<'a> {
-    waiters: &'a Waiters,
-    seq: u64,
-}
+    /// Waits until `seq` is durable.
+    #[cfg(test)]
+    pub(crate) fn wait(
+        &self,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<(), WaitError>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_wait(seq, cx))
+    }
 
-impl Future for Wait<'_> {
-    type Output = Result<(), WaitError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let seq = self.seq;
-        let mut g = self.waiters.inner.lock();
+    /// Ready once `seq` is durable, or with why it never will be; pending until then, `cx`'s
+    /// waker queued to be woken when it is.
+    pub(crate) fn poll_wait(&self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
+        let mut g = self.inner.lock();
         if g.failed {
             return Poll::Ready(Err(WaitError::Failed));
         }

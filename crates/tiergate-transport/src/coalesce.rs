@@ -22,11 +22,13 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
+use crate::hold::{ConnectionInfo, Durable, Held};
 use crate::turn::Turn;
 
 /// The most bytes a connection's buffer holds, sent or not: a write that would take it past
@@ -50,9 +52,15 @@ const KEEP: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Coalesced<T> {
     inner: T,
-    /// Bytes accepted since the buffer was last empty; `buf[sent..]` is what is not yet written.
+    /// Bytes accepted since the buffer was last empty (less those dropped while answers were
+    /// held back); `buf[sent..]` is what is not yet written.
     buf: Vec<u8>,
     sent: usize,
+    /// `buf[..free]` may be sent; the rest waits for its facts to be durable (`held`).
+    free: usize,
+    /// The answers held back until what they acknowledge is durable ([`crate::hold`]); `None`
+    /// when nothing is.
+    held: Option<Held>,
     /// The runtime's turn a flush waits for before it writes.
     turn: Turn,
     /// The turn came and the buffer is being written (the socket was full): the rest goes when
@@ -67,8 +75,19 @@ impl<T> Coalesced<T> {
             inner,
             buf: Vec::new(),
             sent: 0,
+            free: 0,
+            held: None,
             turn: Turn::default(),
             draining: false,
+        }
+    }
+
+    /// Wraps a connection whose calls' answers wait for their facts to be durable in
+    /// `durable` ([`crate::hold`]).
+    pub fn holding(inner: T, durable: Arc<dyn Durable>) -> Self {
+        Self {
+            held: Some(Held::new(durable)),
+            ..Self::new(inner)
         }
     }
 
@@ -79,18 +98,40 @@ impl<T> Coalesced<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Coalesced<T> {
-    /// Writes what is buffered, until all of it is sent or the socket is full.
+    /// Writes what is buffered, until all of it is sent or the socket is full; held bytes
+    /// go as their facts become durable, and until then this waits for them.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.buf.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        loop {
+            if let Some(free) = self.held.as_mut().and_then(Held::release) {
+                self.free = free;
             }
-            self.sent += n;
+            while self.sent < self.free {
+                let n = ready!(
+                    Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..self.free])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.sent += n;
+            }
+            let Some(held) = self.held.as_mut().filter(|h| !h.is_empty()) else {
+                break;
+            };
+            // What may leave has left; the rest waits, at the front of the buffer.
+            if self.sent > 0 {
+                self.buf.drain(..self.sent);
+                held.shift(self.sent);
+                self.free -= self.sent;
+                self.sent = 0;
+            }
+            if let Some(free) = ready!(held.poll_next(cx))? {
+                self.free = free;
+            }
         }
         self.buf.clear();
         self.buf.shrink_to(KEEP);
         self.sent = 0;
+        self.free = 0;
         // Whatever flush was waiting, for its turn or for the socket, has nothing left to do.
         self.draining = false;
         self.turn.disarm();
@@ -106,7 +147,15 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
         if held > 0 && held + len > HIGH_WATER {
             ready!(self.poll_drain(cx))?;
         }
-        Poll::Ready(Ok(len >= HIGH_WATER))
+        if len < HIGH_WATER {
+            return Poll::Ready(Ok(false));
+        }
+        // Straight to the socket: only once what the connection's answers acknowledge is
+        // durable.
+        if let Some(held) = &mut self.held {
+            ready!(held.poll_mark(cx))?;
+        }
+        Poll::Ready(Ok(true))
     }
 }
 
@@ -141,6 +190,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
         bufs.iter().for_each(|b| this.buf.extend_from_slice(b));
+        let end = this.buf.len();
+        match &mut this.held {
+            None => this.free = end,
+            Some(held) => {
+                if let Some(free) = held.buffered(end) {
+                    this.free = free;
+                }
+            }
+        }
         Poll::Ready(Ok(len))
     }
 
@@ -169,16 +227,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
 }
 
 impl<T: Connected> Connected for Coalesced<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = ConnectionInfo<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnectionInfo {
+            socket: self.inner.connect_info(),
+            hold: self.held.as_ref().map(|h| h.hold().clone()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hold::TestLog;
     use std::future::poll_fn;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -387,6 +449,118 @@ mod tests {
         ));
         assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
         assert_eq!(c.get_ref().writes.concat(), [first, second].concat());
+    }
+
+    fn holding(log: &Arc<TestLog>) -> (Coalesced<Recorder>, crate::Hold) {
+        let c = Coalesced::holding(Recorder::default(), log.clone());
+        let hold = c.held.as_ref().unwrap().hold().clone();
+        (c, hold)
+    }
+
+    /// Bytes written after a call marked its fact leave only once the fact is durable; what
+    /// is released leaves while later bytes still wait, and the bytes that became durable
+    /// together leave in one write.
+    #[test]
+    fn answers_wait_for_the_facts_they_acknowledge_and_leave_as_those_become_durable() {
+        let (waker, wakes) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let log = Arc::new(TestLog::default());
+        let (mut c, hold) = holding(&log);
+        assert!(
+            write(&mut c, &mut cx, b"a;").is_ready(),
+            "acknowledges nothing"
+        );
+        hold.require(1);
+        assert!(write(&mut c, &mut cx, b"b;").is_ready());
+        hold.require(2);
+        assert!(write(&mut c, &mut cx, b"c;").is_ready());
+        assert!(flush(&mut c, &mut cx).is_pending(), "the turn");
+        assert!(flush(&mut c, &mut cx).is_pending(), "fact 1 is not durable");
+        assert_eq!(c.get_ref().writes, vec![b"a;".to_vec()]);
+        let before = wakes.load(Ordering::SeqCst);
+        log.advance(1);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            before + 1,
+            "the commit wakes the connection"
+        );
+        assert!(flush(&mut c, &mut cx).is_pending(), "fact 2 is not durable");
+        assert_eq!(c.get_ref().writes.concat(), b"a;b;");
+        assert!(
+            write(&mut c, &mut cx, b"d;").is_ready(),
+            "waits for fact 2 too"
+        );
+        log.advance(2);
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(
+            c.get_ref().writes,
+            vec![b"a;".to_vec(), b"b;".to_vec(), b"c;d;".to_vec()]
+        );
+        assert!(c.buf.is_empty() && c.held.as_ref().unwrap().is_empty());
+        // Durable already: the next answer only waits for the turn.
+        hold.require(2);
+        assert!(write(&mut c, &mut cx, b"e").is_ready());
+        assert!(flush(&mut c, &mut cx).is_pending(), "the turn");
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(c.get_ref().writes.last().unwrap(), b"e");
+    }
+
+    /// A store that fails never releases what it held: the connection ends with the error,
+    /// on flush and on shutdown, and not one held byte is sent.
+    #[test]
+    fn a_failed_store_sends_nothing_that_was_held_and_ends_the_connection() {
+        let (waker, _) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let log = Arc::new(TestLog::default());
+        let (mut c, hold) = holding(&log);
+        hold.require(5);
+        assert!(write(&mut c, &mut cx, b"ALLOW").is_ready());
+        assert!(flush(&mut c, &mut cx).is_pending());
+        assert!(flush(&mut c, &mut cx).is_pending());
+        log.fail();
+        log.advance(4);
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Err(_))));
+        assert!(matches!(
+            Pin::new(&mut c).poll_shutdown(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+        assert!(c.get_ref().writes.is_empty());
+        assert!(!c.get_ref().shut);
+    }
+
+    /// Held bytes count against the bound: a write past it waits for the commit, and a write
+    /// as large as the bound does not go straight to the socket before the mark is durable.
+    #[test]
+    fn held_bytes_are_bounded_and_a_large_write_waits_for_the_mark() {
+        let (waker, _) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let log = Arc::new(TestLog::default());
+        let (mut c, hold) = holding(&log);
+        hold.require(1);
+        let most = vec![7u8; HIGH_WATER - 10];
+        assert!(write(&mut c, &mut cx, &most).is_ready());
+        assert!(write(&mut c, &mut cx, &[8; 20]).is_pending(), "bounded");
+        assert!(c.get_ref().writes.is_empty());
+        log.advance(1);
+        assert!(matches!(
+            write(&mut c, &mut cx, &[8; 20]),
+            Poll::Ready(Ok(20))
+        ));
+        assert_eq!(c.get_ref().writes.concat(), most);
+        hold.require(2);
+        let big = vec![9u8; HIGH_WATER];
+        assert!(write(&mut c, &mut cx, &big).is_pending(), "waits for 2");
+        assert_eq!(
+            c.get_ref().writes.concat(),
+            [most.clone(), vec![8; 20]].concat(),
+            "what was written before the mark went first"
+        );
+        log.advance(2);
+        assert!(matches!(write(&mut c, &mut cx, &big), Poll::Ready(Ok(n)) if n == HIGH_WATER));
+        assert_eq!(
+            c.get_ref().writes.concat(),
+            [most, vec![8; 20], big].concat()
+        );
     }
 
     /// A frame's worth buffered (a large response's DATA frame) is written by the flush at

@@ -1,12 +1,13 @@
 //! The gRPC port's accepted connections.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tonic::codegen::tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 
-use crate::Coalesced;
+use crate::{Coalesced, Durable};
 
 /// The connections `listener` accepts, each socket without Nagle's algorithm (`TCP_NODELAY`),
 /// as `tonic`'s own `Server::serve` would set them (`serve_with_incoming` leaves sockets as
@@ -14,10 +15,21 @@ use crate::Coalesced;
 /// for the client's delayed ACK (up to 40 ms on Linux) whenever the connection is not busy
 /// enough to coalesce writes. Measured with `tiergate loadgen --orgs 1000 --batch 100
 /// --concurrency 1` on the memory store: 44 ms per batch with Nagle, 0.75 ms without.
-pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<Coalesced<TcpStream>>> {
+///
+/// With `durable`, each connection holds its calls' answers back until the facts they
+/// acknowledge are durable there ([`crate::hold`]).
+pub fn incoming(
+    listener: TcpListener,
+    durable: Option<Arc<dyn Durable>>,
+) -> impl Stream<Item = io::Result<Coalesced<TcpStream>>> {
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(|conn| conn.map(Coalesced::new))
+        .map(move |conn| {
+            conn.map(|c| match &durable {
+                Some(d) => Coalesced::holding(c, d.clone()),
+                None => Coalesced::new(c),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -28,7 +40,7 @@ mod tests {
     async fn connections_send_without_delay_and_coalesced() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = std::pin::pin!(incoming(listener));
+        let mut incoming = std::pin::pin!(incoming(listener, None));
         let _client = TcpStream::connect(addr).await.unwrap();
         let accepted: Coalesced<TcpStream> = incoming.next().await.unwrap().unwrap();
         assert!(

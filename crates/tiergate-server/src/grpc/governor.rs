@@ -11,6 +11,8 @@ use tiergate_core::{
 };
 use tiergate_proto::v1 as pb;
 use tiergate_store::ErrorChain;
+use tiergate_transport::{ConnectionInfo, Hold};
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -88,16 +90,20 @@ impl GovernorService {
     }
 
     /// Decides (and, when allowed, records durably) one send; with `max_wait_ms` > 0, waits
-    /// for a denial time cures (SPEC §2a "Waiting"; see `wait_room`).
+    /// for a denial time cures (SPEC §2a "Waiting"; see `wait_room`). With the `hold` of the
+    /// connection the answer goes out on, a lone decision does not wait for its commit: the
+    /// connection holds the answer until then ([`Gate::decide_held`]); its latency, as counted
+    /// here, is then the decision's alone.
     async fn decide(
         &self,
         send: &SendRequest<'_>,
         max_wait_ms: u64,
+        hold: Option<&Hold>,
     ) -> Result<Decision, GateError> {
         let wait = self.waits.wait_for(max_wait_ms);
         let start = Instant::now();
         let d = if wait.is_zero() {
-            self.gate.decide(send).await?
+            self.gate.decide_held(send, hold).await?
         } else {
             self.waits.decide(OwnedSend::new(send), wait).await?
         };
@@ -134,6 +140,15 @@ impl GovernorService {
         }
         Ok(reaction)
     }
+}
+
+/// Where the call's answer is held until what it acknowledges is durable, if its connection
+/// does that (`tiergate_transport::incoming` on the embedded store).
+fn held<T>(request: &Request<T>) -> Option<&Hold> {
+    request
+        .extensions()
+        .get::<ConnectionInfo<TcpConnectInfo>>()
+        .and_then(|c| c.hold.as_ref())
 }
 
 /// The send both `Acquire` and `SendTemplate` carry, checked at the edge.
@@ -208,7 +223,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = request.get_ref();
         let send = send_request!(r);
-        let d = self.decide(&send, r.max_wait_ms).await?;
+        let d = self.decide(&send, r.max_wait_ms, held(&request)).await?;
         Ok(Response::new(convert::decision_pb(&d)))
     }
 
@@ -340,7 +355,8 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
         let send = send_request!(r);
         let language = language_code(&r.language_code)?;
         let components = components(&r.components_json)?;
-        let d = self.decide(&send, r.max_wait_ms).await?;
+        // It is sent upstream only once durable: no hold.
+        let d = self.decide(&send, r.max_wait_ms, None).await?;
         let mut resp = pb::SendTemplateResponse {
             verdict: convert::decision_pb(&d).verdict,
             reason: convert::reason_pb(d.reason) as i32,

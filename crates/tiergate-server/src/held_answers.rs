@@ -1,0 +1,102 @@
+//! The embedded store's commits, as what a gRPC connection's held answers wait for
+//! (`tiergate_transport::hold`).
+//!
+//! On the embedded store an allowed `Acquire` does not wait for its commit in its own task: it
+//! marks its connection with the fact its answer acknowledges ([`crate::gate::Gate::decide_held`]),
+//! and the connection sends the answer's bytes once the store says that fact is durable. The
+//! promise is the same (no allowed send is acknowledged before it is on disk); the cost per
+//! call is lower (BENCHMARKS.md, "Answers held on the connection").
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tiergate_store::{EmbeddedStore, ErrorChain};
+use tiergate_transport::Durable;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct StoreCommits(pub Arc<EmbeddedStore>);
+
+impl Durable for StoreCommits {
+    fn is_durable(&self, seq: u64) -> bool {
+        self.0.is_durable(seq)
+    }
+
+    fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_durable(seq, cx).map_err(|e| {
+            // The connection ends with this; its held answers are never sent.
+            tracing::error!(error = %ErrorChain(&e), "answers held for a failed commit are dropped");
+            io::Error::other(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::Gate;
+    use tiergate_core::{Category, Policy, SendRequest, Tier};
+    use tiergate_testkit::{PHONE, engine_at_t0, org};
+    use tiergate_transport::Hold;
+
+    fn send(to: &str) -> SendRequest<'_> {
+        SendRequest {
+            org_id: "held",
+            phone_number_id: PHONE,
+            recipient: to,
+            recipient_user_id: None,
+            template_name: "t",
+            category: Category::Utility,
+            idempotency_key: None,
+        }
+    }
+
+    /// An allowed send marks its connection with its own fact (or a later one), and the
+    /// store's commit releases the mark; a denial and a memory gate mark nothing.
+    #[tokio::test]
+    async fn an_allowed_send_marks_its_connection_with_its_fact_and_a_denial_does_not() {
+        let dir = std::env::temp_dir().join(format!("tiergate-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
+        let (engine, _) = engine_at_t0(Policy::default());
+        store.replay(&engine).unwrap();
+        engine.set_journal(store.clone());
+        engine.put_org(org("held", Tier::Tier250)).unwrap();
+        let gate = Gate::local(Arc::new(engine), Some(store.clone()));
+        let hold = Hold::default();
+        let before = store.issued();
+        assert!(
+            gate.decide_held(&send("14155550101"), Some(&hold))
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+        let mark = hold.mark();
+        assert!(mark > before, "the send's fact is at most the mark");
+        assert_eq!(mark, store.issued());
+        let commits = gate.held_answers().expect("the embedded store's");
+        std::future::poll_fn(|cx| commits.poll_durable(mark, cx))
+            .await
+            .unwrap();
+        assert!(commits.is_durable(mark));
+        // The same recipient again at once: the pair rate refuses it.
+        let denied = gate
+            .decide_held(&send("14155550101"), Some(&hold))
+            .await
+            .unwrap();
+        assert!(!denied.is_allowed(), "{denied:?}");
+        assert_eq!(hold.mark(), mark, "a denial acknowledges nothing");
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let (engine, _) = engine_at_t0(Policy::default());
+        engine.put_org(org("held", Tier::Tier250)).unwrap();
+        let memory = Gate::local(Arc::new(engine), None);
+        assert!(memory.held_answers().is_none());
+        let hold = Hold::default();
+        let d = memory.decide_held(&send("14155550101"), Some(&hold)).await;
+        assert!(d.unwrap().is_allowed());
+        assert_eq!(hold.mark(), 0, "memory holds nothing back");
+    }
+}

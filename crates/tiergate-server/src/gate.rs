@@ -2,7 +2,9 @@
 //!
 //! * memory: straight into the engine;
 //! * embedded: into the engine, whose journal feeds the store; a call that changed state answers
-//!   only once the store committed it (group commit), and calls that changed nothing do not wait;
+//!   only once the store committed it (group commit), and calls that changed nothing do not wait.
+//!   A lone Acquire does not wait in its own task: its connection holds its answer until the
+//!   commit ([`Gate::decide_held`], `tiergate_transport::hold`);
 //! * redis: through the org's command log ([`Replica`]), which orders the call among every
 //!   replica's and applies it here. When Redis cannot be reached, senders get
 //!   [`GateError::StoreUnavailable`] (`on_store_error = "deny"`, the default) or an uncounted

@@ -3,8 +3,9 @@
 //! * memory: straight into the engine;
 //! * embedded: into the engine, whose journal feeds the store; a call that changed state answers
 //!   only once the store committed it (group commit), and calls that changed nothing do not wait.
-//!   A lone Acquire does not wait in its own task: its connection holds its answer until the
-//!   commit ([`Gate::decide_held`], `tiergate_transport::hold`);
+//!   An Acquire or a Report does not wait in its own task: its connection holds its answer
+//!   until the commit ([`Gate::decide_held`], `tiergate_transport::hold`), and with it whatever
+//!   that connection answers next, changed or not;
 //! * redis: through the org's command log ([`Replica`]), which orders the call among every
 //!   replica's and applies it here. When Redis cannot be reached, senders get
 //!   [`GateError::StoreUnavailable`] (`on_store_error = "deny"`, the default) or an uncounted
@@ -195,10 +196,25 @@ impl Gate {
 
     /// Decides one send (SPEC §2), recording it when allowed.
     pub async fn decide(&self, req: &SendRequest<'_>) -> Result<Decision, GateError> {
+        self.decide_held(req, None).await
+    }
+
+    /// Decides one send like [`Gate::decide`], except on the embedded store with a `hold`
+    /// (the connection the answer goes out on holds it back, `tiergate_transport::hold`):
+    /// then an allowed send does not wait for its commit here, it marks `hold` with the
+    /// store's last fact, and the connection sends the answer once that is durable
+    /// ([`Gate::settle`]).
+    pub async fn decide_held(
+        &self,
+        req: &SendRequest<'_>,
+        hold: Option<&tiergate_transport::Hold>,
+    ) -> Result<Decision, GateError> {
         match &self.backend {
-            Backend::Local(_) => {
+            Backend::Local(store) => {
                 let d = self.engine.decide(req)?;
-                self.durable(&d).await?;
+                if d.is_allowed() {
+                    self.settle(store.as_deref(), hold).await?;
+                }
                 Ok(d)
             }
             Backend::Redis(r) => match self.replicated_send(r, req, &Command::decide(req)).await? {
@@ -211,29 +227,26 @@ impl Gate {
         }
     }
 
-    /// Decides one send like [`Gate::decide`], except on the embedded store with a `hold`
-    /// (the connection the answer goes out on holds it back, `tiergate_transport::hold`):
-    /// then an allowed send does not wait for its commit here, it marks `hold` with the
-    /// store's last fact, and the connection sends the answer once that is durable. A store
-    /// that already failed is refused here as [`Gate::decide`] would.
-    pub async fn decide_held(
+    /// After a change this process made: on the embedded store, waits for its commit, or with
+    /// a `hold` marks it with the store's last fact instead (the caller's fact was numbered
+    /// before it returned, so it is at most that). A store that already failed answers with
+    /// the failure at once either way. Nothing to do on memory.
+    ///
+    /// An allowed send answered from its idempotency key (`replayed`) settles too: it
+    /// acknowledges the same send, which may not be durable yet.
+    async fn settle(
         &self,
-        req: &SendRequest<'_>,
+        store: Option<&EmbeddedStore>,
         hold: Option<&tiergate_transport::Hold>,
-    ) -> Result<Decision, GateError> {
-        let (Backend::Local(Some(store)), Some(hold)) = (&self.backend, hold) else {
-            return self.decide(req).await;
-        };
-        let d = self.engine.decide(req)?;
-        if d.is_allowed() && !d.replayed {
-            if !store.is_healthy() {
-                // Answers at once, with the failure.
-                self.flush().await?;
+    ) -> Result<(), GateError> {
+        match (store, hold) {
+            (None, _) => Ok(()),
+            (Some(store), Some(hold)) if store.is_healthy() => {
+                hold.require(store.issued());
+                Ok(())
             }
-            // The fact was numbered before `decide` returned: it is at most this.
-            hold.require(store.issued());
+            (Some(_), _) => self.flush().await,
         }
-        Ok(d)
     }
 
     /// The store's commits as a connection's held answers wait for them (the embedded store
@@ -255,7 +268,9 @@ impl Gate {
             Backend::Local(_) => {
                 let now = self.engine.clock().now_ms();
                 let step = self.engine.decide_waiting_at(req, ticket, now)?;
-                self.durable(&step.decision).await?;
+                if step.decision.is_allowed() {
+                    self.flush().await?;
+                }
                 Ok(step)
             }
             Backend::Redis(r) => {
@@ -276,15 +291,6 @@ impl Gate {
                 }
             }
         }
-    }
-
-    /// Waits for the store's commit of a send `d` recorded (the embedded store; nothing to wait
-    /// for when nothing was recorded).
-    async fn durable(&self, d: &Decision) -> Result<(), GateError> {
-        if d.is_allowed() && !d.replayed {
-            self.flush().await?;
-        }
-        Ok(())
     }
 
     /// A send's command through the org's log: the org discovered and the send checked before
@@ -367,7 +373,8 @@ impl Gate {
         match &self.backend {
             Backend::Local(_) => {
                 let ds = self.engine.decide_batch(sends)?;
-                if ds.iter().any(|d| d.is_allowed() && !d.replayed) {
+                // Replays too: see `settle`.
+                if ds.iter().any(Decision::is_allowed) {
                     self.flush().await?;
                 }
                 Ok(ds)
@@ -457,8 +464,21 @@ impl Gate {
 
     /// Applies a change (anything but a send) and answers once it is durable or replicated.
     pub async fn apply(&self, fact: Fact) -> Result<Outcome, GateError> {
+        self.apply_held(fact, None).await
+    }
+
+    /// Applies a change like [`Gate::apply`], except on the embedded store with a `hold`
+    /// (see [`Gate::decide_held`]): then it does not wait for the commit here, it marks `hold`
+    /// and the connection sends the answer once the change is durable.
+    pub async fn apply_held(
+        &self,
+        fact: Fact,
+        hold: Option<&tiergate_transport::Hold>,
+    ) -> Result<Outcome, GateError> {
         let r = self.apply_unflushed(fact).await?;
-        self.flush().await?;
+        if let Backend::Local(store) = &self.backend {
+            self.settle(store.as_deref(), hold).await?;
+        }
         Ok(r)
     }
 

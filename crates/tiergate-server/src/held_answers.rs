@@ -36,7 +36,7 @@ impl Durable for StoreCommits {
 mod tests {
     use super::*;
     use crate::gate::Gate;
-    use tiergate_core::{Category, Policy, SendRequest, Tier};
+    use tiergate_core::{Category, Change, Fact, Policy, SendOutcome, SendRequest, Tier};
     use tiergate_testkit::{PHONE, engine_at_t0, org};
     use tiergate_transport::Hold;
 
@@ -53,7 +53,8 @@ mod tests {
     }
 
     /// An allowed send marks its connection with its own fact (or a later one), and the
-    /// store's commit releases the mark; a denial and a memory gate mark nothing.
+    /// store's commit releases the mark; so does its report; a denial and a memory gate mark
+    /// nothing.
     #[tokio::test]
     async fn an_allowed_send_marks_its_connection_with_its_fact_and_a_denial_does_not() {
         let dir = std::env::temp_dir().join(format!("tiergate-held-{}", std::process::id()));
@@ -66,12 +67,11 @@ mod tests {
         let gate = Gate::local(Arc::new(engine), Some(store.clone()));
         let hold = Hold::default();
         let before = store.issued();
-        assert!(
-            gate.decide_held(&send("14155550101"), Some(&hold))
-                .await
-                .unwrap()
-                .is_allowed()
-        );
+        let allowed = gate
+            .decide_held(&send("14155550101"), Some(&hold))
+            .await
+            .unwrap();
+        assert!(allowed.is_allowed());
         let mark = hold.mark();
         assert!(mark > before, "the send's fact is at most the mark");
         assert_eq!(mark, store.issued());
@@ -87,6 +87,19 @@ mod tests {
             .unwrap();
         assert!(!denied.is_allowed(), "{denied:?}");
         assert_eq!(hold.mark(), mark, "a denial acknowledges nothing");
+        // The send's report, on another connection: marked with its own, later fact.
+        let report = Fact::new(
+            0,
+            "held".to_owned(),
+            Change::Report {
+                seq: allowed.permit.as_ref().unwrap().seq,
+                outcome: SendOutcome::Sent,
+            },
+        );
+        let other = Hold::default();
+        gate.apply_held(report, Some(&other)).await.unwrap();
+        assert!(other.mark() > mark, "a report marks its own fact");
+        assert_eq!(other.mark(), store.issued());
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
 

@@ -723,11 +723,15 @@ impl Journal for EmbeddedStore {
     /// dropped on the thread that made it.
     fn record(&self, fact: Fact) {
         let mut p = self.shared.pending.lock();
-        if !p.open {
-            return;
-        }
         let seq = p.next;
         p.next += 1;
+        if !p.open {
+            // Closed or failed: the fact is dropped, but it still takes a number, which never
+            // becomes durable. Whoever waits for it (or holds an answer for it) learns that the
+            // store stopped, instead of finding the last number taken, already durable.
+            self.issued.store(seq, Ordering::SeqCst);
+            return;
+        }
         let was_empty = p.is_empty();
         if let Err(source) = p.group.push_with(seq, |b| fact_codec::encode(&fact, b)) {
             // Facts are plain data; encoding cannot fail, but a failure must not pass
@@ -795,8 +799,10 @@ fn writer(w: Writer) {
     }
     let _stop = StopOnExit(durable.clone());
     let fail = |e: StoreError| {
-        shared.pending.lock().open = false;
+        // Failed first: a call that finds the group still open records into a group never
+        // written, and its wait then fails; one that finds it closed finds the store failed.
         stop_acknowledging(e, &cause, &failed, &durable);
+        shared.pending.lock().open = false;
     };
     let commit = |log: &mut FactLog, group: &mut Group| -> Result<(), StoreError> {
         if group.len() == 0 {
@@ -885,6 +891,30 @@ mod tests {
             category: Category::Utility,
             idempotency_key: Some(to),
         }
+    }
+
+    /// A send decided after the store closed is not acknowledged: its fact is dropped, and
+    /// waiting for it (or for everything issued) fails instead of finding the last fact
+    /// written.
+    #[test]
+    fn a_fact_recorded_after_close_is_never_reported_durable() {
+        let d = std::env::temp_dir().join(format!("tiergate-closed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let store = Arc::new(EmbeddedStore::open(&d).unwrap());
+        let (engine, _) = engine_at_t0(Policy::default());
+        store.replay(&engine).unwrap();
+        engine.set_journal(store.clone());
+        engine.put_org(org("z", Tier::Tier250)).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(store.sync()).unwrap();
+        let before = store.issued();
+        store.close();
+        assert!(engine.decide(&send("14155550109")).unwrap().is_allowed());
+        assert!(store.issued() > before, "the dropped fact took a number");
+        assert!(!store.is_durable(store.issued()));
+        assert!(rt.block_on(store.sync()).is_err(), "reported durable");
+        drop((store, engine));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! A broadcast ("the durable sequence moved") would wake every waiting call on every commit,
 //! most of them to go back to sleep; with 64 calls in flight and a commit every half millisecond
 //! that is most of a core on a small machine. Here a commit wakes exactly the calls it made
-//! durable.
+//! durable. The waiters are calls that wait in their own task, and gRPC connections that hold
+//! their answers back until the facts those acknowledge are durable (one waker per
+//! connection; `tiergate_transport::hold`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

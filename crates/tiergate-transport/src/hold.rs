@@ -14,9 +14,14 @@
 //! commit instead of one per call.
 //!
 //! The tags are conservative: every byte written after `require(n)` waits for `n`, another
-//! call's answer that acknowledges nothing included. Numbers only grow, so what may leave is
-//! always a prefix of what is buffered. A store that fails releases nothing more: the
-//! connection ends with the error, and no answer it still held is sent.
+//! call's answer that acknowledges nothing included (a denial, a health check), and so do the
+//! connection's own frames (PING and SETTINGS acknowledgements, window updates). Numbers only
+//! grow, so what may leave is always a prefix of what is buffered. A store that fails releases
+//! nothing more: the connection ends with the error, and no answer it still held is sent.
+//!
+//! A held answer is past the server's request timeout (tonic's timer covers the handler, which
+//! has returned): a commit that stalls holds the connection's answers until it completes or
+//! fails, and the caller's own deadline is what bounds its wait.
 
 use std::fmt;
 use std::io;
@@ -60,6 +65,8 @@ impl Hold {
 
 /// What tonic puts into each request's extensions for a connection accepted by
 /// [`crate::incoming`] (`request.extensions().get::<ConnectionInfo<TcpConnectInfo>>()`).
+/// tonic's `Request::remote_addr()` looks for a bare `TcpConnectInfo`, so it finds nothing on
+/// these connections: the addresses are in [`ConnectionInfo::socket`].
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo<I> {
     /// The socket's own (its addresses).
@@ -171,46 +178,54 @@ impl Held {
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct TestLog {
-    durable: AtomicU64,
-    failed: std::sync::atomic::AtomicBool,
-    waiting: std::sync::Mutex<Option<std::task::Waker>>,
+    state: std::sync::Mutex<TestLogState>,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct TestLogState {
+    durable: u64,
+    failed: bool,
+    waiting: Vec<std::task::Waker>,
 }
 
 #[cfg(test)]
 impl TestLog {
     /// Everything up to `seq` is durable: wakes whoever waits.
     pub(crate) fn advance(&self, seq: u64) {
-        self.durable.store(seq, Ordering::SeqCst);
-        self.wake();
+        self.change(|s| s.durable = seq);
     }
 
     /// A commit failed: nothing more becomes durable.
     pub(crate) fn fail(&self) {
-        self.failed.store(true, Ordering::SeqCst);
-        self.wake();
+        self.change(|s| s.failed = true);
     }
 
-    fn wake(&self) {
-        if let Some(w) = self.waiting.lock().unwrap().take() {
-            w.wake();
-        }
+    fn change(&self, f: impl FnOnce(&mut TestLogState)) {
+        let woken = {
+            let mut s = self.state.lock().unwrap();
+            f(&mut s);
+            std::mem::take(&mut s.waiting)
+        };
+        woken.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
 #[cfg(test)]
 impl Durable for TestLog {
     fn is_durable(&self, seq: u64) -> bool {
-        self.durable.load(Ordering::SeqCst) >= seq
+        self.state.lock().unwrap().durable >= seq
     }
 
     fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.failed.load(Ordering::SeqCst) {
+        let mut s = self.state.lock().unwrap();
+        if s.failed {
             return Poll::Ready(Err(io::Error::other("commit failed")));
         }
-        if self.is_durable(seq) {
+        if s.durable >= seq {
             return Poll::Ready(Ok(()));
         }
-        *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+        s.waiting.push(cx.waker().clone());
         Poll::Pending
     }
 }

@@ -112,9 +112,10 @@ impl GovernorService {
         Ok(d)
     }
 
-    /// Applies a change and returns the reaction it caused.
-    async fn reaction(&self, fact: Fact) -> Result<Reaction, GateError> {
-        match self.gate.apply(fact).await? {
+    /// Applies a change and returns the reaction it caused (with a `hold`, its durability
+    /// is waited for on the connection: [`Gate::apply_held`]).
+    async fn reaction(&self, fact: Fact, hold: Option<&Hold>) -> Result<Reaction, GateError> {
+        match self.gate.apply_held(fact, hold).await? {
             Outcome::Reaction(r) => Ok(r),
             other => Err(GateError::Unexpected {
                 call: "feedback",
@@ -123,17 +124,21 @@ impl GovernorService {
         }
     }
 
-    async fn react(&self, permit: &Permit, outcome: SendOutcome) -> Result<Reaction, GateError> {
-        let reaction = self
-            .reaction(Fact::new(
-                0,
-                permit.org_id.to_string(),
-                Change::Report {
-                    seq: permit.seq,
-                    outcome,
-                },
-            ))
-            .await?;
+    async fn react(
+        &self,
+        permit: &Permit,
+        outcome: SendOutcome,
+        hold: Option<&Hold>,
+    ) -> Result<Reaction, GateError> {
+        let fact = Fact::new(
+            0,
+            permit.org_id.to_string(),
+            Change::Report {
+                seq: permit.seq,
+                outcome,
+            },
+        );
+        let reaction = self.reaction(fact, hold).await?;
         if reaction != Reaction::None {
             self.metrics.reaction(reaction.label());
             tracing::info!(permit = %permit, ?outcome, reaction = reaction.label(), "feedback");
@@ -285,7 +290,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 )));
             }
         };
-        let reaction = self.react(&permit, outcome).await?;
+        let reaction = self.react(&permit, outcome, held(&request)).await?;
         // What the sender should do about the code, from what the engine did about it.
         let (advice, retry_after_ms) = match outcome {
             SendOutcome::Rejected { error_code } => advise(error_code, reaction),
@@ -418,7 +423,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                         code: *code,
                     },
                 );
-                let reaction = match self.reaction(fact).await {
+                let reaction = match self.reaction(fact, None).await {
                     Ok(r) => {
                         if r != Reaction::None {
                             self.metrics.reaction(r.label());
@@ -446,7 +451,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
                 SendOutcome::NotSent
             }
         };
-        if let Err(e) = self.react(&permit, outcome).await {
+        if let Err(e) = self.react(&permit, outcome, None).await {
             tracing::warn!(permit = %permit, error = %ErrorChain(&e), "report after upstream");
             // The send went out but its outcome is not recorded: the caller must know. An
             // outcome the engine refused (e.g. the permit expired meanwhile) changes nothing.
@@ -455,5 +460,33 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             }
         }
         Ok(Response::new(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call finds its connection's hold under the type `tiergate_transport::incoming`'s
+    /// connections put in its extensions (that crate's own gRPC test checks tonic puts it
+    /// there); a call on a connection without one waits in its own task.
+    #[test]
+    fn a_call_finds_its_connection_s_hold() {
+        let info = |hold: Option<Hold>| ConnectionInfo {
+            socket: TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+            hold,
+        };
+        let hold = Hold::default();
+        hold.require(3);
+        let mut on_held = Request::new(());
+        on_held.extensions_mut().insert(info(Some(hold)));
+        assert_eq!(held(&on_held).map(Hold::mark), Some(3));
+        let mut on_plain = Request::new(());
+        on_plain.extensions_mut().insert(info(None));
+        assert!(held(&on_plain).is_none());
+        assert!(held(&Request::new(())).is_none());
     }
 }

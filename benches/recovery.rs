@@ -22,12 +22,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let orgs = 10u64;
     {
-        let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
         let base = SystemClock.now_ms() - 3_600_000;
         let manual = Arc::new(ManualClock::new(base));
         let engine = Engine::new(Policy::default(), manual.clone()).unwrap();
-        store.replay(&engine).unwrap();
-        engine.set_journal(store.clone());
+        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
         for o in 0..orgs {
             engine
                 .put_org(

@@ -3,19 +3,7 @@
 //! job: `tests/oracle.rs` sends batches.)
 
 use tiergate_core::*;
-use tiergate_testkit::{PHONE, engine_at_t0, org};
-
-fn send<'a>(org_id: &'a str, to: &'a str) -> SendRequest<'a> {
-    SendRequest {
-        org_id,
-        phone_number_id: PHONE,
-        recipient: to,
-        recipient_user_id: None,
-        template_name: "t",
-        category: Category::Utility,
-        idempotency_key: None,
-    }
-}
+use tiergate_testkit::{PHONE, engine_at_t0, org, send};
 
 #[test]
 fn a_batch_decides_in_order_with_permits_in_sequence() {

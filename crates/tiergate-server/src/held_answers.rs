@@ -36,20 +36,12 @@ impl Durable for StoreCommits {
 mod tests {
     use super::*;
     use crate::gate::Gate;
-    use tiergate_core::{Category, Change, Fact, Policy, SendOutcome, SendRequest, Tier};
-    use tiergate_testkit::{PHONE, engine_at_t0, org};
+    use tiergate_core::{Change, Fact, Policy, SendOutcome, SendRequest, Tier};
+    use tiergate_testkit::{engine_at_t0, org};
     use tiergate_transport::Hold;
 
     fn send(to: &str) -> SendRequest<'_> {
-        SendRequest {
-            org_id: "held",
-            phone_number_id: PHONE,
-            recipient: to,
-            recipient_user_id: None,
-            template_name: "t",
-            category: Category::Utility,
-            idempotency_key: None,
-        }
+        tiergate_testkit::send("held", to)
     }
 
     /// An allowed send marks its connection with its own fact (or a later one), and the
@@ -59,10 +51,8 @@ mod tests {
     async fn an_allowed_send_marks_its_connection_with_its_fact_and_a_denial_does_not() {
         let dir = std::env::temp_dir().join(format!("tiergate-held-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
         let (engine, _) = engine_at_t0(Policy::default());
-        store.replay(&engine).unwrap();
-        engine.set_journal(store.clone());
+        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
         engine.put_org(org("held", Tier::Tier250)).unwrap();
         let gate = Gate::local(Arc::new(engine), Some(store.clone()));
         let hold = Hold::default();

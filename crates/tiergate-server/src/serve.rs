@@ -152,24 +152,23 @@ fn clocks(config: &Config) -> (Option<Arc<ManualClock>>, Arc<dyn Clock>) {
 
 fn build_local(config: &Config) -> Result<Built, ServeError> {
     let (manual, clock) = clocks(config);
+    let engine = Engine::new(config.policy.clone(), clock)?;
     let store = match config.server.store {
-        StoreKind::Embedded => Some(Arc::new(EmbeddedStore::open(&config.server.data_dir)?)),
+        StoreKind::Embedded => {
+            let (store, r) = EmbeddedStore::open_for(&config.server.data_dir, &engine)?;
+            tracing::info!(
+                snapshots = r.snapshots,
+                facts = r.facts,
+                took_ms = r.took.as_millis() as u64,
+                compact_ms = r.compact.as_millis() as u64,
+                orgs = engine.org_count(),
+                data_dir = %config.server.data_dir.display(),
+                "state restored"
+            );
+            Some(store)
+        }
         _ => None,
     };
-    let engine = Engine::new(config.policy.clone(), clock)?;
-    if let Some(store) = &store {
-        let r = store.replay(&engine)?;
-        tracing::info!(
-            snapshots = r.snapshots,
-            facts = r.facts,
-            took_ms = r.took.as_millis() as u64,
-            compact_ms = r.compact.as_millis() as u64,
-            orgs = engine.org_count(),
-            data_dir = %config.server.data_dir.display(),
-            "state restored"
-        );
-        engine.set_journal(store.clone());
-    }
     for org in &config.orgs {
         engine.put_org(org.clone()).map_err(|e| ServeError::Org {
             org: org.org_id.clone(),

@@ -410,6 +410,15 @@ impl EmbeddedStore {
         })
     }
 
+    /// Opens the store in `dir`, replays it into `engine` ([`EmbeddedStore::replay`]) and
+    /// makes it the engine's journal: how a process starts on its data.
+    pub fn open_for(dir: &Path, engine: &Engine) -> Result<(Arc<Self>, Recovery), StoreError> {
+        let store = Arc::new(Self::open(dir)?);
+        let recovery = store.replay(engine)?;
+        engine.set_journal(store.clone());
+        Ok((store, recovery))
+    }
+
     /// Restores every org's snapshot, replays the facts stored since, in order, each at its own
     /// time ([`Engine::apply_fact`]), then compacts (each org's state becomes its new snapshot,
     /// stored in one transaction, and then the facts are dropped) and starts the writer on a
@@ -900,10 +909,8 @@ mod tests {
     fn a_fact_recorded_after_close_is_never_reported_durable() {
         let d = std::env::temp_dir().join(format!("tiergate-closed-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        let store = Arc::new(EmbeddedStore::open(&d).unwrap());
         let (engine, _) = engine_at_t0(Policy::default());
-        store.replay(&engine).unwrap();
-        engine.set_journal(store.clone());
+        let (store, _) = EmbeddedStore::open_for(&d, &engine).unwrap();
         engine.put_org(org("z", Tier::Tier250)).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(store.sync()).unwrap();
@@ -980,10 +987,8 @@ mod tests {
         assert_eq!(version(&store), 3, "not marked before it replayed");
         drop(store);
         let reopen = || {
-            let store = Arc::new(EmbeddedStore::open(&d).unwrap());
             let (engine, _) = engine_at_t0(Policy::default());
-            store.replay(&engine).unwrap();
-            engine.set_journal(store.clone());
+            let (store, _) = EmbeddedStore::open_for(&d, &engine).unwrap();
             (store, engine)
         };
         let (store, engine) = reopen();

@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use tiergate_core::{Engine, EscalationKind, EscalationPath, ManualClock, OrgConfig, Policy, Tier};
+use tiergate_core::{
+    Category, Engine, EscalationKind, EscalationPath, ManualClock, OrgConfig, Policy, SendRequest,
+    Tier,
+};
 
 pub mod redis;
 pub mod redis_cluster;
@@ -67,4 +70,18 @@ pub fn org(org_id: &str, tier: Tier) -> OrgConfig {
     OrgConfig::new(org_id, tier)
         .with_phone(PHONE, FAST_MPS)
         .with_escalation(email())
+}
+
+/// A utility send of template `t` from `org_id`'s [`PHONE`] to `to`, without an idempotency
+/// key: the send an [`org`] takes unless the test is about the send itself.
+pub fn send<'a>(org_id: &'a str, to: &'a str) -> SendRequest<'a> {
+    SendRequest {
+        org_id,
+        phone_number_id: PHONE,
+        recipient: to,
+        recipient_user_id: None,
+        template_name: "t",
+        category: Category::Utility,
+        idempotency_key: None,
+    }
 }

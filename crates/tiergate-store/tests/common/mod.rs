@@ -11,10 +11,8 @@ use tiergate_testkit::T0;
 
 /// The store in `dir`, replayed into a new engine that journals to it.
 pub fn open(dir: &Path) -> (Arc<EmbeddedStore>, Arc<Engine>) {
-    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
     let engine = Arc::new(Engine::new(Policy::default(), Arc::new(ManualClock::new(T0))).unwrap());
-    store.replay(&engine).unwrap();
-    engine.set_journal(store.clone());
+    let (store, _) = EmbeddedStore::open_for(dir, &engine).unwrap();
     (store, engine)
 }
 

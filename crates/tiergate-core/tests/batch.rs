@@ -3,7 +3,7 @@
 //! job: `tests/oracle.rs` sends batches.)
 
 use tiergate_core::*;
-use tiergate_testkit::{PHONE, engine_at_t0, org, send};
+use tiergate_testkit::{engine_at_t0, org, send};
 
 #[test]
 fn a_batch_decides_in_order_with_permits_in_sequence() {

@@ -1,11 +1,12 @@
 //! The embedded store's commits, as what a gRPC connection's held answers wait for
 //! (`tiergate_transport::hold`).
 //!
-//! On the embedded store an allowed `Acquire` does not wait for its commit in its own task: it
-//! marks its connection with the fact its answer acknowledges ([`crate::gate::Gate::decide_held`]),
-//! and the connection sends the answer's bytes once the store says that fact is durable. The
-//! promise is the same (no allowed send is acknowledged before it is on disk); the cost per
-//! call is lower (BENCHMARKS.md, "Answers held on the connection").
+//! On the embedded store an allowed `Acquire`, or a `Report`, does not wait for its commit in
+//! its own task: it marks its connection with the fact its answer acknowledges
+//! ([`crate::gate::Gate::decide_held`], `apply_held`), and the connection sends the answer's
+//! bytes once the store says that fact is durable. The promise is the same (no answer that
+//! acknowledges a change leaves before the change is on disk); the cost per call is lower
+//! (BENCHMARKS.md, "Answers held on the connection").
 
 use std::io;
 use std::sync::Arc;

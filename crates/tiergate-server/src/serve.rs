@@ -378,7 +378,8 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // On the embedded store, an Acquire's answer waits on its connection for its commit.
+    // On the embedded store, an Acquire's or a Report's answer waits on its connection for
+    // its commit.
     let held_answers = gate.held_answers();
     let grpc = tonic::transport::Server::builder()
         // A waiting send may be held up to `max_wait_ms` before its decision starts.

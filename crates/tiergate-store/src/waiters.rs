@@ -24,7 +24,6 @@ pub(crate) enum WaitError {
 
 #[derive(Debug, Default)]
 struct Inner {
-    durable: u64,
     failed: bool,
     stopped: bool,
     /// Waiting tasks by the fact they wait for, in order. Facts are numbered in the order they
@@ -37,8 +36,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {
     inner: Mutex<Inner>,
-    /// `inner.durable`, readable without the lock; written under it, before any waiter it
-    /// concerns is woken.
+    /// Every fact up to this is durable. Written under `inner`'s lock, before the waiters it
+    /// concerns are taken from it; read without the lock by [`Waiters::is_durable`].
     durable: AtomicU64,
 }
 
@@ -47,8 +46,7 @@ impl Waiters {
     pub(crate) fn advance(&self, seq: u64) {
         let woken: Vec<Waker> = {
             let mut g = self.inner.lock();
-            g.durable = g.durable.max(seq);
-            self.durable.store(g.durable, Ordering::Release);
+            self.durable.fetch_max(seq, Ordering::Release);
             let n = g.waiting.partition_point(|(s, _)| *s <= seq);
             g.waiting.drain(..n).map(|(_, w)| w).collect()
         };
@@ -102,7 +100,7 @@ impl Waiters {
         if g.failed {
             return Poll::Ready(Err(WaitError::Failed));
         }
-        if g.durable >= seq {
+        if self.is_durable(seq) {
             return Poll::Ready(Ok(()));
         }
         if g.stopped {

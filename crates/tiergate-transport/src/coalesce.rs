@@ -130,9 +130,7 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
                 self.free -= self.sent;
                 self.sent = 0;
             }
-            if let Some(free) = ready!(held.poll_next(cx))? {
-                self.free = free;
-            }
+            ready!(held.poll_front(cx))?;
         }
         self.buf.clear();
         self.buf.shrink_to(KEEP);
@@ -198,13 +196,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         }
         bufs.iter().for_each(|b| this.buf.extend_from_slice(b));
         let end = this.buf.len();
-        match &mut this.held {
-            None => this.free = end,
-            Some(held) => {
-                if let Some(free) = held.buffered(end) {
-                    this.free = free;
-                }
-            }
+        if this.held.as_mut().is_none_or(|h| h.buffered(end)) {
+            this.free = end;
         }
         Poll::Ready(Ok(len))
     }

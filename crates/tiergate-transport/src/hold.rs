@@ -113,19 +113,19 @@ impl Held {
         durable
     }
 
-    /// Bytes up to `end` were just buffered: the end of the buffer that may be sent now, if
-    /// the connection's mark is durable (then everything before is too); `None` if they wait.
-    pub(crate) fn buffered(&mut self, end: usize) -> Option<usize> {
+    /// Bytes up to `end` were just buffered: whether all of them may be sent now (the
+    /// connection's mark is durable, so everything before it is too), or they wait.
+    pub(crate) fn buffered(&mut self, end: usize) -> bool {
         let need = self.hold.mark();
         if self.known_durable(need) {
             self.ranges.clear();
-            return Some(end);
+            return true;
         }
         match self.ranges.back_mut() {
             Some(last) if last.1 == need => last.0 = end,
             _ => self.ranges.push_back((end, need)),
         }
-        None
+        false
     }
 
     /// Whether nothing waits.
@@ -147,25 +147,25 @@ impl Held {
         free
     }
 
-    /// Waits until the first waiting range may be sent, and is ready with its end (`None`:
-    /// nothing waits).
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
-        let Some(&(end, seq)) = self.ranges.front() else {
-            return Poll::Ready(Ok(None));
-        };
-        std::task::ready!(self.durable.poll_durable(seq, cx))?;
-        self.released = self.released.max(seq);
-        self.ranges.pop_front();
-        Poll::Ready(Ok(Some(end)))
+    /// Ready once the first waiting range is durable; [`Held::release`] then lets it go.
+    pub(crate) fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.ranges.front() {
+            Some(&(_, seq)) => self.poll_seq(seq, cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     /// Ready once the connection's mark is durable (for bytes that would bypass the buffer).
     pub(crate) fn poll_mark(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let need = self.hold.mark();
-        if self.known_durable(need) {
-            return Poll::Ready(Ok(()));
+        self.poll_seq(self.hold.mark(), cx)
+    }
+
+    fn poll_seq(&mut self, seq: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.known_durable(seq) {
+            std::task::ready!(self.durable.poll_durable(seq, cx))?;
+            self.released = self.released.max(seq);
         }
-        self.durable.poll_durable(need, cx)
+        Poll::Ready(Ok(()))
     }
 
     /// The buffer's first `n` bytes were dropped (sent): the ranges move down.

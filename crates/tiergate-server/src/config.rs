@@ -116,7 +116,9 @@ pub struct ServerSection {
     pub upstream_url: Option<String>,
     /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
     pub manual_clock: bool,
-    /// Deadline for one gRPC call, in milliseconds.
+    /// Deadline for one gRPC call, in milliseconds. On the embedded store it also bounds how
+    /// long a connection's answers wait for the store's commit: a connection that waits this
+    /// long without any of them becoming durable ends, and sends none of them.
     pub request_timeout_ms: u64,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
@@ -575,6 +577,7 @@ fn check(file: &FileConfig, src: &str) -> Vec<ConfigIssue> {
         });
     }
     for (key, v) in [
+        ("request_timeout_ms", file.server.request_timeout_ms),
         ("wait_poll_ms", file.server.wait_poll_ms),
         (
             "max_waiters_per_org",
@@ -766,6 +769,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2: server.redis_partitions"), "{e}");
+    }
+
+    /// A zero request timeout would time out every call, and every answer held for a commit.
+    #[test]
+    fn the_request_timeout_is_at_least_a_millisecond() {
+        let e = load(
+            Some("[server]\nrequest_timeout_ms = 0\n"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 2: server.request_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -379,8 +379,14 @@ pub async fn serve(
     };
 
     // On the embedded store, an Acquire's or a Report's answer waits on its connection for
-    // its commit.
-    let held_answers = gate.held_answers();
+    // its commit, and a connection that waits a request timeout without any commit of its
+    // facts ends (the deadline each call had when it waited in its own task).
+    let held_answers = gate
+        .held_answers()
+        .map(|durable| tiergate_transport::Holding {
+            durable,
+            stall_limit: Some(Duration::from_millis(config.server.request_timeout_ms)),
+        });
     let grpc = tonic::transport::Server::builder()
         // A waiting send may be held up to `max_wait_ms` before its decision starts.
         .timeout(Duration::from_millis(

@@ -26,13 +26,12 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
-use crate::hold::{ConnectionInfo, Durable, Held};
+use crate::hold::{ConnectionInfo, Held, Holding};
 use crate::turn::Turn;
 
 /// The most bytes a connection's buffer holds, sent, unsent or held back: a write that would
@@ -89,10 +88,10 @@ impl<T> Coalesced<T> {
     }
 
     /// Wraps a connection whose calls' answers wait for their facts to be durable in
-    /// `durable` ([`crate::hold`]).
-    pub fn holding(inner: T, durable: Arc<dyn Durable>) -> Self {
+    /// `holding`'s store, at most its stall limit at a time ([`crate::hold`]).
+    pub fn holding(inner: T, holding: Holding) -> Self {
         Self {
-            held: Some(Held::new(durable)),
+            held: Some(Held::new(holding)),
             ..Self::new(inner)
         }
     }
@@ -245,6 +244,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Waker;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A connection that records each write it is given, and takes at most `per_write` bytes
@@ -452,7 +452,13 @@ mod tests {
     }
 
     fn holding(log: &Arc<TestLog>) -> (Coalesced<Recorder>, crate::Hold) {
-        let c = Coalesced::holding(Recorder::default(), log.clone());
+        let c = Coalesced::holding(
+            Recorder::default(),
+            Holding {
+                durable: log.clone(),
+                stall_limit: None,
+            },
+        );
         let hold = c.held.as_ref().unwrap().hold().clone();
         (c, hold)
     }
@@ -588,6 +594,96 @@ mod tests {
         ));
         assert_eq!(c.get_ref().writes.last().unwrap(), b"last");
         assert!(c.get_ref().shut);
+    }
+
+    /// A connection whose answers are held for `log`, at most `limit` without progress.
+    fn holding_for(log: &Arc<TestLog>, limit: Duration) -> (Coalesced<Recorder>, crate::Hold) {
+        let c = Coalesced::holding(
+            Recorder::default(),
+            Holding {
+                durable: log.clone(),
+                stall_limit: Some(limit),
+            },
+        );
+        let hold = c.held.as_ref().unwrap().hold().clone();
+        (c, hold)
+    }
+
+    /// A store that makes nothing durable for the stall limit ends the connection: the flush
+    /// fails with `TimedOut` once the limit has passed, not before, and nothing held is sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_commits_nothing_for_the_stall_limit_ends_the_connection() {
+        let log = Arc::new(TestLog::default());
+        let (mut c, hold) = holding_for(&log, Duration::from_secs(5));
+        hold.require(1);
+        assert!(c.write_all(b"ALLOW").await.is_ok());
+        let started = tokio::time::Instant::now();
+        // Paused time: without a timer of the connection's own, the runtime would jump to this
+        // hour's end instead.
+        let e = tokio::time::timeout(
+            Duration::from_secs(3600),
+            poll_fn(|cx| Pin::new(&mut c).poll_flush(cx)),
+        )
+        .await
+        .expect("the connection gave up on its own")
+        .expect_err("nothing was made durable");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "not before the limit"
+        );
+        assert!(c.get_ref().writes.is_empty(), "nothing held was sent");
+        // The fact becoming durable afterwards does not revive it.
+        log.advance(1);
+        assert!(matches!(
+            poll_fn(|cx| Pin::new(&mut c).poll_shutdown(cx)).await,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut
+        ));
+        assert!(c.get_ref().writes.is_empty());
+    }
+
+    /// The limit bounds a wait without progress, not the whole flush: a store that commits one
+    /// of the connection's facts every 3 s keeps a 5 s limit from firing, however long the
+    /// flush takes in all; and a connection that waited and was released starts its next wait
+    /// with the whole limit.
+    #[tokio::test(start_paused = true)]
+    async fn each_commit_of_the_connection_s_facts_starts_the_limit_again() {
+        let log = Arc::new(TestLog::default());
+        let (mut c, hold) = holding_for(&log, Duration::from_secs(5));
+        for seq in 1..=3 {
+            hold.require(seq);
+            assert!(c.write_all(format!("{seq};").as_bytes()).await.is_ok());
+        }
+        let commits = tokio::spawn({
+            let log = log.clone();
+            async move {
+                for seq in 1..=3 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    log.advance(seq);
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        poll_fn(|cx| Pin::new(&mut c).poll_flush(cx))
+            .await
+            .expect("each wait was shorter than the limit");
+        assert_eq!(started.elapsed(), Duration::from_secs(9));
+        assert_eq!(c.get_ref().writes.concat(), b"1;2;3;");
+        commits.await.unwrap();
+        // Idle for longer than the limit, then a new wait: it gets the whole limit again.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        hold.require(4);
+        assert!(c.write_all(b"4;").await.is_ok());
+        let log4 = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(4_900)).await;
+            log4.advance(4);
+        });
+        poll_fn(|cx| Pin::new(&mut c).poll_flush(cx))
+            .await
+            .expect("released 4.9 s into a 5 s limit");
+        assert_eq!(c.get_ref().writes.concat(), b"1;2;3;4;");
     }
 
     /// A step of [`held_bytes_never_leave_early_and_all_arrive_in_order`].

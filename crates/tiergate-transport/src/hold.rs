@@ -20,14 +20,23 @@
 //! nothing more: the connection ends with the error, and no answer it still held is sent.
 //!
 //! A held answer is past the server's request timeout (tonic's timer covers the handler, which
-//! has returned): a commit that stalls holds the connection's answers until it completes or
-//! fails, and the caller's own deadline is what bounds its wait.
+//! has returned), so the connection keeps a deadline of its own ([`Holding::stall_limit`]): if
+//! the store makes none of its waiting facts durable for that long, the connection ends with
+//! [`io::ErrorKind::TimedOut`] and sends none of the answers it held. A disk that stalls then
+//! bounds a caller's wait as the request timeout did when each call waited in its own task;
+//! the facts stay counted, as they did then, so the caller, who heard no ALLOW, errs on the
+//! side of sending less.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 /// Where a connection learns that facts are durable: a store's numbered log.
 pub trait Durable: fmt::Debug + Send + Sync {
@@ -38,6 +47,18 @@ pub trait Durable: fmt::Debug + Send + Sync {
     /// `cx`'s waker woken when that changes; an error if the store failed and will never make
     /// it durable.
     fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// What a connection's answers are held for ([`crate::incoming`], [`crate::Coalesced::holding`]).
+#[derive(Debug, Clone)]
+pub struct Holding {
+    /// The store whose commits release them.
+    pub durable: Arc<dyn Durable>,
+    /// The longest the connection waits while the store makes none of its waiting facts
+    /// durable: past it the connection ends with [`io::ErrorKind::TimedOut`], and the answers it
+    /// held are never sent. The sidecar sets its request timeout. `None`: no limit (it needs
+    /// tokio's timer, so a test polling by hand, outside a runtime, leaves it out).
+    pub stall_limit: Option<Duration>,
 }
 
 /// A connection's mark: the last fact any answer written on it so far acknowledges. Cloned into
@@ -86,15 +107,27 @@ pub(crate) struct Held {
     /// `(end, seq)`: the buffer's bytes before `end`, and after the previous range, wait for
     /// `seq`. Ends and numbers increase.
     ranges: std::collections::VecDeque<(usize, u64)>,
+    stall_limit: Option<Duration>,
+    /// The deadline of the current wait, armed when the connection starts waiting and disarmed
+    /// whenever one of its facts is found durable; kept between waits, so that a connection
+    /// allocates one timer, not one per commit.
+    stall: Option<Pin<Box<Sleep>>>,
+    stall_armed: bool,
+    /// The stall limit passed: nothing held is ever sent, whatever becomes durable later.
+    gave_up: bool,
 }
 
 impl Held {
-    pub(crate) fn new(durable: Arc<dyn Durable>) -> Self {
+    pub(crate) fn new(holding: Holding) -> Self {
         Self {
-            durable,
+            durable: holding.durable,
             hold: Hold::default(),
             released: 0,
             ranges: Default::default(),
+            stall_limit: holding.stall_limit,
+            stall: None,
+            stall_armed: false,
+            gave_up: false,
         }
     }
 
@@ -103,14 +136,24 @@ impl Held {
     }
 
     fn known_durable(&mut self, seq: u64) -> bool {
+        if self.gave_up {
+            return false;
+        }
         if seq <= self.released {
             return true;
         }
         let durable = self.durable.is_durable(seq);
         if durable {
-            self.released = seq;
+            self.advanced(seq);
         }
         durable
+    }
+
+    /// Everything up to `seq` is durable: the store made progress, so the stall deadline starts
+    /// again from the next wait.
+    fn advanced(&mut self, seq: u64) {
+        self.released = self.released.max(seq);
+        self.stall_armed = false;
     }
 
     /// Bytes up to `end` were just buffered: whether all of them may be sent now (the
@@ -161,11 +204,59 @@ impl Held {
     }
 
     fn poll_seq(&mut self, seq: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.known_durable(seq) {
-            std::task::ready!(self.durable.poll_durable(seq, cx))?;
-            self.released = self.released.max(seq);
+        if !self.gave_up {
+            if self.known_durable(seq) {
+                return Poll::Ready(Ok(()));
+            }
+            if let Poll::Ready(done) = self.durable.poll_durable(seq, cx) {
+                done?;
+                self.advanced(seq);
+                return Poll::Ready(Ok(()));
+            }
+            std::task::ready!(self.poll_stall(cx));
+            self.gave_up = true;
+            tracing::warn!(
+                limit_ms = self.limit_ms(),
+                waiting_for = seq,
+                "the store made none of a connection's held answers durable in time; the connection ends and they are not sent"
+            );
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the store made nothing this connection waits for durable within {} ms",
+                self.limit_ms()
+            ),
+        )))
+    }
+
+    fn limit_ms(&self) -> u64 {
+        self.stall_limit.map_or(u64::MAX, |l| {
+            u64::try_from(l.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// Ready once the connection has waited [`Holding::stall_limit`] since the store last made
+    /// one of its facts durable (or since it started waiting); never without a limit.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(limit) = self.stall_limit else {
+            return Poll::Pending;
+        };
+        if !self.stall_armed {
+            // A limit beyond what the clock can count is no limit.
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                return Poll::Pending;
+            };
+            self.stall_armed = true;
+            match &mut self.stall {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.stall {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 
     /// The buffer's first `n` bytes were dropped (sent): the ranges move down.
@@ -240,12 +331,9 @@ mod tests {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
-    /// Over a real gRPC connection: each call finds its connection's hold (and its socket's
-    /// addresses) in its extensions, and an answer whose call marked fact 7 arrives only once
-    /// fact 7 is durable.
-    #[tokio::test]
-    async fn over_grpc_an_answer_arrives_only_once_what_it_acknowledges_is_durable() {
-        let log = Arc::new(TestLog::default());
+    /// A health service behind an interceptor that checks each call's connection info and
+    /// marks fact 7, served with its answers held for `log`; its address.
+    async fn serve_marking_7(log: &Arc<TestLog>, stall_limit: Duration) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_reporter, health) = tonic_health::server::health_reporter();
@@ -269,14 +357,34 @@ mod tests {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(marks)
-                .serve_with_incoming(crate::incoming(listener, Some(durable))),
+                .serve_with_incoming(crate::incoming(
+                    listener,
+                    Some(Holding {
+                        durable,
+                        stall_limit: Some(stall_limit),
+                    }),
+                )),
         );
+        addr
+    }
+
+    async fn client(addr: std::net::SocketAddr) -> HealthClient<tonic::transport::Channel> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        let mut client = HealthClient::new(channel);
+        HealthClient::new(channel)
+    }
+
+    /// Over a real gRPC connection: each call finds its connection's hold (and its socket's
+    /// addresses) in its extensions, and an answer whose call marked fact 7 arrives only once
+    /// fact 7 is durable.
+    #[tokio::test]
+    async fn over_grpc_an_answer_arrives_only_once_what_it_acknowledges_is_durable() {
+        let log = Arc::new(TestLog::default());
+        let addr = serve_marking_7(&log, Duration::from_secs(60)).await;
+        let mut client = client(addr).await;
         let call = tokio::spawn(async move { client.check(HealthCheckRequest::default()).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
@@ -293,5 +401,24 @@ mod tests {
             .unwrap()
             .expect("the health check itself");
         assert_eq!(answer.into_inner().status, 1, "SERVING");
+    }
+
+    /// Over a real gRPC connection: a store that never commits fact 7 does not leave the
+    /// caller waiting past the stall limit. The connection ends, and the call fails instead of
+    /// hearing ALLOW (SERVING here).
+    #[tokio::test]
+    async fn over_grpc_a_stalled_store_fails_the_call_after_the_stall_limit() {
+        let log = Arc::new(TestLog::default());
+        let addr = serve_marking_7(&log, Duration::from_millis(300)).await;
+        let mut client = client(addr).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.check(HealthCheckRequest::default()),
+        )
+        .await
+        .expect("the call ended, without a deadline of its own");
+        let status = answer.expect_err("nothing was durable, so no answer");
+        assert_ne!(status.code(), tonic::Code::Ok);
+        log.advance(7);
     }
 }

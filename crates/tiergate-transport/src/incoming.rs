@@ -1,13 +1,12 @@
 //! The gRPC port's accepted connections.
 
 use std::io;
-use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tonic::codegen::tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 
-use crate::{Coalesced, Durable};
+use crate::{Coalesced, Holding};
 
 /// The connections `listener` accepts, each socket without Nagle's algorithm (`TCP_NODELAY`),
 /// as `tonic`'s own `Server::serve` would set them (`serve_with_incoming` leaves sockets as
@@ -16,17 +15,17 @@ use crate::{Coalesced, Durable};
 /// enough to coalesce writes. Measured with `tiergate loadgen --orgs 1000 --batch 100
 /// --concurrency 1` on the memory store: 44 ms per batch with Nagle, 0.75 ms without.
 ///
-/// With `durable`, each connection holds its calls' answers back until the facts they
-/// acknowledge are durable there ([`crate::hold`]).
+/// With `holding`, each connection holds its calls' answers back until the facts they
+/// acknowledge are durable in its store ([`crate::hold`]).
 pub fn incoming(
     listener: TcpListener,
-    durable: Option<Arc<dyn Durable>>,
+    holding: Option<Holding>,
 ) -> impl Stream<Item = io::Result<Coalesced<TcpStream>>> {
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |conn| {
-            conn.map(|c| match &durable {
-                Some(d) => Coalesced::holding(c, d.clone()),
+            conn.map(|c| match &holding {
+                Some(h) => Coalesced::holding(c, h.clone()),
                 None => Coalesced::new(c),
             })
         })

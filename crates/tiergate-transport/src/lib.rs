@@ -16,5 +16,5 @@ pub mod incoming;
 pub mod turn;
 
 pub use coalesce::Coalesced;
-pub use hold::{ConnectionInfo, Durable, Hold};
+pub use hold::{ConnectionInfo, Durable, Hold, Holding};
 pub use incoming::incoming;

@@ -39,11 +39,15 @@ const GATHER: Duration = Duration::from_micros(250);
 
 /// How long it waits while facts arrive at [`BUSY_FACTS_PER_SEC`] or faster: a commit costs
 /// the machine about the same CPU whatever it carries (a `pwrite`, an `fdatasync`, the writer's
-/// sleeps and wakes), and when facts arrive this fast that CPU is what the calls wait for, so
-/// fewer, larger commits serve them sooner. Measured at a fixed 30,000 calls/s: 1 ms instead of
-/// 250 µs took the sidecar's CPU per call from 30.3 to 27.5 µs (BENCHMARKS.md, "The embedded
-/// store's gathering").
-const GATHER_BUSY: Duration = Duration::from_millis(1);
+/// sleeps and wakes), so when facts arrive this fast fewer, larger commits cost less per call;
+/// but every call waits about half the cycle, so a longer wait costs throughput. Session 13
+/// chose 1 ms (at a fixed 30,000 calls/s, 1 ms instead of 250 µs took the sidecar's CPU per call
+/// from 30.3 to 27.5 µs), when each commit still woke every call it made durable. Since answers
+/// wait on their connection (one wake per connection per commit), 500 µs gave the same CPU per
+/// call as 1 ms and more calls/s at 256 in flight (35 rounds each: 0.81× against 0.77× memory's
+/// calls/s, 1.19× against 1.20× its CPU per call), and 250 µs cost CPU (1.32×): BENCHMARKS.md,
+/// "The embedded store's gathering, again".
+const GATHER_BUSY: Duration = Duration::from_micros(500);
 
 /// Facts per second, over the writer's last cycle, from which it gathers for [`GATHER_BUSY`].
 /// Below it, a call waits at most [`GATHER`] plus one commit.

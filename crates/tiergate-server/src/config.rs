@@ -116,9 +116,9 @@ pub struct ServerSection {
     pub upstream_url: Option<String>,
     /// Start the clock at the wall time and let `AdvanceClock` move it (tests, demos).
     pub manual_clock: bool,
-    /// Deadline for one gRPC call, in milliseconds. On the embedded store it also bounds how
-    /// long a connection's answers wait for the store's commit: a connection that waits this
-    /// long without any of them becoming durable ends, and sends none of them.
+    /// Deadline for one gRPC call, in milliseconds. On the embedded store it also limits a
+    /// stalled commit: a connection whose held answers wait this long without any of them
+    /// becoming durable ends (its open calls fail with a transport status) and sends none.
     pub request_timeout_ms: u64,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,

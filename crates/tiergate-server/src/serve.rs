@@ -380,7 +380,7 @@ pub async fn serve(
 
     // On the embedded store, an Acquire's or a Report's answer waits on its connection for
     // its commit, and a connection that waits a request timeout without any commit of its
-    // facts ends (the deadline each call had when it waited in its own task).
+    // facts ends (a limit on a stalled store, where each call used to time out alone).
     let held_answers = gate
         .held_answers()
         .map(|durable| tiergate_transport::Holding {

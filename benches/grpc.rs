@@ -9,7 +9,9 @@
 //! `TIERGATE_BENCH_INFLIGHT` the calls in flight (64), `TIERGATE_BENCH_BIN` another `tiergate`
 //! binary to run as the servers (this build's by default: for comparing two builds in
 //! alternating runs, each against its own floor), `TIERGATE_BENCH_ROUNDS` how many times the
-//! stores run in turn (1). With more than one round the bench also prints, per store, the median
+//! stores run in turn (1), `TIERGATE_BENCH_REPORT=1` a `Report` of each allowed send's permit
+//! after its answer, as a real sender makes (each a call of its own; the echo floor answers it
+//! too). With more than one round the bench also prints, per store, the median
 //! over rounds of its ratios to the memory sidecar of the same round: on a shared machine whose
 //! speed drifts from one minute to the next, a ratio taken within a round is the steadier
 //! figure (issue #14 states its targets as such ratios). Every server row also says the sidecar's
@@ -363,6 +365,7 @@ fn main() {
         rate: std::env::var("TIERGATE_BENCH_RATE")
             .ok()
             .and_then(|s| s.parse().ok()),
+        report: std::env::var("TIERGATE_BENCH_REPORT").is_ok_and(|v| v == "1"),
         ..LoadConfig::default()
     };
     let stores = std::env::var("TIERGATE_BENCH_STORES")

@@ -51,6 +51,10 @@ pub struct LoadgenArgs {
     /// decisions/s either way).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch: Option<u64>,
+    /// Report each allowed send's permit as sent (`Report`), as a real sender does; the
+    /// reports count as calls in the rates and latencies.
+    #[arg(long)]
+    report: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -86,6 +90,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<ExitCode> {
         token: std::env::var("TIERGATE_SENDER_TOKEN").ok(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         batch: a.batch.map(|n| n as usize),
+        report: a.report,
         ..LoadConfig::default()
     };
     if a.setup {

@@ -55,6 +55,11 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Sends per call: `None` = one `Acquire` each; `Some(n)` = `AcquireBatch` of `n`.
     pub batch: Option<usize>,
+    /// Report each allowed send's permit as sent (`Report`, `SEND_OUTCOME_SENT`) once its
+    /// answer arrives, as a real sender does after WhatsApp accepted the message. Each report
+    /// is a call of its own: it counts in the summary's `requests`, the rates and the
+    /// latencies (`requests` above bounds the `Acquire` calls; the reports come on top).
+    pub report: bool,
 }
 
 impl Default for LoadConfig {
@@ -76,6 +81,7 @@ impl Default for LoadConfig {
             token: None,
             progress: false,
             batch: None,
+            report: false,
         }
     }
 }
@@ -95,8 +101,12 @@ pub struct Summary {
     pub denied: u64,
     /// Denials by reason.
     pub denied_by_reason: BTreeMap<String, u64>,
-    /// Calls that failed with a gRPC error.
+    /// Calls that failed with a gRPC error (reports included).
     pub errors: u64,
+    /// `Report` calls made (`LoadConfig::report`): one per allowed send.
+    pub reports: u64,
+    /// Of them, those that failed with a gRPC error.
+    pub report_errors: u64,
     /// Wall time, seconds.
     pub elapsed_s: f64,
     /// Calls per second.
@@ -127,9 +137,11 @@ impl Summary {
             reasons.push("-".into());
         }
         format!(
-            "requests     {} (batch {})\nthroughput   {:.0} decisions/s, {:.0} calls/s over {:.2} s\nallowed      {}\ndenied       {} ({})\nerrors       {}\nlatency µs   p50 {}  p90 {}  p99 {}  p999 {}  max {}  (per call)\n",
+            "requests     {} (batch {}; {} of them reports, {} failed)\nthroughput   {:.0} decisions/s, {:.0} calls/s over {:.2} s\nallowed      {}\ndenied       {} ({})\nerrors       {}\nlatency µs   p50 {}  p90 {}  p99 {}  p999 {}  max {}  (per call)\n",
             self.requests,
             self.batch,
+            self.reports,
+            self.report_errors,
             self.decisions_per_s,
             self.throughput_rps,
             self.elapsed_s,
@@ -320,12 +332,16 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                 let us = t0.elapsed().as_micros().max(1) as u64;
                 let _ = hist.record(us.min(60_000_000));
                 s.requests += 1;
+                let mut sent = Vec::new();
                 match r {
                     Ok(results) => {
                         for resp in results {
                             s.decisions += 1;
                             if resp.verdict == pb::Verdict::Allow as i32 {
                                 s.allowed += 1;
+                                if cfg.report {
+                                    sent.push(resp.permit_id);
+                                }
                             } else {
                                 s.denied += 1;
                                 let name = pb::DenyReason::try_from(resp.reason)
@@ -335,6 +351,23 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                         }
                     }
                     Err(_) => s.errors += 1,
+                }
+                for permit_id in sent {
+                    let req = pb::ReportRequest {
+                        permit_id,
+                        outcome: pb::SendOutcome::Sent as i32,
+                        error_code: 0,
+                    };
+                    let t0 = Instant::now();
+                    let r = client.report(request(req, cfg.token.as_deref())).await;
+                    let us = t0.elapsed().as_micros().max(1) as u64;
+                    let _ = hist.record(us.min(60_000_000));
+                    s.requests += 1;
+                    s.reports += 1;
+                    if r.is_err() {
+                        s.errors += 1;
+                        s.report_errors += 1;
+                    }
                 }
                 shared.done.fetch_add(1, Ordering::Relaxed);
             }
@@ -374,6 +407,8 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         total.allowed += s.allowed;
         total.denied += s.denied;
         total.errors += s.errors;
+        total.reports += s.reports;
+        total.report_errors += s.report_errors;
         for (k, v) in s.denied_by_reason {
             *total.denied_by_reason.entry(k).or_default() += v;
         }

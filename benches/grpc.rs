@@ -417,7 +417,7 @@ fn main() {
             this_round.push(RoundRow {
                 store: store.to_owned(),
                 calls_per_s: summary.throughput_rps,
-                cpu_us: cpu.map(|c| 1e6 * c / summary.decisions.max(1) as f64),
+                cpu_us: cpu.map(|c| 1e6 * c / summary.requests.max(1) as f64),
                 redis_us: usage.as_ref().map(|u| {
                     1e6 * u.iter().map(|x| x.cpu_s).sum::<f64>() / summary.decisions.max(1) as f64
                 }),
@@ -435,7 +435,7 @@ fn main() {
     let floor = rows[0].1.throughput_rps;
     let memory_row = rows.iter().find(|(n, _, _)| n.ends_with("--store memory"));
     let memory = memory_row.map(|(_, s, _)| s.throughput_rps);
-    let per_call = |s: &Summary, cpu: Option<f64>| cpu.map(|c| 1e6 * c / s.decisions.max(1) as f64);
+    let per_call = |s: &Summary, cpu: Option<f64>| cpu.map(|c| 1e6 * c / s.requests.max(1) as f64);
     let memory_cpu = memory_row.and_then(|(_, s, c)| per_call(s, *c));
     println!(
         "\nloadgen: {} connections, {} in flight, {secs} s per run, {} orgs, {} recipients (uniform)\n",

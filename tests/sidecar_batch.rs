@@ -355,6 +355,29 @@ async fn redis_two_replicas_taking_batches_never_exceed_the_tier() {
     }
 }
 
+/// `tiergate loadgen --setup` against `grpc` over 5 orgs and 2 connections, with `args`; its
+/// `--json` summary.
+fn loadgen_json(grpc: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args([
+            "loadgen",
+            "--addr",
+            grpc,
+            "--setup",
+            "--orgs",
+            "5",
+            "--connections",
+            "2",
+        ])
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `loadgen --report`: every allowed send's permit is reported as sent, each report a call that
 /// the sidecar accepts (a permit id it did not issue would fail as NOT_FOUND), on the embedded
 /// store, where the report's answer waits on its connection for its commit.
@@ -364,30 +387,18 @@ async fn loadgen_reports_each_allowed_permit_and_the_sidecar_accepts_them() {
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_string_lossy().into_owned();
     let s = Sidecar::start(&["--store", "embedded", "--data-dir", &d]).await;
-    let out = std::process::Command::new(bin())
-        .args([
-            "loadgen",
-            "--addr",
-            &s.grpc,
-            "--setup",
+    let v = loadgen_json(
+        &s.grpc,
+        &[
             "--requests",
             "200",
-            "--orgs",
-            "5",
             "--recipients",
             "100",
             "--concurrency",
             "8",
-            "--connections",
-            "2",
             "--report",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ],
+    );
     let allowed = v["allowed"].as_u64().unwrap();
     assert!(allowed > 0 && v["denied"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["reports"].as_u64().unwrap(), allowed, "{v}");
@@ -401,31 +412,19 @@ async fn loadgen_reports_each_allowed_permit_and_the_sidecar_accepts_them() {
 #[tokio::test]
 async fn loadgen_batches_count_decisions_like_the_server_metrics() {
     let s = Sidecar::start(&[]).await;
-    let out = std::process::Command::new(bin())
-        .args([
-            "loadgen",
-            "--addr",
-            &s.grpc,
-            "--setup",
+    let v = loadgen_json(
+        &s.grpc,
+        &[
             "--requests",
             "60",
             "--batch",
             "10",
-            "--orgs",
-            "5",
             "--recipients",
             "200",
             "--concurrency",
             "4",
-            "--connections",
-            "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ],
+    );
     assert_eq!(v["requests"], 60);
     assert_eq!(v["batch"], 10);
     assert_eq!(v["decisions"], 600);

@@ -210,10 +210,10 @@ impl Gate {
         hold: Option<&tiergate_transport::Hold>,
     ) -> Result<Decision, GateError> {
         match &self.backend {
-            Backend::Local(store) => {
+            Backend::Local(_) => {
                 let d = self.engine.decide(req)?;
                 if d.is_allowed() {
-                    self.settle(store.as_deref(), hold).await?;
+                    self.settle(hold).await?;
                 }
                 Ok(d)
             }
@@ -230,22 +230,17 @@ impl Gate {
     /// After a change this process made: on the embedded store, waits for its commit, or with
     /// a `hold` marks it with the store's last fact instead (the caller's fact was numbered
     /// before it returned, so it is at most that). A store that already failed answers with
-    /// the failure at once either way. Nothing to do on memory.
+    /// the failure at once either way. Nothing to do on memory or Redis ([`Gate::flush`]).
     ///
     /// An allowed send answered from its idempotency key (`replayed`) settles too: it
     /// acknowledges the same send, which may not be durable yet.
-    async fn settle(
-        &self,
-        store: Option<&EmbeddedStore>,
-        hold: Option<&tiergate_transport::Hold>,
-    ) -> Result<(), GateError> {
-        match (store, hold) {
-            (None, _) => Ok(()),
+    async fn settle(&self, hold: Option<&tiergate_transport::Hold>) -> Result<(), GateError> {
+        match (self.embedded(), hold) {
             (Some(store), Some(hold)) if store.is_healthy() => {
                 hold.require(store.issued());
                 Ok(())
             }
-            (Some(_), _) => self.flush().await,
+            _ => self.flush().await,
         }
     }
 
@@ -476,9 +471,7 @@ impl Gate {
         hold: Option<&tiergate_transport::Hold>,
     ) -> Result<Outcome, GateError> {
         let r = self.apply_unflushed(fact).await?;
-        if let Backend::Local(store) = &self.backend {
-            self.settle(store.as_deref(), hold).await?;
-        }
+        self.settle(hold).await?;
         Ok(r)
     }
 

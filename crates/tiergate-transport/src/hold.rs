@@ -109,14 +109,7 @@ pub(crate) struct Held {
     /// `(end, seq)`: the buffer's bytes before `end`, and after the previous range, wait for
     /// `seq`. Ends and numbers increase.
     ranges: std::collections::VecDeque<(usize, u64)>,
-    stall_limit: Option<Duration>,
-    /// The deadline of the current wait, armed when the connection starts waiting and disarmed
-    /// whenever one of its facts is found durable; kept between waits, so that a connection
-    /// allocates one timer, not one per commit. Disarming only clears `stall_armed`: the timer
-    /// stays registered at its old deadline and may wake the connection once for nothing; the
-    /// next wait resets it.
-    stall: Option<Pin<Box<Sleep>>>,
-    stall_armed: bool,
+    stall: Stall,
     /// The stall limit passed: nothing held is ever sent, whatever becomes durable later.
     gave_up: bool,
 }
@@ -128,9 +121,11 @@ impl Held {
             hold: Hold::default(),
             released: 0,
             ranges: Default::default(),
-            stall_limit: holding.stall_limit,
-            stall: None,
-            stall_armed: false,
+            stall: Stall {
+                limit: holding.stall_limit,
+                timer: None,
+                armed: false,
+            },
             gave_up: false,
         }
     }
@@ -157,7 +152,7 @@ impl Held {
     /// again from the next wait.
     fn advanced(&mut self, seq: u64) {
         self.released = self.released.max(seq);
-        self.stall_armed = false;
+        self.stall.armed = false;
     }
 
     /// Bytes up to `end` were just buffered: whether all of them may be sent now (the
@@ -220,10 +215,10 @@ impl Held {
                 self.advanced(seq);
                 return Poll::Ready(Ok(()));
             }
-            std::task::ready!(self.poll_stall(cx));
+            std::task::ready!(self.stall.poll_expired(cx));
             self.gave_up = true;
             tracing::warn!(
-                limit_ms = self.limit_ms(),
+                limit_ms = self.stall.limit_ms(),
                 waiting_for = seq,
                 "the store made none of a connection's held answers durable in time; the connection ends and they are not sent"
             );
@@ -232,43 +227,57 @@ impl Held {
             io::ErrorKind::TimedOut,
             format!(
                 "the store made nothing this connection waits for durable within {} ms",
-                self.limit_ms()
+                self.stall.limit_ms()
             ),
         )))
-    }
-
-    fn limit_ms(&self) -> u64 {
-        self.stall_limit.map_or(u64::MAX, |l| {
-            u64::try_from(l.as_millis()).unwrap_or(u64::MAX)
-        })
-    }
-
-    /// Ready once the connection has waited [`Holding::stall_limit`] since the store last made
-    /// one of its facts durable (or since it started waiting); never without a limit.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(limit) = self.stall_limit else {
-            return Poll::Pending;
-        };
-        if !self.stall_armed {
-            // A limit beyond what the clock can count is no limit.
-            let Some(deadline) = Instant::now().checked_add(limit) else {
-                return Poll::Pending;
-            };
-            self.stall_armed = true;
-            match &mut self.stall {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        match &mut self.stall {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
     }
 
     /// The buffer's first `n` bytes were dropped (sent): the ranges move down.
     pub(crate) fn shift(&mut self, n: usize) {
         self.ranges.iter_mut().for_each(|r| r.0 -= n);
+    }
+}
+
+/// A connection's [`Holding::stall_limit`] as a timer: armed when the connection starts
+/// waiting for the store, disarmed ([`Held::advanced`]) whenever one of its facts is found
+/// durable. The timer is kept between waits, so that a connection allocates one, not one per
+/// commit; disarming only clears `armed`, so the timer stays registered at its old deadline and
+/// may wake the connection once for nothing, and the next wait resets it.
+#[derive(Debug)]
+struct Stall {
+    limit: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Stall {
+    /// Ready once the connection has waited the limit since the store last made one of its
+    /// facts durable (or since it started waiting); never without a limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        if !self.armed {
+            // A limit beyond what the clock can count is no limit.
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                return Poll::Pending;
+            };
+            self.armed = true;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    fn limit_ms(&self) -> u64 {
+        self.limit.map_or(u64::MAX, |l| {
+            u64::try_from(l.as_millis()).unwrap_or(u64::MAX)
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use crate::own_entries::OwnEntries;
 use crate::redis_conn::RedisConn;
 use crate::redis_log::{PAGE, RedisStoreError, text};
 
-/// One partition's entry of a round: its keys, the time proposed, its commands (a JSON array),
+/// One partition's entry of a round: its keys, the time proposed, its commands (an entry of `command_codec.rs`),
 /// the caller's last applied entry of the partition, and the ids of the caller's own entries
 /// there whose commands it holds (`own_entries.rs`).
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) struct Pack {
     pub(crate) log: String,
     pub(crate) ckpt: String,
     pub(crate) at_ms: u64,
-    pub(crate) cmds: String,
+    pub(crate) cmds: Vec<u8>,
     pub(crate) after: String,
     pub(crate) known: String,
 }

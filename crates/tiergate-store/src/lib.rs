@@ -21,6 +21,7 @@
 mod append;
 mod chain;
 mod cluster_router;
+mod command_codec;
 mod commit_stats;
 mod embedded;
 mod fact_codec;
@@ -35,6 +36,7 @@ mod slot;
 mod waiters;
 
 pub use chain::ErrorChain;
+pub use command_codec::CommandCodecError;
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use fact_codec::FactCodecError;

@@ -4,7 +4,8 @@
 //! of a partition carries the hash tag `{T}`, so a cluster keeps it on one slot and a script may
 //! touch all of it):
 //!
-//! * `tg:{T}:log`: a stream. An entry (`r`: the replica, `c`: a JSON array of commands) holds
+//! * `tg:{T}:log`: a stream. An entry (`r`: the replica, `c`: its commands, in
+//!   `command_codec.rs`'s form; builds before it wrote a JSON array, still read) holds
 //!   the commands one script call appended for the partition, in order. Its id is `<ms>-<n>`:
 //!   `ms` is the time its commands run at, never less than the entry before it, so log order is
 //!   time order (a stream refuses a smaller id, and the script then uses the stream's latest
@@ -33,6 +34,7 @@ use redis::{AsyncCommands, Script, Value};
 use tiergate_core::{Command, EngineError};
 
 use crate::append::{Answer, Appender, Pack, group_by};
+use crate::command_codec;
 use crate::commit_stats::CommitStats;
 use crate::own_entries::{self, OwnEntry};
 use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
@@ -80,9 +82,9 @@ end
 /// Appends one entry per partition and returns, for each, what the caller has not applied.
 ///
 /// KEYS: the first partition's log (where the call is routed). ARGV: the replica id, the page
-/// size, then per partition its log key, its checkpoint key, the proposed ms, the commands (a
-/// JSON array), the caller's last applied id there, and the ids of the caller's own entries
-/// whose commands it holds (comma-separated; `own_entries.rs`). Returns per partition
+/// size, then per partition its log key, its checkpoint key, the proposed ms, the commands (an
+/// entry in `command_codec.rs`'s form), the caller's last applied id there, and the ids of the
+/// caller's own entries whose commands it holds (comma-separated; `own_entries.rs`). Returns per partition
 /// `{id, entries}`, where entries are the others in `(after, id)`, at most a page, those named
 /// as the caller's own with an empty `c` and not read from the log (a named id after `after` is
 /// in the log: the caller appended it, and a trim never passes the checkpoint, which is at or
@@ -320,6 +322,15 @@ pub enum RedisStoreError {
         /// The codec's reason.
         source: serde_json::Error,
     },
+    /// An entry's commands that this build cannot read (`command_codec.rs`): damaged, or
+    /// written by a newer build.
+    #[error("entry {id}: its commands are not readable by this tiergate")]
+    Entry {
+        /// The entry.
+        id: LogId,
+        /// The codec's reason.
+        source: crate::command_codec::CommandCodecError,
+    },
     /// A snapshot another replica stored was refused by this replica's engine.
     #[error("snapshot {id}: refused by the engine")]
     Restore {
@@ -429,7 +440,8 @@ pub struct RedisLog {
 struct Call {
     partition: u32,
     command: Command,
-    json: String,
+    /// The command's record in its entry (`command_codec.rs`).
+    record: Vec<u8>,
     after: LogId,
     at: u64,
     reply: oneshot::Sender<Result<Appended, RedisStoreError>>,
@@ -544,13 +556,13 @@ async fn batcher(
                 partition: first.partition,
                 after: group.iter().map(|c| c.after).min().unwrap_or_default(),
                 at_ms: group.iter().map(|c| c.at).max().unwrap_or(0),
-                json: Vec::with_capacity(group.len()),
+                records: Vec::with_capacity(group.len()),
                 commands: Vec::with_capacity(group.len()),
             };
             let waiting: Vec<_> = group
                 .into_iter()
                 .map(|c| {
-                    part.json.push(c.json);
+                    part.records.push(c.record);
                     part.commands.push(c.command);
                     c.reply
                 })
@@ -758,11 +770,13 @@ impl RedisLog {
         Ok(self.conn.ping().await?)
     }
 
-    fn encode(command: &Command) -> Result<String, RedisStoreError> {
-        serde_json::to_string(command).map_err(|source| RedisStoreError::Json {
+    fn encode(command: &Command) -> Result<Vec<u8>, RedisStoreError> {
+        let mut record = Vec::new();
+        command_codec::encode(command, &mut record).map_err(|source| RedisStoreError::Json {
             what: "command".into(),
             source,
-        })
+        })?;
+        Ok(record)
     }
 
     /// Appends `command` to its org's partition at `at_ms` (or later, if the log is already
@@ -775,13 +789,13 @@ impl RedisLog {
         after: LogId,
     ) -> Result<Appended, RedisStoreError> {
         let partition = self.partition_of(command.org());
-        let json = Self::encode(command)?;
+        let record = Self::encode(command)?;
         let (reply, rx) = oneshot::channel();
         let gone = || RedisStoreError::BatcherStopped;
         let call = Call {
             partition,
             command: command.clone(),
-            json,
+            record,
             after,
             at: at_ms,
             reply,
@@ -805,7 +819,7 @@ impl RedisLog {
         after: impl Fn(u32) -> LogId,
     ) -> Result<Vec<Appended>, RedisStoreError> {
         let start = Instant::now();
-        let mut json = commands
+        let mut records = commands
             .iter()
             .map(Self::encode)
             .collect::<Result<Vec<_>, _>>()?;
@@ -819,7 +833,10 @@ impl RedisLog {
                     partition,
                     after: after(partition),
                     at_ms,
-                    json: idx.iter().map(|&i| std::mem::take(&mut json[i])).collect(),
+                    records: idx
+                        .iter()
+                        .map(|&i| std::mem::take(&mut records[i]))
+                        .collect(),
                     commands: idx.iter().map(|&i| commands[i].clone()).collect(),
                 }
             })
@@ -1021,13 +1038,14 @@ impl RedisLog {
     }
 }
 
-/// One partition's share of a round: its commands, as sent and as JSON, the caller's last
+/// One partition's share of a round: its commands, as sent and as records, the caller's last
 /// applied entry there and the time proposed.
 struct PartRound {
     partition: u32,
     after: LogId,
     at_ms: u64,
-    json: Vec<String>,
+    /// The commands' records (`command_codec.rs`), in order.
+    records: Vec<Vec<u8>>,
     commands: Vec<Command>,
 }
 
@@ -1054,7 +1072,7 @@ async fn send_round(
                 r.partition,
                 r.at_ms,
                 r.after,
-                r.json.iter().map(String::as_str),
+                r.records.iter().map(Vec::as_slice),
                 known,
             )
         })
@@ -1073,23 +1091,16 @@ async fn send_round(
         .collect()
 }
 
-/// One partition's entry to append: its commands' JSON as one array.
+/// One partition's entry to append: its commands' records as one entry.
 fn pack<'a>(
     keys: &[PartitionKeys],
     partition: u32,
     at_ms: u64,
     after: LogId,
-    json: impl Iterator<Item = &'a str>,
+    records: impl Iterator<Item = &'a [u8]>,
     known: &[OwnEntry],
 ) -> Pack {
-    let mut cmds = String::from("[");
-    for (i, j) in json.enumerate() {
-        if i > 0 {
-            cmds.push(',');
-        }
-        cmds.push_str(j);
-    }
-    cmds.push(']');
+    let cmds = command_codec::entry(records);
     let keys = &keys[partition as usize];
     Pack {
         log: keys.log.clone(),
@@ -1174,6 +1185,17 @@ pub(crate) fn text(v: &Value) -> Result<String, RedisStoreError> {
     }
 }
 
+/// A bulk string's bytes, not copied (an entry's commands are most of an answer's bytes).
+fn bulk(v: &Value) -> Result<&[u8], RedisStoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(RedisStoreError::Protocol(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
 /// Entries as `XRANGE` gives them; one with an empty `c` is one of `known` (the caller's own,
 /// named in its append) and takes its commands from there.
 fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStoreError> {
@@ -1206,20 +1228,17 @@ fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStore
                     match text(k)?.as_str() {
                         "r" => replica = Some(text(v)?),
                         "c" => {
-                            let json = text(v)?;
-                            commands = Some(if json.is_empty() {
+                            let field = bulk(v)?;
+                            commands = Some(if field.is_empty() {
                                 own_entries::find(known, id).ok_or_else(|| {
                                     RedisStoreError::Protocol(format!(
                                         "entry {id} came back without its commands, which this replica does not hold"
                                     ))
                                 })?
                             } else {
-                                Arc::new(serde_json::from_str::<Vec<Command>>(&json).map_err(
-                                    |source| RedisStoreError::Json {
-                                        what: format!("entry {id}"),
-                                        source,
-                                    },
-                                )?)
+                                Arc::new(command_codec::decode(field).map_err(|source| {
+                                    RedisStoreError::Entry { id, source }
+                                })?)
                             });
                         }
                         _ => {}

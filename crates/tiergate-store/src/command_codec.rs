@@ -1,0 +1,366 @@
+//! How a replica writes the commands of one Redis log entry (its `c` field): a send to decide
+//! (nearly every command a busy sidecar appends) as a category byte and length-prefixed
+//! strings, every other command as its JSON.
+//!
+//! Why not JSON for all of it: Redis pays for every byte of an entry several times. It reads it
+//! from the socket, copies it into the script, where Redis 7 hashes every byte of a string it
+//! hands to Lua, copies it back into the stream, and writes it to its append-only file, with an
+//! `fsync` under `appendfsync always`. A send's JSON was ~134 bytes of field names, quotes and
+//! `null`s around ~40 bytes of ids; in binary it is ~45. With rounds of 87 sends, Redis spent
+//! about a fifth less CPU per script call (BENCHMARKS.md, "Redis: the log's commands in
+//! binary"). The sidecar also encodes a send without escaping five strings.
+//!
+//! The first byte of the field tells the forms apart: an entry written as JSON (by every build
+//! before this one) starts with `[`; a binary one with [`ENTRY`]. Entries of either form are
+//! read, so a log that still holds JSON entries from before an upgrade replays unchanged. A
+//! build before this one cannot read a binary entry: it answers `INTERNAL` for that partition
+//! instead of misreading it (`docs/storage.md`, "Upgrading").
+
+use tiergate_core::{Category, Command};
+
+/// The first byte of a binary entry (not `[`, nor JSON whitespace).
+pub(crate) const ENTRY: u8 = 0x01;
+/// A record: a send to decide, answered at once (no wait ticket).
+const DECIDE: u8 = 0x01;
+/// A record: any other command, as its JSON.
+const JSON: u8 = 0x02;
+
+/// Why an entry's commands could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandCodecError {
+    /// A JSON entry or record that is not valid JSON for this build's `Command`.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// An entry that starts with neither `[` nor [`ENTRY`], or a binary record that is cut
+    /// short, has an unknown tag, category or flag, or text that is not UTF-8.
+    #[error("binary entry: {0}")]
+    Binary(&'static str),
+}
+
+/// Appends `command`'s record to `out`, a record of an entry that [`entry`] then frames.
+pub(crate) fn encode(command: &Command, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    if let Command::Decide {
+        org,
+        phone,
+        recipient,
+        user_id,
+        template,
+        category,
+        key,
+        wait: None,
+    } = command
+    {
+        out.push(DECIDE);
+        out.push(category_code(*category));
+        // Presence of the two optional strings, one bit each.
+        out.push(u8::from(user_id.is_some()) | (u8::from(key.is_some()) << 1));
+        for s in [Some(org), Some(phone), Some(recipient), user_id.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(template))
+            .chain(key.as_ref())
+        {
+            bytes(s.as_bytes(), out);
+        }
+        return Ok(());
+    }
+    out.push(JSON);
+    let json = serde_json::to_vec(command)?;
+    bytes(&json, out);
+    Ok(())
+}
+
+/// The `c` field of an entry holding `records` (each from [`encode`]) in order.
+pub(crate) fn entry<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![ENTRY];
+    for r in records {
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// Reads an entry's commands, binary or JSON. An empty field is not an entry (the script sends
+/// a caller's own entries back empty); the caller handles that before.
+pub(crate) fn decode(field: &[u8]) -> Result<Vec<Command>, CommandCodecError> {
+    match field.first() {
+        Some(&ENTRY) => {
+            let mut r = Reader(&field[1..]);
+            let mut commands = Vec::new();
+            while !r.0.is_empty() {
+                commands.push(r.command()?);
+            }
+            Ok(commands)
+        }
+        Some(b'[') => Ok(serde_json::from_slice(field)?),
+        Some(_) => Err(CommandCodecError::Binary("unknown tag")),
+        None => Err(CommandCodecError::Binary("empty")),
+    }
+}
+
+/// A length (LEB128, at most 32 bits) and then the bytes.
+fn bytes(b: &[u8], out: &mut Vec<u8>) {
+    let mut n = b.len() as u64;
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    out.extend_from_slice(b);
+}
+
+/// A category as one byte, spelled out (as in `fact_codec.rs`), so that reordering the enum
+/// cannot change what logged bytes mean.
+fn category_code(c: Category) -> u8 {
+    match c {
+        Category::Marketing => 1,
+        Category::Utility => 2,
+        Category::Authentication => 3,
+    }
+}
+
+fn category_of(code: u8) -> Result<Category, CommandCodecError> {
+    Ok(match code {
+        1 => Category::Marketing,
+        2 => Category::Utility,
+        3 => Category::Authentication,
+        _ => return Err(CommandCodecError::Binary("unknown category")),
+    })
+}
+
+/// The unread rest of a binary entry.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CommandCodecError> {
+        if self.0.len() < n {
+            return Err(CommandCodecError::Binary("cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, CommandCodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn len(&mut self) -> Result<usize, CommandCodecError> {
+        let mut n: u64 = 0;
+        for shift in (0..35).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= u32::MAX as usize)
+                    .ok_or(CommandCodecError::Binary("length too large"));
+            }
+        }
+        Err(CommandCodecError::Binary("length too long"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CommandCodecError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, CommandCodecError> {
+        std::str::from_utf8(self.bytes()?)
+            .map(str::to_owned)
+            .map_err(|_| CommandCodecError::Binary("text that is not UTF-8"))
+    }
+
+    fn command(&mut self) -> Result<Command, CommandCodecError> {
+        match self.u8()? {
+            DECIDE => {
+                let category = category_of(self.u8()?)?;
+                let present = self.u8()?;
+                if present & !0b11 != 0 {
+                    return Err(CommandCodecError::Binary("unknown flags"));
+                }
+                let org = self.string()?;
+                let phone = self.string()?;
+                let recipient = self.string()?;
+                let user_id = (present & 1 != 0).then(|| self.string()).transpose()?;
+                let template = self.string()?;
+                let key = (present & 2 != 0).then(|| self.string()).transpose()?;
+                Ok(Command::Decide {
+                    org,
+                    phone,
+                    recipient,
+                    user_id,
+                    template,
+                    category,
+                    key,
+                    wait: None,
+                })
+            }
+            JSON => Ok(serde_json::from_slice(self.bytes()?)?),
+            _ => Err(CommandCodecError::Binary("unknown record")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiergate_core::{Fact, WaitTicket};
+
+    fn decide(user_id: Option<&str>, key: Option<&str>, category: Category) -> Command {
+        Command::Decide {
+            org: "acme".into(),
+            phone: "1555000111".into(),
+            recipient: "+14155550100".into(),
+            user_id: user_id.map(Into::into),
+            template: "order_update".into(),
+            category,
+            key: key.map(Into::into),
+            wait: None,
+        }
+    }
+
+    fn packed(commands: &[Command]) -> Vec<u8> {
+        let records: Vec<Vec<u8>> = commands
+            .iter()
+            .map(|c| {
+                let mut r = Vec::new();
+                encode(c, &mut r).unwrap();
+                r
+            })
+            .collect();
+        entry(records.iter().map(Vec::as_slice))
+    }
+
+    fn every_shape() -> Vec<Command> {
+        let mut all = Vec::new();
+        for user_id in [None, Some("US.13491208655302741918")] {
+            for key in [None, Some("k-1")] {
+                for category in [
+                    Category::Marketing,
+                    Category::Utility,
+                    Category::Authentication,
+                ] {
+                    all.push(decide(user_id, key, category));
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_shape_of_send_comes_back_in_binary_and_small() {
+        for c in every_shape() {
+            let mut r = Vec::new();
+            encode(&c, &mut r).unwrap();
+            assert_eq!(r[0], DECIDE, "{c:?}");
+            let json = serde_json::to_vec(&c).unwrap();
+            assert!(
+                r.len() * 2 < json.len(),
+                "{} against {}",
+                r.len(),
+                json.len()
+            );
+        }
+        let all = every_shape();
+        assert_eq!(decode(&packed(&all)).unwrap(), all);
+        // Empty strings, and a string longer than one length byte holds.
+        let mut c = decide(Some("US.1"), Some(&"k".repeat(70_000)), Category::Utility);
+        if let Command::Decide { recipient, .. } = &mut c {
+            recipient.clear();
+        }
+        assert_eq!(decode(&packed(&[c.clone()])).unwrap(), vec![c]);
+    }
+
+    #[test]
+    fn other_commands_travel_as_json_records_among_binary_ones() {
+        let mut waiting = decide(None, None, Category::Marketing);
+        if let Command::Decide { wait, .. } = &mut waiting {
+            *wait = Some(WaitTicket {
+                id: 7,
+                max_wait_ms: 1_000,
+                capacity: 64,
+            });
+        }
+        let all = vec![
+            decide(None, Some("k"), Category::Utility),
+            waiting,
+            Command::Status { org: "acme".into() },
+            Command::Unwait {
+                org: "acme".into(),
+                waiter: 7,
+            },
+            Command::Apply {
+                fact: Fact::new(
+                    5,
+                    "acme",
+                    tiergate_core::Change::Rating {
+                        rating: tiergate_core::QualityRating::Red,
+                    },
+                ),
+            },
+            decide(Some("US.1"), None, Category::Authentication),
+        ];
+        let b = packed(&all);
+        assert_eq!(b[0], ENTRY);
+        assert_eq!(decode(&b).unwrap(), all);
+    }
+
+    #[test]
+    fn entries_written_as_json_before_still_read() {
+        // A round of two sends as the builds before this one wrote it, byte for byte.
+        let json = br#"[{"cmd":"decide","org":"acme","phone":"1555000111","recipient":"+14155550100","template":"order_update","category":"UTILITY","key":null},{"cmd":"decide","org":"acme","phone":"1555000111","recipient":"+14155550100","template":"order_update","category":"MARKETING","key":"k-1"}]"#;
+        assert_eq!(
+            decode(json).unwrap(),
+            vec![
+                decide(None, None, Category::Utility),
+                decide(None, Some("k-1"), Category::Marketing)
+            ]
+        );
+    }
+
+    #[test]
+    fn damaged_entries_are_refused_never_misread() {
+        let good = packed(&[decide(Some("US.1"), Some("k"), Category::Utility)]);
+        // Every cut but the one after the last record leaves a record short.
+        for cut in 0..good.len() {
+            if cut == 1 {
+                continue; // the tag alone: an entry of no commands
+            }
+            assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode(&good[..1]).unwrap(), vec![]);
+        for field in [&b"{}"[..], b" [", &[0x02, 0x01], &[ENTRY, 0x09]] {
+            assert!(decode(field).is_err(), "{field:?}");
+        }
+        let mut category = good.clone();
+        category[2] = 9;
+        assert!(matches!(
+            decode(&category),
+            Err(CommandCodecError::Binary("unknown category"))
+        ));
+        let mut flags = good.clone();
+        flags[3] = 0b100;
+        assert!(matches!(
+            decode(&flags),
+            Err(CommandCodecError::Binary("unknown flags"))
+        ));
+        let mut text = good.clone();
+        text[5] = 0xff; // the org's first byte (after its one length byte)
+        assert!(matches!(
+            decode(&text),
+            Err(CommandCodecError::Binary("text that is not UTF-8"))
+        ));
+        let mut length = good;
+        length[4] = 0xff; // the org's length: a varint that runs past the end
+        assert!(decode(&length).is_err());
+        // A length of more than five bytes is refused, not wrapped around.
+        assert!(matches!(
+            decode(&[ENTRY, JSON, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(CommandCodecError::Binary("length too long"))
+        ));
+    }
+}

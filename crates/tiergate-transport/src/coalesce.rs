@@ -96,6 +96,21 @@ impl<T> Coalesced<T> {
         }
     }
 
+    /// Names the connection's other end, for the warning and the error when its store stalls
+    /// (a connection that holds nothing keeps no name).
+    pub fn with_peer(mut self, peer: Option<std::net::SocketAddr>) -> Self {
+        if let Some(held) = &mut self.held {
+            held.peer = peer;
+        }
+        self
+    }
+
+    /// The other end [`Coalesced::with_peer`] named.
+    #[cfg(test)]
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.held.as_ref().and_then(|h| h.peer)
+    }
+
     /// The wrapped connection.
     pub fn get_ref(&self) -> &T {
         &self.inner
@@ -614,7 +629,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_store_that_commits_nothing_for_the_stall_limit_ends_the_connection() {
         let log = Arc::new(TestLog::default());
-        let (mut c, hold) = holding_for(&log, Duration::from_secs(5));
+        let (c, hold) = holding_for(&log, Duration::from_secs(5));
+        let mut c = c.with_peer(Some("10.1.2.3:40000".parse().unwrap()));
         hold.require(1);
         assert!(c.write_all(b"ALLOW").await.is_ok());
         let started = tokio::time::Instant::now();
@@ -628,6 +644,7 @@ mod tests {
         .expect("the connection gave up on its own")
         .expect_err("nothing was made durable");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("peer 10.1.2.3:40000"), "{e}");
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(5),

@@ -112,6 +112,8 @@ pub(crate) struct Held {
     stall: Stall,
     /// The stall limit passed: nothing held is ever sent, whatever becomes durable later.
     gave_up: bool,
+    /// The other end, named when the connection gives up (`None`: not known).
+    pub(crate) peer: Option<std::net::SocketAddr>,
 }
 
 impl Held {
@@ -127,6 +129,7 @@ impl Held {
                 armed: false,
             },
             gave_up: false,
+            peer: None,
         }
     }
 
@@ -220,13 +223,15 @@ impl Held {
             tracing::warn!(
                 limit_ms = self.stall.limit_ms(),
                 waiting_for = seq,
+                peer = %Peer(self.peer),
                 "the store made none of a connection's held answers durable in time; the connection ends and they are not sent"
             );
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "the store made nothing this connection waits for durable within {} ms",
+                "the store made nothing this connection ({}) waits for durable within {} ms",
+                Peer(self.peer),
                 self.stall.limit_ms()
             ),
         )))
@@ -278,6 +283,18 @@ impl Stall {
         self.limit.map_or(u64::MAX, |l| {
             u64::try_from(l.as_millis()).unwrap_or(u64::MAX)
         })
+    }
+}
+
+/// A connection's other end as logs and errors name it.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "peer {a}"),
+            None => f.write_str("peer unknown"),
+        }
     }
 }
 

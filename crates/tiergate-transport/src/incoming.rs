@@ -25,7 +25,10 @@ pub fn incoming(
         .with_nodelay(Some(true))
         .map(move |conn| {
             conn.map(|c| match &holding {
-                Some(h) => Coalesced::holding(c, h.clone()),
+                Some(h) => {
+                    let peer = c.peer_addr().ok();
+                    Coalesced::holding(c, h.clone()).with_peer(peer)
+                }
                 None => Coalesced::new(c),
             })
         })
@@ -46,5 +49,21 @@ mod tests {
             accepted.get_ref().nodelay().unwrap(),
             "an accepted socket keeps Nagle's algorithm"
         );
+    }
+
+    /// A connection that holds answers knows whom it holds them for, so that a stalled
+    /// store's warning and error can name it.
+    #[tokio::test]
+    async fn a_holding_connection_knows_its_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holding = Holding {
+            durable: std::sync::Arc::new(crate::hold::TestLog::default()),
+            stall_limit: None,
+        };
+        let mut incoming = std::pin::pin!(incoming(listener, Some(holding)));
+        let client = TcpStream::connect(addr).await.unwrap();
+        let accepted: Coalesced<TcpStream> = incoming.next().await.unwrap().unwrap();
+        assert_eq!(accepted.peer(), Some(client.local_addr().unwrap()));
     }
 }

@@ -159,17 +159,30 @@ async fn kill_9_loses_no_acknowledged_allow() {
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                started.fetch_add(1, Ordering::SeqCst);
-                let r = g.acquire(acquire("crash", 1_000_000 * (w + 1) + i)).await;
-                if let Ok(r) = r {
-                    if allowed(&r.into_inner()) {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    }
-                    finished.fetch_add(1, Ordering::SeqCst);
+                let to = |k: u64| acquire("crash", 1_000_000 * (w + 1) + i + k);
+                // Half the workers send batches of four: a batch's answer is held on its
+                // connection until durable, as a lone send's is.
+                let (sends, ok) = if w % 2 == 0 {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let r = g.acquire(to(0)).await;
+                    (1, r.map(|r| u64::from(allowed(&r.into_inner()))))
                 } else {
-                    return;
+                    started.fetch_add(4, Ordering::SeqCst);
+                    let sends = (0..4).map(to).collect();
+                    let r = g.acquire_batch(pb::AcquireBatchRequest { sends }).await;
+                    let n = |r: pb::AcquireBatchResponse| {
+                        r.results.iter().filter(|d| allowed(d)).count() as u64
+                    };
+                    (4, r.map(|r| n(r.into_inner())))
+                };
+                match ok {
+                    Ok(n) => {
+                        acked.fetch_add(n, Ordering::SeqCst);
+                        finished.fetch_add(sends, Ordering::SeqCst);
+                    }
+                    Err(_) => return,
                 }
-                i += 1;
+                i += sends;
             }
         }));
     }

@@ -356,7 +356,8 @@ impl Gate {
     /// ([`GateError::Item`]) and records nothing.
     ///
     /// * memory, embedded: the engine's batch; the embedded store then commits once for the
-    ///   whole batch (one group commit) before anything is answered;
+    ///   whole batch (one group commit) before anything is answered (on the connection, with
+    ///   [`Gate::decide_batch_held`]);
     /// * redis: every org is discovered and every item checked before anything is appended;
     ///   then all items go to their orgs' logs in one script call (an org's items in batch
     ///   order, nothing between them) and come back in request order. When Redis fails,
@@ -365,12 +366,24 @@ impl Gate {
         &self,
         sends: &[SendRequest<'_>],
     ) -> Result<Vec<Decision>, GateError> {
+        self.decide_batch_held(sends, None).await
+    }
+
+    /// Decides a batch like [`Gate::decide_batch`], except on the embedded store with a
+    /// `hold`: then a batch with an allowed item does not wait for its commit here, it marks
+    /// `hold` with the store's last fact, and the connection sends the answer once that is
+    /// durable, as for a lone send ([`Gate::decide_held`]).
+    pub async fn decide_batch_held(
+        &self,
+        sends: &[SendRequest<'_>],
+        hold: Option<&tiergate_transport::Hold>,
+    ) -> Result<Vec<Decision>, GateError> {
         match &self.backend {
             Backend::Local(_) => {
                 let ds = self.engine.decide_batch(sends)?;
                 // Replays too: see `settle`.
                 if ds.iter().any(Decision::is_allowed) {
-                    self.flush().await?;
+                    self.settle(hold).await?;
                 }
                 Ok(ds)
             }

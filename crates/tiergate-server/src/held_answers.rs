@@ -1,9 +1,10 @@
 //! The embedded store's commits, as what a gRPC connection's held answers wait for
 //! (`tiergate_transport::hold`).
 //!
-//! On the embedded store an allowed `Acquire`, or a `Report`, does not wait for its commit in
-//! its own task: it marks its connection with the fact its answer acknowledges
-//! ([`crate::gate::Gate::decide_held`], `apply_held`), and the connection sends the answer's
+//! On the embedded store an allowed `Acquire` (or an `AcquireBatch` with an allowed item), or a
+//! `Report`, does not wait for its commit in its own task: it marks its connection with the
+//! fact its answer acknowledges ([`crate::gate::Gate::decide_held`], `decide_batch_held`,
+//! `apply_held`), and the connection sends the answer's
 //! bytes once the store says that fact is durable. The promise is the same (no answer that
 //! acknowledges a change leaves before the change is on disk); the cost per call is lower
 //! (BENCHMARKS.md, "Answers held on the connection").
@@ -37,7 +38,7 @@ impl Durable for StoreCommits {
 mod tests {
     use super::*;
     use crate::gate::Gate;
-    use tiergate_core::{Change, Fact, Policy, SendOutcome, SendRequest, Tier};
+    use tiergate_core::{Change, Decision, Fact, Policy, SendOutcome, SendRequest, Tier};
     use tiergate_testkit::{engine_at_t0, org};
     use tiergate_transport::Hold;
 
@@ -102,5 +103,47 @@ mod tests {
         let d = memory.decide_held(&send("14155550101"), Some(&hold)).await;
         assert!(d.unwrap().is_allowed());
         assert_eq!(hold.mark(), 0, "memory holds nothing back");
+    }
+
+    /// A batch with an allowed item marks its connection with the store's last fact, as a lone
+    /// send does, and the commit releases it; a batch of denials marks nothing.
+    #[tokio::test]
+    async fn a_batch_with_an_allowed_item_marks_its_connection_and_one_of_denials_does_not() {
+        let dir = std::env::temp_dir().join(format!("tiergate-held-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (engine, _) = engine_at_t0(Policy::default());
+        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
+        engine.put_org(org("held", Tier::Tier250)).unwrap();
+        let gate = Gate::local(Arc::new(engine), Some(store.clone()));
+        let hold = Hold::default();
+        let before = store.issued();
+        // The second send to the same recipient is refused by the pair rate.
+        let batch = [
+            send("14155550101"),
+            send("14155550102"),
+            send("14155550101"),
+        ];
+        let ds = gate.decide_batch_held(&batch, Some(&hold)).await.unwrap();
+        let allowed: Vec<bool> = ds.iter().map(Decision::is_allowed).collect();
+        assert_eq!(allowed, [true, true, false]);
+        let mark = hold.mark();
+        assert!(
+            mark >= before + 2,
+            "both allowed sends' facts are at most the mark"
+        );
+        assert_eq!(mark, store.issued());
+        let commits = gate.held_answers().unwrap();
+        std::future::poll_fn(|cx| commits.poll_durable(mark, cx))
+            .await
+            .unwrap();
+        let other = Hold::default();
+        let ds = gate
+            .decide_batch_held(&[send("14155550101")], Some(&other))
+            .await
+            .unwrap();
+        assert!(!ds[0].is_allowed(), "{ds:?}");
+        assert_eq!(other.mark(), 0, "a batch of denials acknowledges nothing");
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

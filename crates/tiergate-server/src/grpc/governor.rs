@@ -77,10 +77,15 @@ impl GovernorService {
     }
 
     /// Decides a batch; each decision is counted as a lone Acquire's, with the batch's latency
-    /// (what its caller waited).
-    async fn decide_batch(&self, sends: &[SendRequest<'_>]) -> Result<Vec<Decision>, GateError> {
+    /// (what its caller waited; with the connection's `hold`, as for [`Self::decide`], the
+    /// decisions' alone).
+    async fn decide_batch(
+        &self,
+        sends: &[SendRequest<'_>],
+        hold: Option<&Hold>,
+    ) -> Result<Vec<Decision>, GateError> {
         let start = Instant::now();
-        let ds = self.gate.decide_batch(sends).await?;
+        let ds = self.gate.decide_batch_held(sends, hold).await?;
         let took = start.elapsed();
         for (d, send) in ds.iter().zip(sends) {
             self.metrics.decision(d, took);
@@ -253,7 +258,7 @@ impl pb::send_governor_server::SendGovernor for GovernorService {
             .enumerate()
             .map(|(i, s)| batch_item(i, s))
             .collect::<Result<Vec<_>, Status>>()?;
-        let ds = self.decide_batch(&sends).await?;
+        let ds = self.decide_batch(&sends, held(&request)).await?;
         Ok(Response::new(pb::AcquireBatchResponse {
             results: ds.iter().map(convert::decision_pb).collect(),
         }))

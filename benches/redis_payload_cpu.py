@@ -38,7 +38,7 @@ def binary_send(c):
 
 FORMS = {
     "json": json.dumps([SEND] * SENDS, separators=(",", ":")).encode(),
-    "binary": bytes([1]) + binary_send(SEND) * SENDS,
+    "binary": bytes([1, SENDS]) + binary_send(SEND) * SENDS,  # tag, count (< 128: one byte)
 }
 
 

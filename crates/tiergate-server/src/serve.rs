@@ -112,6 +112,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
         connect_timeout: timeout,
         replica: RedisLog::new_replica_id(),
         partitions: (config.server.redis_partitions != 0).then_some(config.server.redis_partitions),
+        log_format: config.server.redis_log_format.into(),
     };
     let started = std::time::Instant::now();
     let log = RedisLog::connect(&opts).await?;

@@ -12,7 +12,8 @@
 //! send without escaping five strings.
 //!
 //! The first byte of the field tells the forms apart: an entry written as JSON (by every build
-//! before this one) starts with `[`; a binary one with [`ENTRY`]. Entries of either form are
+//! before this one) starts with `[`; a binary one with [`ENTRY`], then how many records it
+//! holds (so that an entry cut between two records is refused, not read as fewer). Entries of either form are
 //! read, so a log that still holds JSON entries from before an upgrade replays unchanged. A
 //! build before this one cannot read a binary entry: it answers `INTERNAL` for that partition
 //! instead of misreading it (`docs/storage.md`, "Upgrading").
@@ -26,20 +27,43 @@ const DECIDE: u8 = 0x01;
 /// A record: any other command, as its JSON.
 const JSON: u8 = 0x02;
 
+/// How a replica writes its entries (`server.redis_log_format`). Every build from this one on
+/// reads both; builds before it read only [`LogFormat::Json`], which is what a replica of this
+/// build writes while older replicas still share its Redis (`docs/storage.md`, "Upgrading
+/// replicas").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Sends in binary, other commands as JSON records: a third of the bytes.
+    #[default]
+    Binary,
+    /// A JSON array of commands, as every build before this one wrote.
+    Json,
+}
+
 /// Why an entry's commands could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandCodecError {
     /// A JSON entry or record that is not valid JSON for this build's `Command`.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
-    /// An entry that starts with neither `[` nor [`ENTRY`], or a binary record that is cut
-    /// short, has an unknown tag, category or flag, or text that is not UTF-8.
+    /// An entry that is empty or starts with neither `[` nor [`ENTRY`]; a binary entry whose
+    /// records are not as many as it says (cut short, or bytes after the last), or one of
+    /// whose records has an unknown tag, category or flag, a length over 32 bits, or text
+    /// that is not UTF-8.
     #[error("binary entry: {0}")]
     Binary(&'static str),
 }
 
-/// Appends `command`'s record to `out`, a record of an entry that [`entry`] then frames.
-pub(crate) fn encode(command: &Command, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+/// Appends `command`'s record in `format` to `out`, a record of an entry that [`entry`] then
+/// frames.
+pub(crate) fn encode(
+    command: &Command,
+    format: LogFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    if format == LogFormat::Json {
+        return serde_json::to_writer(out, command);
+    }
     if let Command::Decide {
         org,
         phone,
@@ -71,9 +95,25 @@ pub(crate) fn encode(command: &Command, out: &mut Vec<u8>) -> Result<(), serde_j
     Ok(())
 }
 
-/// The `c` field of an entry holding `records` (each from [`encode`]) in order.
-pub(crate) fn entry<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+/// The `c` field of an entry holding `records` (each from [`encode`]) in order: [`ENTRY`],
+/// how many records (LEB128), the records. The count makes an entry cut between two records
+/// fail to read instead of reading as fewer commands.
+///
+/// In [`LogFormat::Json`], the records (each a command's JSON) as one JSON array.
+pub(crate) fn entry(records: &[Vec<u8>], format: LogFormat) -> Vec<u8> {
+    if format == LogFormat::Json {
+        let mut out = vec![b'['];
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(r);
+        }
+        out.push(b']');
+        return out;
+    }
     let mut out = vec![ENTRY];
+    leb128(records.len() as u64, &mut out);
     for r in records {
         out.extend_from_slice(r);
     }
@@ -86,9 +126,18 @@ pub(crate) fn decode(field: &[u8]) -> Result<Vec<Command>, CommandCodecError> {
     match field.first() {
         Some(&ENTRY) => {
             let mut r = Reader(&field[1..]);
-            let mut commands = Vec::new();
-            while !r.0.is_empty() {
+            let n = r.len()?;
+            // Each record takes at least two bytes: a count beyond that is damage, and is not
+            // allowed to size an allocation.
+            if n > r.0.len() / 2 {
+                return Err(CommandCodecError::Binary("more records than bytes"));
+            }
+            let mut commands = Vec::with_capacity(n);
+            for _ in 0..n {
                 commands.push(r.command()?);
+            }
+            if !r.0.is_empty() {
+                return Err(CommandCodecError::Binary("bytes after the last record"));
             }
             Ok(commands)
         }
@@ -100,7 +149,12 @@ pub(crate) fn decode(field: &[u8]) -> Result<Vec<Command>, CommandCodecError> {
 
 /// A length (LEB128, at most 32 bits) and then the bytes.
 fn bytes(b: &[u8], out: &mut Vec<u8>) {
-    let mut n = b.len() as u64;
+    leb128(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+/// `n` in LEB128: seven bits a byte, low first, the top bit set on all but the last.
+fn leb128(mut n: u64, out: &mut Vec<u8>) {
     loop {
         let low = (n & 0x7f) as u8;
         n >>= 7;
@@ -110,7 +164,6 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
         }
         out.push(low | 0x80);
     }
-    out.extend_from_slice(b);
 }
 
 /// A category as one byte, spelled out (as in `fact_codec.rs`), so that reordering the enum
@@ -224,16 +277,20 @@ mod tests {
         }
     }
 
-    fn packed(commands: &[Command]) -> Vec<u8> {
+    fn packed_as(commands: &[Command], format: LogFormat) -> Vec<u8> {
         let records: Vec<Vec<u8>> = commands
             .iter()
             .map(|c| {
                 let mut r = Vec::new();
-                encode(c, &mut r).unwrap();
+                encode(c, format, &mut r).unwrap();
                 r
             })
             .collect();
-        entry(records.iter().map(Vec::as_slice))
+        entry(&records, format)
+    }
+
+    fn packed(commands: &[Command]) -> Vec<u8> {
+        packed_as(commands, LogFormat::Binary)
     }
 
     fn every_shape() -> Vec<Command> {
@@ -256,7 +313,7 @@ mod tests {
     fn every_shape_of_send_comes_back_in_binary_and_small() {
         for c in every_shape() {
             let mut r = Vec::new();
-            encode(&c, &mut r).unwrap();
+            encode(&c, LogFormat::Binary, &mut r).unwrap();
             assert_eq!(r[0], DECIDE, "{c:?}");
             let json = serde_json::to_vec(&c).unwrap();
             assert!(
@@ -310,6 +367,17 @@ mod tests {
         assert_eq!(decode(&b).unwrap(), all);
     }
 
+    /// In JSON, an entry is exactly what builds before this one wrote (which they can read).
+    #[test]
+    fn a_json_entry_is_the_array_earlier_builds_wrote() {
+        let all = every_shape();
+        let b = packed_as(&all, LogFormat::Json);
+        assert_eq!(b, serde_json::to_vec(&all).unwrap());
+        assert_eq!(decode(&b).unwrap(), all);
+        assert_eq!(packed_as(&[], LogFormat::Json), b"[]");
+        assert_eq!(decode(b"[]").unwrap(), vec![]);
+    }
+
     #[test]
     fn entries_written_as_json_before_still_read() {
         // A round of two sends as the builds before this one wrote it, byte for byte.
@@ -325,42 +393,71 @@ mod tests {
 
     #[test]
     fn damaged_entries_are_refused_never_misread() {
-        let good = packed(&[decide(Some("US.1"), Some("k"), Category::Utility)]);
-        // Every cut but the one after the last record leaves a record short.
+        let one = decide(Some("US.1"), Some("k"), Category::Utility);
+        let good = packed(std::slice::from_ref(&one));
+        assert_eq!(good[1], 1, "one record");
+        // Every cut, the one between the tag and the count included, is refused.
         for cut in 0..good.len() {
-            if cut == 1 {
-                continue; // the tag alone: an entry of no commands
-            }
             assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(decode(&good[..1]).unwrap(), vec![]);
-        for field in [&b"{}"[..], b" [", &[0x02, 0x01], &[ENTRY, 0x09]] {
+        // So is an entry of two cut between them, and one with a record more than it says.
+        let two = packed(&[one.clone(), one.clone()]);
+        // `two` is `good` with a count of 2 and the record once more: the first ends where
+        // `good` does.
+        assert!(matches!(
+            decode(&two[..good.len()]),
+            Err(CommandCodecError::Binary("cut short"))
+        ));
+        let mut extra = good.clone();
+        extra.extend_from_slice(&good[2..]);
+        assert!(matches!(
+            decode(&extra),
+            Err(CommandCodecError::Binary("bytes after the last record"))
+        ));
+        assert_eq!(decode(&two).unwrap(), vec![one.clone(), one]);
+        assert_eq!(
+            decode(&[ENTRY, 0]).unwrap(),
+            vec![],
+            "an entry of no commands"
+        );
+        // A count no bytes could hold is refused before anything is allocated for it.
+        assert!(matches!(
+            decode(&[ENTRY, 0xff, 0xff, 0xff, 0xff, 0x0f, DECIDE]),
+            Err(CommandCodecError::Binary("more records than bytes"))
+        ));
+        for field in [&b"{}"[..], b" [", &[0x02, 0x01], &[ENTRY, 1, 0x09, 0]] {
             assert!(decode(field).is_err(), "{field:?}");
         }
+        // good: ENTRY, count, DECIDE, category, flags, the org's length (1 byte), "acme", ...
         let mut category = good.clone();
-        category[2] = 9;
+        category[3] = 9;
         assert!(matches!(
             decode(&category),
             Err(CommandCodecError::Binary("unknown category"))
         ));
         let mut flags = good.clone();
-        flags[3] = 0b100;
+        flags[4] = 0b100;
         assert!(matches!(
             decode(&flags),
             Err(CommandCodecError::Binary("unknown flags"))
         ));
         let mut text = good.clone();
-        text[5] = 0xff; // the org's first byte (after its one length byte)
+        text[6] = 0xff; // the org's first byte (after its one length byte)
         assert!(matches!(
             decode(&text),
             Err(CommandCodecError::Binary("text that is not UTF-8"))
         ));
         let mut length = good;
-        length[4] = 0xff; // the org's length: a varint that runs past the end
-        assert!(decode(&length).is_err());
+        // The org's length: 0xff continues into "a" (0x61), a two-byte length of 12,543, more
+        // than is left.
+        length[5] = 0xff;
+        assert!(matches!(
+            decode(&length),
+            Err(CommandCodecError::Binary("cut short"))
+        ));
         // A length of more than five bytes is refused, not wrapped around.
         assert!(matches!(
-            decode(&[ENTRY, JSON, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            decode(&[ENTRY, 1, JSON, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Err(CommandCodecError::Binary("length too long"))
         ));
     }

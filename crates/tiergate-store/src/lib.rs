@@ -36,7 +36,7 @@ mod slot;
 mod waiters;
 
 pub use chain::ErrorChain;
-pub use command_codec::CommandCodecError;
+pub use command_codec::{CommandCodecError, LogFormat};
 pub use commit_stats::{COMMIT_BUCKETS, CommitStats};
 pub use embedded::{Compaction, EmbeddedStore, RedbError, SCHEMA_VERSION, StoreError};
 pub use fact_codec::FactCodecError;

@@ -388,7 +388,8 @@ impl RedisStoreError {
             RedisStoreError::BatcherStopped => RedisStoreError::BatcherStopped,
             RedisStoreError::Lost => RedisStoreError::Lost,
             RedisStoreError::Protocol(s) => RedisStoreError::Protocol(s.clone()),
-            other => RedisStoreError::Protocol(other.to_string()),
+            // With its causes: an entry this build cannot read says why.
+            other => RedisStoreError::Protocol(crate::ErrorChain(other).to_string()),
         }
     }
 }
@@ -413,6 +414,9 @@ pub struct RedisOptions {
     /// of masters, one partition per master costs Redis about a quarter less CPU per decision
     /// than 16 (BENCHMARKS.md); 16 lets the cluster grow to 16 masters without a migration.
     pub partitions: Option<u32>,
+    /// How this replica writes its entries: binary (the default), or JSON while replicas of
+    /// earlier builds share the Redis (they read only JSON).
+    pub log_format: command_codec::LogFormat,
 }
 
 /// The partitioned logs in Redis (one server or a cluster), over managed, multiplexed
@@ -434,6 +438,8 @@ pub struct RedisLog {
     keys: Arc<Vec<PartitionKeys>>,
     /// The schema version found at connect, when older than this build's (a migration is due).
     older_schema: Option<u64>,
+    /// How this replica writes its entries.
+    format: command_codec::LogFormat,
 }
 
 /// One command waiting for its batcher's next round.
@@ -458,6 +464,7 @@ struct Batchers {
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
+    format: command_codec::LogFormat,
     /// By master as the slot map knows it (`None`: one Redis, or a slot with no known master).
     /// Bounded by the cluster's masters.
     lanes: DashMap<Option<Arc<str>>, mpsc::Sender<Call>>,
@@ -484,6 +491,7 @@ impl Batchers {
                     self.keys.clone(),
                     self.replica.clone(),
                     self.stats.clone(),
+                    self.format,
                     rx,
                 ));
                 tx
@@ -534,6 +542,7 @@ async fn batcher(
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
+    format: command_codec::LogFormat,
     mut rx: mpsc::Receiver<Call>,
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
@@ -571,7 +580,7 @@ async fn batcher(
             replies.push(waiting);
         }
         let mut all_ok = true;
-        let sent = send_round(&appender, &keys, &replica, parts).await;
+        let sent = send_round(&appender, &keys, &replica, format, parts).await;
         for (answer, replies) in sent.into_iter().zip(replies) {
             match answer {
                 Ok((id, entries)) => {
@@ -679,6 +688,7 @@ impl RedisLog {
                 keys: keys.clone(),
                 replica: replica.clone(),
                 stats: stats.clone(),
+                format: opts.log_format,
                 lanes: DashMap::new(),
             }),
             replica,
@@ -686,6 +696,7 @@ impl RedisLog {
             response_timeout: opts.response_timeout,
             keys,
             older_schema,
+            format: opts.log_format,
         };
         // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
         if let RedisConn::Single(_) = &log.conn {
@@ -770,11 +781,13 @@ impl RedisLog {
         Ok(self.conn.ping().await?)
     }
 
-    fn encode(command: &Command) -> Result<Vec<u8>, RedisStoreError> {
+    fn encode(&self, command: &Command) -> Result<Vec<u8>, RedisStoreError> {
         let mut record = Vec::new();
-        command_codec::encode(command, &mut record).map_err(|source| RedisStoreError::Json {
-            what: "command".into(),
-            source,
+        command_codec::encode(command, self.format, &mut record).map_err(|source| {
+            RedisStoreError::Json {
+                what: "command".into(),
+                source,
+            }
         })?;
         Ok(record)
     }
@@ -789,7 +802,7 @@ impl RedisLog {
         after: LogId,
     ) -> Result<Appended, RedisStoreError> {
         let partition = self.partition_of(command.org());
-        let record = Self::encode(command)?;
+        let record = self.encode(command)?;
         let (reply, rx) = oneshot::channel();
         let gone = || RedisStoreError::BatcherStopped;
         let call = Call {
@@ -821,7 +834,7 @@ impl RedisLog {
         let start = Instant::now();
         let mut records = commands
             .iter()
-            .map(Self::encode)
+            .map(|c| self.encode(c))
             .collect::<Result<Vec<_>, _>>()?;
         let all: Vec<usize> = (0..commands.len()).collect();
         let groups = group_by(&all, |&i| self.partition_of(commands[i].org()));
@@ -841,7 +854,14 @@ impl RedisLog {
                 }
             })
             .collect();
-        let rounds = send_round(&self.appender, &self.keys, &self.replica, parts).await;
+        let rounds = send_round(
+            &self.appender,
+            &self.keys,
+            &self.replica,
+            self.format,
+            parts,
+        )
+        .await;
         let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
         for (idx, round) in groups.into_iter().zip(rounds) {
             let (id, entries) = round?;
@@ -1057,6 +1077,7 @@ async fn send_round(
     appender: &Appender,
     keys: &[PartitionKeys],
     replica: &str,
+    format: command_codec::LogFormat,
     parts: Vec<PartRound>,
 ) -> Vec<Result<(LogId, Arc<Vec<Entry>>), RedisStoreError>> {
     let known: Vec<Vec<OwnEntry>> = parts
@@ -1072,7 +1093,8 @@ async fn send_round(
                 r.partition,
                 r.at_ms,
                 r.after,
-                r.records.iter().map(Vec::as_slice),
+                &r.records,
+                format,
                 known,
             )
         })
@@ -1092,15 +1114,16 @@ async fn send_round(
 }
 
 /// One partition's entry to append: its commands' records as one entry.
-fn pack<'a>(
+fn pack(
     keys: &[PartitionKeys],
     partition: u32,
     at_ms: u64,
     after: LogId,
-    records: impl Iterator<Item = &'a [u8]>,
+    records: &[Vec<u8>],
+    format: command_codec::LogFormat,
     known: &[OwnEntry],
 ) -> Pack {
-    let cmds = command_codec::entry(records);
+    let cmds = command_codec::entry(records, format);
     let keys = &keys[partition as usize];
     Pack {
         log: keys.log.clone(),

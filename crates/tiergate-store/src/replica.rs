@@ -783,6 +783,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             replica: "one".into(),
             partitions: None,
+            log_format: Default::default(),
         })
         .await
         .unwrap();

@@ -72,6 +72,7 @@ async fn replica_on(redis: &RedisServer, response_timeout: Duration) -> Arc<Repl
         connect_timeout: Duration::from_secs(2),
         replica: "test".into(),
         partitions: None,
+        log_format: Default::default(),
     })
     .await
     .unwrap();

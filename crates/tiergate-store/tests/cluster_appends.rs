@@ -32,6 +32,7 @@ async fn log_on(c: &RedisCluster) -> RedisLog {
         connect_timeout: Duration::from_secs(2),
         replica: "test".into(),
         partitions: None,
+        log_format: Default::default(),
     })
     .await
     .unwrap()

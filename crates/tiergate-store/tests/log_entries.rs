@@ -6,10 +6,14 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use tiergate_core::{Category, Command};
-use tiergate_store::{LogId, RedisLog, RedisOptions, RedisStoreError, RedisTopology};
+use tiergate_store::{LogFormat, LogId, RedisLog, RedisOptions, RedisStoreError, RedisTopology};
 use tiergate_testkit::redis::{RedisServer, or_skip};
 
 async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
+    log_as(redis, replica, LogFormat::Binary).await
+}
+
+async fn log_as(redis: &RedisServer, replica: &str, log_format: LogFormat) -> RedisLog {
     RedisLog::connect(&RedisOptions {
         url: redis.url(),
         topology: RedisTopology::Single,
@@ -17,6 +21,7 @@ async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
         connect_timeout: Duration::from_secs(5),
         replica: replica.into(),
         partitions: None,
+        log_format,
     })
     .await
     .unwrap()
@@ -126,12 +131,12 @@ async fn an_entry_this_build_cannot_read_is_an_error_not_a_command() {
         .await
         .unwrap();
     let (log, _) = fields(&mut con).await;
-    // A record tag this build does not know, as a newer build might write.
+    // One record of a tag this build does not know, as a newer build might write.
     let _: String = con
         .xadd(
             &log,
             "*",
-            &[("r", &b"newer"[..]), ("c", &[0x01, 0x07, 0x00][..])],
+            &[("r", &b"newer"[..]), ("c", &[0x01, 0x01, 0x07, 0x00][..])],
         )
         .await
         .unwrap();
@@ -143,4 +148,49 @@ async fn an_entry_this_build_cannot_read_is_an_error_not_a_command() {
         matches!(err, RedisStoreError::Entry { .. }),
         "{err:?}: {err}"
     );
+    // A lone append (the batcher's path, whose error is copied to each caller of a round)
+    // keeps the reason.
+    let err = other
+        .append(
+            &decide("acme", "+14155550102", None),
+            1_000,
+            LogId::default(),
+        )
+        .await
+        .unwrap_err();
+    let said = tiergate_store::ErrorChain(&err).to_string();
+    assert!(said.contains("unknown record"), "{said}");
+}
+
+/// A replica set to JSON (`server.redis_log_format = "json"`, for a rolling upgrade) writes
+/// the JSON array earlier builds read, and reads the binary entries of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_to_json_writes_what_earlier_builds_read() {
+    let Some(redis) = or_skip(RedisServer::start("log-entries-json")) else {
+        return;
+    };
+    let binary = log_on(&redis, "binary").await;
+    let json = log_as(&redis, "json", LogFormat::Json).await;
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let never = |_| LogId::default();
+    let first = vec![decide("acme", "+14155550100", Some("k-1"))];
+    binary.append_many(&first, 1_000, never).await.unwrap();
+    let second = vec![
+        decide("globex", "+14155550101", None),
+        Command::Status { org: "acme".into() },
+    ];
+    let got = json.append_many(&second, 1_000, never).await.unwrap();
+    let (_, c) = fields(&mut con).await;
+    assert_eq!(c[0][0], 0x01, "the binary replica's entry");
+    assert_eq!(
+        c[1],
+        serde_json::to_vec(&second).unwrap(),
+        "the JSON replica's entry, as earlier builds wrote it"
+    );
+    let read: Vec<&Vec<Command>> = got[0].entries.iter().map(|e| &*e.commands).collect();
+    assert_eq!(read, vec![&first, &second]);
 }

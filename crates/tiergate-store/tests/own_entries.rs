@@ -16,6 +16,7 @@ async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
         connect_timeout: Duration::from_secs(5),
         replica: replica.into(),
         partitions: None,
+        log_format: Default::default(),
     })
     .await
     .unwrap()

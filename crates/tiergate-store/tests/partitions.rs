@@ -17,6 +17,7 @@ async fn connect(
         connect_timeout: Duration::from_secs(5),
         replica: "test".into(),
         partitions,
+        log_format: Default::default(),
     })
     .await
 }

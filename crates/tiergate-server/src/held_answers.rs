@@ -46,17 +46,26 @@ mod tests {
         tiergate_testkit::send("held", to)
     }
 
+    /// A gate on an embedded store of its own (in the returned directory) holding org `held`.
+    fn embedded_gate(name: &str) -> (Gate, Arc<EmbeddedStore>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tiergate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (engine, _) = engine_at_t0(Policy::default());
+        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
+        engine.put_org(org("held", Tier::Tier250)).unwrap();
+        (
+            Gate::local(Arc::new(engine), Some(store.clone())),
+            store,
+            dir,
+        )
+    }
+
     /// An allowed send marks its connection with its own fact (or a later one), and the
     /// store's commit releases the mark; so does its report; a denial and a memory gate mark
     /// nothing.
     #[tokio::test]
     async fn an_allowed_send_marks_its_connection_with_its_fact_and_a_denial_does_not() {
-        let dir = std::env::temp_dir().join(format!("tiergate-held-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (engine, _) = engine_at_t0(Policy::default());
-        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
-        engine.put_org(org("held", Tier::Tier250)).unwrap();
-        let gate = Gate::local(Arc::new(engine), Some(store.clone()));
+        let (gate, store, dir) = embedded_gate("held");
         let hold = Hold::default();
         let before = store.issued();
         let allowed = gate
@@ -109,12 +118,7 @@ mod tests {
     /// send does, and the commit releases it; a batch of denials marks nothing.
     #[tokio::test]
     async fn a_batch_with_an_allowed_item_marks_its_connection_and_one_of_denials_does_not() {
-        let dir = std::env::temp_dir().join(format!("tiergate-held-batch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (engine, _) = engine_at_t0(Policy::default());
-        let (store, _) = EmbeddedStore::open_for(&dir, &engine).unwrap();
-        engine.put_org(org("held", Tier::Tier250)).unwrap();
-        let gate = Gate::local(Arc::new(engine), Some(store.clone()));
+        let (gate, store, dir) = embedded_gate("held-batch");
         let hold = Hold::default();
         let before = store.issued();
         // The second send to the same recipient is refused by the pair rate.

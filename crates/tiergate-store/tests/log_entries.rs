@@ -2,29 +2,29 @@
 //! sends in binary, other commands as JSON records; entries that builds before it wrote as a
 //! JSON array still apply; an entry it cannot read is an error, never a misread command.
 
-use std::time::Duration;
+mod redis_common;
 
 use redis::AsyncCommands;
+use redis_common::{client, log_as};
 use tiergate_core::{Category, Command};
-use tiergate_store::{LogFormat, LogId, RedisLog, RedisOptions, RedisStoreError, RedisTopology};
+use tiergate_store::{LogFormat, LogId, RedisLog, RedisStoreError};
 use tiergate_testkit::redis::{RedisServer, or_skip};
 
-async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
-    log_as(redis, replica, LogFormat::Binary).await
-}
-
-async fn log_as(redis: &RedisServer, replica: &str, log_format: LogFormat) -> RedisLog {
-    RedisLog::connect(&RedisOptions {
-        url: redis.url(),
-        topology: RedisTopology::Single,
-        response_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        replica: replica.into(),
-        partitions: None,
-        log_format,
-    })
-    .await
-    .unwrap()
+/// A Redis of the test's own, two binary replicas on it (`mine`, `other`), and a connection to
+/// look at what they wrote.
+async fn two_replicas(
+    name: &str,
+) -> Option<(
+    RedisServer,
+    RedisLog,
+    RedisLog,
+    redis::aio::MultiplexedConnection,
+)> {
+    let redis = or_skip(RedisServer::start(name))?;
+    let mine = log_as(&redis, "mine", LogFormat::Binary).await;
+    let other = log_as(&redis, "other", LogFormat::Binary).await;
+    let con = client(&redis).await;
+    Some((redis, mine, other, con))
 }
 
 fn decide(org: &str, recipient: &str, key: Option<&str>) -> Command {
@@ -57,16 +57,9 @@ async fn fields(con: &mut redis::aio::MultiplexedConnection) -> (String, Vec<Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_are_logged_in_binary_and_json_entries_of_older_builds_still_apply() {
-    let Some(redis) = or_skip(RedisServer::start("log-entries")) else {
+    let Some((_redis, mine, other, mut con)) = two_replicas("log-entries").await else {
         return;
     };
-    let mine = log_on(&redis, "mine").await;
-    let other = log_on(&redis, "other").await;
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let never = |_| LogId::default();
 
     let first = vec![
@@ -116,16 +109,9 @@ async fn sends_are_logged_in_binary_and_json_entries_of_older_builds_still_apply
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_this_build_cannot_read_is_an_error_not_a_command() {
-    let Some(redis) = or_skip(RedisServer::start("log-entries-bad")) else {
+    let Some((_redis, mine, other, mut con)) = two_replicas("log-entries-bad").await else {
         return;
     };
-    let mine = log_on(&redis, "mine").await;
-    let other = log_on(&redis, "other").await;
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let never = |_| LogId::default();
     mine.append_many(&[decide("acme", "+14155550100", None)], 1_000, never)
         .await
@@ -169,13 +155,9 @@ async fn a_replica_set_to_json_writes_what_earlier_builds_read() {
     let Some(redis) = or_skip(RedisServer::start("log-entries-json")) else {
         return;
     };
-    let binary = log_on(&redis, "binary").await;
+    let binary = log_as(&redis, "binary", LogFormat::Binary).await;
     let json = log_as(&redis, "json", LogFormat::Json).await;
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = client(&redis).await;
     let never = |_| LogId::default();
     let first = vec![decide("acme", "+14155550100", Some("k-1"))];
     binary.append_many(&first, 1_000, never).await.unwrap();

@@ -2,24 +2,15 @@
 //! this replica's earlier entry in its answer gets that entry without its commands, over the
 //! wire, and completes it from what it sent; another replica gets the entry whole.
 
-use std::time::Duration;
+mod redis_common;
 
+use redis_common::{client, log_as};
 use tiergate_core::Command;
-use tiergate_store::{LogId, RedisLog, RedisOptions, RedisTopology};
+use tiergate_store::{LogFormat, LogId, RedisLog};
 use tiergate_testkit::redis::{RedisServer, or_skip};
 
 async fn log_on(redis: &RedisServer, replica: &str) -> RedisLog {
-    RedisLog::connect(&RedisOptions {
-        url: redis.url(),
-        topology: RedisTopology::Single,
-        response_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        replica: replica.into(),
-        partitions: None,
-        log_format: Default::default(),
-    })
-    .await
-    .unwrap()
+    log_as(redis, replica, LogFormat::Binary).await
 }
 
 /// 400 cheap commands with long org ids: about 29 KB of JSON in one entry.
@@ -52,11 +43,7 @@ async fn own_entries_come_back_without_their_commands() {
     };
     let mine = log_on(&redis, "mine").await;
     let other = log_on(&redis, "other").await;
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = client(&redis).await;
     let never = |_| LogId::default();
 
     let first = mine.append_many(&commands(1), 1_000, never).await.unwrap();

@@ -11,8 +11,9 @@ Redis then pays its per-iteration costs (its event loop, the socket, its append-
 `write`) on every call. `--pipeline N` sends N calls at a time, so that those costs are shared
 and the script's own work stands out.
 
-Each round appends 90 send commands (~10 KB of JSON, what a round carries at 256 calls in
-flight) two rounds behind its own cursor, naming its previous entry as its own: the shape of a
+Each round appends 90 send commands (what a round carries at 256 calls in flight; as ~10 KB of
+JSON, the form builds before session 19 sent: `redis_payload_cpu.py` compares it with the binary
+form sent since) two rounds behind its own cursor, naming its previous entry as its own: the shape of a
 busy replica's rounds with no other replica writing. (With another replica's entries between
 its own, the script makes one `XRANGE` more per own entry named; that case is not measured
 here.) Prints Redis's CPU (`INFO cpu`, user + sys) per round for each file, per pass, and the

@@ -47,6 +47,8 @@ pub(crate) struct Appender {
     pub(crate) replica: Arc<str>,
     /// This replica's latest entries, shared by every route an append takes.
     pub(crate) own: Arc<OwnEntries>,
+    /// How this replica writes its commands into entries (`command_codec.rs`).
+    pub(crate) format: crate::command_codec::LogFormat,
 }
 
 /// One pack's answer as the script gave it: written (`{id, entries}`, `{'lost', false}`), or

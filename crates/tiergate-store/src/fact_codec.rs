@@ -84,7 +84,7 @@ fn decode_send(b: &[u8]) -> Result<Fact, FactCodecError> {
     let mut r = Reader(b);
     let at = r.u64()?;
     let seq = r.u64()?;
-    let category = category_of(r.u8()?)?;
+    let category = category_of(r.u8()?).ok_or(FactCodecError::Binary("unknown category"))?;
     let present = r.u8()?;
     if present & !0b11 != 0 {
         return Err(FactCodecError::Binary("unknown flags"));
@@ -119,9 +119,9 @@ fn decode_send(b: &[u8]) -> Result<Fact, FactCodecError> {
     })
 }
 
-/// A send's category as one byte. Spelled out, so that reordering the enum cannot change what
-/// stored bytes mean.
-fn category_code(c: Option<Category>) -> u8 {
+/// A send's category as one byte (0: none). Spelled out, so that reordering the enum cannot
+/// change what stored bytes mean; the Redis log's sends use the same bytes (`command_codec.rs`).
+pub(crate) fn category_code(c: Option<Category>) -> u8 {
     match c {
         None => 0,
         Some(Category::Marketing) => 1,
@@ -130,13 +130,14 @@ fn category_code(c: Option<Category>) -> u8 {
     }
 }
 
-fn category_of(code: u8) -> Result<Option<Category>, FactCodecError> {
-    Ok(match code {
+/// The category a byte of [`category_code`] stands for; `None` for a byte it never writes.
+pub(crate) fn category_of(code: u8) -> Option<Option<Category>> {
+    Some(match code {
         0 => None,
         1 => Some(Category::Marketing),
         2 => Some(Category::Utility),
         3 => Some(Category::Authentication),
-        _ => return Err(FactCodecError::Binary("unknown category")),
+        _ => return None,
     })
 }
 

@@ -438,8 +438,6 @@ pub struct RedisLog {
     keys: Arc<Vec<PartitionKeys>>,
     /// The schema version found at connect, when older than this build's (a migration is due).
     older_schema: Option<u64>,
-    /// How this replica writes its entries.
-    format: command_codec::LogFormat,
 }
 
 /// One command waiting for its batcher's next round.
@@ -464,7 +462,6 @@ struct Batchers {
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
-    format: command_codec::LogFormat,
     /// By master as the slot map knows it (`None`: one Redis, or a slot with no known master).
     /// Bounded by the cluster's masters.
     lanes: DashMap<Option<Arc<str>>, mpsc::Sender<Call>>,
@@ -491,7 +488,6 @@ impl Batchers {
                     self.keys.clone(),
                     self.replica.clone(),
                     self.stats.clone(),
-                    self.format,
                     rx,
                 ));
                 tx
@@ -542,7 +538,6 @@ async fn batcher(
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
-    format: command_codec::LogFormat,
     mut rx: mpsc::Receiver<Call>,
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
@@ -580,7 +575,7 @@ async fn batcher(
             replies.push(waiting);
         }
         let mut all_ok = true;
-        let sent = send_round(&appender, &keys, &replica, format, parts).await;
+        let sent = send_round(&appender, &keys, &replica, parts).await;
         for (answer, replies) in sent.into_iter().zip(replies) {
             match answer {
                 Ok((id, entries)) => {
@@ -674,6 +669,7 @@ impl RedisLog {
             append,
             replica: replica.clone(),
             own: Arc::default(),
+            format: opts.log_format,
         };
         let log = Self {
             conn,
@@ -688,7 +684,6 @@ impl RedisLog {
                 keys: keys.clone(),
                 replica: replica.clone(),
                 stats: stats.clone(),
-                format: opts.log_format,
                 lanes: DashMap::new(),
             }),
             replica,
@@ -696,7 +691,6 @@ impl RedisLog {
             response_timeout: opts.response_timeout,
             keys,
             older_schema,
-            format: opts.log_format,
         };
         // On a cluster each master loads a script on its first call (NOSCRIPT runs nothing).
         if let RedisConn::Single(_) = &log.conn {
@@ -783,7 +777,7 @@ impl RedisLog {
 
     fn encode(&self, command: &Command) -> Result<Vec<u8>, RedisStoreError> {
         let mut record = Vec::new();
-        command_codec::encode(command, self.format, &mut record).map_err(|source| {
+        command_codec::encode(command, self.appender.format, &mut record).map_err(|source| {
             RedisStoreError::Json {
                 what: "command".into(),
                 source,
@@ -854,14 +848,7 @@ impl RedisLog {
                 }
             })
             .collect();
-        let rounds = send_round(
-            &self.appender,
-            &self.keys,
-            &self.replica,
-            self.format,
-            parts,
-        )
-        .await;
+        let rounds = send_round(&self.appender, &self.keys, &self.replica, parts).await;
         let mut out: Vec<Option<Appended>> = vec![None; commands.len()];
         for (idx, round) in groups.into_iter().zip(rounds) {
             let (id, entries) = round?;
@@ -1077,7 +1064,6 @@ async fn send_round(
     appender: &Appender,
     keys: &[PartitionKeys],
     replica: &str,
-    format: command_codec::LogFormat,
     parts: Vec<PartRound>,
 ) -> Vec<Result<(LogId, Arc<Vec<Entry>>), RedisStoreError>> {
     let known: Vec<Vec<OwnEntry>> = parts
@@ -1094,7 +1080,7 @@ async fn send_round(
                 r.at_ms,
                 r.after,
                 &r.records,
-                format,
+                appender.format,
                 known,
             )
         })

@@ -113,6 +113,7 @@ pub async fn build(config: &Config) -> Result<Built, ServeError> {
         replica: RedisLog::new_replica_id(),
         partitions: (config.server.redis_partitions != 0).then_some(config.server.redis_partitions),
         log_format: config.server.redis_log_format.into(),
+        fill_wait: Duration::from_millis(config.server.redis_fill_wait_ms),
     };
     let started = std::time::Instant::now();
     let log = RedisLog::connect(&opts).await?;

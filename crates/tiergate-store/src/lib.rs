@@ -26,6 +26,7 @@ mod commit_stats;
 mod embedded;
 mod fact_codec;
 mod fact_log;
+mod gather;
 mod migrate;
 mod own_entries;
 mod partition;

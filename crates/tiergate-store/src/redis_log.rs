@@ -36,6 +36,7 @@ use tiergate_core::{Command, EngineError};
 use crate::append::{Answer, Appender, Pack, group_by};
 use crate::command_codec;
 use crate::commit_stats::CommitStats;
+use crate::gather::{BATCH, Fill, gather};
 use crate::own_entries::{self, OwnEntry};
 use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 use crate::redis_conn::{RedisConn, RedisTopology};
@@ -417,6 +418,17 @@ pub struct RedisOptions {
     /// How this replica writes its entries: binary (the default), or JSON while replicas of
     /// earlier builds share the Redis (they read only JSON).
     pub log_format: command_codec::LogFormat,
+    /// The longest a round of appends waits to fill after a larger one (`gather.rs`): fewer
+    /// script calls, so fewer `fsync`s, under load, at up to this much added latency; zero:
+    /// rounds never wait. [`RedisOptions::FILL_WAIT`] unless set.
+    pub fill_wait: Duration,
+}
+
+impl RedisOptions {
+    /// The default [`RedisOptions::fill_wait`]: 3 ms took Redis's CPU per decision down by
+    /// 10–20 % at 256 calls in flight, at the same calls/s (BENCHMARKS.md, "Redis: a round
+    /// waits for the wave").
+    pub const FILL_WAIT: Duration = Duration::from_millis(3);
 }
 
 /// The partitioned logs in Redis (one server or a cluster), over managed, multiplexed
@@ -451,9 +463,6 @@ struct Call {
     reply: oneshot::Sender<Result<Appended, RedisStoreError>>,
 }
 
-/// Commands in one script call at most.
-const BATCH: usize = 256;
-
 /// The batchers: one on a single Redis; on a cluster one per master, so that a master that
 /// hangs (a host gone without a reset) holds up only the appends bound for it, not a batch
 /// shared with the live masters.
@@ -462,6 +471,8 @@ struct Batchers {
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
+    /// The longest a round waits to fill (`gather.rs`).
+    fill_wait: Duration,
     /// By master as the slot map knows it (`None`: one Redis, or a slot with no known master).
     /// Bounded by the cluster's masters.
     lanes: DashMap<Option<Arc<str>>, mpsc::Sender<Call>>,
@@ -488,6 +499,7 @@ impl Batchers {
                     self.keys.clone(),
                     self.replica.clone(),
                     self.stats.clone(),
+                    self.fill_wait,
                     rx,
                 ));
                 tx
@@ -496,56 +508,30 @@ impl Batchers {
     }
 }
 
-/// Most times a batcher lets the runtime's other ready tasks run before it sends a round.
-const GATHER_YIELDS: usize = 16;
-
-/// Longest a batcher gathers: a turn lasts until the worker's other ready tasks have run, which
-/// under heavy load can be long, and a round should not wait on many of them.
-const GATHER_MAX: Duration = Duration::from_millis(1);
-
-/// Lets the runtime's other ready tasks run (calls being decided, whose commands are about to
-/// join this round) and takes what they add, for as long as each turn adds something, up to
-/// [`GATHER_YIELDS`] turns, [`GATHER_MAX`] or [`BATCH`] commands. With `appendfsync always`
-/// every script call is an `fsync`, so Redis's CPU per decision follows the round's size: this
-/// took it from 5.9–6.1 to 3.1–3.5 µs at 256 calls in flight (BENCHMARKS.md). An idle sidecar
-/// pays one turn (its first adds nothing), and no timer is involved.
-async fn gather<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) {
-    let start = Instant::now();
-    for _ in 0..GATHER_YIELDS {
-        if batch.len() >= BATCH || start.elapsed() >= GATHER_MAX {
-            return;
-        }
-        tokio::task::yield_now().await;
-        let before = batch.len();
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        if batch.len() == before {
-            return;
-        }
-    }
-}
-
 /// Sends the commands waiting at that moment together, one entry per partition (one script
 /// call on one Redis, one per master on a cluster, where a slot may have moved since its lane
 /// was chosen): while one round is in Redis, the next gathers (group commit, as in the embedded
-/// store).
+/// store), and under load waits to fill after a larger one (`gather.rs`).
 async fn batcher(
     appender: Appender,
     keys: Arc<Vec<PartitionKeys>>,
     replica: Arc<str>,
     stats: Arc<CommitStats>,
+    fill_wait: Duration,
     mut rx: mpsc::Receiver<Call>,
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
+    let mut previous = 0;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // The commit latency `/metrics` shows includes the gathering.
         let start = Instant::now();
-        gather(&mut rx, &mut batch).await;
+        let fill = Fill {
+            previous,
+            wait: fill_wait,
+        };
+        gather(&mut rx, &mut batch, fill).await;
         let n = batch.len();
+        previous = n;
         let all: Vec<usize> = (0..n).collect();
         let groups = group_by(&all, |&i| batch[i].partition);
         let mut calls: Vec<Option<Call>> = batch.drain(..).map(Some).collect();
@@ -684,6 +670,7 @@ impl RedisLog {
                 keys: keys.clone(),
                 replica: replica.clone(),
                 stats: stats.clone(),
+                fill_wait: opts.fill_wait,
                 lanes: DashMap::new(),
             }),
             replica,
@@ -1266,67 +1253,4 @@ fn decode_entries(v: Value, known: &[OwnEntry]) -> Result<Vec<Entry>, RedisStore
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A round takes what the runtime's other tasks add while they run, and stops at the first
-    /// turn that adds nothing.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_round_gathers_while_other_tasks_add_to_it() {
-        let (tx, mut rx) = mpsc::channel(64);
-        tx.send(0u32).await.unwrap();
-        let producer = tokio::spawn(async move {
-            for i in 1..=5 {
-                tx.send(i).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            // Gone quiet: later sends are the next round's.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            tx.send(99).await.unwrap();
-        });
-        let mut batch = Vec::new();
-        rx.recv_many(&mut batch, BATCH).await;
-        gather(&mut rx, &mut batch).await;
-        assert_eq!(batch, vec![0, 1, 2, 3, 4, 5]);
-        producer.await.unwrap();
-        let mut next = Vec::new();
-        rx.recv_many(&mut next, BATCH).await;
-        gather(&mut rx, &mut next).await;
-        assert_eq!(next, vec![99]);
-    }
-
-    /// Never more than a round holds, and never more than [`GATHER_YIELDS`] turns.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_round_is_bounded() {
-        let (tx, mut rx) = mpsc::channel(4 * BATCH);
-        for i in 0..BATCH + 10 {
-            tx.send(i).await.unwrap();
-        }
-        let mut batch = Vec::new();
-        rx.recv_many(&mut batch, 1).await;
-        gather(&mut rx, &mut batch).await;
-        assert_eq!(batch.len(), BATCH);
-        let (tx, mut rx) = mpsc::channel(1024);
-        let producer = tokio::spawn(async move {
-            for i in 0..1000u32 {
-                if tx.send(i).await.is_err() {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        });
-        let mut batch = Vec::new();
-        rx.recv_many(&mut batch, 1).await;
-        gather(&mut rx, &mut batch).await;
-        assert!(
-            batch.len() <= 1 + GATHER_YIELDS,
-            "{} after {GATHER_YIELDS} turns",
-            batch.len()
-        );
-        drop(rx);
-        producer.await.unwrap();
-    }
 }

@@ -784,6 +784,7 @@ mod tests {
             replica: "one".into(),
             partitions: None,
             log_format: Default::default(),
+            fill_wait: RedisOptions::FILL_WAIT,
         })
         .await
         .unwrap();

@@ -73,6 +73,7 @@ async fn replica_on(redis: &RedisServer, response_timeout: Duration) -> Arc<Repl
         replica: "test".into(),
         partitions: None,
         log_format: Default::default(),
+        fill_wait: RedisOptions::FILL_WAIT,
     })
     .await
     .unwrap();

@@ -33,6 +33,7 @@ async fn log_on(c: &RedisCluster) -> RedisLog {
         replica: "test".into(),
         partitions: None,
         log_format: Default::default(),
+        fill_wait: RedisOptions::FILL_WAIT,
     })
     .await
     .unwrap()

@@ -18,6 +18,7 @@ async fn connect(
         replica: "test".into(),
         partitions,
         log_format: Default::default(),
+        fill_wait: RedisOptions::FILL_WAIT,
     })
     .await
 }

@@ -16,6 +16,7 @@ pub async fn log_as(redis: &RedisServer, replica: &str, log_format: LogFormat) -
         replica: replica.into(),
         partitions: None,
         log_format,
+        fill_wait: RedisOptions::FILL_WAIT,
     })
     .await
     .unwrap()

@@ -141,9 +141,11 @@ pub struct ServerSection {
     /// With Redis, the longest a round of appends waits to fill after a larger round, in
     /// milliseconds (at most 100; 0: never). Under load calls come back in waves, and a round
     /// sent before the wave arrives carries a handful of sends for a whole `fsync`; waiting
-    /// for three quarters of the previous round took Redis's CPU per decision down by 10–20 %
-    /// at 256 calls in flight, at the same calls/s. After a round of fewer than 16 sends no
-    /// round waits (BENCHMARKS.md, "Redis: a round waits for the wave").
+    /// for three quarters of the previous round took about a tenth off Redis's CPU per
+    /// decision at 256 calls in flight (3–17 % in the runs measured). No round waits after
+    /// one of fewer than 16 sends or after a quiet spell longer than the wait; a bursty
+    /// moderate load pays it (+1.4–2 ms p50 at 2,000–8,000 calls/s). BENCHMARKS.md, "Redis: a
+    /// round waits for the wave".
     pub redis_fill_wait_ms: u64,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,

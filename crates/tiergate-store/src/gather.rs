@@ -14,9 +14,11 @@
 //!    (rounds of 210, 3, 91, … under `MONITOR` at 256 calls in flight). So a round much
 //!    smaller than the one before it waits, up to [`Fill::wait`], until it holds
 //!    [`FILL_SHARE`] of that round's commands. Two guards keep the wait where it pays:
-//!    - it applies only after a round of at least [`FILL_SIBLINGS`] commands, as PostgreSQL's
-//!      `commit_delay` applies only with `commit_siblings` other transactions active: at
-//!      light load no call waits;
+//!    - it applies only after a round of at least [`FILL_SIBLINGS`] commands answered less
+//!      than the wait ago (the batcher forgets a round after a quiet spell, and a failed one),
+//!      as PostgreSQL's `commit_delay` applies only with `commit_siblings` other transactions
+//!      active: a lone call, and a call after a quiet spell, never waits. A moderate but bursty
+//!      load whose rounds carry 16 or more does wait (BENCHMARKS.md measures the cost);
 //!    - the share is less than one: with steady arrivals the queue at a round's start is
 //!      about what the previous round carried, so a round rarely waits, and a wait does not
 //!      carry over. (With a share of one, a round that waited would make the next as large,
@@ -38,7 +40,7 @@ const GATHER_YIELDS: usize = 16;
 const GATHER_MAX: Duration = Duration::from_millis(1);
 
 /// Commands the previous round must have carried for the next to wait and fill: below it,
-/// the load is light and a wait would add latency for little.
+/// few calls are on their way and a wait would add latency for little.
 pub(crate) const FILL_SIBLINGS: usize = 16;
 
 /// The share of the previous round's commands a round waits for (numerator, denominator):
@@ -61,6 +63,43 @@ impl Fill {
             return 0;
         }
         (self.previous * FILL_SHARE.0 / FILL_SHARE.1).min(BATCH)
+    }
+}
+
+/// What a batcher remembers of its last round, to tell how the next may fill.
+#[derive(Debug)]
+pub(crate) struct LastRound {
+    carried: usize,
+    answered: Instant,
+    wait: Duration,
+}
+
+impl LastRound {
+    /// No round yet; rounds may wait up to `wait` to fill.
+    pub(crate) fn new(wait: Duration) -> Self {
+        LastRound {
+            carried: 0,
+            answered: Instant::now(),
+            wait,
+        }
+    }
+
+    /// How a round whose first command was taken at `now` may fill. After a quiet spell
+    /// longer than the wait, the last round's wave has come and gone: the call that starts
+    /// the next busy spell does not wait for it.
+    pub(crate) fn fill(&self, now: Instant) -> Fill {
+        let quiet = now.saturating_duration_since(self.answered) > self.wait;
+        Fill {
+            previous: if quiet { 0 } else { self.carried },
+            wait: self.wait,
+        }
+    }
+
+    /// A round of `n` commands was answered at `now`; `ok`: it succeeded (a failed round's
+    /// callers get an error, and no wave follows it).
+    pub(crate) fn answered(&mut self, n: usize, ok: bool, now: Instant) {
+        self.carried = if ok { n } else { 0 };
+        self.answered = now;
     }
 }
 
@@ -91,7 +130,7 @@ pub(crate) async fn gather<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, fi
     }
     let want = fill.want();
     let deadline = start + fill.wait;
-    while batch.len() < want {
+    while batch.len() < want.min(BATCH) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(c)) => {
                 batch.push(c);
@@ -113,8 +152,9 @@ mod tests {
     };
 
     /// A round takes what the runtime's other tasks add while they run, and stops at the first
-    /// turn that adds nothing.
-    #[tokio::test(flavor = "current_thread")]
+    /// turn that adds nothing. (Time is paused so that a busy machine cannot end the turns
+    /// early by [`GATHER_MAX`].)
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_round_gathers_while_other_tasks_add_to_it() {
         let (tx, mut rx) = mpsc::channel(64);
         tx.send(0u32).await.unwrap();
@@ -139,12 +179,14 @@ mod tests {
     }
 
     /// Never more than a round holds, and never more than [`GATHER_YIELDS`] turns.
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_round_is_bounded() {
         let (tx, mut rx) = mpsc::channel(4 * BATCH);
         for i in 0..BATCH + 10 {
             tx.send(i).await.unwrap();
         }
+        // Gone, so that a fill past the bound would take the rest rather than wait.
+        drop(tx);
         let mut batch = Vec::new();
         rx.recv_many(&mut batch, 1).await;
         let fill = Fill {
@@ -212,7 +254,10 @@ mod tests {
             previous: 100,
             wait: Duration::from_millis(3),
         };
-        gather(&mut rx, &mut batch, fill).await;
+        // A fill without its deadline would wait forever: fail instead.
+        tokio::time::timeout(Duration::from_secs(1), gather(&mut rx, &mut batch, fill))
+            .await
+            .expect("the fill ends at its wait");
         assert_eq!(batch, vec![0]);
         let waited = start.elapsed();
         assert!(
@@ -224,6 +269,27 @@ mod tests {
         let started = tokio::time::Instant::now();
         gather(&mut rx, &mut batch, fill).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// A round answered within the wait sets the next round's fill; a quiet spell longer than
+    /// the wait, or a failed round, forgets it.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_last_round_is_forgotten_after_a_quiet_spell_or_a_failure() {
+        let wait = Duration::from_millis(3);
+        let mut last = LastRound::new(wait);
+        assert_eq!(last.fill(Instant::now()).previous, 0, "no round yet");
+        last.answered(100, true, Instant::now());
+        let fill = last.fill(Instant::now() + wait);
+        assert_eq!((fill.previous, fill.wait), (100, wait));
+        assert_eq!(fill.want(), 75);
+        assert_eq!(
+            last.fill(Instant::now() + wait + Duration::from_millis(1))
+                .want(),
+            0,
+            "quiet spell"
+        );
+        last.answered(100, false, Instant::now());
+        assert_eq!(last.fill(Instant::now()).want(), 0, "failed round");
     }
 
     /// After a light round, or with no wait configured, a round goes at once: a lone call

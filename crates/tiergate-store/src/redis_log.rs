@@ -36,7 +36,7 @@ use tiergate_core::{Command, EngineError};
 use crate::append::{Answer, Appender, Pack, group_by};
 use crate::command_codec;
 use crate::commit_stats::CommitStats;
-use crate::gather::{BATCH, Fill, gather};
+use crate::gather::{BATCH, LastRound, gather};
 use crate::own_entries::{self, OwnEntry};
 use crate::partition::{CLUSTER_PARTITIONS, PartitionKeys, SINGLE_PARTITIONS, partition_of};
 use crate::redis_conn::{RedisConn, RedisTopology};
@@ -425,9 +425,10 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
-    /// The default [`RedisOptions::fill_wait`]: 3 ms took Redis's CPU per decision down by
-    /// 10–20 % at 256 calls in flight, at the same calls/s (BENCHMARKS.md, "Redis: a round
-    /// waits for the wave").
+    /// The default [`RedisOptions::fill_wait`]: 3 ms took about a tenth off Redis's CPU per
+    /// decision at 256 calls in flight (3–17 % in the runs measured), and costs a bursty
+    /// moderate load 1.4–2 ms at the median (BENCHMARKS.md, "Redis: a round waits for the
+    /// wave").
     pub const FILL_WAIT: Duration = Duration::from_millis(3);
 }
 
@@ -521,17 +522,12 @@ async fn batcher(
     mut rx: mpsc::Receiver<Call>,
 ) {
     let mut batch: Vec<Call> = Vec::with_capacity(BATCH);
-    let mut previous = 0;
+    let mut last = LastRound::new(fill_wait);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // The commit latency `/metrics` shows includes the gathering.
         let start = Instant::now();
-        let fill = Fill {
-            previous,
-            wait: fill_wait,
-        };
-        gather(&mut rx, &mut batch, fill).await;
+        gather(&mut rx, &mut batch, last.fill(start.into())).await;
         let n = batch.len();
-        previous = n;
         let all: Vec<usize> = (0..n).collect();
         let groups = group_by(&all, |&i| batch[i].partition);
         let mut calls: Vec<Option<Call>> = batch.drain(..).map(Some).collect();
@@ -586,6 +582,7 @@ async fn batcher(
         if all_ok {
             stats.observe(start.elapsed(), n);
         }
+        last.answered(n, all_ok, tokio::time::Instant::now());
     }
 }
 

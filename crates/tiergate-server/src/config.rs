@@ -144,7 +144,7 @@ pub struct ServerSection {
     /// for three quarters of the previous round took about a tenth off Redis's CPU per
     /// decision at 256 calls in flight (3–17 % in the runs measured). No round waits after
     /// one of fewer than 16 sends or after a quiet spell longer than the wait; a bursty
-    /// moderate load pays it (+1.4–2 ms p50 at 2,000–8,000 calls/s). BENCHMARKS.md, "Redis: a
+    /// moderate load pays it (up to 3.3 ms more at the median at 8,000 calls/s). BENCHMARKS.md, "Redis: a
     /// round waits for the wave".
     pub redis_fill_wait_ms: u64,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.

@@ -427,7 +427,7 @@ pub struct RedisOptions {
 impl RedisOptions {
     /// The default [`RedisOptions::fill_wait`]: 3 ms took about a tenth off Redis's CPU per
     /// decision at 256 calls in flight (3–17 % in the runs measured), and costs a bursty
-    /// moderate load 1.4–2 ms at the median (BENCHMARKS.md, "Redis: a round waits for the
+    /// moderate load up to 3.3 ms at the median (BENCHMARKS.md, "Redis: a round waits for the
     /// wave").
     pub const FILL_WAIT: Duration = Duration::from_millis(3);
 }

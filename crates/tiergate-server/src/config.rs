@@ -144,8 +144,8 @@ pub struct ServerSection {
     /// for three quarters of the previous round took about a tenth off Redis's CPU per
     /// decision at 256 calls in flight (3–17 % in the runs measured). No round waits after
     /// one of fewer than 16 sends or after a quiet spell longer than the wait; a bursty
-    /// moderate load pays it (up to 3.3 ms more at the median at 8,000 calls/s). BENCHMARKS.md, "Redis: a
-    /// round waits for the wave".
+    /// moderate load pays it (up to 3.3 ms more at the median at 8,000 calls/s).
+    /// BENCHMARKS.md, "Redis: a round waits for the wave".
     pub redis_fill_wait_ms: u64,
     /// Base URL of the Cloud-API-compatible upstream for `SendTemplate`.
     pub upstream_url: Option<String>,
@@ -205,7 +205,7 @@ impl Default for ServerSection {
             redis_snapshot_entries: 100_000,
             redis_partitions: 0,
             redis_log_format: RedisLogFormat::Binary,
-            redis_fill_wait_ms: 3,
+            redis_fill_wait_ms: tiergate_store::RedisOptions::FILL_WAIT.as_millis() as u64,
             compact_facts: 1_000_000,
             compact_check_ms: 60_000,
             upstream_url: None,

@@ -41,28 +41,29 @@ const GATHER_MAX: Duration = Duration::from_millis(1);
 
 /// Commands the previous round must have carried for the next to wait and fill: below it,
 /// few calls are on their way and a wait would add latency for little.
-pub(crate) const FILL_SIBLINGS: usize = 16;
+const FILL_SIBLINGS: usize = 16;
 
 /// The share of the previous round's commands a round waits for (numerator, denominator):
 /// three quarters, below one so that a wait does not carry over (module doc).
-pub(crate) const FILL_SHARE: (usize, usize) = (3, 4);
+const FILL_SHARE: (usize, usize) = (3, 4);
 
 /// How a round may wait to fill, from the size of the round before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fill {
     /// Commands the previous round carried.
-    pub previous: usize,
+    previous: usize,
     /// The longest a round waits to fill, from when its first command was taken; zero: never.
-    pub wait: Duration,
+    wait: Duration,
 }
 
 impl Fill {
-    /// Commands this round waits for: none after a light round or with no wait configured.
+    /// Commands this round waits for (never past [`BATCH`]: `gather` stops there): none after
+    /// a light round or with no wait configured.
     pub(crate) fn want(self) -> usize {
         if self.wait.is_zero() || self.previous < FILL_SIBLINGS {
             return 0;
         }
-        (self.previous * FILL_SHARE.0 / FILL_SHARE.1).min(BATCH)
+        self.previous * FILL_SHARE.0 / FILL_SHARE.1
     }
 }
 

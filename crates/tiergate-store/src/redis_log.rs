@@ -525,8 +525,8 @@ async fn batcher(
     let mut last = LastRound::new(fill_wait);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // The commit latency `/metrics` shows includes the gathering.
-        let start = Instant::now();
-        gather(&mut rx, &mut batch, last.fill(start.into())).await;
+        let start = tokio::time::Instant::now();
+        gather(&mut rx, &mut batch, last.fill(start)).await;
         let n = batch.len();
         let all: Vec<usize> = (0..n).collect();
         let groups = group_by(&all, |&i| batch[i].partition);
